@@ -1,0 +1,1 @@
+//! outcore-store (being built)
