@@ -1,0 +1,686 @@
+//! PostgreSQL backend: many processes and machines share one database. Commits serialize on the
+//! head row (`SELECT ... FOR UPDATE`), so tid order is commit order; each commit announces its tid
+//! with `NOTIFY outcore_commit`.
+
+use super::sqlite::check_format;
+use super::{array_info, encode_meta, time_to_us, FORMAT_NAME, FORMAT_VERSION};
+use crate::block::{self, Encoded, Stored};
+use crate::commit::{self, ArrayVersion, ChangedSets, Commit, Head, WriteTxn};
+use crate::error::{Error, Result};
+use crate::pool::Pool;
+use crate::store::{Store, Subscription};
+use crate::types::{ArrayId, ArrayInfo, ArrayMeta, Changes, GcStats, StoreStats, Tid, TxnInfo};
+use postgres::types::ToSql;
+use postgres::{Client, Config, NoTls, Statement};
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+const SCHEMA: &str = "
+CREATE TABLE outcore_meta (key text PRIMARY KEY, value text NOT NULL);
+CREATE TABLE outcore_head (
+    id int PRIMARY KEY CHECK (id = 1),
+    tid bigint NOT NULL, gc_horizon bigint NOT NULL, time_us bigint NOT NULL);
+CREATE TABLE outcore_txn (
+    tid bigint PRIMARY KEY, time_us bigint NOT NULL,
+    \"user\" text NOT NULL, description text NOT NULL, extension text NOT NULL);
+CREATE INDEX outcore_txn_time ON outcore_txn (time_us);
+CREATE TABLE outcore_array (
+    array_id bigint NOT NULL, tid bigint NOT NULL, name text, meta text,
+    PRIMARY KEY (array_id, tid));
+CREATE INDEX outcore_array_tid ON outcore_array (tid);
+CREATE TABLE outcore_block (
+    array_id bigint NOT NULL, blk bigint NOT NULL, tid bigint NOT NULL,
+    kind int NOT NULL, codec int NOT NULL, len bigint NOT NULL,
+    checksum bigint NOT NULL, data bytea NOT NULL,
+    PRIMARY KEY (array_id, blk, tid));
+ALTER TABLE outcore_block ALTER COLUMN data SET STORAGE EXTERNAL;
+CREATE INDEX outcore_block_tid ON outcore_block (tid);
+INSERT INTO outcore_head (id, tid, gc_horizon, time_us) VALUES (1, 0, 0, 0);
+";
+
+/// Advisory lock key taken while creating the schema (ASCII "outcore").
+const INIT_LOCK: i64 = 0x006f_7574_636f_7265;
+/// The notification channel.
+const CHANNEL: &str = "outcore_commit";
+
+fn err(op: &'static str) -> impl FnOnce(postgres::Error) -> Error {
+    move |e| Error::Backend { backend: "postgresql", op, source: Box::new(e) }
+}
+
+/// A connection with its prepared statements.
+struct PgConn {
+    client: Client,
+    stmts: HashMap<&'static str, Statement>,
+}
+
+fn prepared<C: postgres::GenericClient>(
+    c: &mut C,
+    stmts: &mut HashMap<&'static str, Statement>,
+    sql: &'static str,
+) -> std::result::Result<Statement, postgres::Error> {
+    if let Some(s) = stmts.get(sql) {
+        return Ok(s.clone());
+    }
+    let s = c.prepare(sql)?;
+    stmts.insert(sql, s.clone());
+    Ok(s)
+}
+
+/// A store in a PostgreSQL database.
+pub struct PgStore {
+    config: Config,
+    location: String,
+    conns: Pool<PgConn>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").field("location", &self.location).finish()
+    }
+}
+
+/// Parse a `postgresql://` URL the way libpq does: fields missing from the URL come from
+/// `PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE`, `PGPASSWORD`, then `PGPASSFILE`/`~/.pgpass`.
+fn config_from_url(url: &str) -> Result<(Config, String)> {
+    let redacted = redact(url);
+    let bad = |reason: String| Error::BadLocation { location: redacted.clone(), reason };
+    let mut config: Config = url.parse().map_err(|e: postgres::Error| bad(e.to_string()))?;
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    if config.get_hosts().is_empty() {
+        match env("PGHOST") {
+            Some(h) if h.starts_with('/') => {
+                config.host_path(h);
+            }
+            Some(h) => {
+                config.host(&h);
+            }
+            None => {
+                if std::path::Path::new("/var/run/postgresql").is_dir() {
+                    config.host_path("/var/run/postgresql");
+                } else {
+                    config.host("localhost");
+                }
+            }
+        }
+    }
+    if config.get_ports().is_empty() {
+        if let Some(p) = env("PGPORT") {
+            config.port(p.parse().map_err(|_| bad(format!("PGPORT={p} is not a port number")))?);
+        }
+    }
+    if config.get_user().is_none() {
+        let user =
+            env("PGUSER").or_else(|| env("USER")).ok_or_else(|| bad("no user in the URL, PGUSER or USER".into()))?;
+        config.user(&user);
+    }
+    if config.get_dbname().is_none() {
+        if let Some(db) = env("PGDATABASE") {
+            config.dbname(&db);
+        }
+    }
+    if config.get_password().is_none() {
+        if let Some(pw) = env("PGPASSWORD").or_else(|| pgpass_lookup(&config)) {
+            config.password(pw);
+        }
+    }
+    if matches!(config.get_ssl_mode(), postgres::config::SslMode::Require) {
+        return Err(bad("sslmode=require: this build of outcore connects without TLS (use sslmode=disable or prefer, or a TLS tunnel)".into()));
+    }
+    Ok((config, redacted))
+}
+
+/// The password for `config` from `PGPASSFILE` or `~/.pgpass` (`host:port:db:user:password`,
+/// `*` matches anything), as libpq reads it.
+fn pgpass_lookup(config: &Config) -> Option<String> {
+    let path = std::env::var_os("PGPASSFILE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".pgpass")))?;
+    let text = std::fs::read_to_string(path).ok()?;
+    let host = match config.get_hosts().first() {
+        Some(postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "localhost".to_string(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432).to_string();
+    let user = config.get_user().unwrap_or_default();
+    let db = config.get_dbname().unwrap_or(user);
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let fields = split_pgpass(line);
+        if fields.len() != 5 {
+            continue;
+        }
+        let ok = |f: &str, v: &str| f == "*" || f == v;
+        if ok(&fields[0], &host) && ok(&fields[1], &port) && ok(&fields[2], db) && ok(&fields[3], user) {
+            return Some(fields[4].clone());
+        }
+    }
+    None
+}
+
+fn split_pgpass(line: &str) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let (Some(n), Some(last)) = (chars.next(), out.last_mut()) {
+                    last.push(n);
+                }
+            }
+            ':' => out.push(String::new()),
+            c => {
+                if let Some(last) = out.last_mut() {
+                    last.push(c);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The URL with its password replaced by `***`.
+pub(crate) fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl PgStore {
+    /// Connect to the database named by a `postgresql://` URL, creating the schema if the
+    /// database has none.
+    pub fn open(url: &str) -> Result<Self> {
+        let (config, location) = config_from_url(url)?;
+        let store = PgStore { config, location, conns: Pool::new(16) };
+        let mut conn = store.connect()?;
+        store.init_schema(&mut conn.client)?;
+        Ok(store)
+    }
+
+    fn connect(&self) -> Result<PgConn> {
+        let client = self.config.connect(NoTls).map_err(|e| Error::BadLocation {
+            location: self.location.clone(),
+            reason: format!("cannot connect: {e}"),
+        })?;
+        Ok(PgConn { client, stmts: HashMap::new() })
+    }
+
+    fn conn(&self) -> Result<crate::pool::Pooled<'_, PgConn>> {
+        self.conns.get(|| self.connect())
+    }
+
+    fn init_schema(&self, client: &mut Client) -> Result<()> {
+        let mut tx = client.transaction().map_err(err("open"))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&INIT_LOCK]).map_err(err("open"))?;
+        let exists: bool =
+            tx.query_one("SELECT to_regclass('outcore_meta') IS NOT NULL", &[]).map_err(err("open"))?.get(0);
+        if !exists {
+            tx.batch_execute(SCHEMA).map_err(err("create schema"))?;
+            tx.execute(
+                "INSERT INTO outcore_meta (key, value) VALUES ('format', $1), ('version', $2)",
+                &[&FORMAT_NAME, &FORMAT_VERSION.to_string()],
+            )
+            .map_err(err("create schema"))?;
+            tx.commit().map_err(err("create schema"))?;
+            return Ok(());
+        }
+        let get = |tx: &mut postgres::Transaction<'_>, key: &str| -> Result<Option<String>> {
+            Ok(tx
+                .query_opt("SELECT value FROM outcore_meta WHERE key = $1", &[&key])
+                .map_err(err("open"))?
+                .map(|r| r.get(0)))
+        };
+        let format = get(&mut tx, "format")?;
+        let version = get(&mut tx, "version")?;
+        check_format(&self.location, format, version)
+    }
+
+    /// Run `f` on a pooled connection; a connection that failed is not reused.
+    fn with_conn<T>(&self, f: impl FnOnce(&mut PgConn) -> Result<T>) -> Result<T> {
+        let mut c = self.conn()?;
+        let r = f(&mut c);
+        if matches!(r, Err(Error::Backend { .. })) || c.client.is_closed() {
+            c.discard();
+        }
+        r
+    }
+}
+
+// ---- queries shared by readers and the commit transaction ----
+
+const HEAD: &str = "SELECT tid, gc_horizon, time_us FROM outcore_head WHERE id = 1";
+const LOAD: &str = "SELECT h.gc_horizon, b.tid, b.kind, b.codec, b.len, b.checksum, b.data
+     FROM outcore_head h LEFT JOIN LATERAL (
+        SELECT tid, kind, codec, len, checksum, data FROM outcore_block
+        WHERE array_id = $1 AND blk = $2 AND tid <= $3 ORDER BY tid DESC LIMIT 1) b ON true
+     WHERE h.id = 1";
+const LIVE_ARRAYS: &str = "SELECT v.array_id, v.tid, v.name, v.meta FROM outcore_array v
+     WHERE v.tid = (SELECT max(w.tid) FROM outcore_array w WHERE w.array_id = v.array_id AND w.tid <= $1)
+       AND v.name IS NOT NULL ORDER BY v.name";
+const ARRAY_BY_NAME: &str = "SELECT v.array_id, v.tid, v.name, v.meta FROM outcore_array v
+     WHERE v.tid = (SELECT max(w.tid) FROM outcore_array w WHERE w.array_id = v.array_id AND w.tid <= $1)
+       AND v.name = $2";
+const ARRAY_BY_ID: &str = "SELECT v.array_id, v.tid, v.name, v.meta FROM outcore_array v
+     WHERE v.array_id = $2 AND v.name IS NOT NULL
+       AND v.tid = (SELECT max(w.tid) FROM outcore_array w WHERE w.array_id = v.array_id AND w.tid <= $1)";
+const CHANGED_BLOCKS: &str = "SELECT array_id, blk, max(tid) FROM outcore_block WHERE tid > $1 AND tid <= $2
+     GROUP BY array_id, blk ORDER BY array_id, blk";
+const CHANGED_ARRAYS: &str = "SELECT array_id, max(tid) FROM outcore_array WHERE tid > $1 AND tid <= $2
+     GROUP BY array_id ORDER BY array_id";
+
+fn q<C: postgres::GenericClient>(
+    c: &mut C,
+    stmts: &mut HashMap<&'static str, Statement>,
+    op: &'static str,
+    sql: &'static str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<postgres::Row>> {
+    let st = prepared(c, stmts, sql).map_err(err(op))?;
+    c.query(&st, params).map_err(err(op))
+}
+
+fn q_head<C: postgres::GenericClient>(
+    c: &mut C,
+    stmts: &mut HashMap<&'static str, Statement>,
+    sql: &'static str,
+) -> Result<Head> {
+    let rows = q(c, stmts, "read head", sql, &[])?;
+    let row = rows.first().ok_or_else(|| Error::Invalid("store has no head row".into()))?;
+    Ok(Head { tid: row.get::<_, i64>(0) as u64, horizon: row.get::<_, i64>(1) as u64, time_us: row.get(2) })
+}
+
+fn q_load<C: postgres::GenericClient>(
+    c: &mut C,
+    stmts: &mut HashMap<&'static str, Statement>,
+    array: ArrayId,
+    blk: u64,
+    at: Tid,
+    buf: &mut [u8],
+) -> Result<()> {
+    let rows = q(c, stmts, "load", LOAD, &[&(array.0 as i64), &(blk as i64), &(at as i64)])?;
+    let row = rows.first().ok_or_else(|| Error::Invalid("store has no head row".into()))?;
+    let horizon = row.get::<_, i64>(0) as u64;
+    if at < horizon {
+        return Err(Error::SnapshotGone { at, horizon });
+    }
+    let Some(tid) = row.get::<_, Option<i64>>(1) else {
+        buf.fill(0);
+        return Ok(());
+    };
+    let stored = Stored {
+        tid: tid as u64,
+        kind: row.get::<_, i32>(2) as i64,
+        codec: row.get::<_, i32>(3) as i64,
+        len: row.get::<_, i64>(4) as u64,
+        checksum: row.get(5),
+        data: row.get::<_, &[u8]>(6),
+    };
+    block::decode_into(array, blk, &stored, buf)
+}
+
+fn rows_to_arrays(rows: Vec<postgres::Row>) -> Result<Vec<ArrayInfo>> {
+    rows.into_iter().map(|r| array_info(r.get(0), r.get(1), r.get(2), r.get::<_, &str>(3))).collect()
+}
+
+fn q_changes<C: postgres::GenericClient>(
+    c: &mut C,
+    stmts: &mut HashMap<&'static str, Statement>,
+    after: Tid,
+    upto: Tid,
+) -> Result<ChangedSets> {
+    let p: [&(dyn ToSql + Sync); 2] = [&(after as i64), &(upto.min(i64::MAX as u64) as i64)];
+    let blocks = q(c, stmts, "changes", CHANGED_BLOCKS, &p)?
+        .into_iter()
+        .map(|r| (ArrayId(r.get::<_, i64>(0) as u64), r.get::<_, i64>(1) as u64, r.get::<_, i64>(2) as u64))
+        .collect();
+    let arrays = q(c, stmts, "changes", CHANGED_ARRAYS, &p)?
+        .into_iter()
+        .map(|r| (ArrayId(r.get::<_, i64>(0) as u64), r.get::<_, i64>(1) as u64))
+        .collect();
+    Ok((blocks, arrays))
+}
+
+fn check_at(c: &mut PgConn, at: Tid) -> Result<()> {
+    let head = q_head(&mut c.client, &mut c.stmts, HEAD)?;
+    if at < head.horizon {
+        return Err(Error::SnapshotGone { at, horizon: head.horizon });
+    }
+    if at > head.tid {
+        return Err(Error::FutureTid { at, head: head.tid });
+    }
+    Ok(())
+}
+
+/// The commit transaction.
+struct PgTxn<'a> {
+    tx: postgres::Transaction<'a>,
+    stmts: &'a mut HashMap<&'static str, Statement>,
+}
+
+impl PgTxn<'_> {
+    fn exec(&mut self, op: &'static str, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+        let st = prepared(&mut self.tx, self.stmts, sql).map_err(err(op))?;
+        self.tx.execute(&st, params).map_err(err(op))
+    }
+}
+
+impl WriteTxn for PgTxn<'_> {
+    fn head(&mut self) -> Result<Head> {
+        // The row lock serializes commits: tid order is commit order.
+        q_head(&mut self.tx, self.stmts, "SELECT tid, gc_horizon, time_us FROM outcore_head WHERE id = 1 FOR UPDATE")
+    }
+
+    fn changed_since(&mut self, base: Tid) -> Result<ChangedSets> {
+        q_changes(&mut self.tx, self.stmts, base, u64::MAX)
+    }
+
+    fn array_at(&mut self, id: ArrayId, at: Tid) -> Result<Option<ArrayVersion>> {
+        let rows = q(
+            &mut self.tx,
+            self.stmts,
+            "read array",
+            "SELECT tid, name, meta FROM outcore_array WHERE array_id = $1 AND tid <= $2 ORDER BY tid DESC LIMIT 1",
+            &[&(id.0 as i64), &(at as i64)],
+        )?;
+        let Some(r) = rows.first() else { return Ok(None) };
+        let tid = r.get::<_, i64>(0) as u64;
+        let state = match (r.get::<_, Option<String>>(1), r.get::<_, Option<&str>>(2)) {
+            (Some(name), Some(meta)) => Some((name, super::decode_meta(id, tid, meta)?)),
+            _ => None,
+        };
+        Ok(Some(ArrayVersion { tid, state }))
+    }
+
+    fn live_arrays(&mut self, at: Tid) -> Result<Vec<ArrayInfo>> {
+        rows_to_arrays(q(&mut self.tx, self.stmts, "list arrays", LIVE_ARRAYS, &[&(at as i64)])?)
+    }
+
+    fn stored_blocks_from(&mut self, id: ArrayId, from_blk: u64, at: Tid) -> Result<Vec<(u64, u64)>> {
+        let rows = q(
+            &mut self.tx,
+            self.stmts,
+            "truncate",
+            "SELECT b.blk, b.len FROM outcore_block b WHERE b.array_id = $1 AND b.blk >= $2 AND b.len > 0
+               AND b.tid = (SELECT max(c.tid) FROM outcore_block c
+                            WHERE c.array_id = b.array_id AND c.blk = b.blk AND c.tid <= $3)
+             ORDER BY b.blk",
+            &[&(id.0 as i64), &(from_blk as i64), &(at as i64)],
+        )?;
+        Ok(rows.into_iter().map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64)).collect())
+    }
+
+    fn load(&mut self, id: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> Result<()> {
+        q_load(&mut self.tx, self.stmts, id, blk, at, buf)
+    }
+
+    fn insert_txn(&mut self, info: &TxnInfo) -> Result<()> {
+        self.exec(
+            "commit",
+            "INSERT INTO outcore_txn (tid, time_us, \"user\", description, extension) VALUES ($1, $2, $3, $4, $5)",
+            &[&(info.tid as i64), &info.time_us, &info.user, &info.description, &info.extension.to_string()],
+        )
+        .map(|_| ())
+    }
+
+    fn insert_array_version(&mut self, id: ArrayId, tid: Tid, state: Option<(&str, &ArrayMeta)>) -> Result<()> {
+        let (name, meta) = match state {
+            Some((name, meta)) => (Some(name), Some(encode_meta(meta))),
+            None => (None, None),
+        };
+        self.exec(
+            "commit",
+            "INSERT INTO outcore_array (array_id, tid, name, meta) VALUES ($1, $2, $3, $4)",
+            &[&(id.0 as i64), &(tid as i64), &name, &meta],
+        )
+        .map(|_| ())
+    }
+
+    fn insert_block(&mut self, id: ArrayId, blk: u64, tid: Tid, enc: &Encoded) -> Result<()> {
+        self.exec(
+            "commit",
+            "INSERT INTO outcore_block (array_id, blk, tid, kind, codec, len, checksum, data)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &(id.0 as i64),
+                &(blk as i64),
+                &(tid as i64),
+                &(enc.kind as i32),
+                &(enc.codec as i32),
+                &(enc.len as i64),
+                &enc.checksum,
+                &enc.data,
+            ],
+        )
+        .map(|_| ())
+    }
+
+    fn set_head(&mut self, tid: Tid, time_us: i64) -> Result<()> {
+        self.exec("commit", "UPDATE outcore_head SET tid = $1, time_us = $2 WHERE id = 1", &[&(tid as i64), &time_us])?;
+        self.exec("commit", "SELECT pg_notify('outcore_commit', $1)", &[&tid.to_string()])?;
+        Ok(())
+    }
+}
+
+impl Store for PgStore {
+    fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn head(&self) -> Result<Tid> {
+        self.with_conn(|c| Ok(q_head(&mut c.client, &mut c.stmts, HEAD)?.tid))
+    }
+
+    fn gc_horizon(&self) -> Result<Tid> {
+        self.with_conn(|c| Ok(q_head(&mut c.client, &mut c.stmts, HEAD)?.horizon))
+    }
+
+    fn arrays(&self, at: Tid) -> Result<Vec<ArrayInfo>> {
+        self.with_conn(|c| {
+            check_at(c, at)?;
+            rows_to_arrays(q(&mut c.client, &mut c.stmts, "list arrays", LIVE_ARRAYS, &[&(at as i64)])?)
+        })
+    }
+
+    fn array(&self, name: &str, at: Tid) -> Result<Option<ArrayInfo>> {
+        self.with_conn(|c| {
+            check_at(c, at)?;
+            Ok(rows_to_arrays(q(&mut c.client, &mut c.stmts, "read array", ARRAY_BY_NAME, &[&(at as i64), &name])?)?
+                .pop())
+        })
+    }
+
+    fn array_by_id(&self, id: ArrayId, at: Tid) -> Result<Option<ArrayInfo>> {
+        self.with_conn(|c| {
+            check_at(c, at)?;
+            Ok(rows_to_arrays(q(
+                &mut c.client,
+                &mut c.stmts,
+                "read array",
+                ARRAY_BY_ID,
+                &[&(at as i64), &(id.0 as i64)],
+            )?)?
+            .pop())
+        })
+    }
+
+    fn load(&self, array: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> Result<()> {
+        self.with_conn(|c| match q_load(&mut c.client, &mut c.stmts, array, blk, at, buf) {
+            Err(Error::Corrupt { array, blk, tid, detail, .. }) => {
+                let name =
+                    q(&mut c.client, &mut c.stmts, "read array", ARRAY_BY_ID, &[&(at as i64), &(array.0 as i64)])
+                        .ok()
+                        .and_then(|rows| rows_to_arrays(rows).ok())
+                        .and_then(|mut v| v.pop())
+                        .map_or_else(|| array.to_string(), |a| a.name);
+                Err(Error::Corrupt { array, name, blk, tid, detail })
+            }
+            r => r,
+        })
+    }
+
+    fn commit(&self, base: Tid, commit: Commit) -> Result<Tid> {
+        self.with_conn(|c| {
+            let PgConn { client, stmts } = c;
+            let tx = client.transaction().map_err(err("begin commit"))?;
+            let mut txn = PgTxn { tx, stmts };
+            let tid = commit::apply(&mut txn, base, commit)?;
+            txn.tx.commit().map_err(err("commit"))?;
+            Ok(tid)
+        })
+    }
+
+    fn changes(&self, after: Tid, upto: Tid) -> Result<Changes> {
+        self.with_conn(|c| {
+            let (blocks, arrays) = q_changes(&mut c.client, &mut c.stmts, after, upto)?;
+            Ok(Changes {
+                blocks: blocks.into_iter().map(|(a, b, _)| (a, b)).collect(),
+                arrays: arrays.into_iter().map(|(a, _)| a).collect(),
+            })
+        })
+    }
+
+    fn history(&self, after: Tid, upto: Tid) -> Result<Vec<TxnInfo>> {
+        self.with_conn(|c| {
+            let rows = q(
+                &mut c.client,
+                &mut c.stmts,
+                "history",
+                "SELECT tid, time_us, \"user\", description, extension FROM outcore_txn
+                 WHERE tid > $1 AND tid <= $2 ORDER BY tid",
+                &[&(after as i64), &(upto.min(i64::MAX as u64) as i64)],
+            )?;
+            Ok(rows
+                .into_iter()
+                .map(|r| {
+                    let ext: String = r.get(4);
+                    TxnInfo {
+                        tid: r.get::<_, i64>(0) as u64,
+                        time_us: r.get(1),
+                        user: r.get(2),
+                        description: r.get(3),
+                        extension: serde_json::from_str(&ext).unwrap_or(serde_json::Value::String(ext)),
+                    }
+                })
+                .collect())
+        })
+    }
+
+    fn tid_at(&self, time: SystemTime) -> Result<Tid> {
+        let us = time_to_us(time);
+        self.with_conn(|c| {
+            let rows = q(
+                &mut c.client,
+                &mut c.stmts,
+                "tid_at",
+                "SELECT max(tid) FROM outcore_txn WHERE time_us <= $1",
+                &[&us],
+            )?;
+            Ok(rows.first().and_then(|r| r.get::<_, Option<i64>>(0)).unwrap_or(0) as u64)
+        })
+    }
+
+    fn gc(&self, keep_after: Tid) -> Result<GcStats> {
+        self.with_conn(|c| {
+            let mut tx = c.client.transaction().map_err(err("begin gc"))?;
+            let head = q_head(
+                &mut tx,
+                &mut HashMap::new(),
+                "SELECT tid, gc_horizon, time_us FROM outcore_head WHERE id = 1 FOR UPDATE",
+            )?;
+            if keep_after > head.tid {
+                return Err(Error::FutureTid { at: keep_after, head: head.tid });
+            }
+            let mut stats = GcStats::default();
+            if keep_after <= head.horizon {
+                return Ok(stats);
+            }
+            let k = keep_after as i64;
+            let mut run = |sql: &str| -> Result<(u64, u64)> {
+                let rows = tx.query(sql, &[&k]).map_err(err("gc"))?;
+                let n = rows.len() as u64;
+                Ok((n, rows.iter().map(|r| r.get::<_, i64>(0) as u64).sum()))
+            };
+            for sql in [
+                "DELETE FROM outcore_block WHERE tid <= $1 AND EXISTS (
+                    SELECT 1 FROM outcore_block n WHERE n.array_id = outcore_block.array_id
+                    AND n.blk = outcore_block.blk AND n.tid > outcore_block.tid AND n.tid <= $1) RETURNING len",
+                "DELETE FROM outcore_block WHERE tid <= $1 AND len = 0 RETURNING len",
+                "DELETE FROM outcore_block WHERE array_id IN (
+                    SELECT v.array_id FROM outcore_array v WHERE v.tid <= $1 AND v.name IS NULL
+                    AND NOT EXISTS (SELECT 1 FROM outcore_array n WHERE n.array_id = v.array_id AND n.tid > v.tid))
+                 RETURNING len",
+            ] {
+                let (n, bytes) = run(sql)?;
+                stats.block_versions += n;
+                stats.bytes += bytes;
+            }
+            let (n, _) = run("DELETE FROM outcore_array WHERE tid <= $1 AND (
+                    EXISTS (SELECT 1 FROM outcore_array n WHERE n.array_id = outcore_array.array_id
+                            AND n.tid > outcore_array.tid AND n.tid <= $1)
+                    OR (name IS NULL AND NOT EXISTS (SELECT 1 FROM outcore_array n
+                            WHERE n.array_id = outcore_array.array_id AND n.tid > outcore_array.tid)))
+                 RETURNING 0::bigint")?;
+            stats.array_versions = n;
+            tx.execute("UPDATE outcore_head SET gc_horizon = $1 WHERE id = 1", &[&k]).map_err(err("gc"))?;
+            tx.commit().map_err(err("gc"))?;
+            Ok(stats)
+        })
+    }
+
+    fn stats(&self) -> Result<StoreStats> {
+        self.with_conn(|c| {
+            let row = c
+                .client
+                .query_one("SELECT count(*), coalesce(sum(length(data)), 0)::bigint FROM outcore_block", &[])
+                .map_err(err("stats"))?;
+            Ok(StoreStats { block_versions: row.get::<_, i64>(0) as u64, stored_bytes: row.get::<_, i64>(1) as u64 })
+        })
+    }
+
+    fn subscribe(&self) -> Result<Box<dyn Subscription>> {
+        let mut conn = self.connect()?;
+        conn.client.batch_execute(&format!("LISTEN {CHANNEL}")).map_err(err("subscribe"))?;
+        let last = q_head(&mut conn.client, &mut conn.stmts, HEAD)?.tid;
+        Ok(Box::new(PgListener { client: conn.client, last }))
+    }
+}
+
+/// `LISTEN outcore_commit` on a dedicated connection.
+struct PgListener {
+    client: Client,
+    last: Tid,
+}
+
+impl Subscription for PgListener {
+    fn wait(&mut self, timeout: Duration) -> Result<Option<Tid>> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let mut newest = None;
+            {
+                let mut n = self.client.notifications();
+                use postgres::fallible_iterator::FallibleIterator;
+                if let Some(first) = n.timeout_iter(left).next().map_err(err("wait for notification"))? {
+                    newest = first.payload().parse::<u64>().ok();
+                }
+                let mut rest = n.iter();
+                while let Some(more) = rest.next().map_err(err("wait for notification"))? {
+                    newest = newest.max(more.payload().parse::<u64>().ok());
+                }
+            }
+            match newest {
+                Some(t) if t > self.last => {
+                    self.last = t;
+                    return Ok(Some(t));
+                }
+                _ if left.is_zero() => return Ok(None),
+                _ => {}
+            }
+        }
+    }
+}

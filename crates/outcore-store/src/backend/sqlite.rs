@@ -1,0 +1,583 @@
+//! SQLite backend: the embedded default, one file. WAL mode with `synchronous=FULL`; commits
+//! take SQLite's write lock (`BEGIN IMMEDIATE`), so tid order is commit order across processes.
+
+use super::{array_info, encode_meta, FORMAT_NAME, FORMAT_VERSION};
+use crate::block::{self, Encoded, Stored};
+use crate::commit::{self, ArrayVersion, ChangedSets, Commit, Head, WriteTxn};
+use crate::error::{Error, Result};
+use crate::pool::Pool;
+use crate::store::{Store, Subscription};
+use crate::types::{ArrayId, ArrayInfo, ArrayMeta, Changes, GcStats, StoreStats, Tid, TxnInfo};
+use parking_lot::Mutex;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+const SCHEMA: &str = "
+CREATE TABLE outcore_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE outcore_head (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    tid INTEGER NOT NULL, gc_horizon INTEGER NOT NULL, time_us INTEGER NOT NULL);
+CREATE TABLE outcore_txn (
+    tid INTEGER PRIMARY KEY, time_us INTEGER NOT NULL,
+    user TEXT NOT NULL, description TEXT NOT NULL, extension TEXT NOT NULL);
+CREATE INDEX outcore_txn_time ON outcore_txn (time_us);
+CREATE TABLE outcore_array (
+    array_id INTEGER NOT NULL, tid INTEGER NOT NULL, name TEXT, meta TEXT,
+    PRIMARY KEY (array_id, tid)) WITHOUT ROWID;
+CREATE INDEX outcore_array_tid ON outcore_array (tid);
+CREATE TABLE outcore_block (
+    array_id INTEGER NOT NULL, blk INTEGER NOT NULL, tid INTEGER NOT NULL,
+    kind INTEGER NOT NULL, codec INTEGER NOT NULL, len INTEGER NOT NULL,
+    checksum INTEGER NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (array_id, blk, tid));
+CREATE INDEX outcore_block_tid ON outcore_block (tid);
+INSERT INTO outcore_head (id, tid, gc_horizon, time_us) VALUES (1, 0, 0, 0);
+";
+
+/// SQLite's file header.
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+/// How long a commit waits for another process's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn err(op: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
+    move |e| Error::Backend { backend: "sqlite", op, source: Box::new(e) }
+}
+
+/// A store in one SQLite file.
+pub struct SqliteStore {
+    path: PathBuf,
+    location: String,
+    writer: Mutex<Connection>,
+    readers: Pool<Connection>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish()
+    }
+}
+
+fn connect(path: &Path, create: bool) -> rusqlite::Result<Connection> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // Large pages keep a 2 MiB block in few overflow pages; set before the file is created.
+    conn.pragma_update(None, "page_size", 65536)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "mmap_size", 1i64 << 31)?;
+    conn.pragma_update(None, "cache_size", -65536)?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Open the store at `path`, creating it if the file does not exist (or is empty).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let location = path.display().to_string();
+        let not_a_store = |reason: String| Error::NotAStore { location: location.clone(), reason };
+        if path.is_file() {
+            use std::io::Read;
+            let io = |e: std::io::Error| Error::BadLocation { location: location.clone(), reason: e.to_string() };
+            let mut head = Vec::with_capacity(16);
+            std::fs::File::open(&path).map_err(io)?.take(16).read_to_end(&mut head).map_err(io)?;
+            if !head.is_empty() && head.as_slice() != SQLITE_MAGIC {
+                return Err(not_a_store("the file is not a SQLite database".into()));
+            }
+        }
+        if path.is_dir() {
+            return Err(Error::BadLocation { location, reason: "is a directory".into() });
+        }
+        let mut writer = connect(&path, true).map_err(|e| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::NotADatabase) => not_a_store("the file is not a SQLite database".into()),
+            _ => Error::BadLocation { location: location.clone(), reason: e.to_string() },
+        })?;
+        Self::init_schema(&mut writer, &location)?;
+        Ok(SqliteStore { path, location, writer: Mutex::new(writer), readers: Pool::new(16) })
+    }
+
+    fn init_schema(conn: &mut Connection, location: &str) -> Result<()> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| {
+            match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::NotADatabase) => Error::NotAStore {
+                    location: location.to_string(),
+                    reason: "the file is not a SQLite database".into(),
+                },
+                _ => err("open")(e),
+            }
+        })?;
+        let tables: Vec<String> = {
+            let mut st = tx.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").map_err(err("open"))?;
+            let rows = st.query_map([], |r| r.get(0)).map_err(err("open"))?;
+            rows.collect::<rusqlite::Result<_>>().map_err(err("open"))?
+        };
+        if tables.is_empty() {
+            tx.execute_batch(SCHEMA).map_err(err("create schema"))?;
+            tx.execute(
+                "INSERT INTO outcore_meta (key, value) VALUES ('format', ?1), ('version', ?2)",
+                params![FORMAT_NAME, FORMAT_VERSION.to_string()],
+            )
+            .map_err(err("create schema"))?;
+            tx.commit().map_err(err("create schema"))?;
+            return Ok(());
+        }
+        if !tables.iter().any(|t| t == "outcore_meta") {
+            return Err(Error::NotAStore {
+                location: location.to_string(),
+                reason: format!("SQLite database with foreign tables ({})", tables.join(", ")),
+            });
+        }
+        let get = |key: &str| -> Result<Option<String>> {
+            tx.query_row("SELECT value FROM outcore_meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()
+                .map_err(err("open"))
+        };
+        check_format(location, get("format")?, get("version")?)
+    }
+
+    fn reader(&self) -> Result<crate::pool::Pooled<'_, Connection>> {
+        self.readers.get(|| connect(&self.path, false).map_err(err("connect")))
+    }
+}
+
+/// Check the format marker and version found in a store.
+pub(crate) fn check_format(location: &str, format: Option<String>, version: Option<String>) -> Result<()> {
+    if format.as_deref() != Some(FORMAT_NAME) {
+        return Err(Error::NotAStore {
+            location: location.to_string(),
+            reason: format!("format marker is {format:?}, expected '{FORMAT_NAME}'"),
+        });
+    }
+    let found: u32 = version.as_deref().and_then(|v| v.parse().ok()).ok_or_else(|| Error::NotAStore {
+        location: location.to_string(),
+        reason: format!("unreadable format version {version:?}"),
+    })?;
+    if found != FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion { location: location.to_string(), found, supported: FORMAT_VERSION });
+    }
+    Ok(())
+}
+
+// ---- queries shared by readers and the commit transaction ----
+
+fn q_head(c: &Connection) -> Result<Head> {
+    c.prepare_cached("SELECT tid, gc_horizon, time_us FROM outcore_head WHERE id = 1")
+        .and_then(|mut st| {
+            st.query_row([], |r| {
+                Ok(Head { tid: r.get::<_, i64>(0)? as u64, horizon: r.get::<_, i64>(1)? as u64, time_us: r.get(2)? })
+            })
+        })
+        .map_err(err("read head"))
+}
+
+fn q_load(c: &Connection, array: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> Result<()> {
+    let mut st = c
+        .prepare_cached(
+            "SELECT h.gc_horizon, b.tid, b.kind, b.codec, b.len, b.checksum, b.data
+             FROM outcore_head h LEFT JOIN (
+                SELECT tid, kind, codec, len, checksum, data FROM outcore_block
+                WHERE array_id = ?1 AND blk = ?2 AND tid <= ?3 ORDER BY tid DESC LIMIT 1) b
+             WHERE h.id = 1",
+        )
+        .map_err(err("load"))?;
+    let mut rows = st.query(params![array.0 as i64, blk as i64, at as i64]).map_err(err("load"))?;
+    let row = rows.next().map_err(err("load"))?.ok_or_else(|| Error::Invalid("store has no head row".into()))?;
+    let horizon = row.get::<_, i64>(0).map_err(err("load"))? as u64;
+    if at < horizon {
+        return Err(Error::SnapshotGone { at, horizon });
+    }
+    let tid: Option<i64> = row.get(1).map_err(err("load"))?;
+    let Some(tid) = tid else {
+        buf.fill(0);
+        return Ok(());
+    };
+    let data = row.get_ref(6).map_err(err("load"))?.as_blob().map_err(|e| err("load")(e.into()))?;
+    let stored = Stored {
+        tid: tid as u64,
+        kind: row.get(2).map_err(err("load"))?,
+        codec: row.get(3).map_err(err("load"))?,
+        len: row.get::<_, i64>(4).map_err(err("load"))? as u64,
+        checksum: row.get(5).map_err(err("load"))?,
+        data,
+    };
+    block::decode_into(array, blk, &stored, buf)
+}
+
+const LIVE_ARRAYS: &str = "SELECT v.array_id, v.tid, v.name, v.meta FROM outcore_array v
+     WHERE v.tid = (SELECT max(w.tid) FROM outcore_array w WHERE w.array_id = v.array_id AND w.tid <= ?1)
+       AND v.name IS NOT NULL";
+
+fn q_arrays(c: &Connection, sql: &str, p: &[&dyn rusqlite::ToSql]) -> Result<Vec<ArrayInfo>> {
+    let mut st = c.prepare_cached(sql).map_err(err("list arrays"))?;
+    let rows = st
+        .query_map(p, |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+        })
+        .map_err(err("list arrays"))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, tid, name, meta) = row.map_err(err("list arrays"))?;
+        out.push(array_info(id, tid, name, &meta)?);
+    }
+    Ok(out)
+}
+
+fn q_changes(c: &Connection, after: Tid, upto: Tid) -> Result<ChangedSets> {
+    let mut st = c
+        .prepare_cached(
+            "SELECT array_id, blk, max(tid) FROM outcore_block WHERE tid > ?1 AND tid <= ?2
+             GROUP BY array_id, blk ORDER BY array_id, blk",
+        )
+        .map_err(err("changes"))?;
+    let blocks = st
+        .query_map(params![after as i64, upto as i64], |r| {
+            Ok((ArrayId(r.get::<_, i64>(0)? as u64), r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64))
+        })
+        .map_err(err("changes"))?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(err("changes"))?;
+    let mut st = c
+        .prepare_cached(
+            "SELECT array_id, max(tid) FROM outcore_array WHERE tid > ?1 AND tid <= ?2
+             GROUP BY array_id ORDER BY array_id",
+        )
+        .map_err(err("changes"))?;
+    let arrays = st
+        .query_map(params![after as i64, upto as i64], |r| {
+            Ok((ArrayId(r.get::<_, i64>(0)? as u64), r.get::<_, i64>(1)? as u64))
+        })
+        .map_err(err("changes"))?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(err("changes"))?;
+    Ok((blocks, arrays))
+}
+
+fn check_at(c: &Connection, at: Tid) -> Result<()> {
+    let head = q_head(c)?;
+    if at < head.horizon {
+        return Err(Error::SnapshotGone { at, horizon: head.horizon });
+    }
+    if at > head.tid {
+        return Err(Error::FutureTid { at, head: head.tid });
+    }
+    Ok(())
+}
+
+/// The commit transaction.
+struct SqliteTxn<'a>(rusqlite::Transaction<'a>);
+
+impl WriteTxn for SqliteTxn<'_> {
+    fn head(&mut self) -> Result<Head> {
+        q_head(&self.0)
+    }
+
+    fn changed_since(&mut self, base: Tid) -> Result<ChangedSets> {
+        q_changes(&self.0, base, i64::MAX as u64)
+    }
+
+    fn array_at(&mut self, id: ArrayId, at: Tid) -> Result<Option<ArrayVersion>> {
+        let row = self
+            .0
+            .prepare_cached(
+                "SELECT tid, name, meta FROM outcore_array WHERE array_id = ?1 AND tid <= ?2 ORDER BY tid DESC LIMIT 1",
+            )
+            .and_then(|mut st| {
+                st.query_row(params![id.0 as i64, at as i64], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, Option<String>>(2)?))
+                })
+                .optional()
+            })
+            .map_err(err("read array"))?;
+        let Some((tid, name, meta)) = row else { return Ok(None) };
+        let state = match (name, meta) {
+            (Some(name), Some(meta)) => Some((name, super::decode_meta(id, tid as u64, &meta)?)),
+            _ => None,
+        };
+        Ok(Some(ArrayVersion { tid: tid as u64, state }))
+    }
+
+    fn live_arrays(&mut self, at: Tid) -> Result<Vec<ArrayInfo>> {
+        q_arrays(&self.0, LIVE_ARRAYS, &[&(at as i64)])
+    }
+
+    fn stored_blocks_from(&mut self, id: ArrayId, from_blk: u64, at: Tid) -> Result<Vec<(u64, u64)>> {
+        let mut st = self
+            .0
+            .prepare_cached(
+                "SELECT b.blk, b.len FROM outcore_block b WHERE b.array_id = ?1 AND b.blk >= ?2 AND b.len > 0
+                   AND b.tid = (SELECT max(c.tid) FROM outcore_block c
+                                WHERE c.array_id = b.array_id AND c.blk = b.blk AND c.tid <= ?3)
+                 ORDER BY b.blk",
+            )
+            .map_err(err("truncate"))?;
+        let rows = st
+            .query_map(params![id.0 as i64, from_blk as i64, at as i64], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+            })
+            .map_err(err("truncate"))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(err("truncate"))
+    }
+
+    fn load(&mut self, id: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> Result<()> {
+        q_load(&self.0, id, blk, at, buf)
+    }
+
+    fn insert_txn(&mut self, info: &TxnInfo) -> Result<()> {
+        self.0
+            .prepare_cached(
+                "INSERT INTO outcore_txn (tid, time_us, user, description, extension) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    info.tid as i64,
+                    info.time_us,
+                    info.user,
+                    info.description,
+                    info.extension.to_string()
+                ])
+            })
+            .map(|_| ())
+            .map_err(err("commit"))
+    }
+
+    fn insert_array_version(&mut self, id: ArrayId, tid: Tid, state: Option<(&str, &ArrayMeta)>) -> Result<()> {
+        let (name, meta) = match state {
+            Some((name, meta)) => (Some(name), Some(encode_meta(meta))),
+            None => (None, None),
+        };
+        self.0
+            .prepare_cached("INSERT INTO outcore_array (array_id, tid, name, meta) VALUES (?1, ?2, ?3, ?4)")
+            .and_then(|mut st| st.execute(params![id.0 as i64, tid as i64, name, meta]))
+            .map(|_| ())
+            .map_err(err("commit"))
+    }
+
+    fn insert_block(&mut self, id: ArrayId, blk: u64, tid: Tid, enc: &Encoded) -> Result<()> {
+        self.0
+            .prepare_cached(
+                "INSERT INTO outcore_block (array_id, blk, tid, kind, codec, len, checksum, data)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    id.0 as i64,
+                    blk as i64,
+                    tid as i64,
+                    enc.kind,
+                    enc.codec,
+                    enc.len as i64,
+                    enc.checksum,
+                    enc.data
+                ])
+            })
+            .map(|_| ())
+            .map_err(err("commit"))
+    }
+
+    fn set_head(&mut self, tid: Tid, time_us: i64) -> Result<()> {
+        self.0
+            .execute("UPDATE outcore_head SET tid = ?1, time_us = ?2 WHERE id = 1", params![tid as i64, time_us])
+            .map(|_| ())
+            .map_err(err("commit"))
+    }
+}
+
+impl Store for SqliteStore {
+    fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn head(&self) -> Result<Tid> {
+        Ok(q_head(&*self.reader()?)?.tid)
+    }
+
+    fn gc_horizon(&self) -> Result<Tid> {
+        Ok(q_head(&*self.reader()?)?.horizon)
+    }
+
+    fn arrays(&self, at: Tid) -> Result<Vec<ArrayInfo>> {
+        let c = self.reader()?;
+        check_at(&c, at)?;
+        let mut v = q_arrays(&c, LIVE_ARRAYS, &[&(at as i64)])?;
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(v)
+    }
+
+    fn array(&self, name: &str, at: Tid) -> Result<Option<ArrayInfo>> {
+        let c = self.reader()?;
+        check_at(&c, at)?;
+        let sql = format!("{LIVE_ARRAYS} AND v.name = ?2");
+        Ok(q_arrays(&c, &sql, &[&(at as i64), &name])?.pop())
+    }
+
+    fn array_by_id(&self, id: ArrayId, at: Tid) -> Result<Option<ArrayInfo>> {
+        let c = self.reader()?;
+        check_at(&c, at)?;
+        let sql = format!("{LIVE_ARRAYS} AND v.array_id = ?2");
+        Ok(q_arrays(&c, &sql, &[&(at as i64), &(id.0 as i64)])?.pop())
+    }
+
+    fn load(&self, array: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> Result<()> {
+        let c = self.reader()?;
+        match q_load(&c, array, blk, at, buf) {
+            Err(Error::Corrupt { array, blk, tid, detail, .. }) => {
+                let name =
+                    q_arrays(&c, &format!("{LIVE_ARRAYS} AND v.array_id = ?2"), &[&(at as i64), &(array.0 as i64)])
+                        .ok()
+                        .and_then(|mut v| v.pop())
+                        .map_or_else(|| array.to_string(), |a| a.name);
+                Err(Error::Corrupt { array, name, blk, tid, detail })
+            }
+            r => r,
+        }
+    }
+
+    fn commit(&self, base: Tid, commit: Commit) -> Result<Tid> {
+        let mut w = self.writer.lock();
+        let tx = w.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err("begin commit"))?;
+        let mut txn = SqliteTxn(tx);
+        let tid = commit::apply(&mut txn, base, commit)?;
+        txn.0.commit().map_err(err("commit"))?;
+        Ok(tid)
+    }
+
+    fn changes(&self, after: Tid, upto: Tid) -> Result<Changes> {
+        let (blocks, arrays) = q_changes(&*self.reader()?, after, upto)?;
+        Ok(Changes {
+            blocks: blocks.into_iter().map(|(a, b, _)| (a, b)).collect(),
+            arrays: arrays.into_iter().map(|(a, _)| a).collect(),
+        })
+    }
+
+    fn history(&self, after: Tid, upto: Tid) -> Result<Vec<TxnInfo>> {
+        let c = self.reader()?;
+        let mut st = c
+            .prepare_cached(
+                "SELECT tid, time_us, user, description, extension FROM outcore_txn
+                 WHERE tid > ?1 AND tid <= ?2 ORDER BY tid",
+            )
+            .map_err(err("history"))?;
+        let rows = st
+            .query_map(params![after as i64, upto.min(i64::MAX as u64) as i64], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get(2)?, r.get(3)?, r.get::<_, String>(4)?))
+            })
+            .map_err(err("history"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (tid, time_us, user, description, ext) = row.map_err(err("history"))?;
+            let extension = serde_json::from_str(&ext).unwrap_or(serde_json::Value::String(ext));
+            out.push(TxnInfo { tid: tid as u64, time_us, user, description, extension });
+        }
+        Ok(out)
+    }
+
+    fn tid_at(&self, time: SystemTime) -> Result<Tid> {
+        let us = super::time_to_us(time);
+        let c = self.reader()?;
+        let tid: Option<i64> = c
+            .query_row("SELECT max(tid) FROM outcore_txn WHERE time_us <= ?1", [us], |r| r.get(0))
+            .map_err(err("tid_at"))?;
+        Ok(tid.unwrap_or(0) as u64)
+    }
+
+    fn gc(&self, keep_after: Tid) -> Result<GcStats> {
+        let mut w = self.writer.lock();
+        let tx = w.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err("begin gc"))?;
+        let head = q_head(&tx)?;
+        if keep_after > head.tid {
+            return Err(Error::FutureTid { at: keep_after, head: head.tid });
+        }
+        let mut stats = GcStats::default();
+        if keep_after <= head.horizon {
+            return Ok(stats);
+        }
+        let k = keep_after as i64;
+        let sum = |sql: &str, counter: &mut u64| -> Result<u64> {
+            let mut st = tx.prepare(sql).map_err(err("gc"))?;
+            let lens = st.query_map([k], |r| r.get::<_, i64>(0)).map_err(err("gc"))?;
+            let mut bytes = 0u64;
+            for l in lens {
+                bytes += l.map_err(err("gc"))? as u64;
+                *counter += 1;
+            }
+            Ok(bytes)
+        };
+        let mut versions = 0;
+        stats.bytes += sum(
+            "DELETE FROM outcore_block WHERE tid <= ?1 AND EXISTS (
+                SELECT 1 FROM outcore_block n WHERE n.array_id = outcore_block.array_id
+                AND n.blk = outcore_block.blk AND n.tid > outcore_block.tid AND n.tid <= ?1) RETURNING len",
+            &mut versions,
+        )?;
+        stats.bytes += sum("DELETE FROM outcore_block WHERE tid <= ?1 AND len = 0 RETURNING len", &mut versions)?;
+        // Arrays deleted at or before the horizon: all their blocks and versions go.
+        stats.bytes += sum(
+            "DELETE FROM outcore_block WHERE array_id IN (
+                SELECT v.array_id FROM outcore_array v WHERE v.tid <= ?1 AND v.name IS NULL
+                AND NOT EXISTS (SELECT 1 FROM outcore_array n WHERE n.array_id = v.array_id AND n.tid > v.tid))
+             RETURNING len",
+            &mut versions,
+        )?;
+        stats.block_versions = versions;
+        let mut av = 0;
+        sum(
+            "DELETE FROM outcore_array WHERE tid <= ?1 AND (
+                EXISTS (SELECT 1 FROM outcore_array n WHERE n.array_id = outcore_array.array_id
+                        AND n.tid > outcore_array.tid AND n.tid <= ?1)
+                OR (name IS NULL AND NOT EXISTS (SELECT 1 FROM outcore_array n
+                        WHERE n.array_id = outcore_array.array_id AND n.tid > outcore_array.tid)))
+             RETURNING 0",
+            &mut av,
+        )?;
+        stats.array_versions = av;
+        tx.execute("UPDATE outcore_head SET gc_horizon = ?1 WHERE id = 1", [k]).map_err(err("gc"))?;
+        tx.commit().map_err(err("gc"))?;
+        Ok(stats)
+    }
+
+    fn stats(&self) -> Result<StoreStats> {
+        let c = self.reader()?;
+        c.query_row("SELECT count(*), coalesce(sum(length(data)), 0) FROM outcore_block", [], |r| {
+            Ok(StoreStats { block_versions: r.get::<_, i64>(0)? as u64, stored_bytes: r.get::<_, i64>(1)? as u64 })
+        })
+        .map_err(err("stats"))
+    }
+
+    fn subscribe(&self) -> Result<Box<dyn Subscription>> {
+        let conn = connect(&self.path, false).map_err(err("subscribe"))?;
+        let last = q_head(&conn)?.tid;
+        Ok(Box::new(SqlitePoll { conn, last }))
+    }
+}
+
+/// SQLite has no notifications: poll the head row.
+struct SqlitePoll {
+    conn: Connection,
+    last: Tid,
+}
+
+/// How often a SQLite subscription polls.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+impl Subscription for SqlitePoll {
+    fn wait(&mut self, timeout: Duration) -> Result<Option<Tid>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let head = q_head(&self.conn)?.tid;
+            if head > self.last {
+                self.last = head;
+                return Ok(Some(head));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(POLL_INTERVAL.min(deadline - now));
+        }
+    }
+}

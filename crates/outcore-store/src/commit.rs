@@ -1,0 +1,356 @@
+//! A commit request and the one commit algorithm shared by every backend: conflict detection,
+//! validation, truncation of shrunk arrays, and the rows to insert.
+
+use crate::block::{self, Encoded};
+use crate::error::{Conflict, ConflictItem, Error, Result};
+use crate::types::{ArrayId, ArrayInfo, ArrayMeta, Tid, TxnInfo, MAX_BLKSIZE, MIN_BLKSIZE};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// The new state of an array in a commit.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ArrayState {
+    /// The array exists (is created, renamed or has new metadata).
+    Live {
+        /// Its name after the commit.
+        name: String,
+        /// Its metadata after the commit.
+        meta: ArrayMeta,
+    },
+    /// The array is deleted.
+    Deleted,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct ArrayChange {
+    pub state: ArrayState,
+    /// The smallest size the array had during the transaction: data beyond it is dropped.
+    pub truncated_to: Option<u64>,
+}
+
+/// Everything one transaction changes, committed atomically by [`Store::commit`](crate::Store::commit).
+///
+/// Block writes carry the block's full new content (a shorter buffer means the rest is zero).
+/// Array changes carry the array's full new state. Writing the same block or array twice in one
+/// commit keeps the last write.
+#[derive(Clone, Debug, Default)]
+pub struct Commit {
+    /// The committing user.
+    pub user: String,
+    /// Description (note) of the transaction.
+    pub description: String,
+    /// Free-form JSON extension (`null` when unused).
+    pub extension: serde_json::Value,
+    pub(crate) arrays: BTreeMap<ArrayId, ArrayChange>,
+    pub(crate) blocks: BTreeMap<(ArrayId, u64), Vec<u8>>,
+}
+
+impl Commit {
+    /// An empty commit.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Set the user.
+    pub fn with_user(mut self, user: impl Into<String>) -> Self {
+        self.user = user.into();
+        self
+    }
+
+    /// Set the description.
+    pub fn with_description(mut self, description: impl Into<String>) -> Self {
+        self.description = description.into();
+        self
+    }
+
+    /// Set the JSON extension.
+    pub fn with_extension(mut self, extension: serde_json::Value) -> Self {
+        self.extension = extension;
+        self
+    }
+
+    /// Create an array, or give an existing one a new name and/or metadata.
+    pub fn put_array(&mut self, id: ArrayId, name: impl Into<String>, meta: ArrayMeta) -> &mut Self {
+        let truncated_to = self.arrays.get(&id).and_then(|c| c.truncated_to);
+        self.arrays.insert(id, ArrayChange { state: ArrayState::Live { name: name.into(), meta }, truncated_to });
+        self
+    }
+
+    /// Record that the array was shrunk to `nbytes` at some point in the transaction (even if it
+    /// grew again since): its stored data at or beyond `nbytes` is dropped before this commit's
+    /// block writes apply, so the re-exposed area reads zeros.
+    pub fn truncate(&mut self, id: ArrayId, nbytes: u64) -> &mut Self {
+        if let Some(c) = self.arrays.get_mut(&id) {
+            c.truncated_to = Some(c.truncated_to.map_or(nbytes, |t| t.min(nbytes)));
+        }
+        self
+    }
+
+    /// Delete an array (its block writes in this commit are dropped).
+    pub fn delete_array(&mut self, id: ArrayId) -> &mut Self {
+        self.arrays.insert(id, ArrayChange { state: ArrayState::Deleted, truncated_to: None });
+        self
+    }
+
+    /// Write the full new content of one block.
+    pub fn write_block(&mut self, array: ArrayId, blk: u64, data: Vec<u8>) -> &mut Self {
+        self.blocks.insert((array, blk), data);
+        self
+    }
+
+    /// True when the commit changes nothing (it still records a transaction).
+    pub fn is_empty(&self) -> bool {
+        self.arrays.is_empty() && self.blocks.is_empty()
+    }
+
+    /// Number of block writes.
+    pub fn block_count(&self) -> usize {
+        self.blocks.len()
+    }
+}
+
+/// The head row: newest tid, gc horizon and the time of the newest commit.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Head {
+    pub tid: Tid,
+    pub horizon: Tid,
+    pub time_us: i64,
+}
+
+/// A version row of an array: `None` state means deleted.
+#[derive(Clone, Debug)]
+pub(crate) struct ArrayVersion {
+    pub tid: Tid,
+    pub state: Option<(String, ArrayMeta)>,
+}
+
+/// Changed blocks `(array, blk, newest tid)` and arrays `(array, newest tid)`.
+pub(crate) type ChangedSets = (Vec<(ArrayId, u64, Tid)>, Vec<(ArrayId, Tid)>);
+
+/// What a backend offers inside its exclusive commit transaction.
+pub(crate) trait WriteTxn {
+    fn head(&mut self) -> Result<Head>;
+    /// Blocks and arrays with versions newer than `base`, with the newest such tid.
+    fn changed_since(&mut self, base: Tid) -> Result<ChangedSets>;
+    fn array_at(&mut self, id: ArrayId, at: Tid) -> Result<Option<ArrayVersion>>;
+    fn live_arrays(&mut self, at: Tid) -> Result<Vec<ArrayInfo>>;
+    /// Blocks `>= from_blk` whose newest version `<= at` holds data, with that data's length.
+    fn stored_blocks_from(&mut self, id: ArrayId, from_blk: u64, at: Tid) -> Result<Vec<(u64, u64)>>;
+    fn load(&mut self, id: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> Result<()>;
+    fn insert_txn(&mut self, info: &TxnInfo) -> Result<()>;
+    fn insert_array_version(&mut self, id: ArrayId, tid: Tid, state: Option<(&str, &ArrayMeta)>) -> Result<()>;
+    fn insert_block(&mut self, id: ArrayId, blk: u64, tid: Tid, enc: &Encoded) -> Result<()>;
+    fn set_head(&mut self, tid: Tid, time_us: i64) -> Result<()>;
+}
+
+/// Largest number of conflicting items listed in a [`Conflict`].
+const MAX_LISTED: usize = 32;
+
+/// Validate metadata given for a new array version.
+pub(crate) fn validate_meta(name: &str, meta: &ArrayMeta) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::Invalid("array name must not be empty".into()));
+    }
+    if !meta.blksize.is_power_of_two() || !(MIN_BLKSIZE..=MAX_BLKSIZE).contains(&meta.blksize) {
+        return Err(Error::Invalid(format!(
+            "block size {} of array '{name}' must be a power of two in {MIN_BLKSIZE}..={MAX_BLKSIZE}",
+            meta.blksize
+        )));
+    }
+    if meta.dtype.is_empty() {
+        return Err(Error::Invalid(format!("dtype of array '{name}' must not be empty")));
+    }
+    Ok(())
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}
+
+/// Apply `commit` on top of snapshot `base` inside the backend's exclusive transaction.
+/// On `Err` the caller rolls the transaction back: nothing is written.
+pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result<Tid> {
+    let head = txn.head()?;
+    if base > head.tid {
+        return Err(Error::FutureTid { at: base, head: head.tid });
+    }
+    if base < head.horizon {
+        return Err(Error::SnapshotGone { at: base, horizon: head.horizon });
+    }
+    let Commit { user, description, extension, arrays, mut blocks } = commit;
+
+    // The state at head of every array this commit touches.
+    let mut at_head: HashMap<ArrayId, Option<ArrayVersion>> = HashMap::new();
+    for id in arrays.keys().chain(blocks.keys().map(|(a, _)| a)) {
+        if !at_head.contains_key(id) {
+            let v = txn.array_at(*id, head.tid)?;
+            at_head.insert(*id, v);
+        }
+    }
+    let name_of = |id: &ArrayId, at_head: &HashMap<ArrayId, Option<ArrayVersion>>| -> String {
+        if let Some(ArrayChange { state: ArrayState::Live { name, .. }, .. }) = arrays.get(id) {
+            return name.clone();
+        }
+        match at_head.get(id) {
+            Some(Some(ArrayVersion { state: Some((name, _)), .. })) => name.clone(),
+            _ => id.to_string(),
+        }
+    };
+
+    let mut conflicts: Vec<ConflictItem> = Vec::new();
+    let (changed_blocks, changed_arrays) = txn.changed_since(base)?;
+    let changed_arrays: HashMap<ArrayId, Tid> = changed_arrays.into_iter().collect();
+
+    // Validate array changes and derive truncations.
+    let mut extra_blocks: Vec<(ArrayId, u64, Vec<u8>)> = Vec::new();
+    for (id, change) in &arrays {
+        if let Some(tid) = changed_arrays.get(id) {
+            conflicts.push(ConflictItem::Array { array: *id, name: name_of(id, &at_head), tid: *tid });
+            continue;
+        }
+        let ArrayState::Live { name, meta } = &change.state else { continue };
+        validate_meta(name, meta)?;
+        if let Some(Some(ArrayVersion { state: None, .. })) = at_head.get(id) {
+            return Err(Error::Invalid(format!("array {id} was deleted; array ids are never reused")));
+        }
+        let Some(Some(ArrayVersion { state: Some((_, old)), .. })) = at_head.get(id) else { continue };
+        if old.blksize != meta.blksize {
+            return Err(Error::Invalid(format!(
+                "block size of array '{name}' cannot change ({} -> {})",
+                old.blksize, meta.blksize
+            )));
+        }
+        let cut = old.nbytes.min(meta.nbytes).min(change.truncated_to.unwrap_or(u64::MAX));
+        if cut >= old.nbytes {
+            continue;
+        }
+        let bs = meta.blksize;
+        for (blk, len) in txn.stored_blocks_from(*id, cut / bs, head.tid)? {
+            if blocks.contains_key(&(*id, blk)) {
+                continue; // rewritten in full below
+            }
+            let keep = cut.saturating_sub(blk * bs);
+            if keep >= len {
+                continue;
+            }
+            let mut data = Vec::new();
+            if keep > 0 {
+                data = vec![0u8; bs as usize];
+                txn.load(*id, blk, head.tid, &mut data)?;
+                data.truncate(keep as usize);
+            }
+            extra_blocks.push((*id, blk, data));
+        }
+    }
+
+    // Block writes: the array must exist after this commit, and the block lie within it.
+    let mut dropped = Vec::new();
+    for ((id, blk), data) in blocks.iter_mut() {
+        let meta = match arrays.get(id).map(|c| &c.state) {
+            Some(ArrayState::Live { meta, .. }) => meta,
+            Some(ArrayState::Deleted) => {
+                dropped.push((*id, *blk));
+                continue;
+            }
+            None => match at_head.get(id) {
+                Some(Some(ArrayVersion { state: Some((_, meta)), .. })) => meta,
+                Some(Some(ArrayVersion { tid, state: None })) if *tid > base => {
+                    let name = match txn.array_at(*id, base)? {
+                        Some(ArrayVersion { state: Some((name, _)), .. }) => name,
+                        _ => id.to_string(),
+                    };
+                    conflicts.push(ConflictItem::Deleted { array: *id, name, tid: *tid });
+                    continue;
+                }
+                _ => return Err(Error::NoSuchArray(*id)),
+            },
+        };
+        if data.len() as u64 > meta.blksize {
+            return Err(Error::Invalid(format!(
+                "block {blk} of array {id}: {} bytes written, block size is {}",
+                data.len(),
+                meta.blksize
+            )));
+        }
+        let start = blk.saturating_mul(meta.blksize);
+        if start >= meta.nbytes {
+            if data.iter().all(|b| *b == 0) {
+                dropped.push((*id, *blk));
+                continue;
+            }
+            if let (None, Some(tid)) = (arrays.get(id), changed_arrays.get(id)) {
+                // Another transaction shrank the array under this write.
+                conflicts.push(ConflictItem::Array { array: *id, name: name_of(id, &at_head), tid: *tid });
+                continue;
+            }
+            return Err(Error::Invalid(format!(
+                "block {blk} of array {id} lies beyond its size of {} bytes",
+                meta.nbytes
+            )));
+        }
+        let within = (meta.nbytes - start.min(meta.nbytes)).min(data.len() as u64) as usize;
+        data.truncate(within);
+    }
+    for key in dropped {
+        blocks.remove(&key);
+    }
+    for (id, blk, data) in extra_blocks {
+        blocks.insert((id, blk), data);
+    }
+
+    // Block conflicts: first committer wins.
+    if !changed_blocks.is_empty() {
+        for (id, blk, tid) in &changed_blocks {
+            if blocks.contains_key(&(*id, *blk)) {
+                conflicts.push(ConflictItem::Block { array: *id, name: name_of(id, &at_head), blk: *blk, tid: *tid });
+            }
+        }
+    }
+
+    // Names: unique among live arrays after the commit.
+    let mut claimed: BTreeMap<&str, ArrayId> = BTreeMap::new();
+    for (id, change) in &arrays {
+        if let ArrayState::Live { name, .. } = &change.state {
+            if let Some(other) = claimed.insert(name.as_str(), *id) {
+                return Err(Error::Invalid(format!("two arrays ({other} and {id}) named '{name}' in one commit")));
+            }
+        }
+    }
+    if !claimed.is_empty() {
+        let changed: BTreeSet<ArrayId> = arrays.keys().copied().collect();
+        for info in txn.live_arrays(head.tid)? {
+            if changed.contains(&info.id) {
+                continue;
+            }
+            if claimed.contains_key(info.name.as_str()) {
+                if info.tid > base {
+                    conflicts.push(ConflictItem::Name { name: info.name.clone(), tid: info.tid });
+                } else {
+                    return Err(Error::NameTaken(info.name));
+                }
+            }
+        }
+    }
+
+    if !conflicts.is_empty() {
+        let total = conflicts.len();
+        conflicts.truncate(MAX_LISTED);
+        return Err(Error::Conflict(Conflict { base, items: conflicts, total }));
+    }
+
+    let tid = head.tid + 1;
+    let time_us = now_us().max(head.time_us);
+    txn.insert_txn(&TxnInfo { tid, time_us, user, description, extension })?;
+    for (id, change) in &arrays {
+        let state = match &change.state {
+            ArrayState::Live { name, meta } => Some((name.as_str(), meta)),
+            ArrayState::Deleted => None,
+        };
+        txn.insert_array_version(*id, tid, state)?;
+    }
+    for ((id, blk), data) in &blocks {
+        let enc = block::encode(*id, *blk, tid, data);
+        txn.insert_block(*id, *blk, tid, &enc)?;
+    }
+    txn.set_head(tid, time_us)?;
+    Ok(tid)
+}

@@ -1,0 +1,193 @@
+//! Errors of the store, one enum for every operation, messages naming the values involved.
+
+use crate::types::{ArrayId, Tid};
+use std::fmt;
+
+/// What a losing commit collided with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConflictItem {
+    /// A block written by both transactions.
+    Block {
+        /// The array.
+        array: ArrayId,
+        /// Its name (at the winner's commit).
+        name: String,
+        /// Block index.
+        blk: u64,
+        /// The tid of the newer version.
+        tid: Tid,
+    },
+    /// An array whose name or metadata both transactions changed (resize, append, rename, delete).
+    Array {
+        /// The array.
+        array: ArrayId,
+        /// Its name.
+        name: String,
+        /// The tid of the newer version.
+        tid: Tid,
+    },
+    /// A name both transactions gave to different arrays.
+    Name {
+        /// The name.
+        name: String,
+        /// The tid that took it.
+        tid: Tid,
+    },
+    /// This transaction wrote an array that another deleted.
+    Deleted {
+        /// The array.
+        array: ArrayId,
+        /// Its last name.
+        name: String,
+        /// The deleting tid.
+        tid: Tid,
+    },
+}
+
+impl fmt::Display for ConflictItem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConflictItem::Block { name, blk, tid, .. } => {
+                write!(f, "block {blk} of array '{name}' (changed by tid {tid})")
+            }
+            ConflictItem::Array { name, tid, .. } => {
+                write!(f, "shape/metadata of array '{name}' (changed by tid {tid})")
+            }
+            ConflictItem::Name { name, tid } => write!(f, "name '{name}' (taken by tid {tid})"),
+            ConflictItem::Deleted { name, tid, .. } => write!(f, "array '{name}' (deleted by tid {tid})"),
+        }
+    }
+}
+
+/// A commit lost against concurrent commits; nothing of it was written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conflict {
+    /// The snapshot the losing transaction started from.
+    pub base: Tid,
+    /// Everything it collided with (at most a few dozen are listed).
+    pub items: Vec<ConflictItem>,
+    /// How many colliding items there were in all.
+    pub total: usize,
+}
+
+impl fmt::Display for Conflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "conflict: changed since snapshot {} by another transaction: ", self.base)?;
+        for (i, item) in self.items.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{item}")?;
+        }
+        if self.total > self.items.len() {
+            write!(f, " and {} more", self.total - self.items.len())?;
+        }
+        Ok(())
+    }
+}
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The commit collided with a concurrent one; nothing was written.
+    #[error("{0}")]
+    Conflict(Conflict),
+    /// The location holds something that is not an outcore store.
+    #[error("{location} is not an outcore store: {reason}")]
+    NotAStore {
+        /// Path or redacted URL.
+        location: String,
+        /// What was found.
+        reason: String,
+    },
+    /// The store was written by a newer (or unknown) format version.
+    #[error("{location} has store format version {found}; this outcore supports version {supported}: upgrade outcore")]
+    UnsupportedVersion {
+        /// Path or redacted URL.
+        location: String,
+        /// Version found in the store.
+        found: u32,
+        /// Highest version this build reads.
+        supported: u32,
+    },
+    /// A stored block failed its checksum or could not be decoded.
+    #[error("corrupt block {blk} of array '{name}' ({array}) at tid {tid}: {detail}")]
+    Corrupt {
+        /// The array.
+        array: ArrayId,
+        /// Its name, if it could be found.
+        name: String,
+        /// Block index.
+        blk: u64,
+        /// Tid of the corrupt version.
+        tid: Tid,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A snapshot older than the garbage-collection horizon was asked for.
+    #[error("snapshot at tid {at} is no longer available: history before tid {horizon} was garbage collected")]
+    SnapshotGone {
+        /// Requested snapshot.
+        at: Tid,
+        /// Oldest available snapshot.
+        horizon: Tid,
+    },
+    /// A snapshot newer than the newest commit was asked for.
+    #[error("tid {at} does not exist yet (newest is {head})")]
+    FutureTid {
+        /// Requested snapshot.
+        at: Tid,
+        /// Newest tid.
+        head: Tid,
+    },
+    /// The commit names an array that does not exist.
+    #[error("no array {0} in the store")]
+    NoSuchArray(ArrayId),
+    /// A name is already used by another array.
+    #[error("an array named '{0}' already exists")]
+    NameTaken(String),
+    /// The request itself is invalid (bad block size, block beyond the array, empty name...).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The URL or path cannot be used.
+    #[error("cannot open '{location}': {reason}")]
+    BadLocation {
+        /// What was given (password redacted).
+        location: String,
+        /// Why not.
+        reason: String,
+    },
+    /// The database backend failed.
+    #[error("{backend} error during {op}: {source}")]
+    Backend {
+        /// "sqlite" or "postgresql".
+        backend: &'static str,
+        /// What the store was doing.
+        op: &'static str,
+        /// The driver's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Stored metadata could not be decoded.
+    #[error("bad stored metadata of array {array} at tid {tid}: {detail}")]
+    BadMeta {
+        /// The array.
+        array: ArrayId,
+        /// Its version.
+        tid: Tid,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+impl Error {
+    /// True for a commit conflict.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Conflict(_))
+    }
+}
+
+/// Result with the store's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,70 @@
+//! The `Store` trait: the contract every backend fulfils, checked by one conformance suite.
+
+use crate::commit::Commit;
+use crate::error::Result;
+use crate::types::{ArrayId, ArrayInfo, Changes, GcStats, StoreStats, Tid, TxnInfo};
+use std::time::{Duration, SystemTime};
+
+/// A durable, versioned store of named arrays of fixed-size blocks.
+///
+/// Contract (every backend, see `tests/conformance.rs`):
+/// - Reads name a snapshot tid `at`: they see every commit with tid `<= at` and none after.
+///   Reads at a tid older than [`gc_horizon`](Store::gc_horizon) fail with `SnapshotGone`.
+/// - A block never written, or beyond its array's `nbytes`, reads as zeros and costs nothing.
+/// - [`commit`](Store::commit) is atomic and durable when it returns, and serialized: tid order is
+///   commit order. It fails with `Conflict`, writing nothing, if anything it changes was changed by
+///   a commit newer than its base.
+/// - Every stored block is checksummed; a mismatch is `Corrupt`, never returned data.
+/// - Implementations are `Send + Sync`: loads may run in parallel from many threads.
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Where the store lives (path, or URL without password).
+    fn location(&self) -> &str;
+
+    /// The newest committed tid.
+    fn head(&self) -> Result<Tid>;
+
+    /// The oldest tid still readable (history before it was garbage collected).
+    fn gc_horizon(&self) -> Result<Tid>;
+
+    /// Live arrays at `at`, sorted by name.
+    fn arrays(&self, at: Tid) -> Result<Vec<ArrayInfo>>;
+
+    /// The live array named `name` at `at`.
+    fn array(&self, name: &str, at: Tid) -> Result<Option<ArrayInfo>>;
+
+    /// The live array with id `id` at `at`.
+    fn array_by_id(&self, id: ArrayId, at: Tid) -> Result<Option<ArrayInfo>>;
+
+    /// Read block `blk` of `array` as of `at` into `buf` (exactly the array's block size; the
+    /// zero tail is filled in). A block never written reads as zeros.
+    fn load(&self, array: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> Result<()>;
+
+    /// Commit `commit` on top of snapshot `base`; returns the new tid.
+    fn commit(&self, base: Tid, commit: Commit) -> Result<Tid>;
+
+    /// What changed in `(after, upto]`.
+    fn changes(&self, after: Tid, upto: Tid) -> Result<Changes>;
+
+    /// Transactions with tid in `(after, upto]`, oldest first.
+    fn history(&self, after: Tid, upto: Tid) -> Result<Vec<TxnInfo>>;
+
+    /// The newest tid committed at or before `time` (0 if none).
+    fn tid_at(&self, time: SystemTime) -> Result<Tid>;
+
+    /// Remove versions no snapshot `>= keep_after` can see; afterwards snapshots older than
+    /// `keep_after` are gone. Never removes what such a snapshot needs.
+    fn gc(&self, keep_after: Tid) -> Result<GcStats>;
+
+    /// Storage statistics.
+    fn stats(&self) -> Result<StoreStats>;
+
+    /// A subscription yielding new tids as (other) processes commit.
+    fn subscribe(&self) -> Result<Box<dyn Subscription>>;
+}
+
+/// New-commit notifications (PostgreSQL: `LISTEN/NOTIFY`; SQLite: polling the head).
+pub trait Subscription: Send {
+    /// Wait up to `timeout` for commits newer than the last one seen; returns the newest tid
+    /// announced, or `None` on timeout.
+    fn wait(&mut self, timeout: Duration) -> Result<Option<Tid>>;
+}

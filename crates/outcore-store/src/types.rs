@@ -1,0 +1,163 @@
+//! Plain data types of the store: transaction ids, array ids and metadata, history entries.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A transaction id. Strictly increasing, one per committed transaction; `0` is the empty store
+/// before any commit. A snapshot at tid `T` sees every commit with tid `<= T` and none after.
+pub type Tid = u64;
+
+/// The default block size: 2 MiB.
+pub const DEFAULT_BLKSIZE: u64 = 2 << 20;
+/// The smallest allowed block size (one 4 KiB page).
+pub const MIN_BLKSIZE: u64 = 4096;
+/// The largest allowed block size (256 MiB).
+pub const MAX_BLKSIZE: u64 = 256 << 20;
+
+/// The stable identity of an array. It survives renames; it is never reused after a delete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ArrayId(pub u64);
+
+impl fmt::Display for ArrayId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{:x}", self.0)
+    }
+}
+
+impl ArrayId {
+    /// A fresh random id (63 bits, so it fits signed 64-bit SQL integers).
+    pub fn random() -> Self {
+        ArrayId(rand::random::<u64>() >> 1 | 1)
+    }
+}
+
+/// Memory layout of an N-dimensional array.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum Order {
+    /// Row major: the last index varies fastest; the major (append) axis is axis 0.
+    #[default]
+    C,
+    /// Column major: the first index varies fastest; the major (append) axis is the last one.
+    F,
+}
+
+/// How stored block versions of an array are compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase", tag = "name")]
+#[non_exhaustive]
+pub enum Codec {
+    /// Stored as is (all-zero tails are still not stored).
+    #[default]
+    None,
+    /// zstd at the given level.
+    Zstd {
+        /// Compression level (1..=22).
+        level: i32,
+    },
+    /// lz4 (block format).
+    Lz4,
+}
+
+/// The versioned metadata of one array.
+///
+/// The store treats `dtype` as an opaque NumPy descr string (structured dtypes included) and
+/// `shape`/`order` as data for the layers above; it enforces `blksize` and `nbytes`: bytes at or
+/// beyond `nbytes` always read as zeros, and shrinking `nbytes` drops the data beyond it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArrayMeta {
+    /// NumPy dtype descr, e.g. `"<f8"` or `"[('x', '<f4'), ('y', '<i8', (3,))]"`.
+    pub dtype: String,
+    /// Shape of the array.
+    pub shape: Vec<u64>,
+    /// Memory layout.
+    pub order: Order,
+    /// Block size in bytes: a power of two in `MIN_BLKSIZE..=MAX_BLKSIZE`.
+    pub blksize: u64,
+    /// Compression of newly stored block versions.
+    pub codec: Codec,
+    /// Logical size of the array's byte file (`product(shape) * itemsize`).
+    pub nbytes: u64,
+}
+
+impl ArrayMeta {
+    /// Metadata for an array of `nbytes` bytes with the default block size and no compression.
+    pub fn new(dtype: impl Into<String>, shape: Vec<u64>, order: Order, nbytes: u64) -> Self {
+        ArrayMeta { dtype: dtype.into(), shape, order, blksize: DEFAULT_BLKSIZE, codec: Codec::None, nbytes }
+    }
+
+    /// Number of blocks that hold bytes below `nbytes`.
+    pub fn nblocks(&self) -> u64 {
+        self.nbytes.div_ceil(self.blksize)
+    }
+}
+
+/// One array as seen by a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArrayInfo {
+    /// Stable identity.
+    pub id: ArrayId,
+    /// Current name.
+    pub name: String,
+    /// Current metadata.
+    pub meta: ArrayMeta,
+    /// The tid that last changed the name or metadata.
+    pub tid: Tid,
+}
+
+/// A committed transaction as recorded in the history.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TxnInfo {
+    /// Its id.
+    pub tid: Tid,
+    /// Wall-clock commit time, microseconds since the Unix epoch (non-decreasing with tid).
+    pub time_us: i64,
+    /// The committing user (free text).
+    pub user: String,
+    /// Description (the `transaction` package's note).
+    pub description: String,
+    /// Free-form JSON extension.
+    pub extension: serde_json::Value,
+}
+
+impl TxnInfo {
+    /// The commit time as a `SystemTime`.
+    pub fn time(&self) -> std::time::SystemTime {
+        std::time::UNIX_EPOCH + std::time::Duration::from_micros(self.time_us.max(0) as u64)
+    }
+}
+
+/// What changed between two tids, for invalidating cached blocks and metadata.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Blocks with a new version, sorted.
+    pub blocks: Vec<(ArrayId, u64)>,
+    /// Arrays whose name or metadata changed (created, deleted, renamed, resized), sorted.
+    pub arrays: Vec<ArrayId>,
+}
+
+impl Changes {
+    /// True when nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.blocks.is_empty() && self.arrays.is_empty()
+    }
+}
+
+/// What a garbage collection removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GcStats {
+    /// Block versions removed.
+    pub block_versions: u64,
+    /// Array metadata versions removed.
+    pub array_versions: u64,
+    /// Bytes of stored block data removed.
+    pub bytes: u64,
+}
+
+/// Storage statistics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Stored block versions.
+    pub block_versions: u64,
+    /// Bytes of stored block payload (after zero stripping and compression).
+    pub stored_bytes: u64,
+}
