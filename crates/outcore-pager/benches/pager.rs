@@ -1,0 +1,3 @@
+//! Pager benchmarks (placeholder).
+
+fn main() {}

@@ -1,0 +1,82 @@
+//! Dirty pages of a block: a bitmap of 4 KiB pages.
+
+use std::collections::BTreeMap;
+
+/// A set of 4 KiB page indices within one block.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PageSet {
+    words: Vec<u64>,
+}
+
+impl PageSet {
+    /// Adds page `i`.
+    pub fn insert(&mut self, i: u32) {
+        let w = (i / 64) as usize;
+        if self.words.len() <= w {
+            self.words.resize(w + 1, 0);
+        }
+        self.words[w] |= 1 << (i % 64);
+    }
+
+    /// Whether page `i` is in the set.
+    pub fn contains(&self, i: u32) -> bool {
+        self.words.get((i / 64) as usize).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    /// Adds every page of `other`.
+    pub fn union(&mut self, other: &PageSet) {
+        if self.words.len() < other.words.len() {
+            self.words.resize(other.words.len(), 0);
+        }
+        for (a, b) in self.words.iter_mut().zip(&other.words) {
+            *a |= *b;
+        }
+    }
+
+    /// Whether no page is in the set.
+    pub fn is_empty(&self) -> bool {
+        self.words.iter().all(|w| *w == 0)
+    }
+
+    /// Number of pages in the set.
+    pub fn len(&self) -> usize {
+        self.words.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    /// The page indices, ascending.
+    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        self.words
+            .iter()
+            .enumerate()
+            .flat_map(|(wi, w)| (0..64u32).filter(move |b| w & (1u64 << b) != 0).map(move |b| wi as u32 * 64 + b))
+    }
+}
+
+/// A dirty block and its dirty 4 KiB pages (indices within the block).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirtyBlock {
+    /// Block index in the file.
+    pub blk: u64,
+    /// The written pages.
+    pub pages: PageSet,
+}
+
+/// Adds pages `[start, end)` (byte addresses) of a view, whose block `first_blk` begins at
+/// `view_start`, to a per-block dirty map.
+pub(crate) fn add_range(
+    map: &mut BTreeMap<u64, PageSet>,
+    view_start: u64,
+    first_blk: u64,
+    blksize: u64,
+    start: u64,
+    end: u64,
+) {
+    let mut a = start;
+    while a < end {
+        let off = a - view_start;
+        let blk = first_blk + off / blksize;
+        let page = ((off % blksize) / crate::PAGE as u64) as u32;
+        map.entry(blk).or_default().insert(page);
+        a += crate::PAGE as u64;
+    }
+}

@@ -1,0 +1,114 @@
+//! Errors: what a `BlockSource` reports and what the pager reports.
+
+use std::fmt;
+
+/// Why a [`BlockSource`](crate::BlockSource) could not fill a block.
+///
+/// A transient error is retried with backoff (up to [`PagerConfig::max_retries`](crate::PagerConfig)
+/// times); a permanent one (or a transient one that keeps failing) makes the faulting access fail
+/// with SIGBUS after being logged with `tracing::error!`. Never zeros.
+#[derive(Debug)]
+pub struct SourceError {
+    transient: bool,
+    message: String,
+    cause: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl SourceError {
+    /// A failure worth retrying (timeout, connection reset, lock busy...).
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self { transient: true, message: message.into(), cause: None }
+    }
+
+    /// A failure that retrying cannot fix (checksum mismatch, missing block, ...).
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self { transient: false, message: message.into(), cause: None }
+    }
+
+    /// Attaches the underlying error.
+    pub fn with_cause(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.cause = Some(Box::new(cause));
+        self
+    }
+
+    /// Whether the pager retries this error.
+    pub fn is_transient(&self) -> bool {
+        self.transient
+    }
+
+    /// The message given by the source.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.transient { "transient" } else { "permanent" };
+        write!(f, "{kind} source error: {}", self.message)?;
+        if let Some(c) = &self.cause {
+            write!(f, ": {c}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SourceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause.as_deref().map(|c| c as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Errors of the pager.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PagerError {
+    /// No userfaultfd could be opened; the message says how to enable it.
+    #[error(
+        "userfaultfd is unavailable ({attempts}). To enable it: give this user read/write access \
+         to /dev/userfaultfd (e.g. a group owning it with mode 0660), or run \
+         `sysctl vm.unprivileged_userfaultfd=1`, or grant CAP_SYS_PTRACE; the kernel also needs \
+         CONFIG_USERFAULTFD=y"
+    )]
+    Unavailable {
+        /// Each attempt and its error.
+        attempts: String,
+    },
+    /// The kernel lacks userfaultfd features the pager needs.
+    #[error("the kernel's userfaultfd lacks required features: {missing} (granted features: {granted:#x}); Linux >= 6.7 is needed")]
+    Unsupported {
+        /// Names of the missing features.
+        missing: String,
+        /// Feature bits granted.
+        granted: u64,
+    },
+    /// A system call failed.
+    #[error("{op} failed: {source}")]
+    Io {
+        /// What was being done.
+        op: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An argument is out of range.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A block could not be loaded from its source.
+    #[error("loading block {blk} failed: {error}")]
+    Load {
+        /// The block index.
+        blk: u64,
+        /// What the source said.
+        error: String,
+    },
+    /// The pager is shutting down.
+    #[error("the pager is shutting down")]
+    ShuttingDown,
+}
+
+impl PagerError {
+    pub(crate) fn io(op: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io { op: op.into(), source }
+    }
+}

@@ -1,0 +1,99 @@
+//! Loader threads: call the `BlockSource`, fill the page cache, serve the waiting faults.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::block::BlockState;
+use crate::file::FileInner;
+use crate::pager::{Job, Shared};
+use crate::stats::Counters;
+
+pub(crate) fn run(shared: &Arc<Shared>, rx: &crossbeam_channel::Receiver<Job>) {
+    let mut buf = Vec::new();
+    while let Ok(job) = rx.recv() {
+        match job {
+            Job::Load { file, blk } => load(shared, &file, blk, &mut buf),
+            Job::Shutdown => return,
+        }
+    }
+}
+
+/// Calls the source with retries of transient errors; a panic counts as a permanent error.
+fn fetch(shared: &Shared, file: &FileInner, blk: u64, buf: &mut [u8]) -> Result<(), String> {
+    let mut attempt = 0u32;
+    loop {
+        let r = std::panic::catch_unwind(AssertUnwindSafe(|| file.source.load(blk, buf)));
+        match r {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) if e.is_transient() && attempt < shared.max_retries => {
+                attempt += 1;
+                Counters::inc(&shared.counters.load_retries);
+                tracing::warn!(blk, attempt, "retrying block load: {e}");
+                std::thread::sleep(Duration::from_millis((1u64 << attempt.min(7)).min(100)));
+            }
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err("the block source panicked".into()),
+        }
+    }
+}
+
+pub(crate) fn load(shared: &Arc<Shared>, file: &Arc<FileInner>, blk: u64, buf: &mut Vec<u8>) {
+    let bs = file.blksize;
+    buf.resize(bs as usize, 0);
+    let size = file.state.lock().size;
+    let start = blk * bs;
+    let mut res = if start >= size {
+        buf.fill(0);
+        Ok(())
+    } else {
+        let r = fetch(shared, file, blk, buf);
+        if r.is_ok() && start + bs > size {
+            buf[(size - start) as usize..].fill(0);
+        }
+        r
+    };
+    if res.is_ok() {
+        res = file.memfd.write_all_at(buf, start).map_err(|e| format!("writing the page cache: {e}"));
+    }
+    let mut st = file.state.lock();
+    let Some(b) = st.blocks.get_mut(&blk) else {
+        drop(st);
+        let _ = file.memfd.punch_hole(start, bs);
+        return;
+    };
+    if b.state == (BlockState::Loading { invalidated: true }) {
+        b.state = BlockState::Loading { invalidated: false };
+        drop(st);
+        let _ = file.memfd.punch_hole(start, bs);
+        shared.enqueue(file, blk);
+        return;
+    }
+    let waiters = std::mem::take(&mut b.waiters);
+    match &res {
+        Ok(()) => {
+            b.state = BlockState::Loaded;
+            b.pins += 1;
+            Counters::inc(&shared.counters.loads);
+            shared.counters.resident.fetch_add(bs, std::sync::atomic::Ordering::Relaxed);
+            shared.lru.lock().touch((file.id, blk));
+        }
+        Err(e) => {
+            st.blocks.remove(&blk);
+            Counters::inc(&shared.counters.load_failures);
+            tracing::error!(blk, "block load failed for good: {e}");
+        }
+    }
+    drop(st);
+    if res.is_err() {
+        let _ = file.memfd.punch_hole(start, bs);
+    }
+    let wake = file.serve(blk, waiters, &res);
+    if res.is_ok() {
+        file.unpin(blk);
+    }
+    file.wake(&wake);
+    if res.is_ok() {
+        shared.enforce_budget();
+    }
+}

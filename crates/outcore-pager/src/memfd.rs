@@ -1,0 +1,104 @@
+//! The per-file page cache: a sparse memfd.
+//!
+//! # References
+//! `memfd_create(2)`, `fallocate(2)` (`FALLOC_FL_PUNCH_HOLE`), `pread(2)`, `pwrite(2)`.
+
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// An owned memfd used as the page cache of one file handle.
+#[derive(Debug)]
+pub struct Memfd {
+    fd: OwnedFd,
+}
+
+impl Memfd {
+    /// Creates an empty memfd named `name` (shown in /proc/<pid>/maps).
+    pub fn create(name: &str) -> io::Result<Self> {
+        let cname = std::ffi::CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: `cname` is a valid NUL-terminated string for the duration of the call.
+        let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fresh descriptor owned by nobody else.
+        Ok(Self { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+    }
+
+    /// The raw descriptor (for mmap).
+    pub fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Sets the (sparse) length.
+    pub fn set_len(&self, len: u64) -> io::Result<()> {
+        // SAFETY: ftruncate on an owned fd.
+        let r = unsafe { libc::ftruncate(self.raw(), len as libc::off_t) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Writes all of `buf` at `offset`.
+    pub fn write_all_at(&self, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
+        while !buf.is_empty() {
+            // SAFETY: `buf` is a readable slice of the given length.
+            let n = unsafe { libc::pwrite(self.raw(), buf.as_ptr().cast(), buf.len(), offset as libc::off_t) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if n == 0 {
+                return Err(io::Error::from(io::ErrorKind::WriteZero));
+            }
+            buf = &buf[n as usize..];
+            offset += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Reads exactly `buf.len()` bytes at `offset` (holes read as zeros).
+    pub fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+        while !buf.is_empty() {
+            // SAFETY: `buf` is a writable slice of the given length.
+            let n = unsafe { libc::pread(self.raw(), buf.as_mut_ptr().cast(), buf.len(), offset as libc::off_t) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if n == 0 {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+            }
+            buf = &mut buf[n as usize..];
+            offset += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Frees the pages of `[offset, offset+len)` (the range then reads as a hole) and drops their
+    /// page-table entries in every mapping.
+    pub fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
+        // SAFETY: fallocate on an owned fd with integer arguments.
+        let r = unsafe {
+            libc::fallocate(
+                self.raw(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                offset as libc::off_t,
+                len as libc::off_t,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}

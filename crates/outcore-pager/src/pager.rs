@@ -1,0 +1,243 @@
+//! The process-wide pager: the fault engine, its threads, the cache budget and the registries.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::cache::Lru;
+use crate::engine::{self, Capabilities, FaultEngine, UffdEngine};
+use crate::file::{FileHandle, FileInner};
+use crate::mapping::Pagemap;
+use crate::stats::{Counters, Stats};
+use crate::view::ViewReg;
+use crate::{fault_thread, loader, BlockSource, PagerError, PAGE};
+
+/// Settings of a [`Pager`].
+#[derive(Debug, Clone)]
+pub struct PagerConfig {
+    /// Bytes of clean cached blocks kept before the least recently used are evicted
+    /// (dirty blocks are never evicted and may exceed it). Default 1 GiB.
+    pub cache_budget: u64,
+    /// Blocks loaded in the background ahead of a sequential scan (capped to a quarter of the
+    /// budget). 0 disables readahead. Default 4.
+    pub readahead_blocks: u32,
+    /// Loader threads calling `BlockSource::load` in parallel. Default 4.
+    pub loader_threads: usize,
+    /// Retries of a transient source error before it is treated as permanent. Default 5.
+    pub max_retries: u32,
+    /// Accept `UFFD_USER_MODE_ONLY` when nothing better is available. Default true.
+    pub allow_user_mode_only: bool,
+    /// Use `UFFD_USER_MODE_ONLY` even when a full userfaultfd is available (for tests).
+    pub force_user_mode_only: bool,
+    /// Use synchronous write-protect faults even when `WP_ASYNC` is available (for tests).
+    pub force_sync_dirty_tracking: bool,
+}
+
+impl Default for PagerConfig {
+    fn default() -> Self {
+        Self {
+            cache_budget: 1 << 30,
+            readahead_blocks: 4,
+            loader_threads: 4,
+            max_retries: 5,
+            allow_user_mode_only: true,
+            force_user_mode_only: false,
+            force_sync_dirty_tracking: false,
+        }
+    }
+}
+
+/// Work for loader threads.
+pub(crate) enum Job {
+    Load { file: Arc<FileInner>, blk: u64 },
+    Shutdown,
+}
+
+/// State shared by the pager's threads, files and views.
+pub(crate) struct Shared {
+    pub engine: UffdEngine,
+    pub caps: Capabilities,
+    pub pagemap: Option<Pagemap>,
+    /// Registered views by start address.
+    pub views: RwLock<BTreeMap<u64, Arc<ViewReg>>>,
+    pub files: Mutex<HashMap<u64, Weak<FileInner>>>,
+    pub lru: Mutex<Lru>,
+    pub budget: AtomicU64,
+    pub readahead_blocks: u64,
+    pub max_retries: u32,
+    pub counters: Counters,
+    pub jobs: crossbeam_channel::Sender<Job>,
+    pub next_id: AtomicU64,
+}
+
+impl Shared {
+    pub fn async_dirty(&self) -> bool {
+        self.caps.async_dirty_tracking
+    }
+
+    pub fn id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn enqueue(&self, file: &Arc<FileInner>, blk: u64) {
+        // The receivers live as long as the pager, which outlives every file.
+        let _ = self.jobs.send(Job::Load { file: file.clone(), blk });
+    }
+
+    /// Evicts least recently used clean blocks until the resident bytes fit the budget.
+    pub fn enforce_budget(&self) {
+        let mut tries = self.lru.lock().len();
+        while tries > 0 && Counters::get(&self.counters.resident) > self.budget.load(Ordering::Relaxed) {
+            tries -= 1;
+            let Some((fid, blk)) = self.lru.lock().pop() else { break };
+            let file = self.files.lock().get(&fid).and_then(Weak::upgrade);
+            if let Some(file) = file {
+                file.try_evict(blk);
+            }
+        }
+    }
+}
+
+/// The process-wide pager: one userfaultfd, a fault-reading thread, loader threads, and a cache
+/// budget shared by all its files. Most programs use [`Pager::global`].
+pub struct Pager {
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Pager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pager").field("caps", &self.shared.caps).finish()
+    }
+}
+
+static GLOBAL: Mutex<Option<Arc<Pager>>> = Mutex::new(None);
+
+impl Pager {
+    /// Starts a pager: opens the userfaultfd (`userfaultfd(2)`, then `/dev/userfaultfd`, then
+    /// `UFFD_USER_MODE_ONLY`), checks the kernel features, starts the threads.
+    pub fn new(config: PagerConfig) -> Result<Arc<Pager>, PagerError> {
+        let engine = UffdEngine::open(
+            config.allow_user_mode_only,
+            config.force_user_mode_only,
+            config.force_sync_dirty_tracking,
+        )?;
+        let caps = engine.caps();
+        let pagemap = if caps.async_dirty_tracking {
+            Some(Pagemap::open().map_err(|e| PagerError::io("opening /proc/self/pagemap", e))?)
+        } else {
+            None
+        };
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let shared = Arc::new(Shared {
+            engine,
+            caps,
+            pagemap,
+            views: RwLock::new(BTreeMap::new()),
+            files: Mutex::new(HashMap::new()),
+            lru: Mutex::new(Lru::default()),
+            budget: AtomicU64::new(config.cache_budget),
+            readahead_blocks: u64::from(config.readahead_blocks),
+            max_retries: config.max_retries,
+            counters: Counters::default(),
+            jobs: tx,
+            next_id: AtomicU64::new(1),
+        });
+        let mut threads = Vec::new();
+        let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new().name(name).spawn(f).map_err(|e| PagerError::io("spawning a pager thread", e))
+        };
+        let s = shared.clone();
+        threads.push(spawn("outcore-fault".into(), Box::new(move || fault_thread::run(&s)))?);
+        for i in 0..config.loader_threads.max(1) {
+            let s = shared.clone();
+            let rx = rx.clone();
+            threads.push(spawn(format!("outcore-load-{i}"), Box::new(move || loader::run(&s, &rx)))?);
+        }
+        tracing::debug!(caps = %caps.describe(), "pager started");
+        Ok(Arc::new(Pager { shared, threads: Mutex::new(threads) }))
+    }
+
+    /// The process's default pager, created on first use with [`PagerConfig::default`].
+    pub fn global() -> Result<Arc<Pager>, PagerError> {
+        let mut g = GLOBAL.lock();
+        if let Some(p) = &*g {
+            return Ok(p.clone());
+        }
+        let p = Pager::new(PagerConfig::default())?;
+        *g = Some(p.clone());
+        Ok(p)
+    }
+
+    /// What this process would get from the kernel, without starting a pager (for diagnostics);
+    /// the error says how to enable userfaultfd when it is unavailable.
+    pub fn probe() -> Result<Capabilities, PagerError> {
+        engine::probe(true)
+    }
+
+    /// What the running engine can do.
+    pub fn capabilities(&self) -> Capabilities {
+        self.shared.caps
+    }
+
+    /// Opens a file of `size` bytes made of blocks of `blksize` bytes (a multiple of 4 KiB)
+    /// filled on demand by `source`. Its page cache is a fresh, empty memfd.
+    pub fn open_file(
+        self: &Arc<Self>,
+        source: Arc<dyn BlockSource>,
+        blksize: usize,
+        size: u64,
+    ) -> Result<FileHandle, PagerError> {
+        if blksize == 0 || blksize % PAGE != 0 {
+            return Err(PagerError::InvalidArgument(format!("blksize {blksize} is not a positive multiple of {PAGE}")));
+        }
+        FileHandle::open(self.clone(), source, blksize as u64, size)
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        let c = &self.shared.counters;
+        let files: Vec<Arc<FileInner>> = self.shared.files.lock().values().filter_map(Weak::upgrade).collect();
+        let bytes_dirty = files.iter().map(|f| f.dirty_bytes()).sum();
+        Stats {
+            loads: Counters::get(&c.loads),
+            load_retries: Counters::get(&c.load_retries),
+            load_failures: Counters::get(&c.load_failures),
+            readahead_loads: Counters::get(&c.readahead_loads),
+            evictions: Counters::get(&c.evictions),
+            faults: Counters::get(&c.faults),
+            bytes_resident: Counters::get(&c.resident),
+            bytes_dirty,
+            cache_budget: self.shared.budget.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Changes the cache budget; evicts at once if over it.
+    pub fn set_cache_budget(&self, bytes: u64) {
+        self.shared.budget.store(bytes, Ordering::Relaxed);
+        self.shared.enforce_budget();
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+}
+
+impl Drop for Pager {
+    fn drop(&mut self) {
+        self.shared.engine.stop();
+        let threads = std::mem::take(&mut *self.threads.lock());
+        for _ in 0..threads.len() {
+            let _ = self.shared.jobs.send(Job::Shutdown);
+        }
+        let me = std::thread::current().id();
+        for t in threads {
+            if t.thread().id() != me {
+                let _ = t.join();
+            }
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! Loading behaviour: laziness, aliasing, system calls, concurrency, size changes, readahead,
+//! prefetch.
+
+#![allow(unsafe_code)]
+
+mod common;
+
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Barrier};
+use std::time::Instant;
+
+use common::*;
+use outcore_pager::{PagerConfig, PagerError};
+
+/// Mapping a 1 TiB view is instant and loads nothing; touching one byte loads exactly its block,
+/// once.
+#[test]
+fn lazy_one_tib_view() {
+    let p = pager(1 << 30);
+    let src = MemSource::new();
+    let tib: u64 = 1 << 40;
+    let f = p.open_file(src.clone(), BS, tib).unwrap();
+    let t = Instant::now();
+    let v = f.map(0..tib / BS as u64).unwrap();
+    let map_time = t.elapsed();
+    assert_eq!(v.len() as u64, tib);
+    assert!(src.log().is_empty(), "mapping loaded {:?}", src.log());
+    assert_eq!(p.stats().loads, 0);
+    let blk = 300_000u64;
+    let off = blk as usize * BS + 12345;
+    assert_eq!(rd(&v, off), src.expected(blk, 12345));
+    assert_eq!(rd(&v, off + 1), src.expected(blk, 12346));
+    assert_eq!(rd(&v, blk as usize * BS + BS - 1), src.expected(blk, BS - 1));
+    assert_eq!(src.log(), vec![blk]);
+    assert_eq!(p.stats().loads, 1);
+    assert!(p.stats().bytes_resident == BS as u64);
+    eprintln!("1 TiB map took {map_time:?}");
+}
+
+/// Two views of the same range alias: a write through one is read through the other at once.
+#[test]
+fn views_alias() {
+    let p = pager(1 << 30);
+    let src = MemSource::new();
+    let f = p.open_file(src.clone(), BS, 16 * BS as u64).unwrap();
+    let a = f.map(0..16).unwrap();
+    let b = f.map(0..16).unwrap();
+    let c = f.map(4..8).unwrap();
+    assert_ne!(a.as_ptr(), b.as_ptr());
+    wr(&a, 5 * BS + 7, 0xEE);
+    assert_eq!(rd(&b, 5 * BS + 7), 0xEE);
+    assert_eq!(rd(&c, BS + 7), 0xEE);
+    wr(&c, BS + 8, 0xDD);
+    assert_eq!(rd(&a, 5 * BS + 8), 0xDD);
+    assert_eq!(rd(&b, 5 * BS + 9), src.expected(5, 9));
+    assert_eq!(src.count(5), 1, "one load shared by the views");
+}
+
+/// `write(2)` from an unloaded view region and `read(2)` into one both work.
+#[test]
+fn kernel_mode_access() {
+    let p = pager(1 << 30);
+    assert!(p.capabilities().kernel_mode_faults);
+    let src = MemSource::new();
+    let f = p.open_file(src.clone(), BS, 8 * BS as u64).unwrap();
+    let v = f.map(0..8).unwrap();
+    // write(2) from block 2 (not loaded) into a pipe-backed temp file.
+    let path = std::env::temp_dir().join(format!("outcore-pager-km-{}", std::process::id()));
+    let file = std::fs::File::create(&path).unwrap();
+    // SAFETY: the source range is inside the live view.
+    let n = unsafe { libc::write(file.as_raw_fd(), v.as_ptr().add(2 * BS).cast(), BS) };
+    assert_eq!(n, BS as isize);
+    let data = std::fs::read(&path).unwrap();
+    assert!(data.iter().enumerate().all(|(i, b)| *b == src.expected(2, i)));
+    // read(2) into block 5 (not loaded).
+    let content: Vec<u8> = (0..BS).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&path, &content).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    // SAFETY: the destination range is inside the live view.
+    let n = unsafe { libc::read(file.as_raw_fd(), v.as_ptr().add(5 * BS).cast(), BS) };
+    assert_eq!(n, BS as isize);
+    for i in (0..BS).step_by(997) {
+        assert_eq!(rd(&v, 5 * BS + i), content[i]);
+    }
+    assert_eq!(src.count(2), 1);
+    assert_eq!(src.count(5), 1);
+    let d = dirty_list(&f);
+    assert_eq!(d.len(), 1, "read(2) dirtied block 5 only: {d:?}");
+    assert_eq!(d[0].0, 5);
+    assert_eq!(d[0].1.len(), BS / 4096);
+    std::fs::remove_file(&path).unwrap();
+}
+
+/// N threads faulting the same block cause one load.
+#[test]
+fn same_block_one_load() {
+    let p = pager(1 << 30);
+    let src = MemSource::new();
+    *src.delay.lock() = Some(std::time::Duration::from_millis(100));
+    let f = p.open_file(src.clone(), BS, 4 * BS as u64).unwrap();
+    let v = Arc::new(f.map(0..4).unwrap());
+    let n = 8;
+    let barrier = Arc::new(Barrier::new(n));
+    let hs: Vec<_> = (0..n)
+        .map(|i| {
+            let v = v.clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                rd(&v, BS + i * 4096 * 17 + i)
+            })
+        })
+        .collect();
+    for (i, h) in hs.into_iter().enumerate() {
+        assert_eq!(h.join().unwrap(), pattern(1, i * 4096 * 17 + i, 0));
+    }
+    assert_eq!(src.log(), vec![1]);
+}
+
+/// Faults on different blocks load in parallel: each load waits until 3 loads are in flight.
+#[test]
+fn different_blocks_load_in_parallel() {
+    let p = pager(1 << 30);
+    let src = MemSource::new();
+    *src.rendezvous.lock() = Some(3);
+    let f = p.open_file(src.clone(), BS, 8 * BS as u64).unwrap();
+    let v = Arc::new(f.map(0..8).unwrap());
+    let hs: Vec<_> = [1usize, 4, 6]
+        .into_iter()
+        .map(|b| {
+            let v = v.clone();
+            std::thread::spawn(move || rd(&v, b * BS + 3))
+        })
+        .collect();
+    for (h, b) in hs.into_iter().zip([1u64, 4, 6]) {
+        assert_eq!(h.join().unwrap(), pattern(b, 3, 0));
+    }
+    assert_eq!(src.max_in_flight.load(Ordering::SeqCst), 3, "the three loads overlapped");
+}
+
+/// Growing and shrinking: beyond the size reads zeros and never reaches the source.
+#[test]
+fn grow_and_shrink() {
+    let p = pager(1 << 30);
+    let src = MemSource::new();
+    let size = 2 * BS as u64 + 10_000;
+    let f = p.open_file(src.clone(), BS, size).unwrap();
+    let v = f.map(0..8).unwrap();
+    assert_eq!(f.size(), size);
+    // Boundary block: source content up to the size, zeros after.
+    assert_eq!(rd(&v, 2 * BS + 9_999), src.expected(2, 9_999));
+    assert_eq!(rd(&v, 2 * BS + 10_000), 0);
+    assert_eq!(rd(&v, 3 * BS - 1), 0);
+    // Wholly beyond: zeros, no source call.
+    assert_eq!(rd(&v, 5 * BS + 77), 0);
+    assert_eq!(src.log(), vec![2]);
+    // Shrink into block 1: block 2 dropped, the tail of block 1 zeroed.
+    assert_eq!(rd(&v, BS + 200), src.expected(1, 200));
+    f.set_size(BS as u64 + 100).unwrap();
+    assert_eq!(rd(&v, BS + 99), src.expected(1, 99));
+    assert_eq!(rd(&v, BS + 100), 0);
+    assert_eq!(rd(&v, BS + 200), 0);
+    assert_eq!(rd(&v, 2 * BS + 5), 0);
+    assert_eq!(src.count(2), 1, "block 2 is beyond the size now: no source call");
+    // Grow back: the newly exposed area comes from the source again.
+    f.set_size(4 * BS as u64).unwrap();
+    assert_eq!(f.size(), 4 * BS as u64);
+    assert_eq!(rd(&v, BS + 200), src.expected(1, 200));
+    assert_eq!(rd(&v, 2 * BS + 5), src.expected(2, 5));
+    assert_eq!(rd(&v, 3 * BS + 5), src.expected(3, 5));
+    assert_eq!(rd(&v, 5 * BS + 5), 0);
+    assert!(!src.log().contains(&5));
+    assert!(!src.log().contains(&4));
+}
+
+/// Sequential faults request the next blocks before the scan reaches them; random ones don't.
+#[test]
+fn readahead_sequential_only() {
+    let p = pager_with(PagerConfig { readahead_blocks: 3, ..PagerConfig::default() });
+    let src = MemSource::new();
+    let f = p.open_file(src.clone(), BS, 64 * BS as u64).unwrap();
+    let v = f.map(0..64).unwrap();
+    rd(&v, 0);
+    rd(&v, BS);
+    // Still on block 1: blocks 2..=4 were requested in the background.
+    assert!(
+        eventually(|| {
+            let l = src.log();
+            (2..=4).all(|b| l.contains(&b))
+        }),
+        "log {:?}",
+        src.log()
+    );
+    for k in 2..20u64 {
+        assert_eq!(rd(&v, k as usize * BS + 1), src.expected(k, 1));
+        // While on block k, k+1..=k+3 have been requested.
+        assert!(
+            eventually(|| {
+                let l = src.log();
+                (k + 1..=k + 3).all(|b| l.contains(&b))
+            }),
+            "k={k} log {:?}",
+            src.log()
+        );
+    }
+    assert!(p.stats().readahead_loads >= 18);
+    for b in 0..=22u64 {
+        assert_eq!(src.count(b), 1, "block {b} loaded once");
+    }
+
+    // Random access on a fresh file: only the touched blocks are ever loaded.
+    let src2 = MemSource::new();
+    let f2 = p.open_file(src2.clone(), BS, 64 * BS as u64).unwrap();
+    let v2 = f2.map(0..64).unwrap();
+    let order = [40u64, 7, 23, 58, 3, 31, 12, 50, 19, 61];
+    for b in order {
+        assert_eq!(rd(&v2, b as usize * BS), src2.expected(b, 0));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut log = src2.log();
+    log.sort_unstable();
+    let mut want = order.to_vec();
+    want.sort_unstable();
+    assert_eq!(log, want);
+}
+
+/// Prefetch loads synchronously, reports errors, and makes system calls work under
+/// `USER_MODE_ONLY` (where they get EFAULT on unloaded memory).
+#[test]
+fn prefetch_and_user_mode_only() {
+    let p = pager_with(PagerConfig { force_user_mode_only: true, ..PagerConfig::default() });
+    assert!(!p.capabilities().kernel_mode_faults);
+    let src = MemSource::new();
+    src.permanent.lock().insert(7);
+    let f = p.open_file(src.clone(), BS, 8 * BS as u64).unwrap();
+    let v = f.map(0..8).unwrap();
+    let path = std::env::temp_dir().join(format!("outcore-pager-umo-{}", std::process::id()));
+    let file = std::fs::File::create(&path).unwrap();
+    // SAFETY: the range is inside the live view.
+    let n = unsafe { libc::write(file.as_raw_fd(), v.as_ptr().add(BS).cast(), 4096) };
+    assert_eq!(n, -1);
+    assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EFAULT));
+    f.prefetch(1..3).unwrap();
+    let mut log = src.log();
+    log.sort_unstable();
+    assert_eq!(log, vec![1, 2]);
+    // SAFETY: the range is inside the live view.
+    let n = unsafe { libc::write(file.as_raw_fd(), v.as_ptr().add(BS).cast(), 2 * BS) };
+    assert_eq!(n, 2 * BS as isize);
+    let data = std::fs::read(&path).unwrap();
+    assert!(data[..BS].iter().enumerate().all(|(i, b)| *b == src.expected(1, i)));
+    assert!(data[BS..].iter().enumerate().all(|(i, b)| *b == src.expected(2, i)));
+    // User-mode access still loads on demand.
+    assert_eq!(rd(&v, 4 * BS + 1), src.expected(4, 1));
+    // A failing block: prefetch returns the error.
+    match f.prefetch(6..8) {
+        Err(PagerError::Load { blk: 7, error }) => assert!(error.contains("checksum"), "{error}"),
+        other => panic!("expected a load error, got {other:?}"),
+    }
+    std::fs::remove_file(&path).unwrap();
+}
+
+/// `read_block` returns the cached content (including unsaved writes) without faults.
+#[test]
+fn read_block_returns_cached_content() {
+    let p = pager(1 << 30);
+    let src = MemSource::new();
+    let f = p.open_file(src.clone(), BS, 4 * BS as u64).unwrap();
+    let v = f.map(0..4).unwrap();
+    wr(&v, BS + 10, 0x42);
+    let faults = p.stats().faults;
+    let mut buf = vec![0u8; BS];
+    f.read_block(1, &mut buf).unwrap();
+    assert_eq!(buf[10], 0x42);
+    assert_eq!(buf[11], src.expected(1, 11));
+    assert_eq!(p.stats().faults, faults);
+    // A block never touched is loaded from the source.
+    f.read_block(3, &mut buf).unwrap();
+    assert!(buf.iter().enumerate().all(|(i, b)| *b == src.expected(3, i)));
+    assert!(matches!(f.read_block(3, &mut buf[..10]), Err(PagerError::InvalidArgument(_))));
+}
+
+/// The global pager exists and capabilities describe themselves.
+#[test]
+fn global_pager_and_capabilities() {
+    let g = outcore_pager::Pager::global().unwrap();
+    let g2 = outcore_pager::Pager::global().unwrap();
+    assert!(Arc::ptr_eq(&g, &g2));
+    let caps = outcore_pager::Pager::probe().unwrap();
+    assert!(caps.async_dirty_tracking);
+    assert!(caps.poison);
+    assert!(!caps.describe().is_empty());
+}

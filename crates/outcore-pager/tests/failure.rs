@@ -1,0 +1,111 @@
+//! A source that fails: transient errors are retried; a permanent error makes the faulting
+//! access fail (SIGBUS for user-mode accesses, EFAULT for system calls) after being logged.
+//! Never zeros.
+
+#![allow(unsafe_code)]
+
+mod common;
+
+use std::os::fd::AsRawFd;
+use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
+
+use common::*;
+use outcore_pager::PagerConfig;
+
+const CHILD_ENV: &str = "OUTCORE_PAGER_TEST_CHILD";
+
+/// Transient errors are retried with backoff, then the load succeeds.
+#[test]
+fn transient_errors_are_retried() {
+    let p = pager(1 << 30);
+    let src = MemSource::new();
+    src.transient.lock().insert(2, 3);
+    let f = p.open_file(src.clone(), BS, 4 * BS as u64).unwrap();
+    let v = f.map(0..4).unwrap();
+    assert_eq!(rd(&v, 2 * BS + 9), src.expected(2, 9));
+    assert_eq!(src.count(2), 4, "three failures then success");
+    assert_eq!(p.stats().load_retries, 3);
+    assert_eq!(p.stats().load_failures, 0);
+}
+
+/// A transient error that outlasts the retries is permanent (seen through prefetch).
+#[test]
+fn persistent_transient_error_gives_up() {
+    let p = pager_with(PagerConfig { max_retries: 2, ..PagerConfig::default() });
+    let src = MemSource::new();
+    src.transient.lock().insert(1, 100);
+    let f = p.open_file(src.clone(), BS, 4 * BS as u64).unwrap();
+    let _v = f.map(0..4).unwrap();
+    let e = f.prefetch(1..2).unwrap_err();
+    assert!(e.to_string().contains("connection reset"), "{e}");
+    assert_eq!(src.count(1), 3);
+    assert_eq!(p.stats().load_failures, 1);
+}
+
+/// A system call reading from a block that cannot be loaded fails with EFAULT (no zeros).
+#[test]
+fn permanent_error_fails_system_calls() {
+    let p = pager(1 << 30);
+    let src = MemSource::new();
+    src.permanent.lock().insert(1);
+    let f = p.open_file(src.clone(), BS, 4 * BS as u64).unwrap();
+    let v = f.map(0..4).unwrap();
+    let path = std::env::temp_dir().join(format!("outcore-pager-fail-{}", std::process::id()));
+    let file = std::fs::File::create(&path).unwrap();
+    // SAFETY: the range is inside the live view.
+    let n = unsafe { libc::write(file.as_raw_fd(), v.as_ptr().add(BS).cast(), 4096) };
+    let err = std::io::Error::last_os_error();
+    assert_eq!(n, -1, "a failed block must not be readable");
+    assert_eq!(err.raw_os_error(), Some(libc::EFAULT));
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    std::fs::remove_file(&path).unwrap();
+    // Once the source recovers, invalidate lets the block load.
+    src.permanent.lock().clear();
+    f.invalidate(&[1]).unwrap();
+    assert_eq!(rd(&v, BS + 4), src.expected(1, 4));
+}
+
+fn run_child(which: &str) -> std::process::Output {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, which)
+        .output()
+        .unwrap()
+}
+
+/// A permanent error kills the faulting user-mode access with SIGBUS, after logging the cause.
+#[test]
+fn permanent_error_raises_sigbus() {
+    for which in ["read", "write"] {
+        let out = run_child(which);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.signal(), Some(libc::SIGBUS), "{which}: status {:?}\n{stdout}\n{stderr}", out.status);
+        assert!(stdout.contains("CHILD READY"), "{stdout}");
+        assert!(!stdout.contains("CHILD SAW"), "the access returned: {stdout}");
+        assert!(stderr.contains("checksum mismatch"), "cause not logged: {stderr}");
+    }
+}
+
+/// Entry point of the child process (does nothing in a normal test run).
+#[test]
+fn child_entry() {
+    let Ok(which) = std::env::var(CHILD_ENV) else { return };
+    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    let p = pager(1 << 30);
+    let src = MemSource::new();
+    src.permanent.lock().insert(3);
+    let f = p.open_file(src.clone(), BS, 4 * BS as u64).unwrap();
+    let v = f.map(0..4).unwrap();
+    assert_eq!(rd(&v, 5), src.expected(0, 5));
+    println!("CHILD READY");
+    if which == "read" {
+        let x = rd(&v, 3 * BS + 100);
+        println!("CHILD SAW {x}");
+    } else {
+        wr(&v, 3 * BS + 100, 1);
+        println!("CHILD SAW write");
+    }
+    std::process::exit(0);
+}
