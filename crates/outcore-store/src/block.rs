@@ -75,24 +75,38 @@ pub(crate) struct Stored<'a> {
 /// Verify a stored version and write the block's full content into `buf` (zero-filled tail).
 /// Returns an error naming the place on any mismatch; `buf` then holds no usable data.
 pub(crate) fn decode_into(array: ArrayId, blk: u64, s: &Stored<'_>, buf: &mut [u8]) -> Result<()> {
+    if s.data.len() as u64 != s.len || s.data.len() > buf.len() {
+        return Err(corrupt_len(array, blk, s.tid, s.data.len(), s.len, buf.len()));
+    }
+    buf[..s.data.len()].copy_from_slice(s.data);
+    verify_in_place(array, blk, &Stored { data: &[], ..*s }, buf)
+}
+
+fn corrupt_len(array: ArrayId, blk: u64, tid: Tid, got: usize, recorded: u64, blksize: usize) -> Error {
+    Error::Corrupt {
+        array,
+        name: String::new(),
+        blk,
+        tid,
+        detail: format!("stored length {got} does not fit (recorded {recorded}, block size {blksize})"),
+    }
+}
+
+/// Verify a stored version whose payload (`s.len` bytes) was already read into the head of
+/// `buf`, and zero the rest of `buf`. `s.data` is ignored.
+pub(crate) fn verify_in_place(array: ArrayId, blk: u64, s: &Stored<'_>, buf: &mut [u8]) -> Result<()> {
     let corrupt = |detail: String| Error::Corrupt { array, name: String::new(), blk, tid: s.tid, detail };
-    let sum = checksum(array, blk, s.tid, s.kind, s.codec, s.len, s.data);
+    let len = s.len as usize;
+    if len > buf.len() {
+        return Err(corrupt_len(array, blk, s.tid, len, s.len, buf.len()));
+    }
+    let sum = checksum(array, blk, s.tid, s.kind, s.codec, s.len, &buf[..len]);
     if sum != s.checksum {
         return Err(corrupt(format!("checksum mismatch (stored {:#x}, computed {:#x})", s.checksum, sum)));
     }
     if s.kind != KIND_FULL || s.codec != CODEC_RAW {
         return Err(corrupt(format!("unknown encoding kind={} codec={}", s.kind, s.codec)));
     }
-    let len = s.len as usize;
-    if s.data.len() != len || len > buf.len() {
-        return Err(corrupt(format!(
-            "stored length {} does not fit (recorded {}, block size {})",
-            s.data.len(),
-            len,
-            buf.len()
-        )));
-    }
-    buf[..len].copy_from_slice(s.data);
     buf[len..].fill(0);
     Ok(())
 }

@@ -135,7 +135,11 @@ fn pgpass_lookup(config: &Config) -> Option<String> {
     let path = std::env::var_os("PGPASSFILE")
         .map(std::path::PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".pgpass")))?;
-    let text = std::fs::read_to_string(path).ok()?;
+    pgpass_match(&std::fs::read_to_string(path).ok()?, config)
+}
+
+/// The password of the first `.pgpass` line matching `config`.
+fn pgpass_match(text: &str, config: &Config) -> Option<String> {
     let host = match config.get_hosts().first() {
         Some(postgres::config::Host::Tcp(h)) => h.clone(),
         _ => "localhost".to_string(),
@@ -682,5 +686,26 @@ impl Subscription for PgListener {
                 _ => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pgpass_lines_match_like_libpq() {
+        let text = "# comment\nother:5432:*:bob:nope\n127.0.0.1:*:mydb:bob:s\\:cr\\\\et\n*:*:*:*:fallback\n";
+        let c: Config = "postgresql://bob@127.0.0.1:6000/mydb".parse().unwrap();
+        assert_eq!(pgpass_match(text, &c).as_deref(), Some("s:cr\\et"));
+        let c: Config = "postgresql://eve@127.0.0.1:6000/x".parse().unwrap();
+        assert_eq!(pgpass_match(text, &c).as_deref(), Some("fallback"));
+        assert_eq!(pgpass_match("h:1:d:u:p", &c), None);
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(redact("postgresql://u:secret@h:5/db"), "postgresql://u:***@h:5/db");
+        assert_eq!(redact("postgresql://u@h/db"), "postgresql://u@h/db");
     }
 }

@@ -70,7 +70,6 @@ fn connect(path: &Path, create: bool) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "page_size", 65536)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "mmap_size", 1i64 << 31)?;
     conn.pragma_update(None, "cache_size", -65536)?;
     Ok(conn)
 }
@@ -176,36 +175,64 @@ fn q_head(c: &Connection) -> Result<Head> {
 }
 
 fn q_load(c: &Connection, array: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> Result<()> {
-    let mut st = c
+    if !c.is_autocommit() {
+        return q_load_in_txn(c, array, blk, at, buf);
+    }
+    // One read transaction: the version row, its payload and the gc horizon from one snapshot.
+    c.execute_batch("BEGIN DEFERRED").map_err(err("load"))?;
+    let r = q_load_in_txn(c, array, blk, at, buf);
+    c.execute_batch("COMMIT").map_err(err("load"))?;
+    r
+}
+
+fn q_load_in_txn(c: &Connection, array: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> Result<()> {
+    let row = c
         .prepare_cached(
-            "SELECT h.gc_horizon, b.tid, b.kind, b.codec, b.len, b.checksum, b.data
-             FROM outcore_head h LEFT JOIN (
-                SELECT tid, kind, codec, len, checksum, data FROM outcore_block
-                WHERE array_id = ?1 AND blk = ?2 AND tid <= ?3 ORDER BY tid DESC LIMIT 1) b
-             WHERE h.id = 1",
+            "SELECT rowid, tid, kind, codec, len, checksum FROM outcore_block
+             WHERE array_id = ?1 AND blk = ?2 AND tid <= ?3 ORDER BY tid DESC LIMIT 1",
         )
+        .and_then(|mut st| {
+            st.query_row(params![array.0 as i64, blk as i64, at as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    Stored {
+                        tid: r.get::<_, i64>(1)? as u64,
+                        kind: r.get(2)?,
+                        codec: r.get(3)?,
+                        len: r.get::<_, i64>(4)? as u64,
+                        checksum: r.get(5)?,
+                        data: &[],
+                    },
+                ))
+            })
+            .optional()
+        })
         .map_err(err("load"))?;
-    let mut rows = st.query(params![array.0 as i64, blk as i64, at as i64]).map_err(err("load"))?;
-    let row = rows.next().map_err(err("load"))?.ok_or_else(|| Error::Invalid("store has no head row".into()))?;
-    let horizon = row.get::<_, i64>(0).map_err(err("load"))? as u64;
+    let horizon = q_head(c)?.horizon;
     if at < horizon {
         return Err(Error::SnapshotGone { at, horizon });
     }
-    let tid: Option<i64> = row.get(1).map_err(err("load"))?;
-    let Some(tid) = tid else {
+    let Some((rowid, stored)) = row else {
         buf.fill(0);
         return Ok(());
     };
-    let data = row.get_ref(6).map_err(err("load"))?.as_blob().map_err(|e| err("load")(e.into()))?;
-    let stored = Stored {
-        tid: tid as u64,
-        kind: row.get(2).map_err(err("load"))?,
-        codec: row.get(3).map_err(err("load"))?,
-        len: row.get::<_, i64>(4).map_err(err("load"))? as u64,
-        checksum: row.get(5).map_err(err("load"))?,
-        data,
-    };
-    block::decode_into(array, blk, &stored, buf)
+    let len = stored.len as usize;
+    if len > buf.len() {
+        return block::verify_in_place(array, blk, &stored, buf);
+    }
+    // Incremental blob I/O reads the payload straight into `buf` (no intermediate copies).
+    let blob = c.blob_open(rusqlite::MAIN_DB, c"outcore_block", c"data", rowid, true).map_err(err("load"))?;
+    if blob.len() != len {
+        return Err(Error::Corrupt {
+            array,
+            name: String::new(),
+            blk,
+            tid: stored.tid,
+            detail: format!("stored length {} differs from recorded length {len}", blob.len()),
+        });
+    }
+    blob.read_at_exact(&mut buf[..len], 0).map_err(err("load"))?;
+    block::verify_in_place(array, blk, &stored, buf)
 }
 
 const LIVE_ARRAYS: &str = "SELECT v.array_id, v.tid, v.name, v.meta FROM outcore_array v

@@ -1,0 +1,81 @@
+//! The store's format marker: foreign files and databases, and newer format versions, are clear
+//! errors, never a panic and never silently reinitialized.
+
+mod common;
+
+use outcore_store::{open, Error};
+
+#[test]
+fn a_text_file_is_not_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("notes.txt");
+    std::fs::write(&p, "hello, this is not a database at all, just text").unwrap();
+    match open(p.to_str().unwrap()) {
+        Err(e @ Error::NotAStore { .. }) => assert!(e.to_string().contains("not a SQLite database"), "{e}"),
+        other => panic!("expected NotAStore, got {other:?}"),
+    }
+    assert_eq!(std::fs::read_to_string(&p).unwrap(), "hello, this is not a database at all, just text");
+}
+
+#[test]
+fn an_empty_file_becomes_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("empty.outcore");
+    std::fs::write(&p, b"").unwrap();
+    assert_eq!(open(p.to_str().unwrap()).unwrap().head().unwrap(), 0);
+}
+
+#[test]
+fn a_directory_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(matches!(open(dir.path().to_str().unwrap()), Err(Error::BadLocation { .. })));
+}
+
+#[test]
+fn a_foreign_sqlite_database_is_not_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("other.db");
+    rusqlite::Connection::open(&p).unwrap().execute_batch("CREATE TABLE people (name TEXT)").unwrap();
+    match open(p.to_str().unwrap()) {
+        Err(e @ Error::NotAStore { .. }) => assert!(e.to_string().contains("people"), "{e}"),
+        other => panic!("expected NotAStore, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_newer_sqlite_format_is_refused() {
+    let f = common::sqlite();
+    rusqlite::Connection::open(&f.url)
+        .unwrap()
+        .execute("UPDATE outcore_meta SET value = '99' WHERE key = 'version'", [])
+        .unwrap();
+    match open(&f.url) {
+        Err(Error::UnsupportedVersion { found: 99, supported: 1, .. }) => {}
+        other => panic!("expected UnsupportedVersion, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_newer_postgres_format_is_refused() {
+    let Some(f) = common::postgres() else { return };
+    let mut c = postgres::Client::connect(&f.url, postgres::NoTls).unwrap();
+    c.execute("UPDATE outcore_meta SET value = '99' WHERE key = 'version'", &[]).unwrap();
+    match open(&f.url) {
+        Err(Error::UnsupportedVersion { found: 99, supported: 1, .. }) => {}
+        other => panic!("expected UnsupportedVersion, got {other:?}"),
+    }
+    c.execute("UPDATE outcore_meta SET value = 'something-else' WHERE key = 'format'", &[]).unwrap();
+    assert!(matches!(open(&f.url), Err(Error::NotAStore { .. })));
+}
+
+#[test]
+fn postgres_connection_failures_name_the_place_without_password() {
+    // Nothing listens on port 1.
+    match open("postgresql://someone:secret@127.0.0.1:1/db") {
+        Err(e @ Error::BadLocation { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains("127.0.0.1:1") && !msg.contains("secret"), "{msg}");
+        }
+        other => panic!("expected BadLocation, got {other:?}"),
+    }
+}
