@@ -231,7 +231,7 @@ impl FileInner {
     /// Tries to evict a clean block (LRU victim). Never drops a written page: views are scanned
     /// before and after their entries are zapped, so a write racing with the eviction keeps the
     /// block (as Dirty).
-    fn try_evict_inner(&self, blk: u64) -> Evict {
+    fn try_evict_inner(self: &Arc<Self>, blk: u64) -> Evict {
         let shared = self.shared();
         let views = {
             let mut st = self.state.lock();
@@ -321,12 +321,14 @@ impl FileInner {
             return Evict::Skipped;
         }
         Counters::inc(&shared.counters.evictions);
-        self.finish_drop(blk);
+        if self.finish_drop(blk) {
+            shared.enqueue(self, blk);
+        }
         Evict::Done
     }
 
     /// Tries to evict `blk`; a busy block goes back to the LRU.
-    pub fn try_evict(&self, blk: u64) {
+    pub fn try_evict(self: &Arc<Self>, blk: u64) {
         if let Evict::Busy = self.try_evict_inner(blk) {
             self.shared().lru.lock().touch((self.id, blk));
         }
