@@ -1,0 +1,324 @@
+//! `Array`: a handle on one named array of a connection.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use outcore_pager::{FileHandle, View};
+use outcore_store::{ArrayId, ArrayMeta, Order};
+
+use crate::connection::{Change, ConnShared, ConnState};
+use crate::dtype::{check_element, Element};
+use crate::error::{Error, Result};
+use crate::mem::{ArrayGuard, ArrayGuardMut, BytesView, BytesViewMut};
+
+/// Largest array size in bytes (fits signed 64-bit SQL integers and the address space).
+const MAX_NBYTES: u64 = i64::MAX as u64;
+
+/// `product(shape) * itemsize`, checked.
+pub(crate) fn nbytes_of(shape: &[u64], itemsize: u64) -> Result<u64> {
+    shape
+        .iter()
+        .try_fold(itemsize, |acc, d| acc.checked_mul(*d))
+        .filter(|n| *n <= MAX_NBYTES)
+        .ok_or_else(|| Error::Shape(format!("shape {shape:?} of {itemsize}-byte items exceeds {MAX_NBYTES} bytes")))
+}
+
+/// Byte strides of `shape` in `order`.
+pub(crate) fn strides_of(shape: &[u64], itemsize: u64, order: Order) -> Vec<u64> {
+    let mut strides = vec![0u64; shape.len()];
+    let mut acc = itemsize;
+    let mut set = |i: usize| {
+        strides[i] = acc;
+        acc = acc.saturating_mul(shape[i]);
+    };
+    match order {
+        Order::C => (0..shape.len()).rev().for_each(&mut set),
+        Order::F => (0..shape.len()).for_each(&mut set),
+    }
+    strides
+}
+
+/// A handle on an array of a [`Connection`](crate::Connection): its metadata as the
+/// transaction sees it, views of its memory, and metadata changes (resize, append).
+///
+/// Cheap to clone; all handles of one array in one connection share the same memory. Methods
+/// fail with [`Error::ArrayGone`] once the array was deleted (or its creation aborted).
+#[derive(Clone)]
+pub struct Array {
+    conn: Arc<ConnShared>,
+    id: ArrayId,
+}
+
+impl std::fmt::Debug for Array {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Array").field("id", &self.id).finish()
+    }
+}
+
+/// A mapped slice: view, offset of the first element, shape and strides in elements.
+type SliceMap = (Option<View>, usize, Vec<usize>, Vec<usize>);
+
+/// What a method needs of an array, read under the connection's lock.
+struct Snap {
+    meta: ArrayMeta,
+    name: String,
+    itemsize: u64,
+    file: FileHandle,
+}
+
+impl Array {
+    pub(crate) fn new(conn: Arc<ConnShared>, id: ArrayId) -> Array {
+        Array { conn, id }
+    }
+
+    fn snap(&self, st: &ConnState) -> Result<Snap> {
+        let oa = st.open.get(&self.id).ok_or_else(|| Error::ArrayGone(self.id.to_string()))?;
+        let (name, meta) = st.current(self.id).ok_or_else(|| Error::ArrayGone(oa.last_name.clone()))?;
+        Ok(Snap { meta, name, itemsize: oa.itemsize, file: oa.file.clone() })
+    }
+
+    fn get(&self) -> Result<Snap> {
+        let st = self.conn.lock();
+        st.check_usable()?;
+        self.snap(&st)
+    }
+
+    /// The stable id of the array (survives renames).
+    pub fn id(&self) -> ArrayId {
+        self.id
+    }
+
+    /// Current name.
+    pub fn name(&self) -> Result<String> {
+        Ok(self.get()?.name)
+    }
+
+    /// Current metadata (dtype, shape, order, blksize, codec, nbytes).
+    pub fn meta(&self) -> Result<ArrayMeta> {
+        Ok(self.get()?.meta)
+    }
+
+    /// NumPy dtype descr.
+    pub fn dtype(&self) -> Result<String> {
+        Ok(self.get()?.meta.dtype)
+    }
+
+    /// Bytes per element.
+    pub fn itemsize(&self) -> Result<u64> {
+        Ok(self.get()?.itemsize)
+    }
+
+    /// Current shape.
+    pub fn shape(&self) -> Result<Vec<u64>> {
+        Ok(self.get()?.meta.shape)
+    }
+
+    /// Memory layout.
+    pub fn order(&self) -> Result<Order> {
+        Ok(self.get()?.meta.order)
+    }
+
+    /// Strides in bytes (C or F layout, contiguous).
+    pub fn strides(&self) -> Result<Vec<u64>> {
+        let s = self.get()?;
+        Ok(strides_of(&s.meta.shape, s.itemsize, s.meta.order))
+    }
+
+    /// Block size in bytes.
+    pub fn blksize(&self) -> Result<u64> {
+        Ok(self.get()?.meta.blksize)
+    }
+
+    /// Size in bytes (`product(shape) * itemsize`).
+    pub fn nbytes(&self) -> Result<u64> {
+        Ok(self.get()?.meta.nbytes)
+    }
+
+    /// Read-only view of the bytes `range` of the array. Nothing loads until touched.
+    pub fn bytes(&self, range: Range<u64>) -> Result<BytesView> {
+        let (view, off, len) = self.map_bytes(range, None)?;
+        BytesView::new(view, off, len)
+    }
+
+    /// Writable view of the bytes `range` of the array; writes are committed with the
+    /// transaction.
+    pub fn bytes_mut(&self, range: Range<u64>) -> Result<BytesViewMut> {
+        let (view, off, len) = self.map_bytes(range, Some("writing"))?;
+        BytesViewMut::new(view, off, len)
+    }
+
+    /// Read-only typed view of the whole array (its shape at the time of the call).
+    pub fn as_array_view<T: Element>(&self) -> Result<ArrayGuard<T>> {
+        self.slice_view(&[])
+    }
+
+    /// Writable typed view of the whole array (its shape at the time of the call).
+    pub fn as_array_view_mut<T: Element>(&self) -> Result<ArrayGuardMut<T>> {
+        self.slice_view_mut(&[])
+    }
+
+    /// Read-only typed view of the index ranges `ranges` (one per axis; missing trailing axes
+    /// are taken whole).
+    pub fn slice_view<T: Element>(&self, ranges: &[Range<u64>]) -> Result<ArrayGuard<T>> {
+        let (view, off, shape, strides) = self.map_slice::<T>(ranges, None)?;
+        ArrayGuard::new(view, off, shape, strides)
+    }
+
+    /// Writable typed view of the index ranges `ranges`; see [`slice_view`](Self::slice_view).
+    pub fn slice_view_mut<T: Element>(&self, ranges: &[Range<u64>]) -> Result<ArrayGuardMut<T>> {
+        let (view, off, shape, strides) = self.map_slice::<T>(ranges, Some("writing"))?;
+        ArrayGuardMut::new(view, off, shape, strides)
+    }
+
+    /// Maps the blocks covering bytes `range`: the view and the offset of `range.start` in it.
+    fn map_bytes(&self, range: Range<u64>, write: Option<&'static str>) -> Result<(Option<View>, usize, usize)> {
+        let s = {
+            let st = self.conn.lock();
+            if let Some(op) = write {
+                st.check_writable(op)?;
+            }
+            st.check_usable()?;
+            self.snap(&st)?
+        };
+        if range.start > range.end || range.end > s.meta.nbytes {
+            return Err(Error::OutOfRange(format!("bytes {range:?} of array '{}' of {} bytes", s.name, s.meta.nbytes)));
+        }
+        map_range(&s.file, range)
+    }
+
+    fn map_slice<T: Element>(&self, ranges: &[Range<u64>], write: Option<&'static str>) -> Result<SliceMap> {
+        let s = {
+            let st = self.conn.lock();
+            if let Some(op) = write {
+                st.check_writable(op)?;
+            }
+            st.check_usable()?;
+            self.snap(&st)?
+        };
+        check_element::<T>(&s.meta.dtype)?;
+        let shape = &s.meta.shape;
+        if ranges.len() > shape.len() {
+            return Err(Error::OutOfRange(format!(
+                "{} index ranges for array '{}' of {} dimensions",
+                ranges.len(),
+                s.name,
+                shape.len()
+            )));
+        }
+        let strides = strides_of(shape, s.itemsize, s.meta.order);
+        let mut first = 0u64;
+        let mut last = 0u64;
+        let mut vshape = Vec::with_capacity(shape.len());
+        for (axis, n) in shape.iter().enumerate() {
+            let r = ranges.get(axis).cloned().unwrap_or(0..*n);
+            if r.start > r.end || r.end > *n {
+                return Err(Error::OutOfRange(format!(
+                    "index range {r:?} on axis {axis} of array '{}' of shape {shape:?}",
+                    s.name
+                )));
+            }
+            first += r.start * strides[axis];
+            last += r.end.saturating_sub(1).max(r.start) * strides[axis];
+            vshape.push(to_usize(r.end - r.start)?);
+        }
+        let estrides = strides.iter().map(|b| to_usize(b / s.itemsize)).collect::<Result<Vec<_>>>()?;
+        if vshape.contains(&0) {
+            return Ok((None, 0, vshape, estrides));
+        }
+        let (view, off, _) = map_range(&s.file, first..last + s.itemsize)?;
+        Ok((view, off, vshape, estrides))
+    }
+
+    /// Changes the shape (metadata only, O(1)). Bytes keep their offsets; the area beyond the
+    /// old size reads zeros, also after a shrink and regrowth in one transaction.
+    pub fn resize(&self, new_shape: &[u64]) -> Result<()> {
+        let mut st = self.conn.lock();
+        self.resize_locked(&mut st, new_shape).map(|_| ())
+    }
+
+    /// Resizes under the lock; returns the old and new sizes in bytes.
+    fn resize_locked(&self, st: &mut ConnState, new_shape: &[u64]) -> Result<(u64, u64)> {
+        st.check_writable("resize")?;
+        let s = self.snap(st)?;
+        let nbytes = nbytes_of(new_shape, s.itemsize)?;
+        let old = s.meta.nbytes;
+        let meta = ArrayMeta { shape: new_shape.to_vec(), nbytes, ..s.meta };
+        let Some(oa) = st.open.get(&self.id) else { return Err(Error::ArrayGone(s.name)) };
+        if nbytes < old {
+            oa.source.hide_from(nbytes);
+        }
+        oa.file.set_size(nbytes)?;
+        if nbytes < old {
+            let t = st.truncated.entry(self.id).or_insert(nbytes);
+            *t = (*t).min(nbytes);
+        }
+        st.txn.insert(self.id, Change::Live { name: s.name, meta });
+        Ok((old, nbytes))
+    }
+
+    /// Appends `values` (in the array's order) along the major axis: axis 0 for C order, the
+    /// last axis for F order. Their number must be a multiple of the other axes' product.
+    pub fn append<T: Element>(&self, values: &[T]) -> Result<()> {
+        check_element::<T>(&self.get()?.meta.dtype)?;
+        let mut bytes = Vec::with_capacity(std::mem::size_of_val(values));
+        for v in values {
+            v.put_le(&mut bytes);
+        }
+        self.append_bytes(&bytes)
+    }
+
+    /// Appends raw element bytes along the major axis; see [`append`](Self::append).
+    pub fn append_bytes(&self, data: &[u8]) -> Result<()> {
+        let mut st = self.conn.lock();
+        st.check_writable("append")?;
+        let s = self.snap(&st)?;
+        let shape = &s.meta.shape;
+        if shape.is_empty() {
+            return Err(Error::Shape(format!("cannot append to 0-dimensional array '{}'", s.name)));
+        }
+        let major = match s.meta.order {
+            Order::C => 0,
+            Order::F => shape.len() - 1,
+        };
+        let row: u64 =
+            shape.iter().enumerate().filter(|(i, _)| *i != major).map(|(_, n)| *n).product::<u64>() * s.itemsize;
+        let len = data.len() as u64;
+        if len == 0 {
+            return Ok(());
+        }
+        if row == 0 || len % row != 0 {
+            return Err(Error::Shape(format!(
+                "{len} bytes cannot be appended to array '{}' of shape {shape:?}: not a whole number of \
+                 {row}-byte slices along axis {major}",
+                s.name
+            )));
+        }
+        let mut new_shape = shape.clone();
+        new_shape[major] = new_shape[major]
+            .checked_add(len / row)
+            .ok_or_else(|| Error::Shape(format!("appending to array '{}' overflows its shape", s.name)))?;
+        let (old, _) = self.resize_locked(&mut st, &new_shape)?;
+        drop(st);
+        let (view, off, n) = map_range(&s.file, old..old + len)?;
+        let mut w = BytesViewMut::new(view, off, n)?;
+        w.as_mut_slice().copy_from_slice(data);
+        Ok(())
+    }
+}
+
+fn to_usize(n: u64) -> Result<usize> {
+    usize::try_from(n).map_err(|_| Error::Shape(format!("{n} does not fit this platform's address space")))
+}
+
+/// Maps the blocks covering bytes `range` of `file`: the view (none for an empty range), the
+/// offset of `range.start` in it, and the length.
+fn map_range(file: &FileHandle, range: Range<u64>) -> Result<(Option<View>, usize, usize)> {
+    let len = to_usize(range.end - range.start)?;
+    if len == 0 {
+        return Ok((None, 0, 0));
+    }
+    let bs = file.blksize() as u64;
+    let blocks = range.start / bs..range.end.div_ceil(bs);
+    let off = to_usize(range.start - blocks.start * bs)?;
+    Ok((Some(file.map(blocks)?), off, len))
+}

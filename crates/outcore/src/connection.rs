@@ -1,0 +1,604 @@
+//! `Connection`: one snapshot, a namespace of named arrays, and the transaction over them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use outcore_pager::FileHandle;
+use outcore_store::{ArrayId, ArrayInfo, ArrayMeta, Changes, Commit, Order, Tid};
+use parking_lot::{Mutex, MutexGuard};
+
+use crate::array::{nbytes_of, Array};
+use crate::db::{check_blksize, Db};
+use crate::dtype::{descr_itemsize, descr_of, Element};
+use crate::error::{Error, Result};
+use crate::source::StoreSource;
+
+/// What a new array looks like: dtype, shape, order and block size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ArraySpec {
+    /// NumPy dtype descr (`"<f8"`, or a structured descr such as `"[('x', '<f4'), ('y', '<i8')]"`).
+    pub dtype: String,
+    /// Bytes per element; must agree with `dtype`.
+    pub itemsize: u64,
+    /// Shape.
+    pub shape: Vec<u64>,
+    /// Memory layout.
+    pub order: Order,
+    /// Block size; `None` takes the database's default.
+    pub blksize: Option<u64>,
+}
+
+impl ArraySpec {
+    /// An array of dtype `dtype` (`itemsize` bytes per element) and shape `shape`, C order.
+    pub fn new(dtype: impl Into<String>, itemsize: u64, shape: impl Into<Vec<u64>>) -> Self {
+        ArraySpec { dtype: dtype.into(), itemsize, shape: shape.into(), order: Order::C, blksize: None }
+    }
+
+    /// An array of Rust element type `T` (e.g. `f64` -> `"<f8"`).
+    pub fn of<T: Element>(shape: impl Into<Vec<u64>>) -> Self {
+        ArraySpec::new(descr_of::<T>(), std::mem::size_of::<T>() as u64, shape)
+    }
+
+    /// Sets the memory layout.
+    pub fn order(mut self, order: Order) -> Self {
+        self.order = order;
+        self
+    }
+
+    /// Sets the block size (a power of two, 4 KiB..=256 MiB).
+    pub fn blksize(mut self, blksize: u64) -> Self {
+        self.blksize = Some(blksize);
+        self
+    }
+}
+
+/// Who commits and why: recorded with the transaction in the store's history.
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct CommitInfo {
+    /// The committing user.
+    pub user: String,
+    /// Description (note) of the transaction.
+    pub description: String,
+    /// Free-form JSON extension (`null` when unused).
+    pub extension: serde_json::Value,
+}
+
+impl CommitInfo {
+    /// A commit described by `description`.
+    pub fn new(description: impl Into<String>) -> Self {
+        CommitInfo { description: description.into(), ..CommitInfo::default() }
+    }
+
+    /// Sets the user.
+    pub fn user(mut self, user: impl Into<String>) -> Self {
+        self.user = user.into();
+        self
+    }
+
+    /// Sets the JSON extension.
+    pub fn extension(mut self, extension: serde_json::Value) -> Self {
+        self.extension = extension;
+        self
+    }
+}
+
+/// A name/metadata change of an array in the current transaction.
+#[derive(Clone, Debug)]
+pub(crate) enum Change {
+    Live { name: String, meta: ArrayMeta },
+    Deleted,
+}
+
+/// An array opened in a connection: its page cache and its state at the snapshot.
+pub(crate) struct OpenArray {
+    pub file: FileHandle,
+    pub source: Arc<StoreSource>,
+    /// Name and metadata at the connection's snapshot (`None`: not in the snapshot).
+    pub committed: Option<(String, ArrayMeta)>,
+    pub itemsize: u64,
+    /// The last name known, for error messages.
+    pub last_name: String,
+}
+
+/// Everything a connection knows, under one mutex.
+pub(crate) struct ConnState {
+    pub tid: Tid,
+    pub read_only: bool,
+    pub needs_abort: bool,
+    pub open: HashMap<ArrayId, OpenArray>,
+    /// Name and metadata changes of this transaction; every array here is in `open`.
+    pub txn: BTreeMap<ArrayId, Change>,
+    /// Arrays created in this transaction.
+    pub created: BTreeSet<ArrayId>,
+    /// The smallest size each array had in this transaction, if it shrank.
+    pub truncated: HashMap<ArrayId, u64>,
+}
+
+impl ConnState {
+    /// Name and metadata of an open array as the transaction sees it.
+    pub fn current(&self, id: ArrayId) -> Option<(String, ArrayMeta)> {
+        match self.txn.get(&id) {
+            Some(Change::Live { name, meta }) => Some((name.clone(), meta.clone())),
+            Some(Change::Deleted) => None,
+            None => self.open.get(&id).and_then(|o| o.committed.clone()),
+        }
+    }
+
+    /// Fails unless the connection may write.
+    pub fn check_writable(&self, op: &'static str) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly { tid: self.tid, op });
+        }
+        self.check_usable()
+    }
+
+    /// Fails after a lost commit until `abort`.
+    pub fn check_usable(&self) -> Result<()> {
+        if self.needs_abort {
+            return Err(Error::NeedsAbort);
+        }
+        Ok(())
+    }
+}
+
+pub(crate) struct ConnShared {
+    pub db: Db,
+    /// The snapshot the sources load at (equal to `state.tid`, readable without the lock).
+    pub tid_cell: Arc<AtomicU64>,
+    pub state: Mutex<ConnState>,
+}
+
+impl ConnShared {
+    pub fn lock(&self) -> MutexGuard<'_, ConnState> {
+        self.state.lock()
+    }
+}
+
+/// A connection: reads one committed snapshot (a tid) and holds one transaction over a
+/// namespace of named arrays.
+///
+/// Changes (writes through views, create, delete, rename, resize, append) stay private to the
+/// connection until [`commit`](Self::commit) stores all of them atomically, or
+/// [`abort`](Self::abort) discards them. Both then move the connection to the newest snapshot
+/// and reload exactly the blocks and metadata that other transactions changed.
+///
+/// # Threads
+/// A connection and its [`Array`] handles are meant to be used by one thread at a time and may
+/// move between threads between transactions. Calls from several threads at once are
+/// serialized by an internal lock (never corrupting state), but their interleaving inside one
+/// transaction is then up to the caller. Each thread wanting its own transaction should use
+/// its own connection.
+pub struct Connection {
+    shared: Arc<ConnShared>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = self.shared.lock();
+        f.debug_struct("Connection").field("tid", &st.tid).field("read_only", &st.read_only).finish()
+    }
+}
+
+impl Connection {
+    pub(crate) fn new(db: Db, tid: Tid, read_only: bool) -> Result<Connection> {
+        let state = ConnState {
+            tid,
+            read_only,
+            needs_abort: false,
+            open: HashMap::new(),
+            txn: BTreeMap::new(),
+            created: BTreeSet::new(),
+            truncated: HashMap::new(),
+        };
+        Ok(Connection {
+            shared: Arc::new(ConnShared { db, tid_cell: Arc::new(AtomicU64::new(tid)), state: Mutex::new(state) }),
+        })
+    }
+
+    /// The snapshot this connection reads.
+    pub fn tid(&self) -> Tid {
+        self.shared.lock().tid
+    }
+
+    /// True for a historical (read-only) connection.
+    pub fn is_read_only(&self) -> bool {
+        self.shared.lock().read_only
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.shared.db
+    }
+
+    /// Creates the array `name`, zero-filled. It exists for others once committed.
+    pub fn create(&self, name: &str, spec: ArraySpec) -> Result<Array> {
+        let mut st = self.shared.lock();
+        st.check_writable("create")?;
+        if name.is_empty() {
+            return Err(Error::InvalidArgument("array name must not be empty".into()));
+        }
+        if self.lookup(&mut st, name)?.is_some() {
+            return Err(Error::AlreadyExists(name.into()));
+        }
+        let opts = &self.shared.db.inner.options;
+        let blksize = spec.blksize.unwrap_or(opts.blksize);
+        check_blksize(blksize)?;
+        match descr_itemsize(&spec.dtype) {
+            Some(n) if n == spec.itemsize && n > 0 => {}
+            Some(n) => {
+                return Err(Error::Dtype(format!(
+                    "dtype '{}' has items of {n} bytes, not {} (array '{name}')",
+                    spec.dtype, spec.itemsize
+                )))
+            }
+            None => {
+                return Err(Error::Dtype(format!(
+                    "unsupported dtype descr '{}' for array '{name}' (object dtypes cannot be stored)",
+                    spec.dtype
+                )))
+            }
+        }
+        let nbytes = nbytes_of(&spec.shape, spec.itemsize)?;
+        let meta =
+            ArrayMeta { dtype: spec.dtype, shape: spec.shape, order: spec.order, blksize, codec: opts.codec, nbytes };
+        let id = ArrayId::random();
+        // Nothing of a new array is stored: every block loads as zeros.
+        let oa = self.open_file(id, name, None, &meta, spec.itemsize, 0)?;
+        st.open.insert(id, oa);
+        st.txn.insert(id, Change::Live { name: name.into(), meta });
+        st.created.insert(id);
+        Ok(Array::new(self.shared.clone(), id))
+    }
+
+    /// Opens the array `name`. Handles of one array in one connection share their memory.
+    pub fn open(&self, name: &str) -> Result<Array> {
+        let mut st = self.shared.lock();
+        st.check_usable()?;
+        match self.lookup(&mut st, name)? {
+            Some(id) => Ok(Array::new(self.shared.clone(), id)),
+            None => Err(Error::NoSuchArray(name.into())),
+        }
+    }
+
+    /// True if an array named `name` exists in this transaction's view.
+    pub fn contains(&self, name: &str) -> Result<bool> {
+        let mut st = self.shared.lock();
+        st.check_usable()?;
+        Ok(self.lookup(&mut st, name)?.is_some())
+    }
+
+    /// Deletes the array `name` (on commit). Its handles and views then fail / read zeros.
+    pub fn delete(&self, name: &str) -> Result<()> {
+        let mut st = self.shared.lock();
+        st.check_writable("delete")?;
+        let id = self.lookup(&mut st, name)?.ok_or_else(|| Error::NoSuchArray(name.into()))?;
+        if st.created.remove(&id) {
+            st.txn.remove(&id);
+        } else {
+            st.txn.insert(id, Change::Deleted);
+        }
+        st.truncated.remove(&id);
+        if let Some(oa) = st.open.get(&id) {
+            oa.source.hide_from(0);
+            oa.file.set_size(0)?;
+        }
+        Ok(())
+    }
+
+    /// Renames the array `from` to `to` (on commit).
+    pub fn rename(&self, from: &str, to: &str) -> Result<()> {
+        let mut st = self.shared.lock();
+        st.check_writable("rename")?;
+        if to.is_empty() {
+            return Err(Error::InvalidArgument("array name must not be empty".into()));
+        }
+        let id = self.lookup(&mut st, from)?.ok_or_else(|| Error::NoSuchArray(from.into()))?;
+        if from == to {
+            return Ok(());
+        }
+        if self.lookup(&mut st, to)?.is_some() {
+            return Err(Error::AlreadyExists(to.into()));
+        }
+        let (_, meta) = st.current(id).ok_or_else(|| Error::NoSuchArray(from.into()))?;
+        st.txn.insert(id, Change::Live { name: to.into(), meta });
+        if let Some(oa) = st.open.get_mut(&id) {
+            oa.last_name = to.into();
+        }
+        Ok(())
+    }
+
+    /// Names of the arrays in this transaction's view, sorted.
+    pub fn list(&self) -> Result<Vec<String>> {
+        let st = self.shared.lock();
+        st.check_usable()?;
+        let mut names: Vec<String> = self
+            .shared
+            .db
+            .inner
+            .store
+            .arrays(st.tid)?
+            .into_iter()
+            .filter(|a| !st.txn.contains_key(&a.id))
+            .map(|a| a.name)
+            .collect();
+        names.extend(st.txn.values().filter_map(|c| match c {
+            Change::Live { name, .. } => Some(name.clone()),
+            Change::Deleted => None,
+        }));
+        names.sort();
+        Ok(names)
+    }
+
+    /// Commits every change of this transaction; see [`commit_with`](Self::commit_with).
+    pub fn commit(&self) -> Result<Tid> {
+        self.commit_with(CommitInfo::default())
+    }
+
+    /// Stores every change of this transaction (written blocks of all arrays, creations,
+    /// deletions, renames, resizes) atomically in one store commit recorded with `info`, then
+    /// moves to the newest snapshot. Returns the snapshot the connection then reads.
+    ///
+    /// On [`Error::Conflict`] nothing was stored, the error names what collided, and the
+    /// connection refuses further work until [`abort`](Self::abort).
+    pub fn commit_with(&self, info: CommitInfo) -> Result<Tid> {
+        let mut st = self.shared.lock();
+        st.check_writable("commit")?;
+        let base = st.tid;
+        let mut c =
+            Commit::new().with_user(info.user).with_description(info.description).with_extension(info.extension);
+        for (id, change) in &st.txn {
+            match change {
+                Change::Live { name, meta } => {
+                    c.put_array(*id, name.clone(), meta.clone());
+                    if let Some(t) = st.truncated.get(id) {
+                        c.truncate(*id, *t);
+                    }
+                }
+                Change::Deleted => {
+                    c.delete_array(*id);
+                }
+            }
+        }
+        // Written blocks of every live array, and stray written blocks beyond an array's size.
+        let mut written: Vec<(ArrayId, Vec<u64>)> = Vec::new();
+        let mut stray: Vec<(ArrayId, Vec<u64>)> = Vec::new();
+        for (id, oa) in &st.open {
+            let dirty = oa.file.dirty()?;
+            if dirty.is_empty() {
+                continue;
+            }
+            let Some((_, meta)) = st.current(*id) else {
+                stray.push((*id, dirty.iter().map(|d| d.blk).collect()));
+                continue;
+            };
+            let bs = oa.file.blksize();
+            let (mut ok, mut beyond) = (Vec::new(), Vec::new());
+            for d in dirty {
+                let start = d.blk.saturating_mul(bs as u64);
+                if start >= meta.nbytes {
+                    beyond.push(d.blk);
+                    continue;
+                }
+                let mut buf = vec![0u8; bs];
+                oa.file.read_block(d.blk, &mut buf)?;
+                buf.truncate((meta.nbytes - start).min(bs as u64) as usize);
+                c.write_block(*id, d.blk, buf);
+                ok.push(d.blk);
+            }
+            written.push((*id, ok));
+            if !beyond.is_empty() {
+                stray.push((*id, beyond));
+            }
+        }
+        if c.is_empty() {
+            for (id, blks) in stray {
+                if let Some(oa) = st.open.get(&id) {
+                    oa.file.invalidate(&blks)?;
+                }
+            }
+            self.advance(&mut st, base, None)?;
+            return Ok(st.tid);
+        }
+        let tid = match self.shared.db.inner.store.commit(base, c) {
+            Ok(tid) => tid,
+            Err(e) => {
+                let e = Error::from(e);
+                if e.is_conflict() {
+                    st.needs_abort = true;
+                }
+                return Err(e);
+            }
+        };
+        tracing::debug!(base, tid, arrays = st.txn.len(), "committed");
+        for (id, blks) in &written {
+            if let Some(oa) = st.open.get(id) {
+                oa.file.mark_clean(blks)?;
+            }
+        }
+        for (id, blks) in &stray {
+            if let Some(oa) = st.open.get(id) {
+                oa.file.invalidate(blks)?;
+            }
+        }
+        let txn = std::mem::take(&mut st.txn);
+        for (id, change) in txn {
+            if let Some(oa) = st.open.get_mut(&id) {
+                oa.committed = match change {
+                    Change::Live { name, meta } => Some((name, meta)),
+                    Change::Deleted => None,
+                };
+            }
+        }
+        st.created.clear();
+        st.truncated.clear();
+        for oa in st.open.values() {
+            oa.source.reset();
+        }
+        self.advance(&mut st, base, Some(tid))?;
+        Ok(st.tid)
+    }
+
+    /// Discards every change of this transaction (data and metadata, in every view), then
+    /// moves to the newest snapshot. Views stay valid and show that snapshot's data.
+    /// A historical connection stays at its snapshot.
+    pub fn abort(&self) -> Result<()> {
+        let mut st = self.shared.lock();
+        for oa in st.open.values() {
+            oa.source.reset();
+        }
+        for (id, oa) in &st.open {
+            oa.file.discard()?;
+            let changed = st.txn.contains_key(id) || st.created.contains(id);
+            if !changed && !st.truncated.contains_key(id) {
+                continue;
+            }
+            let committed = oa.committed.as_ref().map_or(0, |(_, m)| m.nbytes);
+            if let Some(t) = st.truncated.get(id) {
+                // Blocks loaded or zeroed while the array was shorter reload from the store.
+                let bs = oa.file.blksize() as u64;
+                let end = oa.file.size().max(committed).div_ceil(bs);
+                let blks: Vec<u64> = (t / bs..end).collect();
+                oa.file.invalidate(&blks)?;
+            }
+            oa.file.set_size(committed)?;
+        }
+        st.txn.clear();
+        st.created.clear();
+        st.truncated.clear();
+        st.needs_abort = false;
+        let base = st.tid;
+        if !st.read_only {
+            self.advance(&mut st, base, None)?;
+        }
+        Ok(())
+    }
+
+    /// Moves to the newest snapshot without writing (a transaction boundary). Fails if the
+    /// transaction has uncommitted changes. A historical connection stays at its snapshot.
+    pub fn sync(&self) -> Result<Tid> {
+        let mut st = self.shared.lock();
+        st.check_usable()?;
+        if st.read_only {
+            return Ok(st.tid);
+        }
+        if !st.txn.is_empty() || !st.truncated.is_empty() {
+            return Err(Error::Uncommitted { op: "sync" });
+        }
+        for oa in st.open.values() {
+            if !oa.file.dirty()?.is_empty() {
+                return Err(Error::Uncommitted { op: "sync" });
+            }
+        }
+        let base = st.tid;
+        self.advance(&mut st, base, None)?;
+        Ok(st.tid)
+    }
+
+    /// Moves from snapshot `old` to the newest one and drops what others changed in between:
+    /// the blocks they wrote, and the metadata (and file sizes) of arrays they changed. `mine`
+    /// is the tid this connection just committed (its own changes are already in place).
+    fn advance(&self, st: &mut ConnState, old: Tid, mine: Option<Tid>) -> Result<()> {
+        let store = &self.shared.db.inner.store;
+        let head = store.head()?;
+        let mut changes = Changes::default();
+        let mut add = |after: Tid, upto: Tid| -> Result<()> {
+            if after < upto {
+                let c = store.changes(after, upto)?;
+                changes.blocks.extend(c.blocks);
+                changes.arrays.extend(c.arrays);
+            }
+            Ok(())
+        };
+        match mine {
+            Some(t) => {
+                add(old, t - 1)?;
+                add(t, head)?;
+            }
+            None => add(old, head)?,
+        }
+        // Loads from now on read the new snapshot; then drop what is stale.
+        self.shared.tid_cell.store(head, Ordering::SeqCst);
+        st.tid = head;
+        let mut by_array: HashMap<ArrayId, Vec<u64>> = HashMap::new();
+        for (id, blk) in changes.blocks {
+            if st.open.contains_key(&id) {
+                by_array.entry(id).or_default().push(blk);
+            }
+        }
+        for (id, blks) in by_array {
+            if let Some(oa) = st.open.get(&id) {
+                oa.file.invalidate(&blks)?;
+            }
+        }
+        changes.arrays.sort_unstable();
+        changes.arrays.dedup();
+        for id in changes.arrays {
+            let Some(oa) = st.open.get_mut(&id) else { continue };
+            let info = store.array_by_id(id, head)?;
+            oa.committed = info.map(|i| (i.name, i.meta));
+            let size = oa.committed.as_ref().map_or(0, |(_, m)| m.nbytes);
+            if let Some((name, _)) = &oa.committed {
+                oa.last_name = name.clone();
+            }
+            oa.file.set_size(size)?;
+        }
+        tracing::trace!(old, head, "moved to new snapshot");
+        Ok(())
+    }
+
+    /// The id of the array named `name` in this transaction's view, opening it if needed.
+    fn lookup(&self, st: &mut ConnState, name: &str) -> Result<Option<ArrayId>> {
+        for (id, change) in &st.txn {
+            if matches!(change, Change::Live { name: n, .. } if n == name) {
+                return Ok(Some(*id));
+            }
+        }
+        let Some(info) = self.shared.db.inner.store.array(name, st.tid)? else { return Ok(None) };
+        if st.txn.contains_key(&info.id) {
+            return Ok(None); // renamed or deleted in this transaction
+        }
+        if let std::collections::hash_map::Entry::Vacant(e) = st.open.entry(info.id) {
+            e.insert(self.open_existing(&info)?);
+        }
+        Ok(Some(info.id))
+    }
+
+    fn open_existing(&self, info: &ArrayInfo) -> Result<OpenArray> {
+        let meta = &info.meta;
+        let itemsize = match descr_itemsize(&meta.dtype) {
+            Some(n) if n > 0 => n,
+            _ => {
+                let n: u64 = meta.shape.iter().product();
+                if n == 0 || meta.nbytes % n != 0 {
+                    return Err(Error::Dtype(format!(
+                        "cannot tell the item size of dtype '{}' of array '{}'",
+                        meta.dtype, info.name
+                    )));
+                }
+                meta.nbytes / n
+            }
+        };
+        check_blksize(meta.blksize)?;
+        self.open_file(info.id, &info.name, Some((info.name.clone(), meta.clone())), meta, itemsize, u64::MAX)
+    }
+
+    fn open_file(
+        &self,
+        id: ArrayId,
+        name: &str,
+        committed: Option<(String, ArrayMeta)>,
+        meta: &ArrayMeta,
+        itemsize: u64,
+        zero_from: u64,
+    ) -> Result<OpenArray> {
+        let inner = &self.shared.db.inner;
+        let source = Arc::new(StoreSource::new(inner.store.clone(), id, self.shared.tid_cell.clone(), zero_from));
+        let bs = usize::try_from(meta.blksize)
+            .map_err(|_| Error::InvalidArgument(format!("block size {} too large", meta.blksize)))?;
+        let file = inner.pager.open_file(source.clone(), bs, meta.nbytes)?;
+        Ok(OpenArray { file, source, committed, itemsize, last_name: name.into() })
+    }
+}

@@ -1,0 +1,145 @@
+//! `Db`: a store plus the pager that caches its arrays in memory.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use outcore_pager::{Pager, PagerConfig};
+use outcore_store::{Codec, Store, Tid, DEFAULT_BLKSIZE};
+
+use crate::connection::Connection;
+use crate::error::{Error, Result};
+
+/// Settings of a [`Db`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct DbOptions {
+    /// Bytes of clean cached blocks kept in memory before the least recently used are evicted.
+    /// `None` shares the process-wide pager ([`Pager::global`], 1 GiB); `Some` gives this `Db`
+    /// its own pager with this budget.
+    pub cache_budget: Option<u64>,
+    /// Block size of new arrays unless given at creation (a power of two, 4 KiB..=256 MiB).
+    pub blksize: u64,
+    /// Compression of new arrays' stored blocks.
+    pub codec: Codec,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        DbOptions { cache_budget: None, blksize: DEFAULT_BLKSIZE, codec: Codec::None }
+    }
+}
+
+impl DbOptions {
+    /// Sets the cache budget (bytes).
+    pub fn cache_budget(mut self, bytes: u64) -> Self {
+        self.cache_budget = Some(bytes);
+        self
+    }
+
+    /// Sets the default block size of new arrays.
+    pub fn blksize(mut self, blksize: u64) -> Self {
+        self.blksize = blksize;
+        self
+    }
+
+    /// Sets the compression of new arrays.
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
+        self
+    }
+}
+
+pub(crate) struct DbInner {
+    pub store: Arc<dyn Store>,
+    pub pager: Arc<Pager>,
+    pub options: DbOptions,
+}
+
+/// An open database: a versioned store and the pager caching its arrays. Cheap to clone; any
+/// number of `Db`s (on the same or different stores) and connections may exist in a process.
+#[derive(Clone)]
+pub struct Db {
+    pub(crate) inner: Arc<DbInner>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("location", &self.inner.store.location()).finish()
+    }
+}
+
+impl Db {
+    /// Opens (creating if needed) the database at `url`: a file path (SQLite, optionally
+    /// prefixed by `sqlite:`) or a `postgresql://` URL.
+    pub fn open(url: &str, options: DbOptions) -> Result<Db> {
+        let store = outcore_store::open(url)?;
+        Db::with_store(store, options)
+    }
+
+    /// A database over an already open store.
+    pub fn with_store(store: Arc<dyn Store>, options: DbOptions) -> Result<Db> {
+        check_blksize(options.blksize)?;
+        let pager = match options.cache_budget {
+            None => Pager::global()?,
+            Some(b) => Pager::new(PagerConfig { cache_budget: b, ..PagerConfig::default() })?,
+        };
+        Ok(Db { inner: Arc::new(DbInner { store, pager, options }) })
+    }
+
+    /// A connection reading the newest snapshot, ready for a read-write transaction.
+    pub fn connect(&self) -> Result<Connection> {
+        let tid = self.inner.store.head()?;
+        Connection::new(self.clone(), tid, false)
+    }
+
+    /// A read-only connection to the historical snapshot at `tid`.
+    pub fn connect_at(&self, tid: Tid) -> Result<Connection> {
+        let store = &self.inner.store;
+        let head = store.head()?;
+        if tid > head {
+            return Err(outcore_store::Error::FutureTid { at: tid, head }.into());
+        }
+        let horizon = store.gc_horizon()?;
+        if tid < horizon {
+            return Err(outcore_store::Error::SnapshotGone { at: tid, horizon }.into());
+        }
+        Connection::new(self.clone(), tid, true)
+    }
+
+    /// A read-only connection to the snapshot that was newest at `time`.
+    pub fn connect_at_time(&self, time: SystemTime) -> Result<Connection> {
+        let tid = self.inner.store.tid_at(time)?;
+        self.connect_at(tid)
+    }
+
+    /// The newest committed tid.
+    pub fn head(&self) -> Result<Tid> {
+        Ok(self.inner.store.head()?)
+    }
+
+    /// The underlying store (history, gc, statistics).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The pager caching this database's arrays.
+    pub fn pager(&self) -> &Arc<Pager> {
+        &self.inner.pager
+    }
+
+    /// The options this database was opened with.
+    pub fn options(&self) -> &DbOptions {
+        &self.inner.options
+    }
+}
+
+/// Checks a block size for the store and the pager.
+pub(crate) fn check_blksize(blksize: u64) -> Result<()> {
+    use outcore_store::{MAX_BLKSIZE, MIN_BLKSIZE};
+    if !blksize.is_power_of_two() || !(MIN_BLKSIZE..=MAX_BLKSIZE).contains(&blksize) {
+        return Err(Error::InvalidArgument(format!(
+            "block size {blksize} must be a power of two in {MIN_BLKSIZE}..={MAX_BLKSIZE}"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,76 @@
+//! The one error type of the core, with messages naming the values involved.
+
+use outcore_store::{Conflict, Tid};
+
+/// Errors of databases, connections and arrays.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The commit collided with a concurrent one; nothing of it was written. The connection
+    /// refuses further work until [`Connection::abort`](crate::Connection::abort).
+    #[error("{0}; nothing was written, call abort() to continue")]
+    Conflict(Conflict),
+    /// A previous commit failed with a conflict and the transaction was not aborted yet.
+    #[error("the transaction lost a commit conflict: call abort() before using the connection again")]
+    NeedsAbort,
+    /// No array of that name exists in the connection's snapshot.
+    #[error("no array named '{0}'")]
+    NoSuchArray(String),
+    /// The array behind a handle no longer exists (deleted, or created in an aborted transaction).
+    #[error("array '{0}' no longer exists in this connection")]
+    ArrayGone(String),
+    /// The name is already used by another array.
+    #[error("an array named '{0}' already exists")]
+    AlreadyExists(String),
+    /// Writing through a read-only (historical) connection.
+    #[error("the connection reads the historical snapshot at tid {tid} and is read-only: {op} is not allowed")]
+    ReadOnly {
+        /// The connection's snapshot.
+        tid: Tid,
+        /// What was attempted.
+        op: &'static str,
+    },
+    /// The transaction has uncommitted changes where none are allowed.
+    #[error("{op} needs a transaction without uncommitted changes: commit or abort first")]
+    Uncommitted {
+        /// What was attempted.
+        op: &'static str,
+    },
+    /// A shape is invalid (overflowing, wrong number of dimensions, mismatching).
+    #[error("invalid shape: {0}")]
+    Shape(String),
+    /// A dtype is invalid or does not match.
+    #[error("dtype error: {0}")]
+    Dtype(String),
+    /// An index range lies outside the array.
+    #[error("index out of range: {0}")]
+    OutOfRange(String),
+    /// Any other invalid argument (bad name, bad block size...).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(outcore_store::Error),
+    /// The pager failed.
+    #[error(transparent)]
+    Pager(#[from] outcore_pager::PagerError),
+}
+
+impl From<outcore_store::Error> for Error {
+    fn from(e: outcore_store::Error) -> Self {
+        match e {
+            outcore_store::Error::Conflict(c) => Error::Conflict(c),
+            e => Error::Store(e),
+        }
+    }
+}
+
+impl Error {
+    /// True for a commit conflict.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Conflict(_))
+    }
+}
+
+/// Result with the core's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,63 @@
+//! The pager's view of the store: a `BlockSource` loading one array's blocks at the
+//! connection's snapshot.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use outcore_pager::{BlockSource, SourceError};
+use outcore_store::{ArrayId, Store};
+
+/// Loads blocks of one array from the store at the connection's current snapshot.
+///
+/// The snapshot tid is shared by all sources of a connection and updated by the connection at
+/// every transaction boundary, before it invalidates the blocks that changed.
+/// `zero_from` is the smallest size (bytes) the array had during the current transaction:
+/// stored bytes at or beyond it were cut off by a shrink (or do not exist yet, for an array
+/// created in this transaction) and load as zeros.
+pub(crate) struct StoreSource {
+    store: Arc<dyn Store>,
+    array: ArrayId,
+    tid: Arc<AtomicU64>,
+    zero_from: AtomicU64,
+}
+
+impl StoreSource {
+    pub fn new(store: Arc<dyn Store>, array: ArrayId, tid: Arc<AtomicU64>, zero_from: u64) -> Self {
+        StoreSource { store, array, tid, zero_from: AtomicU64::new(zero_from) }
+    }
+
+    /// Lowers the size beyond which stored data is hidden.
+    pub fn hide_from(&self, nbytes: u64) {
+        self.zero_from.fetch_min(nbytes, Ordering::SeqCst);
+    }
+
+    /// Shows all stored data again (at a transaction boundary).
+    pub fn reset(&self) {
+        self.zero_from.store(u64::MAX, Ordering::SeqCst);
+    }
+}
+
+impl BlockSource for StoreSource {
+    fn load(&self, blk: u64, buf: &mut [u8]) -> Result<(), SourceError> {
+        let bs = buf.len() as u64;
+        let start = blk.saturating_mul(bs);
+        let zero_from = self.zero_from.load(Ordering::SeqCst);
+        if start >= zero_from {
+            buf.fill(0);
+            return Ok(());
+        }
+        let tid = self.tid.load(Ordering::SeqCst);
+        self.store.load(self.array, blk, tid, buf).map_err(|e| {
+            let msg = format!("block {blk} of array {} at tid {tid} in {}", self.array, self.store.location());
+            let se = match &e {
+                outcore_store::Error::Backend { .. } => SourceError::transient(msg),
+                _ => SourceError::permanent(msg),
+            };
+            se.with_cause(e)
+        })?;
+        if zero_from - start < bs {
+            buf[(zero_from - start) as usize..].fill(0);
+        }
+        Ok(())
+    }
+}

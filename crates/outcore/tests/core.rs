@@ -1,0 +1,259 @@
+//! Behaviour of databases, connections and arrays on every backend: persistence, abort,
+//! isolation, conflicts, resize/append, time travel and bad input.
+
+mod common;
+
+use common::{Fixture, BS};
+use outcore::{ArraySpec, CommitInfo, Connection, Error, Order};
+
+/// 100 x 50 float64 = 40,000 bytes: three 16 KiB blocks.
+fn spec() -> ArraySpec {
+    ArraySpec::of::<f64>([100, 50])
+}
+
+fn value(i: usize, j: usize) -> f64 {
+    (i * 1000 + j) as f64
+}
+
+/// Creates and commits array `a` filled with `value`.
+fn committed(conn: &Connection) {
+    let a = conn.create("a", spec()).expect("create");
+    let mut g = a.as_array_view_mut::<f64>().expect("view");
+    g.view_mut().indexed_iter_mut().for_each(|(ix, v)| *v = value(ix[0], ix[1]));
+    conn.commit().expect("commit");
+}
+
+fn get(conn: &Connection, name: &str, i: u64, j: u64) -> f64 {
+    let g = conn.open(name).expect("open").slice_view::<f64>(&[i..i + 1, j..j + 1]).expect("slice");
+    let v = g.view()[[0, 0]];
+    v
+}
+
+fn create_write_commit_reopen(f: &Fixture) {
+    let conn = f.db.connect().expect("connect");
+    committed(&conn);
+    let b = conn.create("b", ArraySpec::of::<i32>([3, 5000]).order(Order::F)).expect("create b");
+    assert_eq!(b.strides().expect("strides"), vec![4, 12]);
+    b.as_array_view_mut::<i32>().expect("view").view_mut()[[2, 4999]] = -7;
+    let tid = conn.commit_with(CommitInfo::new("fill b").user("tester")).expect("commit");
+    drop(conn);
+
+    let db = f.reopen();
+    let conn = db.connect().expect("connect");
+    assert_eq!(conn.tid(), tid);
+    assert_eq!(conn.list().expect("list"), vec!["a", "b"]);
+    let a = conn.open("a").expect("open a");
+    assert_eq!(a.shape().expect("shape"), vec![100, 50]);
+    assert_eq!(a.dtype().expect("dtype"), "<f8");
+    assert_eq!(a.itemsize().expect("itemsize"), 8);
+    assert_eq!(a.blksize().expect("blksize"), BS);
+    assert_eq!(a.strides().expect("strides"), vec![400, 8]);
+    let g = a.as_array_view::<f64>().expect("view");
+    assert!(g.view().indexed_iter().all(|(ix, v)| *v == value(ix[0], ix[1])), "{}", f.backend);
+    let b = conn.open("b").expect("open b");
+    assert_eq!(b.order().expect("order"), Order::F);
+    let g = b.as_array_view::<i32>().expect("view");
+    assert_eq!(g.view()[[2, 4999]], -7);
+    assert_eq!(g.view()[[1, 4999]], 0);
+    let h = db.store().history(0, tid).expect("history");
+    assert_eq!((h[1].description.as_str(), h[1].user.as_str()), ("fill b", "tester"));
+}
+
+fn abort_reverts_data_and_metadata(f: &Fixture) {
+    let conn = f.db.connect().expect("connect");
+    committed(&conn);
+    conn.create("gone", ArraySpec::of::<u8>([10])).expect("create");
+    conn.commit().expect("commit");
+
+    let a = conn.open("a").expect("open");
+    let mut g = a.as_array_view_mut::<f64>().expect("view");
+    g.view_mut().fill(-1.0);
+    a.resize(&[10, 50]).expect("shrink");
+    a.resize(&[300, 50]).expect("grow");
+    a.append(&[1.0f64; 50]).expect("append");
+    let c = conn.create("c", ArraySpec::of::<u8>([10])).expect("create c");
+    conn.delete("gone").expect("delete");
+    conn.rename("a", "renamed").expect("rename");
+    assert_eq!(conn.list().expect("list"), vec!["c", "renamed"]);
+    conn.abort().expect("abort");
+
+    assert_eq!(conn.list().expect("list"), vec!["a", "gone"]);
+    assert_eq!(a.shape().expect("shape"), vec![100, 50]);
+    assert_eq!(a.name().expect("name"), "a");
+    // The view taken before stays valid and shows the committed data again.
+    assert!(g.view().indexed_iter().all(|(ix, v)| *v == value(ix[0], ix[1])));
+    assert!(matches!(c.shape(), Err(Error::ArrayGone(_))));
+    assert!(matches!(conn.open("c"), Err(Error::NoSuchArray(_))));
+    assert_eq!(conn.open("gone").expect("back").shape().expect("shape"), vec![10]);
+}
+
+fn isolation_between_connections(f: &Fixture) {
+    let conn1 = f.db.connect().expect("connect");
+    committed(&conn1);
+    // conn2 in a Db whose cache holds one block: what it read is evicted again.
+    let db2 = f.reopen_with_budget(BS);
+    let conn2 = db2.connect().expect("connect 2");
+    let a2 = conn2.open("a").expect("open");
+    let g2 = a2.as_array_view::<f64>().expect("view");
+    assert_eq!(g2.view()[[99, 49]], value(99, 49));
+
+    let a1 = conn1.open("a").expect("open");
+    a1.as_array_view_mut::<f64>().expect("view").view_mut().fill(5.0);
+    a1.append(&[6.0f64; 50]).expect("append");
+    conn1.commit().expect("commit");
+
+    assert!(g2.view().indexed_iter().all(|(ix, v)| *v == value(ix[0], ix[1])), "{}", f.backend);
+    assert_eq!(a2.shape().expect("shape"), vec![100, 50]);
+    assert!(db2.pager().stats().evictions > 0);
+    conn2.sync().expect("sync");
+    assert!(g2.view().iter().all(|v| *v == 5.0));
+    assert_eq!(a2.shape().expect("shape"), vec![101, 50]);
+    assert_eq!(get(&conn2, "a", 100, 7), 6.0);
+}
+
+fn conflict_same_block_then_abort(f: &Fixture) {
+    let conn1 = f.db.connect().expect("connect");
+    committed(&conn1);
+    let conn2 = f.reopen().connect().expect("connect 2");
+    conn1.open("a").expect("open").slice_view_mut::<f64>(&[0..1, 0..50]).expect("view").view_mut().fill(1.0);
+    conn2.open("a").expect("open").slice_view_mut::<f64>(&[1..2, 0..50]).expect("view").view_mut().fill(2.0);
+    let t1 = conn1.commit().expect("commit 1");
+    let e = conn2.commit().expect_err("conflict");
+    let msg = e.to_string();
+    assert!(e.is_conflict() && msg.contains("block 0 of array 'a'"), "{msg}");
+    assert!(matches!(conn2.open("a"), Err(Error::NeedsAbort)));
+    assert_eq!(f.db.head().expect("head"), t1, "nothing of the loser is stored");
+    conn2.abort().expect("abort");
+    assert_eq!(conn2.tid(), t1);
+    assert_eq!(get(&conn2, "a", 0, 3), 1.0);
+    assert_eq!(get(&conn2, "a", 1, 3), value(1, 3));
+
+    // Concurrent appends of one array conflict too.
+    conn1.open("a").expect("open").append(&[0.0f64; 50]).expect("append 1");
+    conn2.open("a").expect("open").append(&[0.0f64; 100]).expect("append 2");
+    conn1.commit().expect("commit 1");
+    assert!(conn2.commit().expect_err("conflict").is_conflict());
+    conn2.abort().expect("abort");
+    assert_eq!(conn2.open("a").expect("open").shape().expect("shape"), vec![101, 50]);
+}
+
+fn different_blocks_both_commit(f: &Fixture) {
+    let conn1 = f.db.connect().expect("connect");
+    committed(&conn1);
+    let conn2 = f.reopen().connect().expect("connect 2");
+    // Row 0 is in block 0, row 99 in block 2.
+    conn1.open("a").expect("open").slice_view_mut::<f64>(&[0..1, 0..50]).expect("view").view_mut().fill(1.0);
+    conn2.open("a").expect("open").slice_view_mut::<f64>(&[99..100, 0..50]).expect("view").view_mut().fill(2.0);
+    conn1.commit().expect("commit 1");
+    conn2.commit().expect("commit 2");
+    for conn in [&conn1, &conn2, &f.reopen().connect().expect("connect 3")] {
+        conn.sync().expect("sync");
+        assert_eq!(get(conn, "a", 0, 0), 1.0);
+        assert_eq!(get(conn, "a", 99, 49), 2.0);
+        assert_eq!(get(conn, "a", 50, 5), value(50, 5));
+    }
+}
+
+fn shrink_then_grow_reads_zeros(f: &Fixture) {
+    let conn = f.db.connect().expect("connect");
+    committed(&conn);
+    let a = conn.open("a").expect("open");
+    a.resize(&[30, 50]).expect("shrink"); // 12,000 bytes: inside block 0
+    a.resize(&[100, 50]).expect("grow");
+    let check = |conn: &Connection| {
+        let g = conn.open("a").expect("open").as_array_view::<f64>().expect("view");
+        assert!(g.view().indexed_iter().all(|(ix, v)| *v == if ix[0] < 30 { value(ix[0], ix[1]) } else { 0.0 }));
+    };
+    check(&conn);
+    conn.commit().expect("commit");
+    check(&conn);
+    check(&f.reopen().connect().expect("connect"));
+
+    // Shrink and grow again, then abort: the data comes back.
+    a.resize(&[1, 50]).expect("shrink");
+    a.resize(&[100, 50]).expect("grow");
+    assert_eq!(get(&conn, "a", 20, 1), 0.0);
+    conn.abort().expect("abort");
+    check(&conn);
+}
+
+fn append_along_major_axis(f: &Fixture) {
+    let conn = f.db.connect().expect("connect");
+    let c = conn.create("c", ArraySpec::of::<f32>([0, 3])).expect("create");
+    let fo = conn.create("f", ArraySpec::of::<u16>([2, 0]).order(Order::F)).expect("create");
+    for k in 0..5000u32 {
+        c.append(&[k as f32, 0.5, -(k as f32)]).expect("append");
+    }
+    fo.append(&[1u16, 2, 3, 4]).expect("append");
+    let e = c.append(&[1.0f32, 2.0]).expect_err("partial row");
+    assert!(matches!(e, Error::Shape(_)), "{e}");
+    assert!(matches!(c.append(&[1.0f64; 3]), Err(Error::Dtype(_))));
+    conn.commit().expect("commit");
+
+    let conn = f.reopen().connect().expect("connect");
+    let c = conn.open("c").expect("open");
+    assert_eq!(c.shape().expect("shape"), vec![5000, 3]);
+    let g = c.as_array_view::<f32>().expect("view");
+    assert_eq!(g.view()[[4321, 2]], -4321.0);
+    let fo = conn.open("f").expect("open");
+    assert_eq!(fo.shape().expect("shape"), vec![2, 2]);
+    let g = fo.as_array_view::<u16>().expect("view");
+    assert_eq!((g.view()[[0, 1]], g.view()[[1, 1]], g.view()[[1, 0]]), (3, 4, 2));
+}
+
+fn bad_input_errors(f: &Fixture) {
+    let conn = f.db.connect().expect("connect");
+    committed(&conn);
+    let a = conn.open("a").expect("open");
+    let msg = |e: Error| e.to_string();
+    assert!(matches!(conn.create("a", spec()), Err(Error::AlreadyExists(n)) if n == "a"));
+    assert!(msg(conn.open("nope").expect_err("unknown")).contains("'nope'"));
+    assert!(matches!(conn.delete("nope"), Err(Error::NoSuchArray(_))));
+    assert!(matches!(conn.create("big", ArraySpec::of::<f64>([u64::MAX, 2])), Err(Error::Shape(_))));
+    assert!(matches!(conn.create("d", ArraySpec::new("<f8", 4, [3])), Err(Error::Dtype(_))));
+    assert!(matches!(conn.create("o", ArraySpec::new("|O", 8, [3])), Err(Error::Dtype(_))));
+    assert!(matches!(conn.create("s", spec().blksize(1000)), Err(Error::InvalidArgument(_))));
+    assert!(matches!(conn.create("", spec()), Err(Error::InvalidArgument(_))));
+    assert!(matches!(a.as_array_view::<f32>(), Err(Error::Dtype(_))));
+    let e = a.slice_view::<f64>(&[0..101, 0..50]).expect_err("out of range");
+    assert!(matches!(e, Error::OutOfRange(_)) && msg(e).contains("0..101"));
+    assert!(matches!(a.bytes(0..40_001), Err(Error::OutOfRange(_))));
+    assert!(matches!(a.resize(&[u64::MAX / 4, 4]), Err(Error::Shape(_))));
+    assert!(matches!(f.db.connect_at(1000), Err(Error::Store(_))));
+    assert_eq!(conn.list().expect("list"), vec!["a"]);
+}
+
+fn time_travel(f: &Fixture) {
+    let conn = f.db.connect().expect("connect");
+    committed(&conn);
+    let t1 = conn.tid();
+    conn.open("a").expect("open").as_array_view_mut::<f64>().expect("view").view_mut().fill(9.0);
+    conn.open("a").expect("open").resize(&[200, 50]).expect("grow");
+    conn.commit().expect("commit");
+
+    let old = f.db.connect_at(t1).expect("historical");
+    assert!(old.is_read_only());
+    let a = old.open("a").expect("open");
+    assert_eq!(a.shape().expect("shape"), vec![100, 50]);
+    assert_eq!(get(&old, "a", 7, 7), value(7, 7));
+    assert!(matches!(a.as_array_view_mut::<f64>(), Err(Error::ReadOnly { .. })));
+    assert!(matches!(a.resize(&[1, 1]), Err(Error::ReadOnly { .. })));
+    assert!(matches!(old.create("x", spec()), Err(Error::ReadOnly { .. })));
+    assert!(matches!(old.commit(), Err(Error::ReadOnly { .. })));
+    assert_eq!(get(&conn, "a", 7, 7), 9.0);
+
+    f.db.store().gc(conn.tid()).expect("gc");
+    assert!(f.db.connect_at(t1).is_err());
+}
+
+backends!(
+    create_write_commit_reopen,
+    abort_reverts_data_and_metadata,
+    isolation_between_connections,
+    conflict_same_block_then_abort,
+    different_blocks_both_commit,
+    shrink_then_grow_reads_zeros,
+    append_along_major_axis,
+    bad_input_errors,
+    time_travel,
+);
