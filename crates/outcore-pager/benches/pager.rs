@@ -9,7 +9,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use outcore_pager::{BlockSource, FileHandle, Pager, PagerConfig, SourceError, View};
+use outcore_pager::{BlockSource, FileHandle, FillMode, Pager, PagerConfig, SourceError, View};
 
 const BS: usize = 2 << 20;
 const PAGE: usize = 4096;
@@ -162,9 +162,10 @@ fn median(mut v: Vec<Duration>) -> Duration {
 /// First-touch read throughput for readahead/loader-thread combinations, each next to a plain
 /// memfd first touch measured just before it.
 fn sweep(src: &Arc<MemCopy>, bytes: usize) {
-    println!("| readahead | loaders | pager GB/s | memfd first touch GB/s | ratio |");
-    println!("|---|---|---|---|---|");
-    for (ra, loaders) in [(0, 1), (0, 4), (1, 1), (2, 2), (4, 1), (4, 2), (4, 4), (8, 4)] {
+    println!("| fill | readahead | loaders | pager GB/s | memfd first touch GB/s | ratio |");
+    println!("|---|---|---|---|---|---|");
+    let combos = [(0, 1), (0, 4), (2, 2), (4, 2), (4, 4), (8, 4)];
+    for (fill, (ra, loaders)) in combos.iter().flat_map(|c| [(FillMode::Pwrite, *c), (FillMode::Copy, *c)]) {
         for _ in 0..2 {
             let plain = Region::memfd(bytes);
             let tb = time(|| read_all(plain.ptr, bytes));
@@ -173,13 +174,14 @@ fn sweep(src: &Arc<MemCopy>, bytes: usize) {
                 cache_budget: bytes as u64 * 2,
                 readahead_blocks: ra,
                 loader_threads: loaders,
+                fill_mode: fill,
                 ..PagerConfig::default()
             })
             .expect("pager");
             let (_f, v) = pager_file(&pager, src, bytes);
             let tp = time(|| read_all(v.as_ptr(), bytes));
             println!(
-                "| {ra} | {loaders} | {:.2} | {:.2} | {:.2}x |",
+                "| {fill:?} | {ra} | {loaders} | {:.2} | {:.2} | {:.2}x |",
                 gbps(bytes, tp),
                 gbps(bytes, tb),
                 tb.as_secs_f64() / tp.as_secs_f64()

@@ -69,9 +69,13 @@ pub(crate) struct Fault {
 pub(crate) trait FaultEngine: Send + Sync {
     /// Starts delivering faults for `[addr, addr+len)`.
     fn register(&self, addr: u64, len: u64) -> io::Result<()>;
-    /// Maps the cached pages of `[addr, addr+len)` write-tracked; the waiting threads are woken
-    /// by a separate `wake` (or at once if mapping fails, so that they fault again).
-    fn resolve(&self, addr: u64, len: u64) -> io::Result<()>;
+    /// Maps the cached pages of the block `[addr, addr+len)` write-tracked, so that the access
+    /// at `hint` proceeds; the waiting threads are woken by a separate `wake` (or at once if
+    /// mapping fails, so that they fault again).
+    fn resolve(&self, addr: u64, len: u64, hint: u64) -> io::Result<()>;
+    /// Fills the page cache behind `[addr, addr+data.len())` with `data` and maps it
+    /// write-tracked in that view, in one step (the block must not be cached yet). No wake.
+    fn fill(&self, addr: u64, data: &[u8]) -> io::Result<()>;
     /// Wakes threads waiting on faults in the range (they retry their access).
     fn wake(&self, addr: u64, len: u64) -> io::Result<()>;
     /// Makes the access at `addr` by thread `ptid` fail with SIGBUS.
@@ -181,8 +185,12 @@ impl FaultEngine for UffdEngine {
         )
     }
 
-    fn resolve(&self, addr: u64, len: u64) -> io::Result<()> {
-        self.uffd.continue_range(addr, len, true)
+    fn resolve(&self, addr: u64, len: u64, hint: u64) -> io::Result<()> {
+        self.uffd.continue_block(addr, len, hint, true)
+    }
+
+    fn fill(&self, addr: u64, data: &[u8]) -> io::Result<()> {
+        self.uffd.copy_wp(addr, data)
     }
 
     fn wake(&self, addr: u64, len: u64) -> io::Result<()> {

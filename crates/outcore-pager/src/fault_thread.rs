@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::block::{Block, BlockState, Waiter};
-use crate::engine::{Fault, FaultEngine};
+use crate::engine::Fault;
 use crate::pager::Shared;
 use crate::stats::Counters;
 use crate::PAGE;
@@ -106,7 +106,7 @@ fn handle(shared: &Arc<Shared>, f: Fault) {
     }
     drop(st);
     if resolve_now {
-        if let Err(e) = shared.engine.resolve(baddr, bs) {
+        if let Err(e) = shared.engine.resolve(baddr, bs, f.addr) {
             tracing::debug!("mapping block {blk} at {baddr:#x}: {e}");
         }
         file.unpin(blk);

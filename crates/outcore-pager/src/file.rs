@@ -9,7 +9,6 @@ use parking_lot::Mutex;
 
 use crate::block::{Block, BlockState, Waiter};
 use crate::dirty::{add_range, DirtyBlock, PageSet};
-use crate::engine::FaultEngine;
 use crate::mapping::{Mapping, Scan};
 use crate::memfd::Memfd;
 use crate::pager::{Pager, Shared};
@@ -83,7 +82,14 @@ impl FileInner {
     /// or makes the accesses fail when the load failed. The block is pinned; the caller unpins
     /// it and then wakes the returned ranges (so that woken threads never find it pinned).
     #[must_use]
-    pub fn serve(&self, blk: u64, waiters: Vec<Waiter>, res: &Result<(), String>) -> Vec<(u64, u64)> {
+    /// `mapped_view`: a view in which the block is already mapped (filled by `UFFDIO_COPY`).
+    pub fn serve(
+        &self,
+        blk: u64,
+        waiters: Vec<Waiter>,
+        res: &Result<(), String>,
+        mapped_view: Option<u64>,
+    ) -> Vec<(u64, u64)> {
         let engine = &self.shared().engine;
         let mut done: Vec<u64> = Vec::new();
         let mut wake = Vec::new();
@@ -98,7 +104,10 @@ impl FileInner {
                             }
                             done.push(view.id);
                             wake.push((baddr, self.blksize));
-                            if let Err(e) = engine.resolve(baddr, self.blksize) {
+                            if mapped_view == Some(view.id) {
+                                continue;
+                            }
+                            if let Err(e) = engine.resolve(baddr, self.blksize, addr) {
                                 tracing::debug!("mapping block {blk} at {baddr:#x}: {e}");
                             }
                         }
@@ -223,7 +232,7 @@ impl FileInner {
         let waiters = std::mem::take(&mut b.waiters);
         self.merge_dirty(&mut st, pages);
         drop(st);
-        let wake = self.serve(blk, waiters, &Ok(()));
+        let wake = self.serve(blk, waiters, &Ok(()), None);
         self.unpin(blk);
         self.wake(&wake);
     }
@@ -693,7 +702,7 @@ impl FileHandle {
             let views = f.state.lock().covering(b);
             for v in views {
                 if let Some(a) = v.block_addr(b) {
-                    if let Err(e) = shared.engine.resolve(a, f.blksize) {
+                    if let Err(e) = shared.engine.resolve(a, f.blksize, a) {
                         tracing::debug!("mapping block {b} at {a:#x}: {e}");
                     }
                     let _ = shared.engine.wake(a, f.blksize);

@@ -68,7 +68,7 @@ pub use dirty::{DirtyBlock, PageSet};
 pub use engine::{Capabilities, EngineKind};
 pub use error::{PagerError, SourceError};
 pub use file::FileHandle;
-pub use pager::{Pager, PagerConfig};
+pub use pager::{FillMode, Pager, PagerConfig};
 pub use source::BlockSource;
 pub use stats::Stats;
 pub use view::View;

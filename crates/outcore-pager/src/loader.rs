@@ -4,9 +4,9 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::block::BlockState;
+use crate::block::{BlockState, Waiter};
 use crate::file::FileInner;
-use crate::pager::{Job, Shared};
+use crate::pager::{FillMode, Job, Shared};
 use crate::stats::Counters;
 
 pub(crate) fn run(shared: &Arc<Shared>, rx: &crossbeam_channel::Receiver<Job>) {
@@ -53,7 +53,11 @@ pub(crate) fn load(shared: &Arc<Shared>, file: &Arc<FileInner>, blk: u64, buf: &
         }
         r
     };
-    if res.is_ok() {
+    let mut mapped_view = None;
+    if res.is_ok() && shared.fill_mode == FillMode::Copy {
+        mapped_view = copy_into_waiting_view(shared, file, blk, buf);
+    }
+    if res.is_ok() && mapped_view.is_none() {
         res = file.memfd.write_all_at(buf, start).map_err(|e| format!("writing the page cache: {e}"));
     }
     let mut st = file.state.lock();
@@ -88,12 +92,37 @@ pub(crate) fn load(shared: &Arc<Shared>, file: &Arc<FileInner>, blk: u64, buf: &
     if res.is_err() {
         let _ = file.memfd.punch_hole(start, bs);
     }
-    let wake = file.serve(blk, waiters, &res);
+    let wake = file.serve(blk, waiters, &res, mapped_view);
     if res.is_ok() {
         file.unpin(blk);
     }
     file.wake(&wake);
     if res.is_ok() {
         shared.enforce_budget();
+    }
+}
+
+/// `FillMode::Copy`: fills the block through the first view waiting for it. Returns that view's
+/// id on success; on failure the caller falls back to `pwrite` (which rewrites any page copied).
+fn copy_into_waiting_view(shared: &Shared, file: &FileInner, blk: u64, buf: &[u8]) -> Option<u64> {
+    let view = {
+        let st = file.state.lock();
+        st.blocks.get(&blk)?.waiters.iter().find_map(|w| match w {
+            Waiter::Fault { view, wp: false, .. } => Some(view.clone()),
+            _ => None,
+        })?
+    };
+    let addr = view.block_addr(blk)?;
+    // Hold the view alive: copying into an address reused by another mapping would be wrong.
+    let alive = view.alive.read();
+    if !*alive {
+        return None;
+    }
+    match shared.engine.fill(addr, buf) {
+        Ok(()) => Some(view.id),
+        Err(e) => {
+            tracing::debug!("UFFDIO_COPY of block {blk}: {e}; falling back to pwrite");
+            None
+        }
     }
 }

@@ -34,6 +34,19 @@ pub struct PagerConfig {
     pub force_user_mode_only: bool,
     /// Use synchronous write-protect faults even when `WP_ASYNC` is available (for tests).
     pub force_sync_dirty_tracking: bool,
+    /// How a loaded block enters the page cache (see [`FillMode`]). Default `Pwrite`.
+    pub fill_mode: FillMode,
+}
+
+/// How a loaded block enters the page cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FillMode {
+    /// `pwrite` into the memfd, then `UFFDIO_CONTINUE(MODE_WP)` in each waiting view.
+    #[default]
+    Pwrite,
+    /// `UFFDIO_COPY(MODE_WP)` into the first faulting view (one step: allocate, copy, map), then
+    /// `UFFDIO_CONTINUE` in the other views; `pwrite` for loads nobody waits for.
+    Copy,
 }
 
 impl Default for PagerConfig {
@@ -46,6 +59,7 @@ impl Default for PagerConfig {
             allow_user_mode_only: true,
             force_user_mode_only: false,
             force_sync_dirty_tracking: false,
+            fill_mode: FillMode::Pwrite,
         }
     }
 }
@@ -58,7 +72,8 @@ pub(crate) enum Job {
 
 /// State shared by the pager's threads, files and views.
 pub(crate) struct Shared {
-    pub engine: UffdEngine,
+    /// The fault engine (userfaultfd today; the trait leaves room for a SIGSEGV engine).
+    pub engine: Box<dyn FaultEngine>,
     pub caps: Capabilities,
     pub pagemap: Option<Pagemap>,
     /// Registered views by start address.
@@ -68,6 +83,7 @@ pub(crate) struct Shared {
     pub budget: AtomicU64,
     pub readahead_blocks: u64,
     pub max_retries: u32,
+    pub fill_mode: FillMode,
     pub counters: Counters,
     pub jobs: crossbeam_channel::Sender<Job>,
     pub next_id: AtomicU64,
@@ -133,7 +149,7 @@ impl Pager {
         };
         let (tx, rx) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
-            engine,
+            engine: Box::new(engine),
             caps,
             pagemap,
             views: RwLock::new(BTreeMap::new()),
@@ -142,6 +158,7 @@ impl Pager {
             budget: AtomicU64::new(config.cache_budget),
             readahead_blocks: u64::from(config.readahead_blocks),
             max_retries: config.max_retries,
+            fill_mode: config.fill_mode,
             counters: Counters::default(),
             jobs: tx,
             next_id: AtomicU64::new(1),

@@ -132,16 +132,11 @@ impl Uffd {
         ioctl(self.raw(), sys::UFFDIO_WAKE, &mut r)
     }
 
-    /// `UFFDIO_CONTINUE`: maps the page-cache pages of the range, write-protected when `wp`.
-    /// Pages already mapped are skipped (EEXIST). Returns Ok when every page is mapped. Does
-    /// not wake the waiting threads, unless it fails (they then retry and fault again).
-    pub fn continue_range(&self, start: u64, len: u64, wp: bool) -> io::Result<()> {
+    /// `UFFDIO_CONTINUE` over `[start, start+len)`: maps the page-cache pages, write-protected
+    /// when `wp`. Pages already mapped are skipped (EEXIST). Does not wake.
+    fn continue_span(&self, start: u64, len: u64, mode: u64) -> io::Result<()> {
         let mut off = 0u64;
         let mut spins = 0u32;
-        let mut mode = sys::UFFDIO_CONTINUE_MODE_DONTWAKE;
-        if wp {
-            mode |= sys::UFFDIO_CONTINUE_MODE_WP;
-        }
         while off < len {
             let mut c =
                 sys::UffdioContinue { range: sys::UffdioRange { start: start + off, len: len - off }, mode, mapped: 0 };
@@ -155,13 +150,57 @@ impl Uffd {
                             spins += 1;
                             off += mapped;
                         }
-                        _ => {
-                            let _ = self.wake(start, len);
-                            return Err(e);
-                        }
+                        _ => return Err(e),
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Maps the block `[start, start+len)` (page-cache pages, write-protected when `wp`) so that
+    /// the access at `hint` can proceed: from the hint's page to the end, then the beginning.
+    /// If the hint's page is already mapped, the block is taken as mapped (the pager maps whole
+    /// blocks) and nothing is done. Does not wake, except on failure (the threads then fault
+    /// again).
+    pub fn continue_block(&self, start: u64, len: u64, hint: u64, wp: bool) -> io::Result<()> {
+        let mut mode = sys::UFFDIO_CONTINUE_MODE_DONTWAKE;
+        if wp {
+            mode |= sys::UFFDIO_CONTINUE_MODE_WP;
+        }
+        let page = (hint & !(crate::PAGE as u64 - 1)).clamp(start, start + len - crate::PAGE as u64);
+        let mut first =
+            sys::UffdioContinue { range: sys::UffdioRange { start: page, len: start + len - page }, mode, mapped: 0 };
+        let r = match ioctl(self.raw(), sys::UFFDIO_CONTINUE, &mut first) {
+            Ok(()) => self.continue_span(start, page - start, mode),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) && first.mapped <= 0 => return Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST | libc::EAGAIN)) => {
+                let done = first.mapped.max(0) as u64;
+                self.continue_span(page + done, start + len - page - done, mode)
+                    .and_then(|()| self.continue_span(start, page - start, mode))
+            }
+            Err(e) => Err(e),
+        };
+        if r.is_err() {
+            let _ = self.wake(start, len);
+        }
+        r
+    }
+
+    /// `UFFDIO_COPY(MODE_WP)` of `src` to `dst` (allocating the page-cache pages of a shared
+    /// mapping), without waking. Fails if any page of the range is already cached.
+    pub fn copy_wp(&self, dst: u64, src: &[u8]) -> io::Result<()> {
+        let mut c = sys::UffdioCopy {
+            dst,
+            src: src.as_ptr() as u64,
+            len: src.len() as u64,
+            mode: sys::UFFDIO_COPY_MODE_WP | sys::UFFDIO_COPY_MODE_DONTWAKE,
+            copy: 0,
+        };
+        // The kernel only reads `src.len()` bytes from `src`, which outlives the call.
+        ioctl(self.raw(), sys::UFFDIO_COPY, &mut c)?;
+        if c.copy != src.len() as i64 {
+            return Err(io::Error::other(format!("UFFDIO_COPY copied {} of {} bytes", c.copy, src.len())));
         }
         Ok(())
     }

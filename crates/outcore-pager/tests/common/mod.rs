@@ -153,10 +153,14 @@ pub fn scopeguard<F: FnMut()>(f: F) -> Guard<F> {
 }
 
 pub fn pager(budget: u64) -> Arc<Pager> {
-    Pager::new(PagerConfig { cache_budget: budget, ..PagerConfig::default() }).expect("pager")
+    pager_with(PagerConfig { cache_budget: budget, ..PagerConfig::default() })
 }
 
-pub fn pager_with(cfg: PagerConfig) -> Arc<Pager> {
+/// A pager with `cfg`; `OUTCORE_PAGER_FILL=copy` runs the suite with `FillMode::Copy`.
+pub fn pager_with(mut cfg: PagerConfig) -> Arc<Pager> {
+    if std::env::var("OUTCORE_PAGER_FILL").is_ok_and(|v| v == "copy") {
+        cfg.fill_mode = outcore_pager::FillMode::Copy;
+    }
     Pager::new(cfg).expect("pager")
 }
 
