@@ -44,6 +44,11 @@ pub(crate) struct FileInner {
     pub blksize: u64,
     pub source: Arc<dyn BlockSource>,
     pub state: Mutex<FileState>,
+    /// Orders dirty scans against evictions: a scan that re-protects written pages
+    /// (`PM_SCAN_WP_MATCHING`) holds it shared until its findings are merged into the dirty map;
+    /// an eviction holds it exclusively from its first scan to the punch. Otherwise a scan could
+    /// re-protect a page written during an eviction, which would then drop it.
+    pub scan_lock: parking_lot::RwLock<()>,
 }
 
 impl std::fmt::Debug for FileInner {
@@ -203,6 +208,7 @@ impl FileInner {
         if !self.shared().async_dirty() {
             return Ok(());
         }
+        let _scan = self.scan_lock.read();
         let views = self.state.lock().views.clone();
         let found = self.scan_written(&views, None, reprotect)?;
         let mut st = self.state.lock();
@@ -213,6 +219,7 @@ impl FileInner {
     /// Removes a view from the file, keeping what was written through it.
     pub fn detach_view(&self, reg: &Arc<ViewReg>) {
         self.shared().views.write().remove(&reg.start);
+        let _scan = self.scan_lock.read();
         let found = self.scan_written(std::slice::from_ref(reg), None, false);
         *reg.alive.write() = false;
         let mut st = self.state.lock();
@@ -242,6 +249,7 @@ impl FileInner {
     /// block (as Dirty).
     fn try_evict_inner(self: &Arc<Self>, blk: u64) -> Evict {
         let shared = self.shared();
+        let Some(_scan) = self.scan_lock.try_write() else { return Evict::Busy };
         let views = {
             let mut st = self.state.lock();
             let Some(b) = st.blocks.get_mut(&blk) else { return Evict::Skipped };
@@ -477,6 +485,7 @@ impl FileHandle {
             blksize,
             source,
             state: Mutex::new(FileState { size, ..FileState::default() }),
+            scan_lock: parking_lot::RwLock::new(()),
         });
         pager.shared().files.lock().insert(id, Arc::downgrade(&inner));
         Ok(Self { inner })
@@ -603,8 +612,13 @@ impl FileHandle {
     /// re-armed, so a later write is reported again even after `mark_clean`.
     pub fn dirty(&self) -> Result<Vec<DirtyBlock>, PagerError> {
         self.inner.harvest(true)?;
-        let st = self.inner.state.lock();
-        Ok(st.dirty.iter().map(|(b, p)| DirtyBlock { blk: *b, pages: p.clone() }).collect())
+        let out = {
+            let st = self.inner.state.lock();
+            st.dirty.iter().map(|(b, p)| DirtyBlock { blk: *b, pages: p.clone() }).collect()
+        };
+        // Evictions skipped while the scan ran can proceed now.
+        self.inner.shared().enforce_budget();
+        Ok(out)
     }
 
     /// Copies the current cached content of block `blk` into `buf` (`blksize` bytes) without
@@ -629,6 +643,7 @@ impl FileHandle {
     pub fn mark_clean(&self, blks: &[u64]) -> Result<(), PagerError> {
         let f = &self.inner;
         let shared = f.shared();
+        let scan = f.scan_lock.read();
         let views = f.state.lock().views.clone();
         let newer = if shared.async_dirty() {
             f.scan_written(&views, Some(blks), true)?
@@ -656,6 +671,7 @@ impl FileHandle {
         }
         f.merge_dirty(&mut st, newer);
         drop(st);
+        drop(scan);
         shared.enforce_budget();
         Ok(())
     }

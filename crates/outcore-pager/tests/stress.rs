@@ -1,6 +1,7 @@
-//! Concurrency stress: readers and a writer race with evictions under a tiny budget. No write
-//! may be lost (dirty blocks are never evicted, even when written while being evicted), every
-//! read sees the source's content, and the dirty set is exactly the written pages.
+//! Concurrency stress: readers, a writer and a dirty scanner race with evictions under a tiny
+//! budget. No write may be lost (dirty blocks are never evicted, even when written while being
+//! evicted), every read sees the source's content, and the dirty set is exactly the written
+//! pages.
 
 mod common;
 
@@ -48,6 +49,21 @@ fn readers_writer_and_evictions() {
                 n
             }));
         }
+        // A thread scanning for dirty pages all along (re-protecting what it finds) while
+        // evictions run.
+        let scanner = {
+            let f = f.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut scans = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    f.dirty().unwrap();
+                    scans += 1;
+                    std::thread::sleep(Duration::from_millis(3));
+                }
+                scans
+            })
+        };
         // The writer writes blocks 0..8 (which the readers also make cold by evicting around them).
         let mut written: BTreeMap<(u64, u32), u8> = BTreeMap::new();
         let mut s = 12345u64;
@@ -67,6 +83,7 @@ fn readers_writer_and_evictions() {
         }
         stop.store(true, Ordering::Relaxed);
         let reads: u64 = readers.into_iter().map(|h| h.join().unwrap()).sum();
+        let scans = scanner.join().unwrap();
         assert!(p.stats().evictions > 0, "no eviction happened");
         for (&(blk, page), &val) in &written {
             for v in &views {
@@ -83,6 +100,6 @@ fn readers_writer_and_evictions() {
         }
         let want: Vec<(u64, Vec<u32>)> = want.into_iter().collect();
         assert_eq!(dirty_list(&f), want);
-        eprintln!("sync={sync}: {i} writes, {reads} reads, stats {:?}", p.stats());
+        eprintln!("sync={sync}: {i} writes, {reads} reads, {scans} dirty scans, stats {:?}", p.stats());
     }
 }
