@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::types::{ArrayId, Tid};
-use xxhash_rust::xxh3::xxh3_64_with_seed;
+use twox_hash::XxHash3_64;
 
 /// Payload kinds recorded per stored version.
 pub(crate) const KIND_FULL: i64 = 0;
@@ -46,12 +46,12 @@ fn seed(array: ArrayId, blk: u64, tid: Tid, kind: i64, codec: i64, len: u64) -> 
     key[24..32].copy_from_slice(&kind.to_le_bytes());
     key[32..40].copy_from_slice(&codec.to_le_bytes());
     key[40..48].copy_from_slice(&len.to_le_bytes());
-    xxh3_64_with_seed(&key, 0x6f75_7463_6f72_6521)
+    XxHash3_64::oneshot_with_seed(0x6f75_7463_6f72_6521, &key)
 }
 
 /// The checksum of a stored payload at its place.
 pub(crate) fn checksum(array: ArrayId, blk: u64, tid: Tid, kind: i64, codec: i64, len: u64, data: &[u8]) -> i64 {
-    xxh3_64_with_seed(data, seed(array, blk, tid, kind, codec, len)) as i64
+    XxHash3_64::oneshot_with_seed(seed(array, blk, tid, kind, codec, len), data) as i64
 }
 
 /// Encode the full content of a block (`data` may be shorter than the block: the rest is zero).
