@@ -80,6 +80,9 @@ pub(crate) struct Shared {
     pub views: RwLock<BTreeMap<u64, Arc<ViewReg>>>,
     pub files: Mutex<HashMap<u64, Weak<FileInner>>>,
     pub lru: Mutex<Lru>,
+    /// Serializes evictions: threads over budget wait for the running eviction pass, which
+    /// throttles loads to the speed of evictions (bounded overshoot).
+    pub evict_lock: Mutex<()>,
     pub budget: AtomicU64,
     pub readahead_blocks: u64,
     pub max_retries: u32,
@@ -105,6 +108,10 @@ impl Shared {
 
     /// Evicts least recently used clean blocks until the resident bytes fit the budget.
     pub fn enforce_budget(&self) {
+        if Counters::get(&self.counters.resident) <= self.budget.load(Ordering::Relaxed) {
+            return;
+        }
+        let _one_at_a_time = self.evict_lock.lock();
         let mut tries = self.lru.lock().len();
         while tries > 0 && Counters::get(&self.counters.resident) > self.budget.load(Ordering::Relaxed) {
             tries -= 1;
@@ -155,6 +162,7 @@ impl Pager {
             views: RwLock::new(BTreeMap::new()),
             files: Mutex::new(HashMap::new()),
             lru: Mutex::new(Lru::default()),
+            evict_lock: Mutex::new(()),
             budget: AtomicU64::new(config.cache_budget),
             readahead_blocks: u64::from(config.readahead_blocks),
             max_retries: config.max_retries,
