@@ -62,7 +62,10 @@ fn handle(shared: &Arc<Shared>, f: Fault) {
                 st.dirty.entry(blk).or_default().insert(page);
                 shared.lru.lock().remove((file.id, blk));
                 drop(st);
-                if let Err(e) = shared.engine.unprotect(page_of(f.addr), PAGE as u64) {
+                let alive = view.alive.read();
+                let r = if *alive { shared.engine.unprotect(page_of(f.addr), PAGE as u64) } else { Ok(()) };
+                drop(alive);
+                if let Err(e) = r {
                     tracing::debug!("un-protecting {:#x}: {e}", f.addr);
                     let _ = shared.engine.wake(page_of(f.addr), PAGE as u64);
                 }
@@ -106,9 +109,13 @@ fn handle(shared: &Arc<Shared>, f: Fault) {
     }
     drop(st);
     if resolve_now {
-        if let Err(e) = shared.engine.resolve(baddr, bs, f.addr) {
-            tracing::debug!("mapping block {blk} at {baddr:#x}: {e}");
+        let alive = view.alive.read();
+        if *alive {
+            if let Err(e) = shared.engine.resolve(baddr, bs, f.addr) {
+                tracing::debug!("mapping block {blk} at {baddr:#x}: {e}");
+            }
         }
+        drop(alive);
         file.unpin(blk);
         let _ = shared.engine.wake(baddr, bs);
     }

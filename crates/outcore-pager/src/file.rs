@@ -86,8 +86,8 @@ impl FileInner {
     /// Ends a transition of `blk` for the parked waiters: maps the block into each waiting view,
     /// or makes the accesses fail when the load failed. The block is pinned; the caller unpins
     /// it and then wakes the returned ranges (so that woken threads never find it pinned).
-    #[must_use]
     /// `mapped_view`: a view in which the block is already mapped (filled by `UFFDIO_COPY`).
+    #[must_use]
     pub fn serve(
         &self,
         blk: u64,
@@ -102,6 +102,11 @@ impl FileInner {
             match w {
                 Waiter::Fault { view, addr, wp, ptid } => {
                     let Some(baddr) = view.block_addr(blk) else { continue };
+                    // A view being unmapped: its address range may be reused by a new view.
+                    let alive = view.alive.read();
+                    if !*alive {
+                        continue;
+                    }
                     match res {
                         Ok(()) => {
                             if done.contains(&view.id) {
@@ -649,6 +654,10 @@ impl FileHandle {
             f.scan_written(&views, Some(blks), true)?
         } else {
             for v in &views {
+                let alive = v.alive.read();
+                if !*alive {
+                    continue;
+                }
                 for &b in blks {
                     if let Some(a) = v.block_addr(b) {
                         shared.engine.protect(a, f.blksize).map_err(|e| PagerError::io("UFFDIO_WRITEPROTECT", e))?;
@@ -717,6 +726,10 @@ impl FileHandle {
             }
             let views = f.state.lock().covering(b);
             for v in views {
+                let alive = v.alive.read();
+                if !*alive {
+                    continue;
+                }
                 if let Some(a) = v.block_addr(b) {
                     if let Err(e) = shared.engine.resolve(a, f.blksize, a) {
                         tracing::debug!("mapping block {b} at {a:#x}: {e}");
