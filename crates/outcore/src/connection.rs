@@ -412,6 +412,8 @@ impl Connection {
                 return Err(e);
             }
         };
+        // Loads from now on see this commit (it hides nothing any more: truncations are stored).
+        self.shared.tid_cell.store(tid, Ordering::SeqCst);
         tracing::debug!(base, tid, arrays = st.txn.len(), "committed");
         for (id, blks) in &written {
             if let Some(oa) = st.open.get(id) {

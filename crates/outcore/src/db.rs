@@ -21,11 +21,14 @@ pub struct DbOptions {
     pub blksize: u64,
     /// Compression of new arrays' stored blocks.
     pub codec: Codec,
+    /// A pager to use instead of the one `cache_budget` selects (e.g. one with custom
+    /// [`PagerConfig`] settings, or shared by several `Db`s).
+    pub pager: Option<Arc<Pager>>,
 }
 
 impl Default for DbOptions {
     fn default() -> Self {
-        DbOptions { cache_budget: None, blksize: DEFAULT_BLKSIZE, codec: Codec::None }
+        DbOptions { cache_budget: None, blksize: DEFAULT_BLKSIZE, codec: Codec::None, pager: None }
     }
 }
 
@@ -39,6 +42,12 @@ impl DbOptions {
     /// Sets the default block size of new arrays.
     pub fn blksize(mut self, blksize: u64) -> Self {
         self.blksize = blksize;
+        self
+    }
+
+    /// Uses `pager` for this database's arrays (its budget then applies, not `cache_budget`).
+    pub fn pager(mut self, pager: Arc<Pager>) -> Self {
+        self.pager = Some(pager);
         self
     }
 
@@ -79,9 +88,10 @@ impl Db {
     /// A database over an already open store.
     pub fn with_store(store: Arc<dyn Store>, options: DbOptions) -> Result<Db> {
         check_blksize(options.blksize)?;
-        let pager = match options.cache_budget {
-            None => Pager::global()?,
-            Some(b) => Pager::new(PagerConfig { cache_budget: b, ..PagerConfig::default() })?,
+        let pager = match (&options.pager, options.cache_budget) {
+            (Some(p), _) => p.clone(),
+            (None, None) => Pager::global()?,
+            (None, Some(b)) => Pager::new(PagerConfig { cache_budget: b, ..PagerConfig::default() })?,
         };
         Ok(Db { inner: Arc::new(DbInner { store, pager, options }) })
     }
