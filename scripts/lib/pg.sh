@@ -47,12 +47,37 @@ pg_start() {
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     pg_as_owner "$bindir/initdb" -D "$PG_DIR/data" -U "$user" --auth=trust -E UTF8 --no-sync >"$PG_DIR/initdb.log" 2>&1 \
         || { cat "$PG_DIR/initdb.log"; return 1; }
+    # Two loopback addresses: tests reach the server by a name its certificate does not carry.
+    pg_as_owner sh -c "echo 'host all all 127.0.0.0/8 trust' >> '$PG_DIR/data/pg_hba.conf'"
+    local ssl_opts=""
+    if pg_make_certs "$PG_DIR"; then
+        ssl_opts="-c ssl=on -c ssl_cert_file=$PG_DIR/server.crt -c ssl_key_file=$PG_DIR/server.key"
+        export OUTCORE_TEST_PG_CA="$PG_DIR/ca.crt"
+    fi
     pg_as_owner "$bindir/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 \
-        -o "-p $port -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=256MB" \
+        -o "-p $port -k $PG_DIR -c listen_addresses=127.0.0.1,127.0.0.2 -c max_connections=300 -c shared_buffers=256MB $ssl_opts" \
         start >/dev/null || { cat "$PG_DIR/server.log"; return 1; }
     PG_BINDIR=$bindir
     export OUTCORE_TEST_PG="postgresql://$user@127.0.0.1:$port/postgres"
     echo "== throwaway PostgreSQL $("$bindir/pg_ctl" --version | awk '{print $3}') at $OUTCORE_TEST_PG (dir $PG_DIR)"
+}
+
+# A throwaway CA and a server certificate for 127.0.0.1/localhost, so TLS is tested for real.
+pg_make_certs() {
+    local d=$1
+    command -v openssl >/dev/null 2>&1 || return 1
+    (
+        cd "$d" || exit 1
+        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=outcore test CA" \
+            -keyout ca.key -out ca.crt
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout server.key -out server.csr
+        printf "subjectAltName=IP:127.0.0.1,DNS:localhost\n" > san.ext
+        openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+            -extfile san.ext -out server.crt
+        chmod 600 server.key ca.key
+        chmod 644 ca.crt server.crt
+        if [ "$(id -u)" = 0 ]; then chown postgres: server.key server.crt; fi
+    ) >/dev/null 2>&1
 }
 
 pg_stop() {

@@ -2,6 +2,7 @@
 //! head row (`SELECT ... FOR UPDATE`), so tid order is commit order; each commit announces its tid
 //! with `NOTIFY outcore_commit`.
 
+use super::pg_config::{self, Target};
 use super::sqlite::check_format;
 use super::{array_info, encode_meta, time_to_us, FORMAT_NAME, FORMAT_VERSION};
 use crate::block::{self, Encoded, Stored};
@@ -11,7 +12,7 @@ use crate::pool::Pool;
 use crate::store::{Store, Subscription};
 use crate::types::{ArrayId, ArrayInfo, ArrayMeta, Changes, GcStats, StoreStats, Tid, TxnInfo};
 use postgres::types::ToSql;
-use postgres::{Client, Config, NoTls, Statement};
+use postgres::{Client, Statement};
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
@@ -68,7 +69,7 @@ fn prepared<C: postgres::GenericClient>(
 
 /// A store in a PostgreSQL database.
 pub struct PgStore {
-    config: Config,
+    target: Target,
     location: String,
     conns: Pool<PgConn>,
 }
@@ -79,138 +80,20 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
-/// Parse a `postgresql://` URL the way libpq does: fields missing from the URL come from
-/// `PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE`, `PGPASSWORD`, then `PGPASSFILE`/`~/.pgpass`.
-fn config_from_url(url: &str) -> Result<(Config, String)> {
-    let redacted = redact(url);
-    let bad = |reason: String| Error::BadLocation { location: redacted.clone(), reason };
-    let mut config: Config = url.parse().map_err(|e: postgres::Error| bad(e.to_string()))?;
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    if config.get_hosts().is_empty() {
-        match env("PGHOST") {
-            Some(h) if h.starts_with('/') => {
-                config.host_path(h);
-            }
-            Some(h) => {
-                config.host(&h);
-            }
-            None => {
-                if std::path::Path::new("/var/run/postgresql").is_dir() {
-                    config.host_path("/var/run/postgresql");
-                } else {
-                    config.host("localhost");
-                }
-            }
-        }
-    }
-    if config.get_ports().is_empty() {
-        if let Some(p) = env("PGPORT") {
-            config.port(p.parse().map_err(|_| bad(format!("PGPORT={p} is not a port number")))?);
-        }
-    }
-    if config.get_user().is_none() {
-        let user =
-            env("PGUSER").or_else(|| env("USER")).ok_or_else(|| bad("no user in the URL, PGUSER or USER".into()))?;
-        config.user(&user);
-    }
-    if config.get_dbname().is_none() {
-        if let Some(db) = env("PGDATABASE") {
-            config.dbname(&db);
-        }
-    }
-    if config.get_password().is_none() {
-        if let Some(pw) = env("PGPASSWORD").or_else(|| pgpass_lookup(&config)) {
-            config.password(pw);
-        }
-    }
-    if matches!(config.get_ssl_mode(), postgres::config::SslMode::Require) {
-        return Err(bad("sslmode=require: this build of outcore connects without TLS (use sslmode=disable or prefer, or a TLS tunnel)".into()));
-    }
-    Ok((config, redacted))
-}
-
-/// The password for `config` from `PGPASSFILE` or `~/.pgpass` (`host:port:db:user:password`,
-/// `*` matches anything), as libpq reads it.
-fn pgpass_lookup(config: &Config) -> Option<String> {
-    let path = std::env::var_os("PGPASSFILE")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".pgpass")))?;
-    pgpass_match(&std::fs::read_to_string(path).ok()?, config)
-}
-
-/// The password of the first `.pgpass` line matching `config`.
-fn pgpass_match(text: &str, config: &Config) -> Option<String> {
-    let host = match config.get_hosts().first() {
-        Some(postgres::config::Host::Tcp(h)) => h.clone(),
-        _ => "localhost".to_string(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432).to_string();
-    let user = config.get_user().unwrap_or_default();
-    let db = config.get_dbname().unwrap_or(user);
-    for line in text.lines() {
-        if line.starts_with('#') {
-            continue;
-        }
-        let fields = split_pgpass(line);
-        if fields.len() != 5 {
-            continue;
-        }
-        let ok = |f: &str, v: &str| f == "*" || f == v;
-        if ok(&fields[0], &host) && ok(&fields[1], &port) && ok(&fields[2], db) && ok(&fields[3], user) {
-            return Some(fields[4].clone());
-        }
-    }
-    None
-}
-
-fn split_pgpass(line: &str) -> Vec<String> {
-    let mut out = vec![String::new()];
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => {
-                if let (Some(n), Some(last)) = (chars.next(), out.last_mut()) {
-                    last.push(n);
-                }
-            }
-            ':' => out.push(String::new()),
-            c => {
-                if let Some(last) = out.last_mut() {
-                    last.push(c);
-                }
-            }
-        }
-    }
-    out
-}
-
-/// The URL with its password replaced by `***`.
-pub(crate) fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_string(),
-    }
-}
-
 impl PgStore {
     /// Connect to the database named by a `postgresql://` URL, creating the schema if the
     /// database has none.
     pub fn open(url: &str) -> Result<Self> {
-        let (config, location) = config_from_url(url)?;
-        let store = PgStore { config, location, conns: Pool::new(16) };
+        let target = pg_config::parse(url)?;
+        let location = target.location.clone();
+        let store = PgStore { target, location, conns: Pool::new(16) };
         let mut conn = store.connect()?;
         store.init_schema(&mut conn.client)?;
         Ok(store)
     }
 
     fn connect(&self) -> Result<PgConn> {
-        let client = self.config.connect(NoTls).map_err(|e| Error::BadLocation {
-            location: self.location.clone(),
-            reason: format!("cannot connect: {e}"),
-        })?;
+        let client = self.target.connect()?;
         Ok(PgConn { client, stmts: HashMap::new() })
     }
 
@@ -686,26 +569,5 @@ impl Subscription for PgListener {
                 _ => {}
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pgpass_lines_match_like_libpq() {
-        let text = "# comment\nother:5432:*:bob:nope\n127.0.0.1:*:mydb:bob:s\\:cr\\\\et\n*:*:*:*:fallback\n";
-        let c: Config = "postgresql://bob@127.0.0.1:6000/mydb".parse().unwrap();
-        assert_eq!(pgpass_match(text, &c).as_deref(), Some("s:cr\\et"));
-        let c: Config = "postgresql://eve@127.0.0.1:6000/x".parse().unwrap();
-        assert_eq!(pgpass_match(text, &c).as_deref(), Some("fallback"));
-        assert_eq!(pgpass_match("h:1:d:u:p", &c), None);
-    }
-
-    #[test]
-    fn urls_are_redacted() {
-        assert_eq!(redact("postgresql://u:secret@h:5/db"), "postgresql://u:***@h:5/db");
-        assert_eq!(redact("postgresql://u@h/db"), "postgresql://u@h/db");
     }
 }

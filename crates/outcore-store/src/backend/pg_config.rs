@@ -1,0 +1,299 @@
+//! Where and how to connect to PostgreSQL, the way libpq does it: a `postgresql://` URL whose
+//! missing parts come from `PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE`, `PGPASSWORD`, then
+//! `PGPASSFILE`/`~/.pgpass`; TLS from `sslmode` (`disable`, `allow`, `prefer` (default),
+//! `require`, `verify-ca`, `verify-full`), `sslrootcert`, `sslcert`, `sslkey` (or `PGSSLMODE`,
+//! `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY`).
+//!
+//! As in libpq, `prefer` and `require` encrypt without verifying the server, unless a root
+//! certificate is given (then `require` verifies like `verify-ca`). `verify-ca` checks the
+//! certificate chain, `verify-full` also the host name. Without `sslrootcert` the verifying modes
+//! use `~/.postgresql/root.crt` if it exists, else the system's trusted roots.
+
+use crate::error::{Error, Result};
+use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
+use postgres::config::{Host, SslMode};
+use postgres::{Client, Config};
+use postgres_openssl::MakeTlsConnector;
+use std::path::PathBuf;
+
+/// libpq's TLS modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TlsMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl TlsMode {
+    fn describe(self) -> &'static str {
+        match self {
+            TlsMode::Disable => "sslmode=disable",
+            TlsMode::Prefer => "sslmode=prefer",
+            TlsMode::Require => "sslmode=require",
+            TlsMode::VerifyCa => "sslmode=verify-ca",
+            TlsMode::VerifyFull => "sslmode=verify-full",
+        }
+    }
+}
+
+/// A parsed connection target.
+pub(crate) struct Target {
+    pub config: Config,
+    pub location: String,
+    pub tls: TlsMode,
+    connector: MakeTlsConnector,
+}
+
+impl Target {
+    /// Open a new connection.
+    pub fn connect(&self) -> Result<Client> {
+        self.config.connect(self.connector.clone()).map_err(|e| Error::BadLocation {
+            location: self.location.clone(),
+            reason: format!("cannot connect ({}): {}", self.tls.describe(), chain(&e)),
+        })
+    }
+}
+
+/// An error with its causes, one after the other.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+fn env(k: &str) -> Option<String> {
+    std::env::var(k).ok().filter(|v| !v.is_empty())
+}
+
+/// Parse `url` into a connection target.
+pub(crate) fn parse(url: &str) -> Result<Target> {
+    let location = redact(url);
+    let bad = |reason: String| Error::BadLocation { location: location.clone(), reason };
+    // Take the TLS parameters out: the driver only knows some of them.
+    let mut u = url::Url::parse(url).map_err(|e| bad(format!("not a URL: {e}")))?;
+    let (mut mode, mut rootcert, mut cert, mut key) = (None, None, None, None);
+    let rest: Vec<(String, String)> = u
+        .query_pairs()
+        .filter_map(|(k, v)| {
+            match k.as_ref() {
+                "sslmode" => mode = Some(v.to_string()),
+                "sslrootcert" => rootcert = Some(v.to_string()),
+                "sslcert" => cert = Some(v.to_string()),
+                "sslkey" => key = Some(v.to_string()),
+                _ => return Some((k.to_string(), v.to_string())),
+            }
+            None
+        })
+        .collect();
+    if rest.is_empty() {
+        u.set_query(None);
+    } else {
+        u.query_pairs_mut().clear().extend_pairs(rest);
+    }
+    let mode = mode.or_else(|| env("PGSSLMODE"));
+    let tls = match mode.as_deref().unwrap_or("prefer") {
+        "disable" => TlsMode::Disable,
+        "allow" | "prefer" => TlsMode::Prefer,
+        "require" => TlsMode::Require,
+        "verify-ca" => TlsMode::VerifyCa,
+        "verify-full" => TlsMode::VerifyFull,
+        other => return Err(bad(format!("unknown sslmode '{other}'"))),
+    };
+    let rootcert = rootcert.or_else(|| env("PGSSLROOTCERT")).map(PathBuf::from);
+    let cert = cert.or_else(|| env("PGSSLCERT")).map(PathBuf::from);
+    let key = key.or_else(|| env("PGSSLKEY")).map(PathBuf::from);
+
+    let mut config: Config = u.as_str().parse().map_err(|e: postgres::Error| bad(e.to_string()))?;
+    if config.get_hosts().is_empty() {
+        match env("PGHOST") {
+            Some(h) if h.starts_with('/') => {
+                config.host_path(h);
+            }
+            Some(h) => {
+                config.host(&h);
+            }
+            None if std::path::Path::new("/var/run/postgresql").is_dir() => {
+                config.host_path("/var/run/postgresql");
+            }
+            None => {
+                config.host("localhost");
+            }
+        }
+    }
+    if config.get_ports().is_empty() {
+        if let Some(p) = env("PGPORT") {
+            config.port(p.parse().map_err(|_| bad(format!("PGPORT={p} is not a port number")))?);
+        }
+    }
+    if config.get_user().is_none() {
+        let user =
+            env("PGUSER").or_else(|| env("USER")).ok_or_else(|| bad("no user in the URL, PGUSER or USER".into()))?;
+        config.user(&user);
+    }
+    if config.get_dbname().is_none() {
+        if let Some(db) = env("PGDATABASE") {
+            config.dbname(&db);
+        }
+    }
+    if config.get_password().is_none() {
+        if let Some(pw) = env("PGPASSWORD").or_else(|| pgpass_lookup(&config)) {
+            config.password(pw);
+        }
+    }
+    config.ssl_mode(match tls {
+        TlsMode::Disable => SslMode::Disable,
+        TlsMode::Prefer => SslMode::Prefer,
+        _ => SslMode::Require,
+    });
+    let connector = connector(tls, rootcert, cert, key).map_err(|e| bad(format!("TLS set-up: {e}")))?;
+    Ok(Target { config, location, tls, connector })
+}
+
+fn connector(
+    mode: TlsMode,
+    rootcert: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> std::result::Result<MakeTlsConnector, String> {
+    let mut b = SslConnector::builder(SslMethod::tls()).map_err(|e| e.to_string())?;
+    let default_root = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".postgresql/root.crt"));
+    let verify = match mode {
+        TlsMode::VerifyCa | TlsMode::VerifyFull => true,
+        TlsMode::Require => rootcert.is_some(),
+        _ => false,
+    };
+    if verify {
+        match rootcert.or_else(|| default_root.filter(|p| p.exists())) {
+            Some(ca) => {
+                b.set_ca_file(&ca).map_err(|e| format!("cannot read root certificate {}: {e}", ca.display()))?
+            }
+            None => b.set_default_verify_paths().map_err(|e| e.to_string())?,
+        }
+        b.set_verify(SslVerifyMode::PEER);
+    } else {
+        b.set_verify(SslVerifyMode::NONE);
+    }
+    if let Some(cert) = cert {
+        b.set_certificate_chain_file(&cert)
+            .map_err(|e| format!("cannot read client certificate {}: {e}", cert.display()))?;
+        let key = key.unwrap_or_else(|| cert.with_extension("key"));
+        b.set_private_key_file(&key, SslFiletype::PEM)
+            .map_err(|e| format!("cannot read client key {}: {e}", key.display()))?;
+    }
+    let mut c = MakeTlsConnector::new(b.build());
+    if mode != TlsMode::VerifyFull {
+        c.set_callback(|cfg, _| {
+            cfg.set_verify_hostname(false);
+            Ok(())
+        });
+    }
+    Ok(c)
+}
+
+/// The password for `config` from `PGPASSFILE` or `~/.pgpass` (`host:port:db:user:password`,
+/// `*` matches anything), as libpq reads it.
+fn pgpass_lookup(config: &Config) -> Option<String> {
+    let path = std::env::var_os("PGPASSFILE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".pgpass")))?;
+    pgpass_match(&std::fs::read_to_string(path).ok()?, config)
+}
+
+/// The password of the first `.pgpass` line matching `config`.
+fn pgpass_match(text: &str, config: &Config) -> Option<String> {
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        _ => "localhost".to_string(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432).to_string();
+    let user = config.get_user().unwrap_or_default();
+    let db = config.get_dbname().unwrap_or(user);
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let fields = split_pgpass(line);
+        if fields.len() != 5 {
+            continue;
+        }
+        let ok = |f: &str, v: &str| f == "*" || f == v;
+        if ok(&fields[0], &host) && ok(&fields[1], &port) && ok(&fields[2], db) && ok(&fields[3], user) {
+            return Some(fields[4].clone());
+        }
+    }
+    None
+}
+
+fn split_pgpass(line: &str) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let (Some(n), Some(last)) = (chars.next(), out.last_mut()) {
+                    last.push(n);
+                }
+            }
+            ':' => out.push(String::new()),
+            c => {
+                if let Some(last) = out.last_mut() {
+                    last.push(c);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The URL with its password replaced by `***`.
+pub(crate) fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pgpass_lines_match_like_libpq() {
+        let text = "# comment\nother:5432:*:bob:nope\n127.0.0.1:*:mydb:bob:s\\:cr\\\\et\n*:*:*:*:fallback\n";
+        let c: Config = "postgresql://bob@127.0.0.1:6000/mydb".parse().unwrap();
+        assert_eq!(pgpass_match(text, &c).as_deref(), Some("s:cr\\et"));
+        let c: Config = "postgresql://eve@127.0.0.1:6000/x".parse().unwrap();
+        assert_eq!(pgpass_match(text, &c).as_deref(), Some("fallback"));
+        assert_eq!(pgpass_match("h:1:d:u:p", &c), None);
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(redact("postgresql://u:secret@h:5/db"), "postgresql://u:***@h:5/db");
+        assert_eq!(redact("postgresql://u@h/db"), "postgresql://u@h/db");
+    }
+
+    #[test]
+    fn tls_parameters_are_understood_and_removed() {
+        let t = parse("postgresql://u@h:5/db?sslmode=verify-full&application_name=x").unwrap();
+        assert_eq!(t.tls, TlsMode::VerifyFull);
+        assert_eq!(t.config.get_application_name(), Some("x"));
+        assert_eq!(parse("postgresql://u@h/db?sslmode=disable").unwrap().tls, TlsMode::Disable);
+        assert!(matches!(parse("postgresql://u@h/db?sslmode=bogus"), Err(Error::BadLocation { .. })));
+        let missing = parse("postgresql://u@h/db?sslmode=verify-ca&sslrootcert=/nonexistent/ca.crt");
+        assert!(matches!(missing, Err(Error::BadLocation { reason, .. }) if reason.contains("/nonexistent/ca.crt")));
+    }
+}
