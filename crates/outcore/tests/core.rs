@@ -242,6 +242,12 @@ fn time_travel(f: &Fixture) {
     assert!(matches!(old.commit(), Err(Error::ReadOnly { .. })));
     assert_eq!(get(&conn, "a", 7, 7), 9.0);
 
+    // By time: the snapshot that was newest when the first commit's record was written.
+    let h = f.db.store().history(0, t1).expect("history");
+    let at_time = f.db.connect_at_time(h[h.len() - 1].time()).expect("at time");
+    assert_eq!(at_time.tid(), t1);
+    assert_eq!(get(&at_time, "a", 7, 7), value(7, 7));
+
     f.db.store().gc(conn.tid()).expect("gc");
     assert!(f.db.connect_at(t1).is_err());
 }
@@ -257,3 +263,29 @@ backends!(
     bad_input_errors,
     time_travel,
 );
+
+#[test]
+fn handles_move_between_threads() {
+    fn send<T: Send>() {}
+    send::<outcore::Db>();
+    send::<Connection>();
+    send::<outcore::Array>();
+    send::<outcore::ArrayGuard<f64>>();
+    send::<outcore::ArrayGuardMut<f64>>();
+    send::<outcore::BytesViewMut>();
+
+    let f = common::sqlite();
+    let conn = f.db.connect().expect("connect");
+    committed(&conn);
+    let a = conn.open("a").expect("open");
+    let mut g = a.as_array_view_mut::<f64>().expect("view");
+    let (conn, a) = std::thread::spawn(move || {
+        g.view_mut()[[5, 5]] = -5.0;
+        conn.commit().expect("commit in another thread");
+        (conn, a)
+    })
+    .join()
+    .expect("thread");
+    assert_eq!(get(&conn, "a", 5, 5), -5.0);
+    assert_eq!(a.shape().expect("shape"), vec![100, 50]);
+}
