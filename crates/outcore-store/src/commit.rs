@@ -3,7 +3,7 @@
 
 use crate::block::{self, Encoded};
 use crate::error::{Conflict, ConflictItem, Error, Result};
-use crate::types::{ArrayId, ArrayInfo, ArrayMeta, Tid, TxnInfo, MAX_BLKSIZE, MIN_BLKSIZE};
+use crate::types::{ArrayId, ArrayInfo, ArrayMeta, Codec, Tid, TxnInfo, MAX_BLKSIZE, MIN_BLKSIZE};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// The new state of an array in a commit.
@@ -155,6 +155,14 @@ pub(crate) fn validate_meta(name: &str, meta: &ArrayMeta) -> Result<()> {
             "block size {} of array '{name}' must be a power of two in {MIN_BLKSIZE}..={MAX_BLKSIZE}",
             meta.blksize
         )));
+    }
+    if let Codec::Zstd { level } = meta.codec {
+        if !zstd::compression_level_range().contains(&level) {
+            return Err(Error::Invalid(format!(
+                "zstd level {level} of array '{name}' is outside {:?}",
+                zstd::compression_level_range()
+            )));
+        }
     }
     if meta.dtype.is_empty() {
         return Err(Error::Invalid(format!("dtype of array '{name}' must not be empty")));
@@ -348,7 +356,14 @@ pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result
         txn.insert_array_version(*id, tid, state)?;
     }
     for ((id, blk), data) in &blocks {
-        let enc = block::encode(*id, *blk, tid, data);
+        let codec = match arrays.get(id).map(|c| &c.state) {
+            Some(ArrayState::Live { meta, .. }) => meta.codec,
+            _ => match at_head.get(id) {
+                Some(Some(ArrayVersion { state: Some((_, meta)), .. })) => meta.codec,
+                _ => Codec::None,
+            },
+        };
+        let enc = block::encode(*id, *blk, tid, data, codec);
         txn.insert_block(*id, *blk, tid, &enc)?;
     }
     txn.set_head(tid, time_us)?;

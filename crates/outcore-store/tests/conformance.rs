@@ -63,6 +63,7 @@ conformance!(
     commit_order_is_tid_order_under_concurrency,
     parallel_loads,
     default_block_size_round_trip,
+    compression_is_recorded_per_version,
 );
 
 fn fresh_store_is_empty(f: &Fixture) {
@@ -547,4 +548,41 @@ fn default_block_size_round_trip(f: &Fixture) {
     assert_eq!(buf, data);
     f.reopen().load(id, 2, t, &mut buf).unwrap();
     assert!(buf.iter().all(|b| *b == 0));
+}
+
+fn compression_is_recorded_per_version(f: &Fixture) {
+    let s = &*f.store;
+    let id = ArrayId::random();
+    let mut m = meta(4 * BS);
+    m.codec = Codec::Zstd { level: 5 };
+    let mut c = Commit::new();
+    c.put_array(id, "z", m.clone());
+    let t0 = s.commit(0, c).unwrap();
+    let text: Vec<u8> = b"outcore compresses repetitive blocks. ".iter().copied().cycle().take(BS as usize).collect();
+    let t1 = write(s, t0, id, &[(0, text.clone())]).unwrap();
+    assert!(s.stats().unwrap().stored_bytes < BS / 20, "{:?}", s.stats().unwrap());
+    // Switch to lz4, then to none: older versions keep their codec and stay readable.
+    for (i, codec) in [Codec::Lz4, Codec::None].into_iter().enumerate() {
+        let mut m2 = m.clone();
+        m2.codec = codec;
+        let mut c = Commit::new();
+        c.put_array(id, "z", m2);
+        c.write_block(id, 1 + i as u64, text.clone());
+        s.commit(s.head().unwrap(), c).unwrap();
+    }
+    let head = s.head().unwrap();
+    let r = f.reopen();
+    for blk in 0..3 {
+        assert_eq!(load(&*r, id, blk, head), text, "block {blk}");
+    }
+    assert_eq!(load(&*r, id, 0, t1), text);
+    assert_eq!(load(&*r, id, 1, t1), vec![0; BS as usize]);
+    let st = r.stats().unwrap();
+    assert!(st.stored_bytes > BS && st.stored_bytes < BS + BS / 4, "{st:?}");
+    // Out-of-range levels are refused.
+    let mut bad = meta(BS);
+    bad.codec = Codec::Zstd { level: 99 };
+    let mut c = Commit::new();
+    c.put_array(ArrayId::random(), "bad", bad);
+    assert!(matches!(s.commit(head, c), Err(Error::Invalid(msg)) if msg.contains("zstd level 99")));
 }

@@ -216,21 +216,15 @@ fn q_load_in_txn(c: &Connection, array: ArrayId, blk: u64, at: Tid, buf: &mut [u
         buf.fill(0);
         return Ok(());
     };
-    let len = stored.len as usize;
-    if len > buf.len() {
-        return block::verify_in_place(array, blk, &stored, buf);
-    }
-    // Incremental blob I/O reads the payload straight into `buf` (no intermediate copies).
     let blob = c.blob_open(rusqlite::MAIN_DB, c"outcore_block", c"data", rowid, true).map_err(err("load"))?;
-    if blob.len() != len {
-        return Err(Error::Corrupt {
-            array,
-            name: String::new(),
-            blk,
-            tid: stored.tid,
-            detail: format!("stored length {} differs from recorded length {len}", blob.len()),
-        });
+    let len = stored.len as usize;
+    if stored.codec != block::CODEC_RAW || blob.len() != len || len > buf.len() {
+        // Compressed (or inconsistent): read the payload aside and decode it.
+        let mut payload = vec![0u8; blob.len()];
+        blob.read_at_exact(&mut payload, 0).map_err(err("load"))?;
+        return block::decode_into(array, blk, &Stored { data: &payload, ..stored }, buf);
     }
+    // Raw: incremental blob I/O reads the payload straight into `buf` (no intermediate copies).
     blob.read_at_exact(&mut buf[..len], 0).map_err(err("load"))?;
     block::verify_in_place(array, blk, &stored, buf)
 }
