@@ -9,7 +9,7 @@ use outcore_store::{ArrayId, ArrayMeta, Order};
 use crate::connection::{Change, ConnShared, ConnState};
 use crate::dtype::{check_element, Element};
 use crate::error::{Error, Result};
-use crate::mem::{ArrayGuard, ArrayGuardMut, BytesView, BytesViewMut};
+use crate::mem::{ArrayGuard, ArrayGuardMut, BytesView, BytesViewMut, Region};
 
 /// Largest array size in bytes (fits signed 64-bit SQL integers and the address space).
 const MAX_NBYTES: u64 = i64::MAX as u64;
@@ -57,6 +57,16 @@ impl std::fmt::Debug for Array {
 
 /// A mapped slice: view, offset of the first element, shape and strides in elements.
 type SliceMap = (Option<View>, usize, Vec<usize>, Vec<usize>);
+
+/// A mapped region: view, offset of the first element in it, span, shape, byte strides.
+struct Mapped {
+    view: Option<View>,
+    offset: usize,
+    span: usize,
+    shape: Vec<usize>,
+    strides: Vec<usize>,
+    itemsize: usize,
+}
 
 /// What a method needs of an array, read under the connection's lock.
 struct Snap {
@@ -187,6 +197,26 @@ impl Array {
     }
 
     fn map_slice<T: Element>(&self, ranges: &[Range<u64>], write: Option<&'static str>) -> Result<SliceMap> {
+        let m = self.map_region(ranges, write, Some(check_element::<T>))?;
+        let estrides = m.strides.iter().map(|b| b / m.itemsize).collect();
+        Ok((m.view, m.offset, m.shape, estrides))
+    }
+
+    /// A strided region of the index ranges `ranges` (one per axis; missing trailing axes are
+    /// taken whole) for foreign code such as NumPy; writable unless the connection is
+    /// read-only.
+    pub fn region(&self, ranges: &[Range<u64>]) -> Result<Region> {
+        let writable = !self.conn.lock().read_only;
+        let m = self.map_region(ranges, None, None)?;
+        Region::new(m.view, m.offset, m.span, m.shape, m.strides, writable)
+    }
+
+    fn map_region(
+        &self,
+        ranges: &[Range<u64>],
+        write: Option<&'static str>,
+        check: Option<fn(&str) -> Result<()>>,
+    ) -> Result<Mapped> {
         let s = {
             let st = self.conn.lock();
             if let Some(op) = write {
@@ -195,7 +225,9 @@ impl Array {
             st.check_usable()?;
             self.snap(&st)?
         };
-        check_element::<T>(&s.meta.dtype)?;
+        if let Some(check) = check {
+            check(&s.meta.dtype)?;
+        }
         let shape = &s.meta.shape;
         if ranges.len() > shape.len() {
             return Err(Error::OutOfRange(format!(
@@ -221,12 +253,14 @@ impl Array {
             last += r.end.saturating_sub(1).max(r.start) * strides[axis];
             vshape.push(to_usize(r.end - r.start)?);
         }
-        let estrides = strides.iter().map(|b| to_usize(b / s.itemsize)).collect::<Result<Vec<_>>>()?;
+        let bstrides = strides.iter().map(|b| to_usize(*b)).collect::<Result<Vec<_>>>()?;
+        let itemsize = to_usize(s.itemsize)?;
         if vshape.contains(&0) {
-            return Ok((None, 0, vshape, estrides));
+            return Ok(Mapped { view: None, offset: 0, span: 0, shape: vshape, strides: bstrides, itemsize });
         }
-        let (view, off, _) = map_range(&s.file, first..last + s.itemsize)?;
-        Ok((view, off, vshape, estrides))
+        let span = last + s.itemsize - first;
+        let (view, offset, _) = map_range(&s.file, first..first + span)?;
+        Ok(Mapped { view, offset, span: to_usize(span)?, shape: vshape, strides: bstrides, itemsize })
     }
 
     /// Changes the shape (metadata only, O(1)). Bytes keep their offsets; the area beyond the

@@ -252,7 +252,49 @@ fn time_travel(f: &Fixture) {
     assert!(f.db.connect_at(t1).is_err());
 }
 
+fn regions_for_foreign_code(f: &Fixture) {
+    let conn = f.db.connect().expect("connect");
+    committed(&conn);
+    let a = conn.open("a").expect("open");
+    let r = a.region(&[10..20, 5..7]).expect("region");
+    assert_eq!((r.shape(), r.strides(), r.is_writable()), (&[10usize, 2][..], &[400usize, 8][..], true));
+    assert_eq!(r.span(), 9 * 400 + 8 + 8);
+    let mut b = [0u8; 8];
+    // The first element is a[10, 5]: read it the way foreign code would, through bytes.
+    b.copy_from_slice(&a.bytes(10 * 400 + 40..10 * 400 + 48).expect("bytes").as_slice()[..8]);
+    assert_eq!(f64::from_le_bytes(b), value(10, 5));
+    assert!(!r.as_ptr().is_null());
+    let empty = a.region(&[3..3, 0..50]).expect("empty region");
+    assert_eq!((empty.shape(), empty.span()), (&[0usize, 50][..], 0));
+    let old = f.db.connect_at(conn.tid()).expect("historical");
+    assert!(!old.open("a").expect("open").region(&[]).expect("region").is_writable());
+}
+
+fn writes_beyond_the_size_through_old_views(f: &Fixture) {
+    //! A view taken before a shrink (or a delete) still maps the old extent; what is written
+    //! there lies beyond the array and must neither be committed nor break the commit.
+    let conn = f.db.connect().expect("connect");
+    committed(&conn);
+    let a = conn.open("a").expect("open");
+    let mut g = a.as_array_view_mut::<f64>().expect("view");
+    a.resize(&[10, 50]).expect("shrink");
+    g.view_mut()[[99, 0]] = 5.0;
+    conn.commit().expect("commit");
+    assert_eq!(g.view()[[99, 0]], 0.0, "beyond the size reads zeros again");
+    a.resize(&[100, 50]).expect("grow");
+    conn.commit().expect("commit");
+    assert_eq!(get(&f.reopen().connect().expect("connect"), "a", 99, 0), 0.0);
+
+    conn.delete("a").expect("delete");
+    g.view_mut()[[0, 0]] = 5.0;
+    conn.commit().expect("commit");
+    assert!(matches!(a.shape(), Err(Error::ArrayGone(_))));
+    assert!(conn.list().expect("list").is_empty());
+}
+
 backends!(
+    regions_for_foreign_code,
+    writes_beyond_the_size_through_old_views,
     create_write_commit_reopen,
     abort_reverts_data_and_metadata,
     isolation_between_connections,
