@@ -1,5 +1,56 @@
-"""outcore: out-of-core, persistent, transactional N-dimensional NumPy arrays."""
+"""outcore: out-of-core, persistent, transactional N-dimensional NumPy arrays.
 
-from outcore._outcore import __version__
+    import numpy as np, outcore, transaction
 
-__all__ = ["__version__"]
+    db = outcore.open("data.outcore")            # SQLite file, or a postgresql:// URL
+    conn = db.connect()                            # joined to the `transaction` package
+    A = conn.root.create("A", (1000, 3), np.float64)
+    A[:, 0] = np.arange(1000)                      # A[...] is a real ndarray view
+    A.append(np.ones((10, 3)))
+    transaction.commit()
+"""
+
+from outcore._errors import (
+    AlreadyExistsError,
+    ArrayGoneError,
+    ConflictError,
+    CorruptError,
+    DtypeError,
+    Error,
+    InvalidArgumentError,
+    NeedsAbortError,
+    NoSuchArrayError,
+    OutOfRangeError,
+    PagerError,
+    ReadOnlyError,
+    ShapeError,
+    SnapshotError,
+    StoreError,
+    UncommittedError,
+)
+from outcore._outcore import Array, Connection, Db, Root, __version__, open
+
+__all__ = [
+    "__version__",
+    "open",
+    "Db",
+    "Connection",
+    "Root",
+    "Array",
+    "Error",
+    "ConflictError",
+    "NeedsAbortError",
+    "NoSuchArrayError",
+    "ArrayGoneError",
+    "AlreadyExistsError",
+    "ReadOnlyError",
+    "UncommittedError",
+    "ShapeError",
+    "DtypeError",
+    "OutOfRangeError",
+    "InvalidArgumentError",
+    "StoreError",
+    "CorruptError",
+    "SnapshotError",
+    "PagerError",
+]

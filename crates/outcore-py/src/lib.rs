@@ -1,5 +1,16 @@
 //! The `outcore._outcore` Python extension module: thin wrappers over the `outcore` crate.
-//! (Being built: see issue 5.)
+//!
+//! One file per concept, mirroring the core: [`db`] (`open`, `Db`), [`connection`]
+//! (`Connection`, `Root`, the handle the `transaction` integration drives), [`array`]
+//! (`Array`), [`mem`] (the `Mapping` owning the memory under every ndarray), [`dtype`] and
+//! [`errors`]. The public Python API is re-exported by `python/outcore/__init__.py`.
+
+mod array;
+mod connection;
+mod db;
+mod dtype;
+mod errors;
+mod mem;
 
 use pyo3::prelude::*;
 
@@ -7,5 +18,11 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _outcore(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    db::register(m)?;
+    m.add_class::<connection::PyConnection>()?;
+    m.add_class::<connection::Root>()?;
+    m.add_class::<connection::TxnHandle>()?;
+    m.add_class::<array::PyArray>()?;
+    m.add_class::<mem::Mapping>()?;
     Ok(())
 }

@@ -1,0 +1,367 @@
+//! `Array`: a persistent array as NumPy sees it.
+//!
+//! Indexing builds one `numpy.ndarray` over the whole array's mapping (cached per connection
+//! and array until its shape changes) and lets NumPy apply the index, so every result is a real
+//! ndarray view (or a scalar) with NumPy's own semantics and errors; its `.base` is the
+//! [`Mapping`] that keeps the memory mapped.
+
+use std::sync::Arc;
+
+use outcore::{Array, Order};
+use pyo3::exceptions::{PyMemoryError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyEllipsis, PyInt, PySlice, PyString, PyTuple};
+
+use crate::connection::Ctx;
+use crate::dtype::integer_class;
+use crate::errors::{memory_error, to_py, PyResultExt};
+use crate::mem::Mapping;
+
+/// The largest array size in bytes the core accepts.
+const MAX_NBYTES: u128 = i64::MAX as u128;
+
+/// `"C"` or `"F"`.
+pub(crate) fn order_name(order: Order) -> &'static str {
+    match order {
+        Order::C => "C",
+        Order::F => "F",
+    }
+}
+
+/// Parses `"C"` / `"F"`.
+pub(crate) fn parse_order(s: &str) -> PyResult<Order> {
+    match s {
+        "C" | "c" => Ok(Order::C),
+        "F" | "f" => Ok(Order::F),
+        _ => Err(PyValueError::new_err(format!("order must be 'C' or 'F', not {s:?}"))),
+    }
+}
+
+/// A shape: an int or a sequence of ints, none negative.
+pub(crate) fn parse_shape(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
+    let dims: Vec<Bound<'_, PyAny>> = if obj.hasattr("__index__")? && !obj.hasattr("__len__")? {
+        vec![obj.clone()]
+    } else {
+        obj.try_iter()?.collect::<PyResult<_>>()?
+    };
+    dims.iter()
+        .map(|d| {
+            let n: i128 = d.call_method0("__index__")?.extract()?;
+            u64::try_from(n).map_err(|_| {
+                PyValueError::new_err(format!("invalid dimension {n} in shape: dimensions must be in 0..2**64"))
+            })
+        })
+        .collect()
+}
+
+/// Fails with `MemoryError` when `shape` of `itemsize`-byte items cannot be addressed.
+pub(crate) fn check_size(shape: &[u64], itemsize: u64) -> PyResult<()> {
+    let mut n = u128::from(itemsize);
+    for d in shape {
+        n = n.saturating_mul(u128::from(*d));
+    }
+    if n > MAX_NBYTES || n > isize::MAX as u128 {
+        return Err(PyMemoryError::new_err(format!(
+            "an array of shape {shape:?} with {itemsize}-byte items needs {n} bytes, beyond the address space"
+        )));
+    }
+    Ok(())
+}
+
+/// Rejects everything but basic indices (ints, slices, `None`, `Ellipsis`, field names).
+fn check_basic(idx: &Bound<'_, PyAny>) -> PyResult<()> {
+    match idx.cast::<PyTuple>() {
+        Ok(t) => t.iter().try_for_each(|i| check_one(&i)),
+        Err(_) => check_one(idx),
+    }
+}
+
+fn check_one(i: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = i.py();
+    let basic = i.is_none()
+        || i.is_instance_of::<PySlice>()
+        || i.is_instance_of::<PyEllipsis>()
+        || i.is_instance_of::<PyString>()
+        || (i.is_instance_of::<PyInt>() && !i.is_instance_of::<PyBool>())
+        || i.is_instance(integer_class(py)?)?;
+    if basic {
+        return Ok(());
+    }
+    Err(PyTypeError::new_err(format!(
+        "outcore arrays support basic indexing only (ints, slices, None, Ellipsis), not {}: for \
+         advanced (list, array or boolean) indexing use np.asarray(A)[index], which copies the \
+         selected elements",
+        i.get_type().name()?
+    )))
+}
+
+/// The error of mapping an array: address-space exhaustion is a `MemoryError`.
+fn map_error(py: Python<'_>, what: &str, e: outcore::Error) -> PyErr {
+    use std::io::ErrorKind;
+    let too_big = match &e {
+        outcore::Error::Pager(outcore::pager::PagerError::InvalidArgument(_)) => true,
+        outcore::Error::Pager(outcore::pager::PagerError::Io { source, .. }) => {
+            matches!(source.kind(), ErrorKind::OutOfMemory | ErrorKind::FileTooLarge | ErrorKind::InvalidInput)
+        }
+        outcore::Error::Shape(_) => true,
+        _ => false,
+    };
+    if too_big {
+        memory_error(what, &e)
+    } else {
+        to_py(py, e)
+    }
+}
+
+/// A persistent N-dimensional array of a connection.
+///
+/// Indexing (`A[...]`) returns real `numpy.ndarray` views over the array's memory (loaded
+/// block by block on first touch); writes through them, `A[...] = v`, `append` and `resize`
+/// are committed with the connection's transaction.
+#[pyclass(frozen, name = "Array", module = "outcore._outcore")]
+pub(crate) struct PyArray {
+    arr: Array,
+    ctx: Arc<Ctx>,
+    dtype: Py<PyAny>,
+}
+
+impl PyArray {
+    pub(crate) fn new(arr: Array, ctx: Arc<Ctx>, dtype: Py<PyAny>) -> PyArray {
+        PyArray { arr, ctx, dtype }
+    }
+
+    fn meta(&self, py: Python<'_>) -> PyResult<outcore::ArrayMeta> {
+        self.arr.meta().py(py)
+    }
+
+    /// The ndarray over the whole array (shape as of now).
+    fn full<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let meta = self.meta(py)?;
+        let id = self.arr.id();
+        if let Some((shape, full)) = self.ctx.cache.lock().get(&id) {
+            if *shape == meta.shape {
+                return Ok(full.bind(py).clone());
+            }
+        }
+        let np = py.import("numpy")?;
+        let dtype = self.dtype.bind(py);
+        let shape = PyTuple::new(py, &meta.shape)?;
+        let full = if meta.nbytes == 0 {
+            let kw = PyDict::new(py);
+            kw.set_item("order", order_name(meta.order))?;
+            np.call_method("zeros", (shape, dtype), Some(&kw))?
+        } else {
+            let itemsize = self.arr.itemsize().py(py)?;
+            check_size(&meta.shape, itemsize)?;
+            let name = self.arr.name().py(py)?;
+            let what = format!("array '{name}' of {} bytes", meta.nbytes);
+            let range = 0..meta.nbytes;
+            let mapping = if self.ctx.read_only {
+                Mapping::read(self.arr.bytes(range).map_err(|e| map_error(py, &what, e))?, name)
+            } else {
+                Mapping::write(self.arr.bytes_mut(range).map_err(|e| map_error(py, &what, e))?, name)
+            };
+            let strides = PyTuple::new(py, self.arr.strides().py(py)?)?;
+            let flat = np.call_method1("asarray", (Bound::new(py, mapping)?,))?;
+            let kw = PyDict::new(py);
+            kw.set_item("buffer", flat)?;
+            kw.set_item("strides", strides)?;
+            np.getattr("ndarray")?.call((shape, dtype), Some(&kw))?
+        };
+        self.ctx.cache.lock().insert(id, (meta.shape, full.clone().unbind()));
+        Ok(full)
+    }
+
+    /// The index of the major (append) axis.
+    fn major(meta: &outcore::ArrayMeta) -> usize {
+        match meta.order {
+            Order::C => 0,
+            Order::F => meta.shape.len().saturating_sub(1),
+        }
+    }
+}
+
+#[pymethods]
+impl PyArray {
+    /// Name in the connection's root.
+    #[getter]
+    fn name(&self, py: Python<'_>) -> PyResult<String> {
+        self.arr.name().py(py)
+    }
+
+    /// Shape.
+    #[getter]
+    fn shape<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, self.meta(py)?.shape)
+    }
+
+    /// NumPy dtype.
+    #[getter]
+    fn dtype(&self, py: Python<'_>) -> Py<PyAny> {
+        self.dtype.clone_ref(py)
+    }
+
+    /// Number of dimensions.
+    #[getter]
+    fn ndim(&self, py: Python<'_>) -> PyResult<usize> {
+        Ok(self.meta(py)?.shape.len())
+    }
+
+    /// Number of elements.
+    #[getter]
+    fn size(&self, py: Python<'_>) -> PyResult<u64> {
+        Ok(self.meta(py)?.shape.iter().product())
+    }
+
+    /// Bytes per element.
+    #[getter]
+    fn itemsize(&self, py: Python<'_>) -> PyResult<u64> {
+        self.arr.itemsize().py(py)
+    }
+
+    /// Size in bytes.
+    #[getter]
+    fn nbytes(&self, py: Python<'_>) -> PyResult<u64> {
+        self.arr.nbytes().py(py)
+    }
+
+    /// Byte strides (plain C or F layout).
+    #[getter]
+    fn strides<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, self.arr.strides().py(py)?)
+    }
+
+    /// Memory layout: `"C"` or `"F"`.
+    #[getter]
+    fn order(&self, py: Python<'_>) -> PyResult<&'static str> {
+        Ok(order_name(self.meta(py)?.order))
+    }
+
+    /// Block size in bytes.
+    #[getter]
+    fn blksize(&self, py: Python<'_>) -> PyResult<u64> {
+        self.arr.blksize().py(py)
+    }
+
+    /// Length of the major axis (axis 0 in C order, the last axis in F order).
+    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
+        let meta = self.meta(py)?;
+        match meta.shape.get(Self::major(&meta)) {
+            Some(n) => usize::try_from(*n).map_err(|_| PyMemoryError::new_err(format!("length {n} overflows"))),
+            None => Err(PyTypeError::new_err("len() of a 0-dimensional array")),
+        }
+    }
+
+    fn __getitem__<'py>(&self, py: Python<'py>, idx: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        check_basic(idx)?;
+        self.ctx.join(py)?;
+        self.full(py)?.get_item(idx)
+    }
+
+    fn __setitem__(&self, py: Python<'_>, idx: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        check_basic(idx)?;
+        self.ctx.join(py)?;
+        self.full(py)?.set_item(idx, value)
+    }
+
+    /// Iterates over axis 0, like iterating over `np.asarray(A)`.
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.ctx.join(py)?;
+        Ok(self.full(py)?.try_iter()?.into_any())
+    }
+
+    /// The whole array as an ndarray view (a copy only when `copy` is true or `dtype` differs).
+    #[pyo3(signature = (dtype=None, copy=None))]
+    fn __array__<'py>(
+        &self,
+        py: Python<'py>,
+        dtype: Option<&Bound<'py, PyAny>>,
+        copy: Option<bool>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.ctx.join(py)?;
+        let full = self.full(py)?;
+        let full = match dtype {
+            Some(dt) if !dt.is_none() => py.import("numpy")?.call_method1("asarray", (full, dt))?,
+            _ => full,
+        };
+        if copy == Some(true) {
+            return full.call_method0("copy");
+        }
+        Ok(full)
+    }
+
+    /// Appends `values` along the major axis (axis 0 in C order, the last axis in F order);
+    /// the other dimensions must match exactly. On any error the array is unchanged.
+    fn append(&self, py: Python<'_>, values: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.ctx.join(py)?;
+        let meta = self.meta(py)?;
+        let name = self.arr.name().py(py)?;
+        if meta.shape.is_empty() {
+            return Err(PyValueError::new_err(format!("cannot append to 0-dimensional array '{name}'")));
+        }
+        let np = py.import("numpy")?;
+        let dtype = self.dtype.bind(py);
+        let vals = np.call_method1("asarray", (values, dtype))?;
+        let vshape: Vec<u64> = vals.getattr("shape")?.extract()?;
+        let major = Self::major(&meta);
+        let fits = vshape.len() == meta.shape.len()
+            && vshape.iter().zip(&meta.shape).enumerate().all(|(i, (a, b))| i == major || a == b);
+        if !fits {
+            return Err(PyValueError::new_err(format!(
+                "cannot append values of shape {vshape:?} to array '{name}' of shape {:?} ({} order): \
+                 all dimensions but axis {major} must match",
+                meta.shape,
+                order_name(meta.order)
+            )));
+        }
+        let k = vshape[major];
+        if k == 0 {
+            return Ok(());
+        }
+        let mut new_shape = meta.shape.clone();
+        new_shape[major] = new_shape[major]
+            .checked_add(k)
+            .ok_or_else(|| PyMemoryError::new_err(format!("appending {k} to array '{name}' overflows")))?;
+        let itemsize = self.arr.itemsize().py(py)?;
+        check_size(&new_shape, itemsize)?;
+        let old = meta.nbytes;
+        py.detach(|| self.arr.resize(&new_shape)).py(py)?;
+        let new = old + vshape.iter().product::<u64>() * itemsize;
+        // The appended part is contiguous in the array's order: map just those bytes.
+        let what = format!("appended part of array '{name}'");
+        let tail = self.arr.bytes_mut(old..new).map_err(|e| map_error(py, &what, e));
+        let written = tail.and_then(|tail| {
+            let flat = np.call_method1("asarray", (Bound::new(py, Mapping::write(tail, name.clone()))?,))?;
+            let kw = PyDict::new(py);
+            kw.set_item("buffer", flat)?;
+            kw.set_item("order", order_name(meta.order))?;
+            let dst = np.getattr("ndarray")?.call((vals.getattr("shape")?, dtype), Some(&kw))?;
+            dst.call_method1("__setitem__", (PyEllipsis::get(py), &vals))
+        });
+        if let Err(e) = written {
+            py.detach(|| self.arr.resize(&meta.shape)).py(py)?;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Changes the shape (metadata only, O(1)); new elements read as zeros and existing views
+    /// keep their shape and stay coherent.
+    fn resize(&self, py: Python<'_>, shape: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.ctx.join(py)?;
+        let shape = parse_shape(shape)?;
+        check_size(&shape, self.arr.itemsize().py(py)?)?;
+        py.detach(|| self.arr.resize(&shape)).py(py)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let meta = self.meta(py)?;
+        let name = self.arr.name().py(py)?;
+        Ok(format!(
+            "<outcore.Array '{name}' shape={} dtype={} order={}>",
+            PyTuple::new(py, &meta.shape)?.repr()?,
+            self.dtype.bind(py).str()?,
+            order_name(meta.order)
+        ))
+    }
+}

@@ -1,0 +1,269 @@
+//! `Connection`, its `Root` namespace, and the handle the `transaction` integration drives.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use outcore::{ArrayId, ArraySpec, CommitInfo, Connection};
+use parking_lot::Mutex;
+use pyo3::exceptions::PyValueError;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+
+use crate::array::{check_size, parse_order, parse_shape, PyArray};
+use crate::db::PyDb;
+use crate::dtype::{from_descr, to_descr};
+use crate::errors::PyResultExt;
+
+/// The whole-array ndarray of an array and the shape it was built for.
+pub(crate) type FullView = (Vec<u64>, Py<PyAny>);
+
+/// What the Python objects of one connection share.
+pub(crate) struct Ctx {
+    /// The `transaction` data manager (`outcore._transaction.DataManager`), told before every
+    /// operation that may change data so it joins the current transaction. `None` for
+    /// read-only connections and connections not joined to a transaction manager.
+    pub hook: Option<Py<PyAny>>,
+    /// A historical connection: views are read-only.
+    pub read_only: bool,
+    /// The whole-array ndarray of each array, with the shape it was built for.
+    pub cache: Mutex<HashMap<ArrayId, FullView>>,
+}
+
+impl Ctx {
+    /// Tells the data manager that data may change.
+    pub(crate) fn join(&self, py: Python<'_>) -> PyResult<()> {
+        if let Some(h) = &self.hook {
+            h.call_method0(py, intern!(py, "_join"))?;
+        }
+        Ok(())
+    }
+}
+
+/// A connection: one snapshot of the database and one transaction over its arrays.
+#[pyclass(frozen, name = "Connection", module = "outcore._outcore")]
+pub(crate) struct PyConnection {
+    core: Arc<Connection>,
+    ctx: Arc<Ctx>,
+}
+
+impl PyConnection {
+    /// Wraps a core connection; `hook` is its data manager, if any.
+    pub(crate) fn new(core: Arc<Connection>, hook: Option<Py<PyAny>>) -> PyConnection {
+        let read_only = core.is_read_only();
+        PyConnection { core, ctx: Arc::new(Ctx { hook, read_only, cache: Mutex::new(HashMap::new()) }) }
+    }
+}
+
+#[pymethods]
+impl PyConnection {
+    /// The arrays of this connection by name.
+    #[getter]
+    fn root(&self) -> Root {
+        Root { core: self.core.clone(), ctx: self.ctx.clone() }
+    }
+
+    /// The snapshot (tid) this connection reads.
+    #[getter]
+    fn tid(&self, py: Python<'_>) -> u64 {
+        py.detach(|| self.core.tid())
+    }
+
+    /// True for a historical, read-only connection.
+    #[getter]
+    fn read_only(&self) -> bool {
+        self.ctx.read_only
+    }
+
+    /// The database.
+    #[getter]
+    fn db(&self) -> PyDb {
+        PyDb::new(self.core.db().clone())
+    }
+
+    /// The `transaction` manager this connection's changes join (`None` if not joined to one).
+    #[getter]
+    fn transaction_manager(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        match &self.ctx.hook {
+            Some(h) => Ok(Some(h.getattr(py, "transaction_manager")?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Commits this connection's changes directly (bypassing the `transaction` package) with
+    /// an optional note and user; returns the snapshot the connection then reads.
+    #[pyo3(signature = (note=None, user=None))]
+    fn commit(&self, py: Python<'_>, note: Option<String>, user: Option<String>) -> PyResult<u64> {
+        let info = CommitInfo::new(note.unwrap_or_default()).user(user.unwrap_or_default());
+        py.detach(|| self.core.commit_with(info)).py(py)
+    }
+
+    /// Discards this connection's changes and moves to the newest snapshot.
+    fn abort(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.core.abort()).py(py)
+    }
+
+    /// Moves to the newest snapshot (fails with uncommitted changes); returns its tid.
+    fn sync(&self, py: Python<'_>) -> PyResult<u64> {
+        py.detach(|| self.core.sync()).py(py)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let tid = py.detach(|| self.core.tid());
+        let ro = if self.ctx.read_only { ", read-only" } else { "" };
+        format!("<outcore.Connection to {} at tid {tid}{ro}>", self.core.db().store().location())
+    }
+}
+
+/// The arrays of a connection by name: a mutable mapping with `create`.
+#[pyclass(frozen, name = "Root", module = "outcore._outcore", mapping)]
+pub(crate) struct Root {
+    core: Arc<Connection>,
+    ctx: Arc<Ctx>,
+}
+
+impl Root {
+    fn wrap(&self, py: Python<'_>, arr: outcore::Array, dtype: Option<Py<PyAny>>) -> PyResult<PyArray> {
+        let dtype = match dtype {
+            Some(d) => d,
+            None => from_descr(py, &arr.dtype().py(py)?)?.unbind(),
+        };
+        Ok(PyArray::new(arr, self.ctx.clone(), dtype))
+    }
+
+    fn names(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        py.detach(|| self.core.list()).py(py)
+    }
+}
+
+#[pymethods]
+impl Root {
+    /// Creates the array `name`, zero-filled, in this transaction.
+    #[pyo3(signature = (name, shape, dtype, order="C", blksize=None))]
+    fn create(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        shape: &Bound<'_, PyAny>,
+        dtype: &Bound<'_, PyAny>,
+        order: &str,
+        blksize: Option<u64>,
+    ) -> PyResult<PyArray> {
+        let order = parse_order(order)?;
+        let shape = parse_shape(shape)?;
+        let (dt, descr, itemsize) = to_descr(dtype)?;
+        check_size(&shape, itemsize)?;
+        self.ctx.join(py)?;
+        let mut spec = ArraySpec::new(descr, itemsize, shape).order(order);
+        if let Some(b) = blksize {
+            spec = spec.blksize(b);
+        }
+        let arr = py.detach(|| self.core.create(name, spec)).py(py)?;
+        self.wrap(py, arr, Some(dt.unbind()))
+    }
+
+    fn __getitem__(&self, py: Python<'_>, name: &str) -> PyResult<PyArray> {
+        let arr = py.detach(|| self.core.open(name)).py(py)?;
+        self.wrap(py, arr, None)
+    }
+
+    fn __contains__(&self, py: Python<'_>, name: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let Ok(name) = name.extract::<String>() else { return Ok(false) };
+        py.detach(|| self.core.contains(&name)).py(py)
+    }
+
+    fn __delitem__(&self, py: Python<'_>, name: &str) -> PyResult<()> {
+        self.ctx.join(py)?;
+        py.detach(|| self.core.delete(name)).py(py)
+    }
+
+    fn __setitem__(&self, _name: &str, _value: &Bound<'_, PyAny>) -> PyResult<()> {
+        Err(PyValueError::new_err("arrays are added with root.create(name, shape, dtype, ...)"))
+    }
+
+    /// Renames the array `old` to `new`.
+    fn rename(&self, py: Python<'_>, old: &str, new: &str) -> PyResult<()> {
+        self.ctx.join(py)?;
+        py.detach(|| self.core.rename(old, new)).py(py)
+    }
+
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        Ok(PyList::new(py, self.names(py)?)?.try_iter()?.into_any())
+    }
+
+    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
+        Ok(self.names(py)?.len())
+    }
+
+    /// Names of the arrays, sorted.
+    fn keys(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        self.names(py)
+    }
+
+    /// The array `name`, or `default`.
+    #[pyo3(signature = (name, default=None))]
+    fn get(&self, py: Python<'_>, name: &str, default: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
+        if py.detach(|| self.core.contains(name)).py(py)? {
+            Ok(Py::new(py, self.__getitem__(py, name)?)?.into_any())
+        } else {
+            Ok(default.unwrap_or_else(|| py.None()))
+        }
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!("<outcore.Root {:?}>", self.names(py)?))
+    }
+}
+
+/// What the `transaction` data manager drives: the connection's commit, abort and sync.
+#[pyclass(frozen, name = "TxnHandle", module = "outcore._outcore")]
+pub(crate) struct TxnHandle {
+    core: Arc<Connection>,
+}
+
+impl TxnHandle {
+    pub(crate) fn new(core: Arc<Connection>) -> TxnHandle {
+        TxnHandle { core }
+    }
+}
+
+#[pymethods]
+impl TxnHandle {
+    /// Commits every change with the transaction's user, description and extension (JSON).
+    #[pyo3(signature = (user, description, extension=None))]
+    fn commit(&self, py: Python<'_>, user: String, description: String, extension: Option<&str>) -> PyResult<u64> {
+        let ext = match extension {
+            Some(s) => serde_json::from_str(s).map_err(|e| PyValueError::new_err(format!("extension: {e}")))?,
+            None => serde_json::Value::Null,
+        };
+        let info = CommitInfo::new(description).user(user).extension(ext);
+        py.detach(|| self.core.commit_with(info)).py(py)
+    }
+
+    /// Discards every change.
+    fn abort(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.core.abort()).py(py)
+    }
+
+    /// Moves to the newest snapshot if there is nothing to commit: true if it did, false if
+    /// the transaction has changes (or lost a conflict and needs an abort).
+    fn sync(&self, py: Python<'_>) -> PyResult<bool> {
+        match py.detach(|| self.core.sync()) {
+            Ok(_) => Ok(true),
+            Err(outcore::Error::Uncommitted { .. } | outcore::Error::NeedsAbort) => Ok(false),
+            Err(e) => Err(crate::errors::to_py(py, e)),
+        }
+    }
+
+    /// True for a historical connection.
+    #[getter]
+    fn read_only(&self) -> bool {
+        self.core.is_read_only()
+    }
+
+    /// Where the database is (path or redacted URL).
+    #[getter]
+    fn location(&self) -> String {
+        self.core.db().store().location().to_string()
+    }
+}

@@ -1,0 +1,166 @@
+//! `Db` and `open()`.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use outcore::{Codec, Db, DbOptions};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyInt, PyList};
+
+use crate::connection::{PyConnection, TxnHandle};
+use crate::errors::PyResultExt;
+
+/// Parses a compression name: `None`/`"none"`, `"lz4"`, `"zstd"` or `"zstd:LEVEL"`.
+fn parse_codec(s: Option<&str>) -> PyResult<Codec> {
+    let bad = || PyValueError::new_err(format!("unknown compression {s:?}: use None, 'lz4', 'zstd' or 'zstd:LEVEL'"));
+    match s {
+        None | Some("none") => Ok(Codec::None),
+        Some("lz4") => Ok(Codec::Lz4),
+        Some("zstd") => Ok(Codec::Zstd { level: 3 }),
+        Some(s) => match s.strip_prefix("zstd:").map(str::parse::<i32>) {
+            Some(Ok(level)) if (1..=22).contains(&level) => Ok(Codec::Zstd { level }),
+            _ => Err(bad()),
+        },
+    }
+}
+
+/// An open database: a versioned store plus the page cache of its arrays.
+#[pyclass(frozen, name = "Db", module = "outcore._outcore")]
+pub(crate) struct PyDb {
+    db: Db,
+}
+
+impl PyDb {
+    pub(crate) fn new(db: Db) -> PyDb {
+        PyDb { db }
+    }
+}
+
+/// Opens (creating if needed) the database at `url`: a file path (SQLite) or a
+/// `postgresql://` URL. `cache` is the page-cache budget in bytes (default: the process-wide
+/// cache), `blksize` the default block size of new arrays, `compression` that of their blocks.
+#[pyfunction]
+#[pyo3(signature = (url, cache=None, blksize=None, compression=None))]
+fn open(
+    py: Python<'_>,
+    url: &str,
+    cache: Option<u64>,
+    blksize: Option<u64>,
+    compression: Option<&str>,
+) -> PyResult<PyDb> {
+    let mut opts = DbOptions::default().codec(parse_codec(compression)?);
+    if let Some(c) = cache {
+        opts = opts.cache_budget(c);
+    }
+    if let Some(b) = blksize {
+        opts = opts.blksize(b);
+    }
+    let db = py.detach(|| Db::open(url, opts)).py(py)?;
+    Ok(PyDb { db })
+}
+
+#[pymethods]
+impl PyDb {
+    /// A connection. Without `at`: the newest snapshot, read-write, its changes joining the
+    /// transactions of `transaction_manager` (default: the `transaction` package's thread-local
+    /// manager; `False`: none, use `conn.commit()`). With `at` (a tid or a datetime): a
+    /// read-only connection to that historical snapshot.
+    #[pyo3(signature = (at=None, transaction_manager=None))]
+    fn connect(
+        &self,
+        py: Python<'_>,
+        at: Option<&Bound<'_, PyAny>>,
+        transaction_manager: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyConnection> {
+        let core = match at {
+            None => py.detach(|| self.db.connect()).py(py)?,
+            Some(at) if at.is_instance_of::<PyInt>() => {
+                let tid: u64 = at.extract()?;
+                py.detach(|| self.db.connect_at(tid)).py(py)?
+            }
+            Some(at) if at.hasattr("timestamp")? => {
+                let secs: f64 = at.call_method0("timestamp")?.extract()?;
+                let time = Duration::try_from_secs_f64(secs)
+                    .map(|d| UNIX_EPOCH + d)
+                    .map_err(|e| PyValueError::new_err(format!("time {secs}: {e}")))?;
+                py.detach(|| self.db.connect_at_time(time)).py(py)?
+            }
+            Some(at) => {
+                return Err(PyTypeError::new_err(format!(
+                    "at must be a tid (int) or a datetime, not {}",
+                    at.get_type().name()?
+                )))
+            }
+        };
+        let core = Arc::new(core);
+        let no_manager = transaction_manager.is_some_and(|tm| tm.is_instance_of::<pyo3::types::PyBool>());
+        let hook = if core.is_read_only() || no_manager {
+            None
+        } else {
+            let handle = Bound::new(py, TxnHandle::new(core.clone()))?;
+            let dm = py.import("outcore._transaction")?.getattr("DataManager")?.call1((handle, transaction_manager))?;
+            Some(dm.unbind())
+        };
+        Ok(PyConnection::new(core, hook))
+    }
+
+    /// A context manager: `with db.transaction() as conn:` gives a new connection with its own
+    /// transaction manager; it commits when the block ends normally and aborts on an exception.
+    #[pyo3(signature = (note=None))]
+    fn transaction<'py>(slf: &Bound<'py, Self>, note: Option<&str>) -> PyResult<Bound<'py, PyAny>> {
+        slf.py().import("outcore._transaction")?.getattr("db_transaction")?.call1((slf, note))
+    }
+
+    /// Committed transactions, oldest first: dicts with `tid`, `time` (an aware datetime),
+    /// `user`, `description` and `extension`.
+    #[pyo3(signature = (after=0, upto=None))]
+    fn history<'py>(&self, py: Python<'py>, after: u64, upto: Option<u64>) -> PyResult<Bound<'py, PyList>> {
+        let store = self.db.store();
+        let txns = py.detach(|| -> outcore::Result<_> {
+            let upto = match upto {
+                Some(u) => u,
+                None => store.head()?,
+            };
+            Ok(store.history(after, upto)?)
+        });
+        let txns = txns.py(py)?;
+        let dt = py.import("datetime")?;
+        let utc = dt.getattr("timezone")?.getattr("utc")?;
+        let fromts = dt.getattr("datetime")?.getattr("fromtimestamp")?;
+        let loads = py.import("json")?.getattr("loads")?;
+        let out = PyList::empty(py);
+        for t in txns {
+            let d = PyDict::new(py);
+            d.set_item("tid", t.tid)?;
+            d.set_item("time", fromts.call1((t.time_us as f64 / 1e6, &utc))?)?;
+            d.set_item("user", t.user)?;
+            d.set_item("description", t.description)?;
+            d.set_item("extension", loads.call1((t.extension.to_string(),))?)?;
+            out.append(d)?;
+        }
+        Ok(out)
+    }
+
+    /// The newest committed tid.
+    #[getter]
+    fn head(&self, py: Python<'_>) -> PyResult<u64> {
+        py.detach(|| self.db.head()).py(py)
+    }
+
+    /// Where the database is (path or redacted URL).
+    #[getter]
+    fn location(&self) -> String {
+        self.db.store().location().to_string()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<outcore.Db {}>", self.db.store().location())
+    }
+}
+
+/// Adds `open` and `Db` to the module.
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(open, m)?)?;
+    m.add_class::<PyDb>()
+}

@@ -1,0 +1,62 @@
+//! NumPy dtypes <-> the descr strings the core stores.
+//!
+//! Plain dtypes are stored as their type string (`dtype.str`, e.g. `"<f8"`), structured ones as
+//! the repr of `dtype.descr` (e.g. `"[('x', '<f4'), ('y', '<i8', (3,))]"`), which keeps the
+//! field layout (offsets and padding) and is what the core parses for the item size.
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyType;
+
+/// `numpy.dtype` (the class).
+pub(crate) fn dtype_class(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+    static CLS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    CLS.import(py, "numpy", "dtype")
+}
+
+/// `numpy.integer` (the abstract scalar class of all NumPy integers).
+pub(crate) fn integer_class(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+    static CLS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    CLS.import(py, "numpy", "integer")
+}
+
+/// The NumPy dtype of `obj` (anything `numpy.dtype()` accepts), its descr and item size.
+/// Object dtypes (also nested in structured ones) and sub-array dtypes are a `TypeError`.
+pub(crate) fn to_descr<'py>(obj: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, String, u64)> {
+    let py = obj.py();
+    let dt = dtype_class(py)?.call1((obj,))?;
+    if dt.getattr("hasobject")?.is_truthy()? {
+        return Err(PyTypeError::new_err(format!(
+            "dtype {} holds Python objects, which outcore arrays cannot store",
+            dt.repr()?
+        )));
+    }
+    if !dt.getattr("subdtype")?.is_none() {
+        return Err(PyTypeError::new_err(format!(
+            "sub-array dtype {} is not supported: put its shape into the array's shape",
+            dt.repr()?
+        )));
+    }
+    let descr: String = if dt.getattr("names")?.is_none() {
+        dt.getattr("str")?.extract()?
+    } else {
+        dt.getattr("descr")?.repr()?.extract()?
+    };
+    let itemsize: u64 = dt.getattr("itemsize")?.extract()?;
+    if itemsize == 0 {
+        return Err(PyTypeError::new_err(format!("dtype {} has zero-sized items", dt.repr()?)));
+    }
+    Ok((dt, descr, itemsize))
+}
+
+/// The NumPy dtype of a stored descr.
+pub(crate) fn from_descr<'py>(py: Python<'py>, descr: &str) -> PyResult<Bound<'py, PyAny>> {
+    let cls = dtype_class(py)?;
+    if descr.trim_start().starts_with('[') {
+        let spec = py.import("ast")?.getattr("literal_eval")?.call1((descr,))?;
+        cls.call1((spec,))
+    } else {
+        cls.call1((descr,))
+    }
+}

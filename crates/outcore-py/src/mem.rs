@@ -1,0 +1,71 @@
+//! `Mapping`: the owner of the memory under every NumPy array this module hands out.
+//!
+//! A `Mapping` holds a core byte view (a pager mapping of whole blocks of one array) and
+//! exposes it to NumPy through the `__array_interface__` protocol as a flat `uint8` array; the
+//! typed, strided array is then built by NumPy over that (`numpy.ndarray(..., buffer=...)`).
+//! NumPy keeps the object it got the pointer from as the `.base` of every array and view made
+//! from it, so the mapping lives as long as any of them, whatever happens to the `Array`,
+//! `Connection` and `Db` objects.
+//!
+//! # Safety
+//! No `unsafe` Rust is needed here, but the pointer handed to NumPy is only valid while the
+//! view lives: it must never be dropped while the `Mapping` exists (it is owned, immutable, for
+//! the object's whole life). Writes through a read-only view are refused by NumPy (the
+//! interface marks the data read-only), and the pager keeps every byte of the mapping readable
+//! and, for a writable view, writable (loading blocks on first touch; bytes beyond the array's
+//! current size read as zeros).
+
+use outcore::{BytesView, BytesViewMut};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+
+/// Memory of an outcore array shared with NumPy (the `.base` of its ndarrays).
+#[pyclass(frozen, module = "outcore._outcore")]
+pub(crate) struct Mapping {
+    /// The core byte view, owned for the life of the object: `ptr` points into it.
+    _view: Box<dyn std::any::Any + Send + Sync>,
+    readonly: bool,
+    ptr: usize,
+    len: usize,
+    name: String,
+}
+
+impl Mapping {
+    /// A read-only mapping of `view`.
+    pub(crate) fn read(view: BytesView, name: String) -> Mapping {
+        let s = view.as_slice();
+        let (ptr, len) = (s.as_ptr() as usize, s.len());
+        Mapping { _view: Box::new(view), readonly: true, ptr, len, name }
+    }
+
+    /// A writable mapping of `view`.
+    pub(crate) fn write(mut view: BytesViewMut, name: String) -> Mapping {
+        let s = view.as_mut_slice();
+        let (ptr, len) = (s.as_mut_ptr() as usize, s.len());
+        Mapping { _view: Box::new(view), readonly: false, ptr, len, name }
+    }
+}
+
+#[pymethods]
+impl Mapping {
+    /// NumPy's array interface (version 3): the bytes as a flat `uint8` array.
+    #[getter]
+    fn __array_interface__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("version", 3)?;
+        d.set_item("shape", PyTuple::new(py, [self.len])?)?;
+        d.set_item("typestr", "|u1")?;
+        d.set_item("data", (self.ptr, self.readonly))?;
+        Ok(d)
+    }
+
+    /// Length in bytes.
+    fn __len__(&self) -> usize {
+        self.len
+    }
+
+    fn __repr__(&self) -> String {
+        let kind = if self.readonly { "read-only" } else { "writable" };
+        format!("<outcore mapping of array '{}': {} bytes, {kind}>", self.name, self.len)
+    }
+}

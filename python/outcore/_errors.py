@@ -1,0 +1,95 @@
+"""The exceptions of outcore, one per family of core errors.
+
+Each also subclasses the built-in exception a NumPy or database user would catch, and
+`ConflictError` is a `transaction.interfaces.TransientError`, so `transaction` retry loops
+(`for attempt in transaction.manager.attempts(): ...`) retry it.
+"""
+
+from transaction.interfaces import TransientError
+
+
+class Error(Exception):
+    """Base class of every outcore error."""
+
+
+class ConflictError(Error, TransientError):
+    """The commit collided with a concurrent one; nothing was written. Abort and retry."""
+
+
+class NeedsAbortError(Error):
+    """A commit lost a conflict: abort the transaction before using the connection again."""
+
+
+class NoSuchArrayError(Error, KeyError):
+    """No array of that name exists."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ArrayGoneError(Error):
+    """The array was deleted (or its creation aborted)."""
+
+
+class AlreadyExistsError(Error, ValueError):
+    """An array of that name already exists."""
+
+
+class ReadOnlyError(Error, ValueError):
+    """Writing through a historical (read-only) connection."""
+
+
+class UncommittedError(Error):
+    """The operation needs a transaction without uncommitted changes."""
+
+
+class ShapeError(Error, ValueError):
+    """An invalid or mismatching shape."""
+
+
+class DtypeError(Error, TypeError):
+    """An invalid or unsupported dtype."""
+
+
+class OutOfRangeError(Error, IndexError):
+    """An index or byte range outside the array."""
+
+
+class InvalidArgumentError(Error, ValueError):
+    """Any other invalid argument (bad name, bad block size, ...)."""
+
+
+class StoreError(Error, OSError):
+    """The database (SQLite or PostgreSQL) failed."""
+
+
+class CorruptError(StoreError):
+    """A stored block failed its checksum or could not be decoded."""
+
+
+class SnapshotError(StoreError):
+    """A historical snapshot that is not available (garbage collected, or in the future)."""
+
+
+class PagerError(Error, OSError):
+    """The pager (memory mapping, userfaultfd) failed."""
+
+
+__all__ = [
+    "Error",
+    "ConflictError",
+    "NeedsAbortError",
+    "NoSuchArrayError",
+    "ArrayGoneError",
+    "AlreadyExistsError",
+    "ReadOnlyError",
+    "UncommittedError",
+    "ShapeError",
+    "DtypeError",
+    "OutOfRangeError",
+    "InvalidArgumentError",
+    "StoreError",
+    "CorruptError",
+    "SnapshotError",
+    "PagerError",
+]

@@ -1,0 +1,118 @@
+"""Integration with the `transaction` package (the convention of ZODB users).
+
+Every read-write connection has a `DataManager` that joins the current transaction of its
+transaction manager as soon as the connection may change data (a view is handed out, an
+element assigned, an array created, resized, appended to or deleted), and also at the end of
+any transaction in which it still holds uncommitted changes (writes through views kept from an
+earlier transaction). So `transaction.commit()`, `transaction.abort()`, `transaction.doom()`,
+notes, users and extensions work, and an outcore change commits in the same two-phase commit as
+the other resources (a ZODB connection, ...).
+
+Two-phase commit: the core commits in one step, so `tpc_vote` is the store commit (conflicts
+are raised there, before any resource finished) and `tpc_finish` has nothing left to do. The
+data manager's `sortKey` starts with "~" so that it votes after the usual resources (ZODB
+storages): once every other resource voted, the outcore commit is the decision point, and when
+it fails every other resource is still aborted.
+
+Savepoints are not supported yet (`transaction.savepoint()` raises TypeError;
+`savepoint(optimistic=True)` works without rollback).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any, Iterator, Optional
+
+import transaction
+
+
+class DataManager:
+    """Drives an outcore connection from the transactions of `transaction_manager`."""
+
+    def __init__(self, handle: Any, transaction_manager: Optional[Any] = None) -> None:
+        self._handle = handle
+        if transaction_manager is None:
+            transaction_manager = transaction.manager
+        self.transaction_manager = transaction_manager
+        self._txn = None  # the transaction this manager joined
+        self._voted = False
+        transaction_manager.registerSynch(self)
+
+    def _join(self) -> None:
+        """Joins the current transaction (called before anything that may change data)."""
+        txn = self.transaction_manager.get()
+        if txn is not self._txn:
+            txn.join(self)
+            self._txn = txn
+
+    # IDataManager
+
+    def abort(self, txn: Any) -> None:
+        self._handle.abort()
+        self._txn = None
+
+    def tpc_begin(self, txn: Any) -> None:
+        self._voted = False
+
+    def commit(self, txn: Any) -> None:
+        pass
+
+    def tpc_vote(self, txn: Any) -> None:
+        ext = dict(getattr(txn, "extension", None) or {})
+        self._handle.commit(
+            txn.user or "",
+            txn.description or "",
+            json.dumps(ext, default=str) if ext else None,
+        )
+        self._voted = True
+
+    def tpc_finish(self, txn: Any) -> None:
+        self._txn = None
+        self._voted = False
+
+    def tpc_abort(self, txn: Any) -> None:
+        if not self._voted:
+            self._handle.abort()
+        self._txn = None
+        self._voted = False
+
+    def sortKey(self) -> str:
+        return f"~outcore:{self._handle.location}:{id(self):x}"
+
+    # ISynchronizer
+
+    def newTransaction(self, txn: Any) -> None:
+        if self._txn is None:
+            self._handle.sync()
+
+    def beforeCompletion(self, txn: Any) -> None:
+        # Changes made through views kept from an earlier transaction join this one; a clean
+        # connection moves to the newest snapshot (a transaction boundary).
+        if self._txn is not txn and not self._handle.sync():
+            txn.join(self)
+            self._txn = txn
+
+    def afterCompletion(self, txn: Any) -> None:
+        if self._txn is txn:
+            self._txn = None
+
+    def __repr__(self) -> str:
+        return f"<outcore.DataManager of {self._handle.location}>"
+
+
+@contextlib.contextmanager
+def db_transaction(db: Any, note: Optional[str] = None) -> Iterator[Any]:
+    """`with db.transaction() as conn:` -- a new connection with its own transaction manager,
+    committed when the block ends normally and aborted when it raises."""
+    tm = transaction.TransactionManager()
+    conn = db.connect(transaction_manager=tm)
+    txn = tm.begin()
+    if note:
+        txn.note(note)
+    try:
+        yield conn
+    except BaseException:
+        tm.abort()
+        raise
+    tm.commit()
