@@ -103,6 +103,13 @@ pub(crate) struct OpenArray {
     pub last_name: String,
 }
 
+impl OpenArray {
+    /// Size in bytes at the connection's snapshot (0 if the array is not in it).
+    pub fn committed_nbytes(&self) -> u64 {
+        self.committed.as_ref().map_or(0, |(_, m)| m.nbytes)
+    }
+}
+
 /// Everything a connection knows, under one mutex.
 pub(crate) struct ConnState {
     pub tid: Tid,
@@ -437,7 +444,7 @@ impl Connection {
         st.created.clear();
         st.truncated.clear();
         for oa in st.open.values() {
-            oa.source.reset();
+            oa.source.reset(oa.committed_nbytes());
         }
         self.advance(&mut st, base, Some(tid))?;
         Ok(st.tid)
@@ -449,7 +456,7 @@ impl Connection {
     pub fn abort(&self) -> Result<()> {
         let mut st = self.shared.lock();
         for oa in st.open.values() {
-            oa.source.reset();
+            oa.source.reset(oa.committed_nbytes());
         }
         for (id, oa) in &st.open {
             oa.file.discard()?;
@@ -457,7 +464,7 @@ impl Connection {
             if !changed && !st.truncated.contains_key(id) {
                 continue;
             }
-            let committed = oa.committed.as_ref().map_or(0, |(_, m)| m.nbytes);
+            let committed = oa.committed_nbytes();
             if let Some(t) = st.truncated.get(id) {
                 // Blocks loaded or zeroed while the array was shorter reload from the store.
                 let bs = oa.file.blksize() as u64;
@@ -521,9 +528,27 @@ impl Connection {
             }
             None => add(old, head)?,
         }
-        // Loads from now on read the new snapshot; then drop what is stale.
+        changes.arrays.sort_unstable();
+        changes.arrays.dedup();
+        let mut metas = Vec::new();
+        for id in changes.arrays {
+            if st.open.contains_key(&id) {
+                metas.push((id, store.array_by_id(id, head)?));
+            }
+        }
+        // Loads from now on read the new snapshot (with the new stored sizes); then drop what
+        // is stale. A load still running at the old snapshot is redone by the invalidation.
         self.shared.tid_cell.store(head, Ordering::SeqCst);
         st.tid = head;
+        for (id, info) in metas {
+            let Some(oa) = st.open.get_mut(&id) else { continue };
+            oa.committed = info.map(|i| (i.name, i.meta));
+            if let Some((name, _)) = &oa.committed {
+                oa.last_name = name.clone();
+            }
+            oa.source.reset(oa.committed_nbytes());
+            oa.file.set_size(oa.committed_nbytes())?;
+        }
         let mut by_array: HashMap<ArrayId, Vec<u64>> = HashMap::new();
         for (id, blk) in changes.blocks {
             if st.open.contains_key(&id) {
@@ -534,18 +559,6 @@ impl Connection {
             if let Some(oa) = st.open.get(&id) {
                 oa.file.invalidate(&blks)?;
             }
-        }
-        changes.arrays.sort_unstable();
-        changes.arrays.dedup();
-        for id in changes.arrays {
-            let Some(oa) = st.open.get_mut(&id) else { continue };
-            let info = store.array_by_id(id, head)?;
-            oa.committed = info.map(|i| (i.name, i.meta));
-            let size = oa.committed.as_ref().map_or(0, |(_, m)| m.nbytes);
-            if let Some((name, _)) = &oa.committed {
-                oa.last_name = name.clone();
-            }
-            oa.file.set_size(size)?;
         }
         tracing::trace!(old, head, "moved to new snapshot");
         Ok(())
@@ -584,7 +597,7 @@ impl Connection {
             }
         };
         check_blksize(meta.blksize)?;
-        self.open_file(info.id, &info.name, Some((info.name.clone(), meta.clone())), meta, itemsize, u64::MAX)
+        self.open_file(info.id, &info.name, Some((info.name.clone(), meta.clone())), meta, itemsize, meta.nbytes)
     }
 
     fn open_file(

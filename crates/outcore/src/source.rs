@@ -11,9 +11,10 @@ use outcore_store::{ArrayId, Store};
 ///
 /// The snapshot tid is shared by all sources of a connection and updated by the connection at
 /// every transaction boundary, before it invalidates the blocks that changed.
-/// `zero_from` is the smallest size (bytes) the array had during the current transaction:
-/// stored bytes at or beyond it were cut off by a shrink (or do not exist yet, for an array
-/// created in this transaction) and load as zeros.
+/// `zero_from` is the array's stored size at the snapshot, lowered to the smallest size the
+/// array had during the current transaction: bytes at or beyond it are zeros in the store, or
+/// were cut off by a shrink (or do not exist yet, for an array created in this transaction),
+/// and load as zeros without asking the store.
 pub(crate) struct StoreSource {
     store: Arc<dyn Store>,
     array: ArrayId,
@@ -31,9 +32,9 @@ impl StoreSource {
         self.zero_from.fetch_min(nbytes, Ordering::SeqCst);
     }
 
-    /// Shows all stored data again (at a transaction boundary).
-    pub fn reset(&self) {
-        self.zero_from.store(u64::MAX, Ordering::SeqCst);
+    /// At a transaction boundary: the array's stored size at the new snapshot.
+    pub fn reset(&self, stored: u64) {
+        self.zero_from.store(stored, Ordering::SeqCst);
     }
 }
 
