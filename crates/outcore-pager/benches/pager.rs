@@ -164,7 +164,17 @@ fn median(mut v: Vec<Duration>) -> Duration {
 fn sweep(src: &Arc<MemCopy>, bytes: usize) {
     println!("| fill | readahead | loaders | pager GB/s | memfd first touch GB/s | ratio |");
     println!("|---|---|---|---|---|---|");
-    let combos = [(0, 1), (0, 4), (2, 2), (4, 2), (4, 4), (8, 4)];
+    let combos: Vec<(u32, usize)> = match std::env::var("OUTCORE_BENCH_COMBOS") {
+        // e.g. "0:4,4:4" (readahead:loaders)
+        Ok(s) => s
+            .split(',')
+            .filter_map(|c| {
+                let (a, b) = c.split_once(':')?;
+                Some((a.parse().ok()?, b.parse().ok()?))
+            })
+            .collect(),
+        Err(_) => vec![(0, 1), (0, 4), (2, 2), (4, 2), (4, 4), (8, 4)],
+    };
     for (fill, (ra, loaders)) in combos.iter().flat_map(|c| [(FillMode::Pwrite, *c), (FillMode::Copy, *c)]) {
         for _ in 0..2 {
             let plain = Region::memfd(bytes);
@@ -180,6 +190,8 @@ fn sweep(src: &Arc<MemCopy>, bytes: usize) {
             .expect("pager");
             let (_f, v) = pager_file(&pager, src, bytes);
             let tp = time(|| read_all(v.as_ptr(), bytes));
+            let st = pager.stats();
+            eprintln!("  faults {} loads {} readahead {}", st.faults, st.loads, st.readahead_loads);
             println!(
                 "| {fill:?} | {ra} | {loaders} | {:.2} | {:.2} | {:.2}x |",
                 gbps(bytes, tp),

@@ -80,3 +80,33 @@ pub(crate) fn add_range(
         a += crate::PAGE as u64;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_set() {
+        let mut s = PageSet::default();
+        assert!(s.is_empty());
+        s.insert(511);
+        s.insert(3);
+        s.insert(64);
+        assert_eq!(s.iter().collect::<Vec<_>>(), vec![3, 64, 511]);
+        assert_eq!(s.len(), 3);
+        assert!(s.contains(64) && !s.contains(65));
+        let mut t = PageSet::default();
+        t.insert(0);
+        t.union(&s);
+        assert_eq!(t.iter().collect::<Vec<_>>(), vec![0, 3, 64, 511]);
+    }
+
+    #[test]
+    fn add_range_splits_blocks() {
+        let mut m = BTreeMap::new();
+        let bs = 2 << 20;
+        add_range(&mut m, 0x1000_0000, 10, bs, 0x1000_0000 + bs - 4096, 0x1000_0000 + bs + 8192);
+        let got: Vec<(u64, Vec<u32>)> = m.into_iter().map(|(b, p)| (b, p.iter().collect())).collect();
+        assert_eq!(got, vec![(10, vec![511]), (11, vec![0, 1])]);
+    }
+}

@@ -112,3 +112,25 @@ impl PagerError {
         Self::Io { op: op.into(), source }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unavailable_says_how_to_enable() {
+        let e = PagerError::Unavailable { attempts: "Syscall: EPERM".into() };
+        let m = e.to_string();
+        assert!(m.contains("/dev/userfaultfd") && m.contains("vm.unprivileged_userfaultfd=1") && m.contains("EPERM"));
+    }
+
+    #[test]
+    fn source_error_display_and_cause() {
+        let io = std::io::Error::other("disk on fire");
+        let e = SourceError::permanent("block 3 unreadable").with_cause(io);
+        assert!(!e.is_transient());
+        assert_eq!(e.to_string(), "permanent source error: block 3 unreadable: disk on fire");
+        assert!(std::error::Error::source(&e).is_some());
+        assert!(SourceError::transient("x").is_transient());
+    }
+}
