@@ -220,6 +220,13 @@ impl Connection {
         &self.shared.db
     }
 
+    /// Waits up to `timeout` for a commit newer than this connection's snapshot; returns its
+    /// tid (then [`sync`](Self::sync) or the next boundary moves there), or `None`.
+    pub fn wait_for_commit(&self, timeout: std::time::Duration) -> Result<Option<Tid>> {
+        let tid = self.tid();
+        self.shared.db.wait_for_commit(tid, timeout)
+    }
+
     /// Creates the array `name`, zero-filled. It exists for others once committed.
     pub fn create(&self, name: &str, spec: ArraySpec) -> Result<Array> {
         let mut st = self.shared.lock();

@@ -1,10 +1,12 @@
 //! `Db`: a store plus the pager that caches its arrays in memory.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::Mutex;
 
 use outcore_pager::{Pager, PagerConfig};
-use outcore_store::{Codec, Store, Tid, DEFAULT_BLKSIZE};
+use outcore_store::{Codec, Store, Subscription, Tid, DEFAULT_BLKSIZE};
 
 use crate::connection::Connection;
 use crate::error::{Error, Result};
@@ -62,6 +64,8 @@ pub(crate) struct DbInner {
     pub store: Arc<dyn Store>,
     pub pager: Arc<Pager>,
     pub options: DbOptions,
+    /// New-commit notifications, opened on first use.
+    pub subscription: Mutex<Option<Box<dyn Subscription>>>,
 }
 
 /// An open database: a versioned store and the pager caching its arrays. Cheap to clone; any
@@ -93,7 +97,7 @@ impl Db {
             (None, None) => Pager::global()?,
             (None, Some(b)) => Pager::new(PagerConfig { cache_budget: b, ..PagerConfig::default() })?,
         };
-        Ok(Db { inner: Arc::new(DbInner { store, pager, options }) })
+        Ok(Db { inner: Arc::new(DbInner { store, pager, options, subscription: Mutex::new(None) }) })
     }
 
     /// A connection reading the newest snapshot, ready for a read-write transaction.
@@ -125,6 +129,30 @@ impl Db {
     /// The newest committed tid.
     pub fn head(&self) -> Result<Tid> {
         Ok(self.inner.store.head()?)
+    }
+
+    /// Waits up to `timeout` for a commit newer than `after` (by any connection or process) and
+    /// returns the newest tid, or `None` on timeout. PostgreSQL announces commits with
+    /// `NOTIFY`; SQLite is polled. Waiters of one `Db` take turns.
+    pub fn wait_for_commit(&self, after: Tid, timeout: Duration) -> Result<Option<Tid>> {
+        let deadline = Instant::now() + timeout;
+        let mut sub = self.inner.subscription.lock();
+        let sub = match &mut *sub {
+            Some(s) => s,
+            empty => empty.insert(self.inner.store.subscribe()?),
+        };
+        let head = self.inner.store.head()?;
+        if head > after {
+            return Ok(Some(head));
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match sub.wait(left)? {
+                Some(t) if t > after => return Ok(Some(t)),
+                Some(_) if !left.is_zero() => {}
+                _ => return Ok(None),
+            }
+        }
     }
 
     /// The underlying store (history, gc, statistics).

@@ -292,7 +292,27 @@ fn writes_beyond_the_size_through_old_views(f: &Fixture) {
     assert!(conn.list().expect("list").is_empty());
 }
 
+fn commits_are_announced(f: &Fixture) {
+    let conn = f.db.connect().expect("connect");
+    let short = std::time::Duration::from_millis(50);
+    assert_eq!(conn.wait_for_commit(short).expect("wait"), None);
+    let url = f.url.clone();
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let db = outcore::Db::open(&url, common::options()).expect("open");
+        let c = db.connect().expect("connect");
+        c.create("n", ArraySpec::of::<u8>([1])).expect("create");
+        c.commit().expect("commit")
+    });
+    let got = conn.wait_for_commit(std::time::Duration::from_secs(20)).expect("wait");
+    let tid = writer.join().expect("writer");
+    assert_eq!(got, Some(tid));
+    assert_eq!(conn.sync().expect("sync"), tid);
+    assert_eq!(conn.list().expect("list"), vec!["n"]);
+}
+
 backends!(
+    commits_are_announced,
     regions_for_foreign_code,
     writes_beyond_the_size_through_old_views,
     create_write_commit_reopen,
