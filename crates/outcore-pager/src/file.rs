@@ -650,9 +650,11 @@ impl FileHandle {
         let shared = f.shared();
         let scan = f.scan_lock.read();
         let views = f.state.lock().views.clone();
-        let newer = if shared.async_dirty() {
-            f.scan_written(&views, Some(blks), true)?
-        } else {
+        let newer = if shared.async_dirty() { f.scan_written(&views, Some(blks), true)? } else { BTreeMap::new() };
+        let mut st = f.state.lock();
+        if !shared.async_dirty() {
+            // Synchronous tracking: re-protect under the state lock, so that a write fault that
+            // follows is recorded after (not before) the dirty pages are forgotten.
             for v in &views {
                 let alive = v.alive.read();
                 if !*alive {
@@ -664,9 +666,7 @@ impl FileHandle {
                     }
                 }
             }
-            BTreeMap::new()
-        };
-        let mut st = f.state.lock();
+        }
         for &b in blks {
             st.dirty.remove(&b);
             if !newer.contains_key(&b) {

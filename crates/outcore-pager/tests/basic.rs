@@ -292,3 +292,29 @@ fn global_pager_and_capabilities() {
     assert!(caps.poison);
     assert!(!caps.describe().is_empty());
 }
+
+/// `FillMode::Copy` (UFFDIO_COPY into the faulting view) keeps the guarantees: aliasing, one
+/// load, exact dirty pages, discard.
+#[test]
+fn copy_fill_mode() {
+    let p = pager_with(PagerConfig { fill_mode: outcore_pager::FillMode::Copy, ..PagerConfig::default() });
+    let src = MemSource::new();
+    let f = p.open_file(src.clone(), BS, 8 * BS as u64).unwrap();
+    let a = f.map(0..8).unwrap();
+    let b = f.map(0..8).unwrap();
+    assert_eq!(rd(&a, 3 * BS + 5), src.expected(3, 5));
+    assert_eq!(rd(&b, 3 * BS + 6), src.expected(3, 6));
+    assert_eq!(dirty_list(&f), vec![]);
+    wr(&b, 3 * BS + 4096 * 2, 0);
+    wr(&a, 6 * BS, 0);
+    assert_eq!(rd(&a, 3 * BS + 4096 * 2), 0);
+    assert_eq!(dirty_list(&f), vec![(3, vec![2]), (6, vec![0])]);
+    let mut buf = vec![0u8; BS];
+    f.read_block(3, &mut buf).unwrap();
+    assert_eq!(buf[4096 * 2], 0);
+    assert_eq!(buf[5], src.expected(3, 5));
+    f.discard().unwrap();
+    assert_eq!(rd(&b, 3 * BS + 4096 * 2), src.expected(3, 4096 * 2));
+    assert_eq!(rd(&a, 6 * BS), src.expected(6, 0));
+    assert_eq!(src.count(3), 2);
+}
