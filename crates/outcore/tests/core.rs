@@ -311,7 +311,50 @@ fn commits_are_announced(f: &Fixture) {
     assert_eq!(conn.list().expect("list"), vec!["n"]);
 }
 
+fn namespace_changes_by_others(f: &Fixture) {
+    let conn1 = f.db.connect().expect("connect");
+    committed(&conn1);
+    conn1.create("b", ArraySpec::of::<u8>([4])).expect("create");
+    conn1.commit().expect("commit");
+    let conn2 = f.reopen().connect().expect("connect 2");
+    let a2 = conn2.open("a").expect("open a");
+    let b2 = conn2.open("b").expect("open b");
+    let g = a2.as_array_view::<f64>().expect("view");
+
+    conn1.rename("a", "z").expect("rename");
+    conn1.delete("b").expect("delete");
+    let b1 = conn1.create("b", ArraySpec::of::<u8>([8])).expect("create new b");
+    b1.bytes_mut(0..8).expect("bytes").as_mut_slice().fill(3);
+    conn1.commit().expect("commit");
+
+    // conn2 still sees its snapshot until its boundary.
+    assert_eq!(conn2.list().expect("list"), vec!["a", "b"]);
+    assert_eq!(b2.shape().expect("shape"), vec![4]);
+    conn2.sync().expect("sync");
+    assert_eq!(conn2.list().expect("list"), vec!["b", "z"]);
+    assert_eq!(a2.name().expect("name"), "z");
+    assert_eq!(g.view()[[3, 4]], value(3, 4));
+    assert!(matches!(b2.shape(), Err(Error::ArrayGone(_))));
+    assert!(matches!(conn2.open("a"), Err(Error::NoSuchArray(_))));
+    let nb = conn2.open("b").expect("new b");
+    assert_ne!(nb.id(), b2.id());
+    assert_eq!(nb.bytes(0..8).expect("bytes").as_slice(), &[3u8; 8]);
+
+    // A name freed and taken in one transaction; two transactions creating one name conflict.
+    conn2.rename("z", "y").expect("rename");
+    conn2.create("z", ArraySpec::of::<u8>([1])).expect("create z");
+    conn1.create("w", ArraySpec::of::<u8>([1])).expect("create w");
+    conn2.create("w", ArraySpec::of::<u8>([2])).expect("create w");
+    conn1.commit().expect("commit 1");
+    let e = conn2.commit().expect_err("name conflict");
+    assert!(e.is_conflict() && e.to_string().contains("'w'"), "{e}");
+    conn2.abort().expect("abort");
+    assert_eq!(conn2.list().expect("list"), vec!["b", "w", "z"]);
+    assert_eq!(conn2.open("w").expect("w").shape().expect("shape"), vec![1]);
+}
+
 backends!(
+    namespace_changes_by_others,
     commits_are_announced,
     regions_for_foreign_code,
     writes_beyond_the_size_through_old_views,
