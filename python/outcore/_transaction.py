@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from typing import Any, Iterator, Optional
 
 import transaction
+
+log = logging.getLogger("outcore")
 
 
 class DataManager:
@@ -82,14 +85,27 @@ class DataManager:
 
     # ISynchronizer
 
+    def _sync(self) -> bool:
+        """Moves a clean connection to the newest snapshot; False if it has changes.
+
+        Changes are detected before the store is asked, so a failure here means the
+        connection is clean but its database is unreachable: it is logged, not raised, so one
+        broken connection never breaks the transactions of the others sharing its manager
+        (its next use raises)."""
+        try:
+            return bool(self._handle.sync())
+        except Exception:
+            log.warning("outcore: cannot sync the connection to %s", self._handle.location, exc_info=True)
+            return True
+
     def newTransaction(self, txn: Any) -> None:
         if self._txn is None:
-            self._handle.sync()
+            self._sync()
 
     def beforeCompletion(self, txn: Any) -> None:
         # Changes made through views kept from an earlier transaction join this one; a clean
         # connection moves to the newest snapshot (a transaction boundary).
-        if self._txn is not txn and not self._handle.sync():
+        if self._txn is not txn and not self._sync():
             txn.join(self)
             self._txn = txn
 

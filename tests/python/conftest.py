@@ -1,5 +1,6 @@
 """Fixtures: databases on SQLite (always) and PostgreSQL (when OUTCORE_TEST_PG is set)."""
 
+import gc
 import os
 import subprocess
 import uuid
@@ -45,6 +46,8 @@ def url(request, tmp_path):
     else:
         u, drop = _pg_database()
         yield u
+        transaction.abort()  # before the database goes away
+        gc.collect()
         drop()
 
 
