@@ -98,7 +98,7 @@ pub(crate) fn load(shared: &Arc<Shared>, file: &Arc<FileInner>, blk: u64, buf: &
     }
     file.wake(&wake);
     if res.is_ok() {
-        shared.enforce_budget();
+        shared.enforce_budget_sparing(Some((file.id, blk)));
     }
 }
 

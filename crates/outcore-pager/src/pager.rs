@@ -108,6 +108,12 @@ impl Shared {
 
     /// Evicts least recently used clean blocks until the resident bytes fit the budget.
     pub fn enforce_budget(&self) {
+        self.enforce_budget_sparing(None);
+    }
+
+    /// Same, but never evicts `spare` (a block just loaded for a waiting access: evicting it
+    /// before the woken thread runs would only make it fault again).
+    pub fn enforce_budget_sparing(&self, spare: Option<crate::cache::Key>) {
         if Counters::get(&self.counters.resident) <= self.budget.load(Ordering::Relaxed) {
             return;
         }
@@ -116,6 +122,10 @@ impl Shared {
         while tries > 0 && Counters::get(&self.counters.resident) > self.budget.load(Ordering::Relaxed) {
             tries -= 1;
             let Some((fid, blk)) = self.lru.lock().pop() else { break };
+            if spare == Some((fid, blk)) {
+                self.lru.lock().touch((fid, blk));
+                continue;
+            }
             let file = self.files.lock().get(&fid).and_then(Weak::upgrade);
             if let Some(file) = file {
                 file.try_evict(blk);

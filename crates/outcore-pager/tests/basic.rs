@@ -318,3 +318,22 @@ fn copy_fill_mode() {
     assert_eq!(rd(&a, 6 * BS), src.expected(6, 0));
     assert_eq!(src.count(3), 2);
 }
+
+/// A budget smaller than one block still makes progress (the block just loaded is spared) and
+/// keeps at most about one clean block.
+#[test]
+fn budget_below_one_block() {
+    let p = pager(0);
+    let src = MemSource::new();
+    let f = p.open_file(src.clone(), BS, 16 * BS as u64).unwrap();
+    let v = f.map(0..16).unwrap();
+    for pass in 0..2 {
+        for b in 0..16usize {
+            for page in (0..BS).step_by(64 * 1024) {
+                assert_eq!(rd(&v, b * BS + page), src.expected(b as u64, page), "pass {pass}");
+            }
+        }
+    }
+    assert!(p.stats().bytes_resident <= 2 * BS as u64, "{:?}", p.stats());
+    assert!(p.stats().evictions >= 30);
+}
