@@ -89,6 +89,17 @@ fn kernel_mode_access() {
     assert_eq!(d.len(), 1, "read(2) dirtied block 5 only: {d:?}");
     assert_eq!(d[0].0, 5);
     assert_eq!(d[0].1.len(), BS / 4096);
+    // A second view: block 2 is cached but not mapped there (a MINOR fault from kernel mode).
+    let w = f.map(0..8).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    // SAFETY: the destination range (one page) is inside the live view.
+    let n = unsafe { libc::read(file.as_raw_fd(), w.as_ptr().add(2 * BS + 3 * 4096).cast(), 4096) };
+    assert_eq!(n, 4096);
+    assert_eq!(rd(&v, 2 * BS + 3 * 4096 + 1), content[1]);
+    assert_eq!(rd(&v, 2 * BS + 4 * 4096), src.expected(2, 4 * 4096));
+    assert_eq!(src.count(2), 1);
+    let d = dirty_list(&f);
+    assert_eq!(d[0], (2, vec![3]), "{d:?}");
     std::fs::remove_file(&path).unwrap();
 }
 
