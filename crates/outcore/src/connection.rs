@@ -115,6 +115,8 @@ pub(crate) struct ConnState {
     pub tid: Tid,
     pub read_only: bool,
     pub needs_abort: bool,
+    /// The `Connection` was dropped: handles fail with `Closed`.
+    pub closed: bool,
     pub open: HashMap<ArrayId, OpenArray>,
     /// Name and metadata changes of this transaction; every array here is in `open`.
     pub txn: BTreeMap<ArrayId, Change>,
@@ -144,6 +146,9 @@ impl ConnState {
 
     /// Fails after a lost commit until `abort`.
     pub fn check_usable(&self) -> Result<()> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
         if self.needs_abort {
             return Err(Error::NeedsAbort);
         }
@@ -189,12 +194,27 @@ impl std::fmt::Debug for Connection {
     }
 }
 
+impl Drop for Connection {
+    /// Discards the transaction; the connection's [`Array`] handles then fail with
+    /// [`Error::Closed`] (views taken from them stay mapped).
+    fn drop(&mut self) {
+        let mut st = self.shared.lock();
+        st.closed = true;
+        for oa in st.open.values() {
+            if let Err(e) = oa.file.discard() {
+                tracing::warn!("discarding changes of a dropped connection: {e}");
+            }
+        }
+    }
+}
+
 impl Connection {
     pub(crate) fn new(db: Db, tid: Tid, read_only: bool) -> Result<Connection> {
         let state = ConnState {
             tid,
             read_only,
             needs_abort: false,
+            closed: false,
             open: HashMap::new(),
             txn: BTreeMap::new(),
             created: BTreeSet::new(),

@@ -13,6 +13,9 @@ pub enum Error {
     /// A previous commit failed with a conflict and the transaction was not aborted yet.
     #[error("the transaction lost a commit conflict: call abort() before using the connection again")]
     NeedsAbort,
+    /// The connection of this handle was dropped (its transaction was discarded).
+    #[error("the connection was closed: its array handles can no longer be used")]
+    Closed,
     /// No array of that name exists in the connection's snapshot.
     #[error("no array named '{0}'")]
     NoSuchArray(String),

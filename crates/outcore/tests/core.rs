@@ -393,4 +393,10 @@ fn handles_move_between_threads() {
     .expect("thread");
     assert_eq!(get(&conn, "a", 5, 5), -5.0);
     assert_eq!(a.shape().expect("shape"), vec![100, 50]);
+    // Handles outlive their connection only to report that it is gone.
+    a.as_array_view_mut::<f64>().expect("view").view_mut()[[6, 6]] = -6.0;
+    drop(conn);
+    assert!(matches!(a.shape(), Err(Error::Closed)));
+    assert!(matches!(a.append(&[0.0f64; 50]), Err(Error::Closed)));
+    assert_eq!(get(&f.db.connect().expect("connect"), "a", 6, 6), value(6, 6));
 }
