@@ -30,6 +30,38 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Transactions
+//! - A connection reads the snapshot (tid) it started at; its own changes (writes, create,
+//!   delete, rename, resize, append) are visible only to it.
+//! - [`Connection::commit`] collects the written blocks of every open array from the pager,
+//!   reads them from the page cache and stores them with all metadata changes in one store
+//!   commit. A shrink during the transaction is recorded too, so that bytes re-exposed by a
+//!   later growth read zeros. First committer wins: on [`Error::Conflict`] nothing is stored
+//!   and the connection needs [`Connection::abort`].
+//! - At every boundary (commit, abort, [`Connection::sync`]) the connection moves to the newest
+//!   tid, reloads the metadata of arrays others changed, and invalidates exactly the blocks
+//!   others wrote; views keep their addresses and show the new snapshot on next touch.
+//! - [`Db::connect_at`] gives read-only connections to older snapshots (time travel) until the
+//!   store's garbage collection passes them.
+//!
+//! # Threads
+//! A connection and its handles are for one thread at a time and may move between threads
+//! between transactions; concurrent calls are serialized, never corrupting. Blocks load on
+//! pager threads, never on the thread touching the memory.
+//!
+//! # Aliasing
+//! Like two `memmap2::MmapMut` of one file, views of the same array in one connection alias
+//! each other (they share the page cache), and a transaction boundary or a resize in the
+//! connection may change the bytes under a view (blocks others changed reload from the new
+//! snapshot; areas beyond a shrunk size read zeros). Keep borrowed slices and `ndarray` views
+//! short-lived and do not hold two overlapping mutable ones at once.
+//!
+//! # Memory
+//! Each open array has a page cache in the pager; clean blocks are evicted beyond the cache
+//! budget ([`DbOptions::cache_budget`]) and reload on next touch; written blocks stay until
+//! commit or abort. A block that cannot be loaded (store error, snapshot garbage collected)
+//! makes the touching access fail with `SIGBUS` after the error is logged: never zeros.
 
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 

@@ -54,7 +54,7 @@ impl Raw {
     }
 }
 
-/// Read-only bytes of an array, loaded on first touch. See the [module docs](self) on aliasing.
+/// Read-only bytes of an array, loaded on first touch. See the [crate docs](crate#aliasing) on aliasing.
 #[derive(Debug)]
 pub struct BytesView {
     raw: Raw,
@@ -102,7 +102,7 @@ impl BytesViewMut {
 
 /// A strided region of an array for foreign code (NumPy, C): the address of its first element,
 /// its shape and byte strides. The memory stays mapped while the region lives; see the
-/// [module docs](self) on aliasing. Writing through a region that is not
+/// [crate docs](crate#aliasing) on aliasing. Writing through a region that is not
 /// [writable](Self::is_writable) is a logic error (the write would never be committed).
 #[derive(Debug)]
 pub struct Region {
@@ -196,7 +196,7 @@ impl<T: Element> Typed<T> {
 }
 
 /// A read-only typed view of (part of) an array, loaded on first touch. Holds its mapping;
-/// see the [module docs](self) on aliasing.
+/// see the [crate docs](crate#aliasing) on aliasing.
 #[derive(Debug)]
 pub struct ArrayGuard<T: Element> {
     typed: Typed<T>,
