@@ -350,6 +350,9 @@ fn main() {
     let plain = Region::memfd(n * BS);
     let t_zero = time(|| touch_pages(plain.ptr, n * BS));
     drop(plain);
+    let plain = Region::memfd(n * BS);
+    let t_zero_read = time(|| read_all(plain.ptr, n * BS));
+    drop(plain);
     let per_fault = t_faults / n as u32;
     let per_zero = t_zero / n as u32;
     rows.push(Row {
@@ -364,10 +367,58 @@ fn main() {
         "first-touch sequential read, no readahead",
         n * BS,
         t_noahead,
-        t_memfd_first,
+        t_zero_read,
         "memfd zero-fill first touch",
         "(info)",
     );
+    drop(pager);
+
+    // 7. Variants: UFFDIO_COPY fill; synchronous write-protect faults for dirty tracking.
+    let m = n * BS;
+    let plain = Region::memfd(m);
+    let tb = time(|| read_all(plain.ptr, m));
+    drop(plain);
+    let pager =
+        Pager::new(PagerConfig { cache_budget: bytes as u64 * 2, fill_mode: FillMode::Copy, ..PagerConfig::default() })
+            .expect("pager");
+    let (f, v) = pager_file(&pager, &src, m);
+    let tp = time(|| read_all(v.as_ptr(), m));
+    tput_row(
+        &mut rows,
+        "first-touch read, FillMode::Copy (readahead 4)",
+        m,
+        tp,
+        tb,
+        "memfd zero-fill first touch",
+        "(variant)",
+    );
+    drop(v);
+    drop(f);
+    drop(pager);
+    let pager = Pager::new(PagerConfig {
+        cache_budget: bytes as u64 * 2,
+        force_sync_dirty_tracking: true,
+        ..PagerConfig::default()
+    })
+    .expect("pager");
+    let (f, v) = pager_file(&pager, &src, m);
+    black_box(read_all(v.as_ptr(), m));
+    let tp = time(|| write_all(v.as_ptr(), m, 3));
+    let anon = Region::anon(m);
+    let tb = time(|| write_all(anon.ptr, m, 3));
+    drop(anon);
+    tput_row(
+        &mut rows,
+        "first write to clean loaded data, sync WP faults",
+        m,
+        tp,
+        tb,
+        "anonymous first-touch write",
+        "(variant)",
+    );
+    drop(v);
+    drop(f);
+    drop(pager);
 
     println!("| measurement | pager | baseline (same run) | ratio | goal |");
     println!("|---|---|---|---|---|");

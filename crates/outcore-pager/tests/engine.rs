@@ -78,3 +78,38 @@ fn engine_child() {
     assert_eq!(dirty_list(&f), vec![(1, vec![1])]);
     println!("USER MODE ONLY OK: {}", p.capabilities().describe());
 }
+
+fn count_fds(pat: &str) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|l| l.to_string_lossy().contains(pat))
+        .count()
+}
+
+fn threads() -> usize {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    s.lines().find(|l| l.starts_with("Threads:")).unwrap()[8..].trim().parse().unwrap()
+}
+
+/// Dropping the last handle of a pager stops its threads and closes its descriptors; a pager
+/// lives as long as any of its files or views.
+#[test]
+fn pagers_shut_down_cleanly() {
+    let (uffds, memfds) = (count_fds("userfaultfd"), count_fds("outcore-"));
+    for _ in 0..10 {
+        let p = pager(1 << 30);
+        let src = MemSource::new();
+        let f = p.open_file(src.clone(), BS, 4 * BS as u64).unwrap();
+        let v = f.map(0..4).unwrap();
+        drop(p);
+        drop(f);
+        // The view keeps file and pager alive: still served.
+        assert_eq!(rd(&v, BS + 1), src.expected(1, 1));
+        assert!(threads() > 4);
+        drop(v);
+    }
+    assert_eq!(count_fds("userfaultfd"), uffds);
+    assert_eq!(count_fds("outcore-"), memfds);
+    assert!(eventually(|| threads() <= 3), "threads left: {}", threads());
+}
