@@ -13,6 +13,7 @@
 from outcore._errors import (
     AlreadyExistsError,
     ArrayGoneError,
+    ClosedError,
     ConflictError,
     CorruptError,
     DtypeError,
@@ -40,6 +41,7 @@ __all__ = [
     "Error",
     "ConflictError",
     "NeedsAbortError",
+    "ClosedError",
     "NoSuchArrayError",
     "ArrayGoneError",
     "AlreadyExistsError",

@@ -20,6 +20,10 @@ class NeedsAbortError(Error):
     """A commit lost a conflict: abort the transaction before using the connection again."""
 
 
+class ClosedError(Error):
+    """The connection of an array handle was closed (dropped)."""
+
+
 class NoSuchArrayError(Error, KeyError):
     """No array of that name exists."""
 
@@ -79,6 +83,7 @@ __all__ = [
     "Error",
     "ConflictError",
     "NeedsAbortError",
+    "ClosedError",
     "NoSuchArrayError",
     "ArrayGoneError",
     "AlreadyExistsError",

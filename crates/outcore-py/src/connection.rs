@@ -20,6 +20,10 @@ pub(crate) type FullView = (Vec<u64>, Py<PyAny>);
 
 /// What the Python objects of one connection share.
 pub(crate) struct Ctx {
+    /// The core connection, kept open while any Python object of it lives (dropping it
+    /// discards its transaction). The data manager holds it too while it is joined to a
+    /// transaction, so changes made through dropped objects still commit.
+    pub core: Arc<Connection>,
     /// The `transaction` data manager (`outcore._transaction.DataManager`), told before every
     /// operation that may change data so it joins the current transaction. `None` for
     /// read-only connections and connections not joined to a transaction manager.
@@ -43,7 +47,6 @@ impl Ctx {
 /// A connection: one snapshot of the database and one transaction over its arrays.
 #[pyclass(frozen, name = "Connection", module = "outcore._outcore")]
 pub(crate) struct PyConnection {
-    core: Arc<Connection>,
     ctx: Arc<Ctx>,
 }
 
@@ -51,7 +54,7 @@ impl PyConnection {
     /// Wraps a core connection; `hook` is its data manager, if any.
     pub(crate) fn new(core: Arc<Connection>, hook: Option<Py<PyAny>>) -> PyConnection {
         let read_only = core.is_read_only();
-        PyConnection { core, ctx: Arc::new(Ctx { hook, read_only, cache: Mutex::new(HashMap::new()) }) }
+        PyConnection { ctx: Arc::new(Ctx { core, hook, read_only, cache: Mutex::new(HashMap::new()) }) }
     }
 }
 
@@ -60,13 +63,13 @@ impl PyConnection {
     /// The arrays of this connection by name.
     #[getter]
     fn root(&self) -> Root {
-        Root { core: self.core.clone(), ctx: self.ctx.clone() }
+        Root { ctx: self.ctx.clone() }
     }
 
     /// The snapshot (tid) this connection reads.
     #[getter]
     fn tid(&self, py: Python<'_>) -> u64 {
-        py.detach(|| self.core.tid())
+        py.detach(|| self.ctx.core.tid())
     }
 
     /// True for a historical, read-only connection.
@@ -78,7 +81,7 @@ impl PyConnection {
     /// The database.
     #[getter]
     fn db(&self) -> PyDb {
-        PyDb::new(self.core.db().clone())
+        PyDb::new(self.ctx.core.db().clone())
     }
 
     /// The `transaction` manager this connection's changes join (`None` if not joined to one).
@@ -95,30 +98,29 @@ impl PyConnection {
     #[pyo3(signature = (note=None, user=None))]
     fn commit(&self, py: Python<'_>, note: Option<String>, user: Option<String>) -> PyResult<u64> {
         let info = CommitInfo::new(note.unwrap_or_default()).user(user.unwrap_or_default());
-        py.detach(|| self.core.commit_with(info)).py(py)
+        py.detach(|| self.ctx.core.commit_with(info)).py(py)
     }
 
     /// Discards this connection's changes and moves to the newest snapshot.
     fn abort(&self, py: Python<'_>) -> PyResult<()> {
-        py.detach(|| self.core.abort()).py(py)
+        py.detach(|| self.ctx.core.abort()).py(py)
     }
 
     /// Moves to the newest snapshot (fails with uncommitted changes); returns its tid.
     fn sync(&self, py: Python<'_>) -> PyResult<u64> {
-        py.detach(|| self.core.sync()).py(py)
+        py.detach(|| self.ctx.core.sync()).py(py)
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
-        let tid = py.detach(|| self.core.tid());
+        let tid = py.detach(|| self.ctx.core.tid());
         let ro = if self.ctx.read_only { ", read-only" } else { "" };
-        format!("<outcore.Connection to {} at tid {tid}{ro}>", self.core.db().store().location())
+        format!("<outcore.Connection to {} at tid {tid}{ro}>", self.ctx.core.db().store().location())
     }
 }
 
 /// The arrays of a connection by name: a mutable mapping with `create`.
 #[pyclass(frozen, name = "Root", module = "outcore._outcore", mapping)]
 pub(crate) struct Root {
-    core: Arc<Connection>,
     ctx: Arc<Ctx>,
 }
 
@@ -132,7 +134,7 @@ impl Root {
     }
 
     fn names(&self, py: Python<'_>) -> PyResult<Vec<String>> {
-        py.detach(|| self.core.list()).py(py)
+        py.detach(|| self.ctx.core.list()).py(py)
     }
 }
 
@@ -158,23 +160,23 @@ impl Root {
         if let Some(b) = blksize {
             spec = spec.blksize(b);
         }
-        let arr = py.detach(|| self.core.create(name, spec)).py(py)?;
+        let arr = py.detach(|| self.ctx.core.create(name, spec)).py(py)?;
         self.wrap(py, arr, Some(dt.unbind()))
     }
 
     fn __getitem__(&self, py: Python<'_>, name: &str) -> PyResult<PyArray> {
-        let arr = py.detach(|| self.core.open(name)).py(py)?;
+        let arr = py.detach(|| self.ctx.core.open(name)).py(py)?;
         self.wrap(py, arr, None)
     }
 
     fn __contains__(&self, py: Python<'_>, name: &Bound<'_, PyAny>) -> PyResult<bool> {
         let Ok(name) = name.extract::<String>() else { return Ok(false) };
-        py.detach(|| self.core.contains(&name)).py(py)
+        py.detach(|| self.ctx.core.contains(&name)).py(py)
     }
 
     fn __delitem__(&self, py: Python<'_>, name: &str) -> PyResult<()> {
         self.ctx.join(py)?;
-        py.detach(|| self.core.delete(name)).py(py)
+        py.detach(|| self.ctx.core.delete(name)).py(py)
     }
 
     fn __setitem__(&self, _name: &str, _value: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -184,7 +186,7 @@ impl Root {
     /// Renames the array `old` to `new`.
     fn rename(&self, py: Python<'_>, old: &str, new: &str) -> PyResult<()> {
         self.ctx.join(py)?;
-        py.detach(|| self.core.rename(old, new)).py(py)
+        py.detach(|| self.ctx.core.rename(old, new)).py(py)
     }
 
     fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -203,7 +205,7 @@ impl Root {
     /// The array `name`, or `default`.
     #[pyo3(signature = (name, default=None))]
     fn get(&self, py: Python<'_>, name: &str, default: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
-        if py.detach(|| self.core.contains(name)).py(py)? {
+        if py.detach(|| self.ctx.core.contains(name)).py(py)? {
             Ok(Py::new(py, self.__getitem__(py, name)?)?.into_any())
         } else {
             Ok(default.unwrap_or_else(|| py.None()))
@@ -222,6 +224,7 @@ pub(crate) struct TxnHandle {
 }
 
 impl TxnHandle {
+    /// A handle on `core`.
     pub(crate) fn new(core: Arc<Connection>) -> TxnHandle {
         TxnHandle { core }
     }

@@ -14,6 +14,7 @@ fn class_name(e: &outcore::Error) -> &'static str {
     match e {
         E::Conflict(_) => "ConflictError",
         E::NeedsAbort => "NeedsAbortError",
+        E::Closed => "ClosedError",
         E::NoSuchArray(_) => "NoSuchArrayError",
         E::ArrayGone(_) => "ArrayGoneError",
         E::AlreadyExists(_) => "AlreadyExistsError",
