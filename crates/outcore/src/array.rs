@@ -9,7 +9,7 @@ use outcore_store::{ArrayId, ArrayMeta, Order};
 use crate::connection::{Change, ConnShared, ConnState};
 use crate::dtype::{check_element, Element};
 use crate::error::{Error, Result};
-use crate::mem::{ArrayGuard, ArrayGuardMut, BytesView, BytesViewMut, Region};
+use crate::mem::{element_bytes, ArrayGuard, ArrayGuardMut, BytesView, BytesViewMut, Region};
 
 /// Largest array size in bytes (fits signed 64-bit SQL integers and the address space).
 const MAX_NBYTES: u64 = i64::MAX as u64;
@@ -294,11 +294,7 @@ impl Array {
     /// last axis for F order. Their number must be a multiple of the other axes' product.
     pub fn append<T: Element>(&self, values: &[T]) -> Result<()> {
         check_element::<T>(&self.get()?.meta.dtype)?;
-        let mut bytes = Vec::with_capacity(std::mem::size_of_val(values));
-        for v in values {
-            v.put_le(&mut bytes);
-        }
-        self.append_bytes(&bytes)
+        self.append_bytes(&element_bytes(values))
     }
 
     /// Appends raw element bytes along the major axis; see [`append`](Self::append).

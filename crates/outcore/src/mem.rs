@@ -22,6 +22,25 @@ use outcore_pager::View;
 use crate::dtype::Element;
 use crate::error::{Error, Result};
 
+/// The bytes of `values` in their stored (little-endian) form: borrowed on little-endian
+/// hosts, converted on others.
+pub(crate) fn element_bytes<T: Element>(values: &[T]) -> std::borrow::Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") {
+        // SAFETY: `T: Element` is a primitive integer or float: no padding, every byte
+        // initialized; `size_of_val` bytes from its start are exactly the slice's memory, and
+        // `u8` has alignment 1. The borrow keeps `values` alive.
+        std::borrow::Cow::Borrowed(unsafe {
+            std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values))
+        })
+    } else {
+        let mut bytes = Vec::with_capacity(std::mem::size_of_val(values));
+        for v in values {
+            v.put_le(&mut bytes);
+        }
+        std::borrow::Cow::Owned(bytes)
+    }
+}
+
 /// The checked layout of a guard: memory `[offset, offset + span)` of `view`.
 #[derive(Debug)]
 struct Raw {
