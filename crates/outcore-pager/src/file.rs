@@ -295,6 +295,7 @@ impl FileInner {
                         }
                     },
                 );
+                drop(alive);
                 if let Err(e) = r {
                     tracing::error!("PAGEMAP_SCAN before eviction: {e}");
                     self.abort_eviction(blk, BTreeMap::new());

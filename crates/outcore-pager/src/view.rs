@@ -18,9 +18,10 @@ pub(crate) struct ViewReg {
     pub blksize: u64,
     pub file: Weak<FileInner>,
     pub ra: Mutex<Readahead>,
-    /// False once the view is being unmapped. Held (read) around every operation that
-    /// modifies the view's page tables from another thread (zap, re-protect), so that they
-    /// never hit an address range reused by a later mapping.
+    /// False once the view is being unmapped. Held (read) around every ioctl on the view's
+    /// page tables from another thread, so that none hits an address range reused by a later
+    /// mapping. Never held while acquiring another view's guard (parking_lot read locks are not
+    /// recursive when a writer waits).
     pub alive: RwLock<bool>,
 }
 
