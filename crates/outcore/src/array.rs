@@ -352,3 +352,20 @@ fn map_range(file: &FileHandle, range: Range<u64>) -> Result<(Option<View>, usiz
     let off = to_usize(range.start - blocks.start * bs)?;
     Ok((Some(file.map(blocks)?), off, len))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout() {
+        assert_eq!(strides_of(&[2, 3, 4], 8, Order::C), vec![96, 32, 8]);
+        assert_eq!(strides_of(&[2, 3, 4], 8, Order::F), vec![8, 16, 48]);
+        assert_eq!(strides_of(&[], 4, Order::C), Vec::<u64>::new());
+        assert_eq!(nbytes_of(&[2, 3, 4], 8).ok(), Some(192));
+        assert_eq!(nbytes_of(&[], 8).ok(), Some(8));
+        assert_eq!(nbytes_of(&[0, u64::MAX], 8).ok(), Some(0));
+        assert!(nbytes_of(&[1 << 62, 2], 1).is_err());
+        assert!(nbytes_of(&[u64::MAX, 2], 8).is_err());
+    }
+}
