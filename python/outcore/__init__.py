@@ -30,6 +30,8 @@ from outcore._errors import (
     UncommittedError,
 )
 from outcore._outcore import Array, Connection, Db, Root, __version__, open
+from outcore._ram import RAMArray
+from outcore._ref import ArrayRef, ArrayRoot, structured
 
 __all__ = [
     "__version__",
@@ -38,6 +40,10 @@ __all__ = [
     "Connection",
     "Root",
     "Array",
+    "RAMArray",
+    "ArrayRef",
+    "ArrayRoot",
+    "structured",
     "Error",
     "ConflictError",
     "NeedsAbortError",

@@ -15,7 +15,7 @@ use pyo3::types::{PyBool, PyDict, PyEllipsis, PyInt, PySlice, PyString, PyTuple}
 use crate::connection::Ctx;
 use crate::dtype::integer_class;
 use crate::errors::{memory_error, to_py, PyResultExt};
-use crate::mem::Mapping;
+use crate::mem::{Mapping, Origin};
 
 /// The largest array size in bytes the core accepts.
 const MAX_NBYTES: u128 = i64::MAX as u128;
@@ -130,6 +130,11 @@ impl PyArray {
         PyArray { arr, ctx, dtype }
     }
 
+    fn origin(&self, name: String, offset: u64) -> Origin {
+        let location = self.ctx.core.db().store().location().to_string();
+        Origin { location, name, id: self.arr.id().0, offset }
+    }
+
     fn meta(&self, py: Python<'_>) -> PyResult<outcore::ArrayMeta> {
         self.arr.meta().py(py)
     }
@@ -156,10 +161,11 @@ impl PyArray {
             let name = self.arr.name().py(py)?;
             let what = format!("array '{name}' of {} bytes", meta.nbytes);
             let range = 0..meta.nbytes;
+            let origin = self.origin(name, 0);
             let mapping = if self.ctx.read_only {
-                Mapping::read(self.arr.bytes(range).map_err(|e| map_error(py, &what, e))?, name)
+                Mapping::read(self.arr.bytes(range).map_err(|e| map_error(py, &what, e))?, origin)
             } else {
-                Mapping::write(self.arr.bytes_mut(range).map_err(|e| map_error(py, &what, e))?, name)
+                Mapping::write(self.arr.bytes_mut(range).map_err(|e| map_error(py, &what, e))?, origin)
             };
             let strides = PyTuple::new(py, self.arr.strides().py(py)?)?;
             let flat = np.call_method1("asarray", (Bound::new(py, mapping)?,))?;
@@ -187,6 +193,12 @@ impl PyArray {
     #[getter]
     fn name(&self, py: Python<'_>) -> PyResult<String> {
         self.arr.name().py(py)
+    }
+
+    /// Stable id of the array (survives renames).
+    #[getter]
+    fn id(&self) -> u64 {
+        self.arr.id().0
     }
 
     /// Shape.
@@ -331,7 +343,8 @@ impl PyArray {
         let what = format!("appended part of array '{name}'");
         let tail = self.arr.bytes_mut(old..new).map_err(|e| map_error(py, &what, e));
         let written = tail.and_then(|tail| {
-            let flat = np.call_method1("asarray", (Bound::new(py, Mapping::write(tail, name.clone()))?,))?;
+            let flat =
+                np.call_method1("asarray", (Bound::new(py, Mapping::write(tail, self.origin(name.clone(), old)))?,))?;
             let kw = PyDict::new(py);
             kw.set_item("buffer", flat)?;
             kw.set_item("order", order_name(meta.order))?;

@@ -27,22 +27,36 @@ pub(crate) struct Mapping {
     readonly: bool,
     ptr: usize,
     len: usize,
-    name: String,
+    /// Where the bytes come from, for `ArrayRef`.
+    origin: Origin,
+}
+
+/// The array a [`Mapping`] maps bytes of.
+#[derive(Clone, Debug)]
+pub(crate) struct Origin {
+    /// Database location (path or redacted URL).
+    pub location: String,
+    /// Array name when mapped.
+    pub name: String,
+    /// Stable array id.
+    pub id: u64,
+    /// Byte offset in the array of the first mapped byte.
+    pub offset: u64,
 }
 
 impl Mapping {
     /// A read-only mapping of `view`.
-    pub(crate) fn read(view: BytesView, name: String) -> Mapping {
+    pub(crate) fn read(view: BytesView, origin: Origin) -> Mapping {
         let s = view.as_slice();
         let (ptr, len) = (s.as_ptr() as usize, s.len());
-        Mapping { _view: Box::new(view), readonly: true, ptr, len, name }
+        Mapping { _view: Box::new(view), readonly: true, ptr, len, origin }
     }
 
     /// A writable mapping of `view`.
-    pub(crate) fn write(mut view: BytesViewMut, name: String) -> Mapping {
+    pub(crate) fn write(mut view: BytesViewMut, origin: Origin) -> Mapping {
         let s = view.as_mut_slice();
         let (ptr, len) = (s.as_mut_ptr() as usize, s.len());
-        Mapping { _view: Box::new(view), readonly: false, ptr, len, name }
+        Mapping { _view: Box::new(view), readonly: false, ptr, len, origin }
     }
 }
 
@@ -64,8 +78,47 @@ impl Mapping {
         self.len
     }
 
+    /// Address of the first byte.
+    #[getter]
+    fn address(&self) -> usize {
+        self.ptr
+    }
+
+    /// True if the memory is read-only (a historical connection).
+    #[getter]
+    fn readonly(&self) -> bool {
+        self.readonly
+    }
+
+    /// Database location of the array (path or redacted URL).
+    #[getter]
+    fn location(&self) -> &str {
+        &self.origin.location
+    }
+
+    /// Name of the array when it was mapped.
+    #[getter]
+    fn array_name(&self) -> &str {
+        &self.origin.name
+    }
+
+    /// Stable id of the array.
+    #[getter]
+    fn array_id(&self) -> u64 {
+        self.origin.id
+    }
+
+    /// Byte offset in the array of the first mapped byte.
+    #[getter]
+    fn offset(&self) -> u64 {
+        self.origin.offset
+    }
+
     fn __repr__(&self) -> String {
         let kind = if self.readonly { "read-only" } else { "writable" };
-        format!("<outcore mapping of array '{}': {} bytes, {kind}>", self.name, self.len)
+        format!(
+            "<outcore mapping of array '{}': {} bytes at offset {}, {kind}>",
+            self.origin.name, self.len, self.origin.offset
+        )
     }
 }

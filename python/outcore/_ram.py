@@ -1,0 +1,162 @@
+"""`RAMArray`: the API of an outcore array, in memory only (temporaries and tests).
+
+The elements live in a memfd (an anonymous in-memory file): every view is a shared mapping of
+it, so, as with persistent arrays, views alias each other, `resize` is O(1) (metadata and file
+size) and old views stay valid and coherent with new ones. After a shrink the cut bytes read as
+zeros when the array grows again.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from typing import Any, Iterator, Literal, Optional
+
+import numpy as np
+
+from outcore._index import check_basic, check_dtype, parse_shape
+
+_MAX_NBYTES = (1 << 63) - 1
+
+
+class RAMArray:
+    """An N-dimensional array in RAM with the API of `outcore.Array`."""
+
+    def __init__(self, shape: Any, dtype: Any, order: str = "C") -> None:
+        if order not in ("C", "F"):
+            raise ValueError(f"order must be 'C' or 'F', not {order!r}")
+        self._dtype = check_dtype(dtype)
+        self._order: Literal["C", "F"] = "C" if order == "C" else "F"
+        self._shape = parse_shape(shape)
+        self._fd = os.memfd_create("outcore-ram", os.MFD_CLOEXEC)
+        self._filesize = 0  # bytes of the memfd, never decreasing
+        self._exposed = 0  # bytes readable without zeroing first (the array's size)
+        self._full: Optional[np.ndarray] = None
+        self._set_nbytes(self._nbytes(self._shape))
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            os.close(fd)  # mappings of it stay valid
+
+    def _nbytes(self, shape: tuple) -> int:
+        n = self._dtype.itemsize
+        for d in shape:
+            n *= d
+        if n > _MAX_NBYTES:
+            raise MemoryError(f"an array of shape {shape} of {self._dtype} needs {n} bytes, beyond the address space")
+        return n
+
+    def _set_nbytes(self, n: int) -> None:
+        if n > self._exposed:
+            # bytes cut by an earlier shrink read as zeros again
+            stale_end = min(n, self._filesize)
+            if stale_end > self._exposed:
+                self._zero(self._exposed, stale_end - self._exposed)
+            if n > self._filesize:
+                os.ftruncate(self._fd, n)
+                self._filesize = n
+        self._exposed = n
+
+    def _zero(self, start: int, length: int) -> None:
+        chunk = bytes(1 << 20)
+        end = start + length
+        while start < end:
+            start += os.pwrite(self._fd, chunk[: min(len(chunk), end - start)], start)
+
+    def _whole(self) -> np.ndarray:
+        full = self._full
+        if full is not None and full.shape == self._shape:
+            return full
+        n = self._nbytes(self._shape)
+        if n == 0:
+            full = np.zeros(self._shape, self._dtype, order=self._order)
+        else:
+            try:
+                mm = mmap.mmap(self._fd, n)
+            except OSError as e:
+                raise MemoryError(f"an array of {n} bytes does not fit the address space: {e}") from e
+            full = np.ndarray(self._shape, self._dtype, buffer=mm, order=self._order)
+        self._full = full
+        return full
+
+    # attributes
+
+    shape = property(lambda self: self._shape, doc="Shape.")
+    dtype = property(lambda self: self._dtype, doc="NumPy dtype.")
+    ndim = property(lambda self: len(self._shape), doc="Number of dimensions.")
+    itemsize = property(lambda self: self._dtype.itemsize, doc="Bytes per element.")
+    nbytes = property(lambda self: self._nbytes(self._shape), doc="Size in bytes.")
+    order = property(lambda self: self._order, doc="Memory layout: 'C' or 'F'.")
+
+    @property
+    def size(self) -> int:
+        """Number of elements."""
+        return int(np.prod(self._shape, dtype=object))
+
+    @property
+    def strides(self) -> tuple:
+        """Byte strides (plain C or F layout)."""
+        strides, acc = [0] * len(self._shape), self._dtype.itemsize
+        axes = range(len(self._shape) - 1, -1, -1) if self._order == "C" else range(len(self._shape))
+        for i in axes:
+            strides[i] = acc
+            acc *= self._shape[i]
+        return tuple(strides)
+
+    def _major(self) -> int:
+        return 0 if self._order == "C" else len(self._shape) - 1
+
+    def __len__(self) -> int:
+        if not self._shape:
+            raise TypeError("len() of a 0-dimensional array")
+        return self._shape[self._major()]
+
+    # data
+
+    def __getitem__(self, idx: Any) -> Any:
+        check_basic(idx)
+        return self._whole()[idx]
+
+    def __setitem__(self, idx: Any, value: Any) -> None:
+        check_basic(idx)
+        self._whole()[idx] = value
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._whole())
+
+    def __array__(self, dtype: Any = None, copy: Optional[bool] = None) -> np.ndarray:
+        a = self._whole()
+        if dtype is not None:
+            a = np.asarray(a, dtype=dtype)
+        return a.copy() if copy else a
+
+    def resize(self, shape: Any) -> None:
+        """Changes the shape in O(1); new elements read as zeros, old views stay coherent."""
+        shape = parse_shape(shape)
+        self._set_nbytes(self._nbytes(shape))
+        self._shape = shape
+
+    def append(self, values: Any) -> None:
+        """Appends along the major axis; the other dimensions must match. On error the array is
+        unchanged."""
+        if not self._shape:
+            raise ValueError("cannot append to a 0-dimensional array")
+        vals = np.asarray(values, dtype=self._dtype)
+        major = self._major()
+        if vals.ndim != len(self._shape) or any(
+            a != b for i, (a, b) in enumerate(zip(vals.shape, self._shape)) if i != major
+        ):
+            raise ValueError(
+                f"cannot append values of shape {vals.shape} to an array of shape {self._shape} "
+                f"({self._order} order): all dimensions but axis {major} must match"
+            )
+        old = self._shape[major]
+        new = list(self._shape)
+        new[major] += vals.shape[major]
+        self.resize(tuple(new))
+        idx = (slice(old, None),) if self._order == "C" else (Ellipsis, slice(old, None))
+        self._whole()[idx] = vals
+
+    def __repr__(self) -> str:
+        return f"<outcore.RAMArray shape={self._shape} dtype={self._dtype} order={self._order}>"
