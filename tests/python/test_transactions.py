@@ -347,3 +347,26 @@ def test_two_processes_share_a_database(url):
     for p in range(4):
         assert (A[p * 1024:(p + 1) * 1024] == p + 1).all()
     assert int(np.asarray(A).sum()) == 1024 * (1 + 2 + 3 + 4)
+
+
+def test_changes_commit_after_the_python_objects_are_dropped(db):
+    import gc
+
+    conn = db.connect()
+    conn.root.create("A", 4, np.int16)[:] = 3
+    del conn
+    gc.collect()
+    transaction.commit()  # the joined data manager keeps the connection open
+    check = db.connect(transaction_manager=False)
+    assert (check.root["A"][:] == 3).all()
+
+
+def test_views_outlive_their_connection(db):
+    import gc
+
+    conn = db.connect(transaction_manager=False)
+    conn.root.create("A", 4, np.int16)[:] = 3
+    conn.commit()
+    v = db.connect(transaction_manager=False).root["A"][:]  # connection and array dropped
+    gc.collect()
+    assert (v == 3).all()
