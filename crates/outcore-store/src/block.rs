@@ -6,8 +6,17 @@ use crate::error::{Error, Result};
 use crate::types::{ArrayId, Codec, Tid};
 use twox_hash::XxHash3_64;
 
-/// Payload kinds recorded per stored version.
+/// Payload kinds recorded per stored version: the block's whole content.
 pub(crate) const KIND_FULL: i64 = 0;
+/// Only the changed 4 KiB pages, over the previous version of the same block.
+pub(crate) const KIND_DELTA: i64 = 1;
+
+/// Granularity of delta versions.
+pub(crate) const PAGE: usize = 4096;
+/// Flag on a delta entry: the page is all zeros (no bytes stored).
+const ZERO_PAGE: u32 = 1 << 31;
+/// Longest delta chain (deltas after one full version).
+pub(crate) const MAX_DEPTH: i64 = 32;
 /// Codec tags recorded per stored version.
 pub(crate) const CODEC_RAW: i64 = 0;
 /// zstd frame.
@@ -24,6 +33,21 @@ pub(crate) struct Encoded {
     pub len: u64,
     pub checksum: i64,
     pub data: Vec<u8>,
+    /// The tid of the full version this version's chain starts from (its own tid if full).
+    pub base_tid: Tid,
+    /// Deltas between the base and this version, this one included (0 for a full version).
+    pub depth: i64,
+    /// Stored bytes of the chain from the base through this version: what a read costs.
+    pub chain_bytes: i64,
+}
+
+/// The newest stored version of a block, as the commit path sees it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ChainHead {
+    pub len: u64,
+    pub base_tid: Tid,
+    pub depth: i64,
+    pub chain_bytes: i64,
 }
 
 /// Length of `data` without its all-zero tail.
@@ -75,7 +99,132 @@ pub(crate) fn encode(array: ArrayId, blk: u64, tid: Tid, data: &[u8], codec: Cod
     let len = content_len(data);
     let (codec, payload) = compress(&data[..len], codec).unwrap_or_else(|| (CODEC_RAW, data[..len].to_vec()));
     let checksum = checksum(array, blk, tid, KIND_FULL, codec, len as u64, &payload);
-    Encoded { kind: KIND_FULL, codec, len: len as u64, checksum, data: payload }
+    let chain_bytes = payload.len() as i64;
+    Encoded { kind: KIND_FULL, codec, len: len as u64, checksum, data: payload, base_tid: tid, depth: 0, chain_bytes }
+}
+
+/// Encode the new content `data` of a block as a delta over `prev`, listing `pages` (every 4 KiB
+/// page that differs from `prev`'s content). `None` when a full version is the better choice:
+/// no usable previous version, a delta not smaller than the full content, or a chain that would
+/// pass its bounds (depth, or bytes a read must fetch).
+pub(crate) fn encode_delta(
+    array: ArrayId,
+    blk: u64,
+    tid: Tid,
+    data: &[u8],
+    pages: &[u32],
+    prev: Option<ChainHead>,
+    codec: Codec,
+) -> Option<Encoded> {
+    let prev = prev.filter(|p| p.len > 0)?;
+    let len = content_len(data);
+    if len == 0 || prev.depth >= MAX_DEPTH {
+        return None;
+    }
+    let mut pages: Vec<u32> = pages.to_vec();
+    pages.sort_unstable();
+    pages.dedup();
+    let npages_block = data.len().div_ceil(PAGE).max(prev.len.div_ceil(PAGE as u64) as usize);
+    let mut head = Vec::with_capacity(4 + 4 * pages.len());
+    let mut body = Vec::new();
+    let mut count = 0u32;
+    for &p in &pages {
+        let start = p as usize * PAGE;
+        if p as usize >= npages_block.max(len.div_ceil(PAGE)) || p & ZERO_PAGE != 0 {
+            continue; // beyond both contents: zero before and after
+        }
+        let page = data.get(start..(start + PAGE).min(data.len())).unwrap_or(&[]);
+        count += 1;
+        if page.iter().all(|b| *b == 0) {
+            head.extend_from_slice(&(p | ZERO_PAGE).to_le_bytes());
+        } else {
+            head.extend_from_slice(&p.to_le_bytes());
+            body.extend_from_slice(page);
+            body.resize(body.len() + (PAGE - page.len()), 0);
+        }
+    }
+    let mut raw = Vec::with_capacity(4 + head.len() + body.len());
+    raw.extend_from_slice(&count.to_le_bytes());
+    raw.extend_from_slice(&head);
+    raw.extend_from_slice(&body);
+    if raw.len() >= len {
+        return None;
+    }
+    let (codec, payload) = compress(&raw, codec).unwrap_or((CODEC_RAW, raw));
+    let chain_bytes = prev.chain_bytes + payload.len() as i64;
+    // A read fetches the whole chain: keep it within 1.5x of the block's content (and at least
+    // an eighth of a 2 MiB block, so small blocks still get a few deltas).
+    let budget = (len.max(256 << 10) as i64) * 3 / 2;
+    if chain_bytes > budget {
+        return None;
+    }
+    let checksum = checksum(array, blk, tid, KIND_DELTA, codec, len as u64, &payload);
+    Some(Encoded {
+        kind: KIND_DELTA,
+        codec,
+        len: len as u64,
+        checksum,
+        data: payload,
+        base_tid: prev.base_tid,
+        depth: prev.depth + 1,
+        chain_bytes,
+    })
+}
+
+/// Verify a stored delta and apply it onto `buf`, which holds the previous version's content.
+pub(crate) fn apply_delta(array: ArrayId, blk: u64, s: &Stored<'_>, buf: &mut [u8]) -> Result<()> {
+    let bad = |d: String| corrupt(array, blk, s.tid, d);
+    if s.kind != KIND_DELTA {
+        return Err(bad(format!("expected a delta version, found kind {}", s.kind)));
+    }
+    if s.len as usize > buf.len() {
+        return Err(bad(format!("recorded length {} exceeds the block size {}", s.len, buf.len())));
+    }
+    let sum = checksum(array, blk, s.tid, s.kind, s.codec, s.len, s.data);
+    if sum != s.checksum {
+        return Err(bad(format!("checksum mismatch (stored {:#x}, computed {sum:#x})", s.checksum)));
+    }
+    let decoded;
+    let raw: &[u8] = match s.codec {
+        CODEC_RAW => s.data,
+        CODEC_ZSTD => {
+            decoded = zstd::stream::decode_all(s.data).map_err(|e| bad(format!("zstd: {e}")))?;
+            &decoded
+        }
+        CODEC_LZ4 => {
+            let cap = 4 + buf.len() / PAGE * (4 + PAGE);
+            decoded = lz4_flex::block::decompress(s.data, cap).map_err(|e| bad(format!("lz4: {e}")))?;
+            &decoded
+        }
+        other => return Err(bad(format!("unknown codec {other}"))),
+    };
+    let word = |i: usize| -> Option<u32> {
+        let b = raw.get(i..i + 4)?;
+        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let count = word(0).ok_or_else(|| bad("delta shorter than its header".into()))? as usize;
+    let mut at = 4 + 4 * count;
+    for i in 0..count {
+        let e = word(4 + 4 * i).ok_or_else(|| bad("delta header cut short".into()))?;
+        let p = (e & !ZERO_PAGE) as usize;
+        let start = p * PAGE;
+        let end = (start + PAGE).min(buf.len());
+        if start >= buf.len() {
+            return Err(bad(format!("delta page {p} lies beyond the block")));
+        }
+        if e & ZERO_PAGE != 0 {
+            buf[start..end].fill(0);
+        } else {
+            let src = raw.get(at..at + PAGE).ok_or_else(|| bad("delta page data cut short".into()))?;
+            buf[start..end].copy_from_slice(&src[..end - start]);
+            at += PAGE;
+        }
+    }
+    if at != raw.len() {
+        return Err(bad(format!("{} unexpected bytes after the delta's pages", raw.len() - at)));
+    }
+    buf[s.len as usize..].fill(0);
+    Ok(())
 }
 
 /// A stored version as read back from a backend.
@@ -232,5 +381,61 @@ mod tests {
         let s = Stored { tid: 1, kind: e.kind, codec: e.codec, len: e.len, checksum: sum, data: &bad };
         let mut buf = vec![0u8; 16384];
         assert!(matches!(decode_into(ArrayId(1), 0, &s, &mut buf), Err(Error::Corrupt { .. })));
+    }
+
+    #[test]
+    fn deltas_store_only_changed_pages_and_rebuild_the_block() {
+        let bs = 64 << 10;
+        let mut old = vec![0u8; bs];
+        old[..20000].fill(3);
+        let base = encode(ArrayId(1), 0, 1, &old, Codec::None);
+        let prev = ChainHead { len: base.len, base_tid: 1, depth: 0, chain_bytes: base.chain_bytes };
+        let mut new = old.clone();
+        new[5000] = 9; // page 1
+        new[8192..12288].fill(0); // page 2 becomes zero
+        new[30000..30010].fill(7); // page 7, beyond the old content
+        let d = encode_delta(ArrayId(1), 0, 2, &new, &[7, 1, 2, 1], Some(prev), Codec::None).unwrap();
+        assert_eq!(d.kind, KIND_DELTA);
+        assert_eq!((d.base_tid, d.depth), (1, 1));
+        assert_eq!(d.data.len(), 4 + 3 * 4 + 2 * PAGE, "two pages with data, one zero page");
+        let mut buf = vec![0u8; bs];
+        decode_into(ArrayId(1), 0, &stored(&base, 1), &mut buf).unwrap();
+        apply_delta(ArrayId(1), 0, &stored(&d, 2), &mut buf).unwrap();
+        assert_eq!(buf, new);
+        // Compressed deltas too.
+        let z = encode_delta(ArrayId(1), 0, 2, &new, &[1, 2, 7], Some(prev), Codec::Zstd { level: 1 }).unwrap();
+        assert_eq!(z.codec, CODEC_ZSTD);
+        decode_into(ArrayId(1), 0, &stored(&base, 1), &mut buf).unwrap();
+        apply_delta(ArrayId(1), 0, &stored(&z, 2), &mut buf).unwrap();
+        assert_eq!(buf, new);
+        // A delta as big as the content, a too-deep chain, or no previous data: full instead.
+        let all: Vec<u32> = (0..16).collect();
+        let dense = vec![5u8; bs];
+        assert!(encode_delta(ArrayId(1), 0, 2, &dense, &all, Some(prev), Codec::None).is_none());
+        let deep = ChainHead { depth: MAX_DEPTH, ..prev };
+        assert!(encode_delta(ArrayId(1), 0, 2, &new, &[1], Some(deep), Codec::None).is_none());
+        assert!(encode_delta(ArrayId(1), 0, 2, &new, &[1], None, Codec::None).is_none());
+        let empty = ChainHead { len: 0, ..prev };
+        assert!(encode_delta(ArrayId(1), 0, 2, &new, &[1], Some(empty), Codec::None).is_none());
+    }
+
+    #[test]
+    fn a_damaged_delta_is_an_error() {
+        let bs = 64 << 10;
+        let old = vec![1u8; bs];
+        let prev = ChainHead { len: bs as u64, base_tid: 1, depth: 0, chain_bytes: bs as i64 };
+        let mut new = old.clone();
+        new[0] = 2;
+        let d = encode_delta(ArrayId(1), 0, 2, &new, &[0], Some(prev), Codec::None).unwrap();
+        let mut cut = d.data.clone();
+        cut.truncate(cut.len() - 10);
+        let sum = checksum(ArrayId(1), 0, 2, d.kind, d.codec, d.len, &cut);
+        let s = Stored { tid: 2, kind: d.kind, codec: d.codec, len: d.len, checksum: sum, data: &cut };
+        let mut buf = old.clone();
+        assert!(matches!(apply_delta(ArrayId(1), 0, &s, &mut buf), Err(Error::Corrupt { .. })));
+        let mut flipped = d.data.clone();
+        flipped[20] ^= 1;
+        let s = Stored { data: &flipped, ..stored(&d, 2) };
+        assert!(matches!(apply_delta(ArrayId(1), 0, &s, &mut buf), Err(Error::Corrupt { .. })));
     }
 }

@@ -42,6 +42,8 @@ pub struct Commit {
     pub extension: serde_json::Value,
     pub(crate) arrays: BTreeMap<ArrayId, ArrayChange>,
     pub(crate) blocks: BTreeMap<(ArrayId, u64), Vec<u8>>,
+    /// For blocks written with [`Commit::write_block_pages`]: the pages that changed.
+    pub(crate) pages: BTreeMap<(ArrayId, u64), Vec<u32>>,
 }
 
 impl Commit {
@@ -93,7 +95,18 @@ impl Commit {
 
     /// Write the full new content of one block.
     pub fn write_block(&mut self, array: ArrayId, blk: u64, data: Vec<u8>) -> &mut Self {
+        self.pages.remove(&(array, blk));
         self.blocks.insert((array, blk), data);
+        self
+    }
+
+    /// Write the full new content of one block, naming the 4 KiB pages (indices within the
+    /// block) that differ from its content at the commit's base snapshot. The store may then
+    /// keep only those pages, as a delta over the previous version. Listing a page that did not
+    /// change is harmless; omitting one that did loses that change.
+    pub fn write_block_pages(&mut self, array: ArrayId, blk: u64, data: Vec<u8>, pages: Vec<u32>) -> &mut Self {
+        self.blocks.insert((array, blk), data);
+        self.pages.insert((array, blk), pages);
         self
     }
 
@@ -136,6 +149,8 @@ pub(crate) trait WriteTxn {
     /// Blocks `>= from_blk` whose newest version `<= at` holds data, with that data's length.
     fn stored_blocks_from(&mut self, id: ArrayId, from_blk: u64, at: Tid) -> Result<Vec<(u64, u64)>>;
     fn load(&mut self, id: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> Result<()>;
+    /// The newest version `<= at` of a block, if any.
+    fn chain_head(&mut self, id: ArrayId, blk: u64, at: Tid) -> Result<Option<block::ChainHead>>;
     fn insert_txn(&mut self, info: &TxnInfo) -> Result<()>;
     fn insert_array_version(&mut self, id: ArrayId, tid: Tid, state: Option<(&str, &ArrayMeta)>) -> Result<()>;
     fn insert_block(&mut self, id: ArrayId, blk: u64, tid: Tid, enc: &Encoded) -> Result<()>;
@@ -184,7 +199,7 @@ pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result
     if base < head.horizon {
         return Err(Error::SnapshotGone { at: base, horizon: head.horizon });
     }
-    let Commit { user, description, extension, arrays, mut blocks } = commit;
+    let Commit { user, description, extension, arrays, mut blocks, mut pages } = commit;
 
     // The state at head of every array this commit touches.
     let mut at_head: HashMap<ArrayId, Option<ArrayVersion>> = HashMap::new();
@@ -234,7 +249,9 @@ pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result
         let bs = meta.blksize;
         for (blk, len) in txn.stored_blocks_from(*id, cut / bs, head.tid)? {
             if blocks.contains_key(&(*id, blk)) {
-                continue; // rewritten in full below
+                // Rewritten in full below: not as a delta over data the cut drops.
+                pages.remove(&(*id, blk));
+                continue;
             }
             let keep = cut.saturating_sub(blk * bs);
             if keep >= len {
@@ -302,6 +319,7 @@ pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result
         blocks.remove(&key);
     }
     for (id, blk, data) in extra_blocks {
+        pages.remove(&(id, blk));
         blocks.insert((id, blk), data);
     }
 
@@ -363,7 +381,14 @@ pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result
                 _ => Codec::None,
             },
         };
-        let enc = block::encode(*id, *blk, tid, data, codec);
+        let delta = match pages.get(&(*id, *blk)) {
+            Some(p) => {
+                let prev = txn.chain_head(*id, *blk, head.tid)?;
+                block::encode_delta(*id, *blk, tid, data, p, prev, codec)
+            }
+            None => None,
+        };
+        let enc = delta.unwrap_or_else(|| block::encode(*id, *blk, tid, data, codec));
         txn.insert_block(*id, *blk, tid, &enc)?;
     }
     txn.set_head(tid, time_us)?;

@@ -32,7 +32,8 @@ CREATE INDEX outcore_array_tid ON outcore_array (tid);
 CREATE TABLE outcore_block (
     array_id bigint NOT NULL, blk bigint NOT NULL, tid bigint NOT NULL,
     kind int NOT NULL, codec int NOT NULL, len bigint NOT NULL,
-    checksum bigint NOT NULL, data bytea NOT NULL,
+    checksum bigint NOT NULL, base_tid bigint NOT NULL, depth bigint NOT NULL,
+    chain_bytes bigint NOT NULL, data bytea NOT NULL,
     PRIMARY KEY (array_id, blk, tid));
 ALTER TABLE outcore_block ALTER COLUMN data SET STORAGE EXTERNAL;
 CREATE INDEX outcore_block_tid ON outcore_block (tid);
@@ -141,11 +142,16 @@ impl PgStore {
 // ---- queries shared by readers and the commit transaction ----
 
 const HEAD: &str = "SELECT tid, gc_horizon, time_us FROM outcore_head WHERE id = 1";
-const LOAD: &str = "SELECT h.gc_horizon, b.tid, b.kind, b.codec, b.len, b.checksum, b.data
-     FROM outcore_head h LEFT JOIN LATERAL (
-        SELECT tid, kind, codec, len, checksum, data FROM outcore_block
-        WHERE array_id = $1 AND blk = $2 AND tid <= $3 ORDER BY tid DESC LIMIT 1) b ON true
-     WHERE h.id = 1";
+/// The version a snapshot reads and, for a delta, its whole chain from the full version, in tid
+/// order, with the gc horizon: one statement, one snapshot.
+const LOAD: &str = "WITH newest AS (
+        SELECT tid, base_tid FROM outcore_block
+        WHERE array_id = $1 AND blk = $2 AND tid <= $3 ORDER BY tid DESC LIMIT 1)
+     SELECT h.gc_horizon, b.tid, b.kind, b.codec, b.len, b.checksum, b.data, n.base_tid
+     FROM outcore_head h
+     LEFT JOIN newest n ON true
+     LEFT JOIN outcore_block b ON b.array_id = $1 AND b.blk = $2 AND b.tid >= n.base_tid AND b.tid <= n.tid
+     WHERE h.id = 1 ORDER BY b.tid";
 const LIVE_ARRAYS: &str = "SELECT v.array_id, v.tid, v.name, v.meta FROM outcore_array v
      WHERE v.tid = (SELECT max(w.tid) FROM outcore_array w WHERE w.array_id = v.array_id AND w.tid <= $1)
        AND v.name IS NOT NULL ORDER BY v.name";
@@ -190,24 +196,44 @@ fn q_load<C: postgres::GenericClient>(
     buf: &mut [u8],
 ) -> Result<()> {
     let rows = q(c, stmts, "load", LOAD, &[&(array.0 as i64), &(blk as i64), &(at as i64)])?;
-    let row = rows.first().ok_or_else(|| Error::Invalid("store has no head row".into()))?;
-    let horizon = row.get::<_, i64>(0) as u64;
+    let first = rows.first().ok_or_else(|| Error::Invalid("store has no head row".into()))?;
+    let horizon = first.get::<_, i64>(0) as u64;
     if at < horizon {
         return Err(Error::SnapshotGone { at, horizon });
     }
-    let Some(tid) = row.get::<_, Option<i64>>(1) else {
+    if first.get::<_, Option<i64>>(1).is_none() {
         buf.fill(0);
         return Ok(());
-    };
-    let stored = Stored {
-        tid: tid as u64,
-        kind: row.get::<_, i32>(2) as i64,
-        codec: row.get::<_, i32>(3) as i64,
-        len: row.get::<_, i64>(4) as u64,
-        checksum: row.get(5),
-        data: row.get::<_, &[u8]>(6),
-    };
-    block::decode_into(array, blk, &stored, buf)
+    }
+    let base_tid = first.get::<_, i64>(7) as u64;
+    let base = stored_row(first);
+    if base.tid != base_tid || base.kind != block::KIND_FULL {
+        let newest = rows.last().map_or(base.tid, |r| r.get::<_, i64>(1) as u64);
+        return Err(Error::Corrupt {
+            array,
+            name: String::new(),
+            blk,
+            tid: newest,
+            detail: format!("delta chain lacks its full version at tid {base_tid}"),
+        });
+    }
+    block::decode_into(array, blk, &base, buf)?;
+    for r in &rows[1..] {
+        block::apply_delta(array, blk, &stored_row(r), buf)?;
+    }
+    Ok(())
+}
+
+/// A version row of the `LOAD` query.
+fn stored_row(r: &postgres::Row) -> Stored<'_> {
+    Stored {
+        tid: r.get::<_, i64>(1) as u64,
+        kind: r.get::<_, i32>(2) as i64,
+        codec: r.get::<_, i32>(3) as i64,
+        len: r.get::<_, i64>(4) as u64,
+        checksum: r.get(5),
+        data: r.get::<_, &[u8]>(6),
+    }
 }
 
 fn rows_to_arrays(rows: Vec<postgres::Row>) -> Result<Vec<ArrayInfo>> {
@@ -305,6 +331,23 @@ impl WriteTxn for PgTxn<'_> {
         q_load(&mut self.tx, self.stmts, id, blk, at, buf)
     }
 
+    fn chain_head(&mut self, id: ArrayId, blk: u64, at: Tid) -> Result<Option<block::ChainHead>> {
+        let rows = q(
+            &mut self.tx,
+            self.stmts,
+            "commit",
+            "SELECT len, base_tid, depth, chain_bytes FROM outcore_block
+             WHERE array_id = $1 AND blk = $2 AND tid <= $3 ORDER BY tid DESC LIMIT 1",
+            &[&(id.0 as i64), &(blk as i64), &(at as i64)],
+        )?;
+        Ok(rows.first().map(|r| block::ChainHead {
+            len: r.get::<_, i64>(0) as u64,
+            base_tid: r.get::<_, i64>(1) as u64,
+            depth: r.get(2),
+            chain_bytes: r.get(3),
+        }))
+    }
+
     fn insert_txn(&mut self, info: &TxnInfo) -> Result<()> {
         self.exec(
             "commit",
@@ -330,8 +373,9 @@ impl WriteTxn for PgTxn<'_> {
     fn insert_block(&mut self, id: ArrayId, blk: u64, tid: Tid, enc: &Encoded) -> Result<()> {
         self.exec(
             "commit",
-            "INSERT INTO outcore_block (array_id, blk, tid, kind, codec, len, checksum, data)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO outcore_block
+             (array_id, blk, tid, kind, codec, len, checksum, base_tid, depth, chain_bytes, data)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             &[
                 &(id.0 as i64),
                 &(blk as i64),
@@ -340,6 +384,9 @@ impl WriteTxn for PgTxn<'_> {
                 &(enc.codec as i32),
                 &(enc.len as i64),
                 &enc.checksum,
+                &(enc.base_tid as i64),
+                &enc.depth,
+                &enc.chain_bytes,
                 &enc.data,
             ],
         )
@@ -492,15 +539,16 @@ impl Store for PgStore {
                 let n = rows.len() as u64;
                 Ok((n, rows.iter().map(|r| r.get::<_, i64>(0) as u64).sum()))
             };
+            let shadowed =
+                super::sqlite::GC_SHADOWED.replace("?1", "$1").replace("length(data)", "length(data)::bigint");
+            let empty = super::sqlite::GC_EMPTY.replace("?1", "$1").replace("length(data)", "length(data)::bigint");
             for sql in [
-                "DELETE FROM outcore_block WHERE tid <= $1 AND EXISTS (
-                    SELECT 1 FROM outcore_block n WHERE n.array_id = outcore_block.array_id
-                    AND n.blk = outcore_block.blk AND n.tid > outcore_block.tid AND n.tid <= $1) RETURNING len",
-                "DELETE FROM outcore_block WHERE tid <= $1 AND len = 0 RETURNING len",
+                shadowed.as_str(),
+                empty.as_str(),
                 "DELETE FROM outcore_block WHERE array_id IN (
                     SELECT v.array_id FROM outcore_array v WHERE v.tid <= $1 AND v.name IS NULL
                     AND NOT EXISTS (SELECT 1 FROM outcore_array n WHERE n.array_id = v.array_id AND n.tid > v.tid))
-                 RETURNING len",
+                 RETURNING length(data)::bigint",
             ] {
                 let (n, bytes) = run(sql)?;
                 stats.block_versions += n;

@@ -29,7 +29,8 @@ CREATE INDEX outcore_array_tid ON outcore_array (tid);
 CREATE TABLE outcore_block (
     array_id INTEGER NOT NULL, blk INTEGER NOT NULL, tid INTEGER NOT NULL,
     kind INTEGER NOT NULL, codec INTEGER NOT NULL, len INTEGER NOT NULL,
-    checksum INTEGER NOT NULL, data BLOB NOT NULL,
+    checksum INTEGER NOT NULL, base_tid INTEGER NOT NULL, depth INTEGER NOT NULL,
+    chain_bytes INTEGER NOT NULL, data BLOB NOT NULL,
     PRIMARY KEY (array_id, blk, tid));
 CREATE INDEX outcore_block_tid ON outcore_block (tid);
 INSERT INTO outcore_head (id, tid, gc_horizon, time_us) VALUES (1, 0, 0, 0);
@@ -185,48 +186,99 @@ fn q_load(c: &Connection, array: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> 
     r
 }
 
+/// A version row without its payload.
+struct VersionRow {
+    rowid: i64,
+    stored: Stored<'static>,
+    base_tid: Tid,
+}
+
+fn version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
+    Ok(VersionRow {
+        rowid: r.get(0)?,
+        stored: Stored {
+            tid: r.get::<_, i64>(1)? as u64,
+            kind: r.get(2)?,
+            codec: r.get(3)?,
+            len: r.get::<_, i64>(4)? as u64,
+            checksum: r.get(5)?,
+            data: &[],
+        },
+        base_tid: r.get::<_, i64>(6)? as u64,
+    })
+}
+
 fn q_load_in_txn(c: &Connection, array: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> Result<()> {
-    let row = c
+    let newest = c
         .prepare_cached(
-            "SELECT rowid, tid, kind, codec, len, checksum FROM outcore_block
+            "SELECT rowid, tid, kind, codec, len, checksum, base_tid FROM outcore_block
              WHERE array_id = ?1 AND blk = ?2 AND tid <= ?3 ORDER BY tid DESC LIMIT 1",
         )
-        .and_then(|mut st| {
-            st.query_row(params![array.0 as i64, blk as i64, at as i64], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    Stored {
-                        tid: r.get::<_, i64>(1)? as u64,
-                        kind: r.get(2)?,
-                        codec: r.get(3)?,
-                        len: r.get::<_, i64>(4)? as u64,
-                        checksum: r.get(5)?,
-                        data: &[],
-                    },
-                ))
-            })
-            .optional()
-        })
+        .and_then(|mut st| st.query_row(params![array.0 as i64, blk as i64, at as i64], version_row).optional())
         .map_err(err("load"))?;
     let horizon = q_head(c)?.horizon;
     if at < horizon {
         return Err(Error::SnapshotGone { at, horizon });
     }
-    let Some((rowid, stored)) = row else {
+    let Some(newest) = newest else {
         buf.fill(0);
         return Ok(());
     };
-    let blob = c.blob_open(rusqlite::MAIN_DB, c"outcore_block", c"data", rowid, true).map_err(err("load"))?;
-    let len = stored.len as usize;
-    if stored.codec != block::CODEC_RAW || blob.len() != len || len > buf.len() {
+    if newest.stored.kind == block::KIND_FULL {
+        return read_full(c, array, blk, &newest, buf);
+    }
+    // A delta: rebuild from the chain's full version, then every delta up to this one.
+    let chain = c
+        .prepare_cached(
+            "SELECT rowid, tid, kind, codec, len, checksum, base_tid FROM outcore_block
+             WHERE array_id = ?1 AND blk = ?2 AND tid >= ?3 AND tid <= ?4 ORDER BY tid",
+        )
+        .and_then(|mut st| {
+            st.query_map(
+                params![array.0 as i64, blk as i64, newest.base_tid as i64, newest.stored.tid as i64],
+                version_row,
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(err("load"))?;
+    let (base, deltas) = chain.split_first().ok_or_else(|| broken_chain(array, blk, &newest))?;
+    if base.stored.tid != newest.base_tid || base.stored.kind != block::KIND_FULL {
+        return Err(broken_chain(array, blk, &newest));
+    }
+    read_full(c, array, blk, base, buf)?;
+    let mut payload = Vec::new();
+    for d in deltas {
+        let blob = c.blob_open(rusqlite::MAIN_DB, c"outcore_block", c"data", d.rowid, true).map_err(err("load"))?;
+        payload.resize(blob.len(), 0);
+        blob.read_at_exact(&mut payload, 0).map_err(err("load"))?;
+        block::apply_delta(array, blk, &Stored { data: &payload, ..d.stored }, buf)?;
+    }
+    Ok(())
+}
+
+fn broken_chain(array: ArrayId, blk: u64, newest: &VersionRow) -> Error {
+    Error::Corrupt {
+        array,
+        name: String::new(),
+        blk,
+        tid: newest.stored.tid,
+        detail: format!("delta chain lacks its full version at tid {}", newest.base_tid),
+    }
+}
+
+/// Read a full version into `buf`.
+fn read_full(c: &Connection, array: ArrayId, blk: u64, v: &VersionRow, buf: &mut [u8]) -> Result<()> {
+    let blob = c.blob_open(rusqlite::MAIN_DB, c"outcore_block", c"data", v.rowid, true).map_err(err("load"))?;
+    let len = v.stored.len as usize;
+    if v.stored.codec != block::CODEC_RAW || blob.len() != len || len > buf.len() {
         // Compressed (or inconsistent): read the payload aside and decode it.
         let mut payload = vec![0u8; blob.len()];
         blob.read_at_exact(&mut payload, 0).map_err(err("load"))?;
-        return block::decode_into(array, blk, &Stored { data: &payload, ..stored }, buf);
+        return block::decode_into(array, blk, &Stored { data: &payload, ..v.stored }, buf);
     }
     // Raw: incremental blob I/O reads the payload straight into `buf` (no intermediate copies).
     blob.read_at_exact(&mut buf[..len], 0).map_err(err("load"))?;
-    block::verify_in_place(array, blk, &stored, buf)
+    block::verify_in_place(array, blk, &v.stored, buf)
 }
 
 const LIVE_ARRAYS: &str = "SELECT v.array_id, v.tid, v.name, v.meta FROM outcore_array v
@@ -348,6 +400,26 @@ impl WriteTxn for SqliteTxn<'_> {
         q_load(&self.0, id, blk, at, buf)
     }
 
+    fn chain_head(&mut self, id: ArrayId, blk: u64, at: Tid) -> Result<Option<block::ChainHead>> {
+        self.0
+            .prepare_cached(
+                "SELECT len, base_tid, depth, chain_bytes FROM outcore_block
+                 WHERE array_id = ?1 AND blk = ?2 AND tid <= ?3 ORDER BY tid DESC LIMIT 1",
+            )
+            .and_then(|mut st| {
+                st.query_row(params![id.0 as i64, blk as i64, at as i64], |r| {
+                    Ok(block::ChainHead {
+                        len: r.get::<_, i64>(0)? as u64,
+                        base_tid: r.get::<_, i64>(1)? as u64,
+                        depth: r.get(2)?,
+                        chain_bytes: r.get(3)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(err("commit"))
+    }
+
     fn insert_txn(&mut self, info: &TxnInfo) -> Result<()> {
         self.0
             .prepare_cached(
@@ -381,8 +453,9 @@ impl WriteTxn for SqliteTxn<'_> {
     fn insert_block(&mut self, id: ArrayId, blk: u64, tid: Tid, enc: &Encoded) -> Result<()> {
         self.0
             .prepare_cached(
-                "INSERT INTO outcore_block (array_id, blk, tid, kind, codec, len, checksum, data)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO outcore_block
+                 (array_id, blk, tid, kind, codec, len, checksum, base_tid, depth, chain_bytes, data)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )
             .and_then(|mut st| {
                 st.execute(params![
@@ -393,6 +466,9 @@ impl WriteTxn for SqliteTxn<'_> {
                     enc.codec,
                     enc.len as i64,
                     enc.checksum,
+                    enc.base_tid as i64,
+                    enc.depth,
+                    enc.chain_bytes,
                     enc.data
                 ])
             })
@@ -529,19 +605,14 @@ impl Store for SqliteStore {
             Ok(bytes)
         };
         let mut versions = 0;
-        stats.bytes += sum(
-            "DELETE FROM outcore_block WHERE tid <= ?1 AND EXISTS (
-                SELECT 1 FROM outcore_block n WHERE n.array_id = outcore_block.array_id
-                AND n.blk = outcore_block.blk AND n.tid > outcore_block.tid AND n.tid <= ?1) RETURNING len",
-            &mut versions,
-        )?;
-        stats.bytes += sum("DELETE FROM outcore_block WHERE tid <= ?1 AND len = 0 RETURNING len", &mut versions)?;
+        stats.bytes += sum(GC_SHADOWED, &mut versions)?;
+        stats.bytes += sum(GC_EMPTY, &mut versions)?;
         // Arrays deleted at or before the horizon: all their blocks and versions go.
         stats.bytes += sum(
             "DELETE FROM outcore_block WHERE array_id IN (
                 SELECT v.array_id FROM outcore_array v WHERE v.tid <= ?1 AND v.name IS NULL
                 AND NOT EXISTS (SELECT 1 FROM outcore_array n WHERE n.array_id = v.array_id AND n.tid > v.tid))
-             RETURNING len",
+             RETURNING length(data)",
             &mut versions,
         )?;
         stats.block_versions = versions;
@@ -575,6 +646,18 @@ impl Store for SqliteStore {
         Ok(Box::new(SqlitePoll { conn, last }))
     }
 }
+
+/// gc, first step: versions older than the chain (full version and deltas) that the snapshot at
+/// `keep_after` reads. Versions after `keep_after` never need anything older than that chain.
+pub(crate) const GC_SHADOWED: &str = "DELETE FROM outcore_block WHERE tid <= ?1 AND tid < (
+    SELECT n.base_tid FROM outcore_block n WHERE n.array_id = outcore_block.array_id
+    AND n.blk = outcore_block.blk AND n.tid <= ?1 ORDER BY n.tid DESC LIMIT 1) RETURNING length(data)";
+/// gc, second step: empty full versions that are what `keep_after` reads (no row reads the same
+/// zeros); no delta is ever based on an empty version.
+pub(crate) const GC_EMPTY: &str = "DELETE FROM outcore_block WHERE tid <= ?1 AND len = 0 AND kind = 0
+    AND NOT EXISTS (SELECT 1 FROM outcore_block n WHERE n.array_id = outcore_block.array_id
+        AND n.blk = outcore_block.blk AND n.tid > outcore_block.tid AND n.tid <= ?1)
+    RETURNING length(data)";
 
 /// SQLite has no notifications: poll the head row.
 struct SqlitePoll {
