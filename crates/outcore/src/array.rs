@@ -263,6 +263,19 @@ impl Array {
         Ok(Mapped { view, offset, span: to_usize(span)?, shape: vshape, strides: bstrides, itemsize })
     }
 
+    /// Loads the blocks holding bytes `range` now (waiting for them; a load error is returned
+    /// here instead of faulting later), e.g. before handing the memory to system calls.
+    /// They stay subject to eviction like any clean block.
+    pub fn prefetch(&self, range: Range<u64>) -> Result<()> {
+        let s = self.get()?;
+        if range.start > range.end || range.end > s.meta.nbytes {
+            return Err(Error::OutOfRange(format!("bytes {range:?} of array '{}' of {} bytes", s.name, s.meta.nbytes)));
+        }
+        let bs = s.meta.blksize;
+        s.file.prefetch(range.start / bs..range.end.div_ceil(bs))?;
+        Ok(())
+    }
+
     /// Changes the shape (metadata only, O(1)). Bytes keep their offsets; the area beyond the
     /// old size reads zeros, also after a shrink and regrowth in one transaction.
     pub fn resize(&self, new_shape: &[u64]) -> Result<()> {

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use outcore_pager::FileHandle;
-use outcore_store::{ArrayId, ArrayInfo, ArrayMeta, Changes, Commit, Order, Tid};
+use outcore_store::{ArrayId, ArrayInfo, ArrayMeta, Changes, Codec, Commit, Order, Tid};
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::array::{nbytes_of, Array};
@@ -28,12 +28,14 @@ pub struct ArraySpec {
     pub order: Order,
     /// Block size; `None` takes the database's default.
     pub blksize: Option<u64>,
+    /// Compression of stored blocks; `None` takes the database's default.
+    pub codec: Option<Codec>,
 }
 
 impl ArraySpec {
     /// An array of dtype `dtype` (`itemsize` bytes per element) and shape `shape`, C order.
     pub fn new(dtype: impl Into<String>, itemsize: u64, shape: impl Into<Vec<u64>>) -> Self {
-        ArraySpec { dtype: dtype.into(), itemsize, shape: shape.into(), order: Order::C, blksize: None }
+        ArraySpec { dtype: dtype.into(), itemsize, shape: shape.into(), order: Order::C, blksize: None, codec: None }
     }
 
     /// An array of Rust element type `T` (e.g. `f64` -> `"<f8"`).
@@ -50,6 +52,12 @@ impl ArraySpec {
     /// Sets the block size (a power of two, 4 KiB..=256 MiB).
     pub fn blksize(mut self, blksize: u64) -> Self {
         self.blksize = Some(blksize);
+        self
+    }
+
+    /// Sets the compression of stored blocks.
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = Some(codec);
         self
     }
 }
@@ -276,8 +284,14 @@ impl Connection {
             }
         }
         let nbytes = nbytes_of(&spec.shape, spec.itemsize)?;
-        let meta =
-            ArrayMeta { dtype: spec.dtype, shape: spec.shape, order: spec.order, blksize, codec: opts.codec, nbytes };
+        let meta = ArrayMeta {
+            dtype: spec.dtype,
+            shape: spec.shape,
+            order: spec.order,
+            blksize,
+            codec: spec.codec.unwrap_or(opts.codec),
+            nbytes,
+        };
         let id = ArrayId::random();
         // Nothing of a new array is stored: every block loads as zeros.
         let oa = self.open_file(id, name, None, &meta, spec.itemsize, 0)?;

@@ -32,7 +32,8 @@ fn get(conn: &Connection, name: &str, i: u64, j: u64) -> f64 {
 fn create_write_commit_reopen(f: &Fixture) {
     let conn = f.db.connect().expect("connect");
     committed(&conn);
-    let b = conn.create("b", ArraySpec::of::<i32>([3, 5000]).order(Order::F)).expect("create b");
+    let b =
+        conn.create("b", ArraySpec::of::<i32>([3, 5000]).order(Order::F).codec(outcore::Codec::Lz4)).expect("create b");
     assert_eq!(b.strides().expect("strides"), vec![4, 12]);
     b.as_array_view_mut::<i32>().expect("view").view_mut()[[2, 4999]] = -7;
     let tid = conn.commit_with(CommitInfo::new("fill b").user("tester")).expect("commit");
@@ -52,6 +53,9 @@ fn create_write_commit_reopen(f: &Fixture) {
     assert!(g.view().indexed_iter().all(|(ix, v)| *v == value(ix[0], ix[1])), "{}", f.backend);
     let b = conn.open("b").expect("open b");
     assert_eq!(b.order().expect("order"), Order::F);
+    assert_eq!(b.meta().expect("meta").codec, outcore::Codec::Lz4);
+    b.prefetch(0..b.nbytes().expect("nbytes")).expect("prefetch");
+    assert!(matches!(b.prefetch(0..1 << 40), Err(Error::OutOfRange(_))));
     let g = b.as_array_view::<i32>().expect("view");
     assert_eq!(g.view()[[2, 4999]], -7);
     assert_eq!(g.view()[[1, 4999]], 0);
