@@ -36,6 +36,8 @@ pub(crate) enum Waiter {
     Fault { view: Arc<ViewReg>, addr: u64, wp: bool, ptid: u32 },
     /// A synchronous caller (prefetch, read_block) waiting for the load result.
     Notify(crossbeam_channel::Sender<Result<(), String>>),
+    /// Readahead: map the block into `view` once loaded (no thread waits).
+    Map { view: Arc<ViewReg> },
 }
 
 /// One block entry.

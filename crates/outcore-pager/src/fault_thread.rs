@@ -100,9 +100,13 @@ fn handle(shared: &Arc<Shared>, f: Fault) {
         }
         Some(b) => b.waiters.push(waiter),
     }
-    for rb in ra {
+    for rb in ra.blocks {
         if let std::collections::hash_map::Entry::Vacant(e) = st.blocks.entry(rb) {
-            e.insert(Block::loading());
+            let mut b = Block::loading();
+            if ra.marker != Some(rb) {
+                b.waiters.push(Waiter::Map { view: view.clone() });
+            }
+            e.insert(b);
             Counters::inc(&shared.counters.readahead_loads);
             enqueue.push(rb);
         }

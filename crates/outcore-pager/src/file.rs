@@ -96,6 +96,7 @@ impl FileInner {
         mapped_view: Option<u64>,
     ) -> Vec<(u64, u64)> {
         let engine = &self.shared().engine;
+        // Views the block was mapped into, and the ranges of blocked threads to wake.
         let mut done: Vec<u64> = Vec::new();
         let mut wake = Vec::new();
         for w in waiters {
@@ -109,14 +110,13 @@ impl FileInner {
                     }
                     match res {
                         Ok(()) => {
-                            if done.contains(&view.id) {
+                            if !wake.contains(&(baddr, self.blksize)) {
+                                wake.push((baddr, self.blksize));
+                            }
+                            if done.contains(&view.id) || mapped_view == Some(view.id) {
                                 continue;
                             }
                             done.push(view.id);
-                            wake.push((baddr, self.blksize));
-                            if mapped_view == Some(view.id) {
-                                continue;
-                            }
                             if let Err(e) = engine.resolve(baddr, self.blksize, addr) {
                                 tracing::debug!("mapping block {blk} at {baddr:#x}: {e}");
                             }
@@ -139,6 +139,20 @@ impl FileInner {
                 }
                 Waiter::Notify(tx) => {
                     let _ = tx.send(res.clone());
+                }
+                Waiter::Map { view } => {
+                    if res.is_err() || done.contains(&view.id) || mapped_view == Some(view.id) {
+                        continue;
+                    }
+                    let Some(baddr) = view.block_addr(blk) else { continue };
+                    let alive = view.alive.read();
+                    if !*alive {
+                        continue;
+                    }
+                    done.push(view.id);
+                    if let Err(e) = engine.resolve(baddr, self.blksize, baddr) {
+                        tracing::debug!("mapping block {blk} ahead at {baddr:#x}: {e}");
+                    }
                 }
             }
         }

@@ -188,37 +188,57 @@ fn grow_and_shrink() {
 /// Sequential faults request the next blocks before the scan reaches them; random ones don't.
 #[test]
 fn readahead_sequential_only() {
-    let p = pager_with(PagerConfig { readahead_blocks: 3, ..PagerConfig::default() });
+    let p = pager_with(PagerConfig { readahead_blocks: 4, ..PagerConfig::default() });
     let src = MemSource::new();
     let f = p.open_file(src.clone(), BS, 64 * BS as u64).unwrap();
     let v = f.map(0..64).unwrap();
     rd(&v, 0);
     rd(&v, BS);
-    // Still on block 1: blocks 2..=4 were requested in the background.
+    // Still on block 1: the next blocks were requested in the background.
     assert!(
         eventually(|| {
             let l = src.log();
-            (2..=4).all(|b| l.contains(&b))
+            (2..=5).all(|b| l.contains(&b))
         }),
         "log {:?}",
         src.log()
     );
-    for k in 2..20u64 {
+    for k in 2..40u64 {
         assert_eq!(rd(&v, k as usize * BS + 1), src.expected(k, 1));
-        // While on block k, k+1..=k+3 have been requested.
+        // While on block k, at least the next two blocks have been requested.
         assert!(
             eventually(|| {
                 let l = src.log();
-                (k + 1..=k + 3).all(|b| l.contains(&b))
+                (k + 1..=k + 2).all(|b| l.contains(&b))
             }),
             "k={k} log {:?}",
             src.log()
         );
     }
-    assert!(p.stats().readahead_loads >= 18);
-    for b in 0..=22u64 {
+    // Every page reads right (blocks mapped ahead included), each block loaded once.
+    for off in (0..44 * BS).step_by(4096 * 13) {
+        assert_eq!(rd(&v, off), src.expected((off / BS) as u64, off % BS));
+    }
+    assert!(p.stats().readahead_loads >= 38);
+    for b in 0..=41u64 {
         assert_eq!(src.count(b), 1, "block {b} loaded once");
     }
+    assert_eq!(dirty_list(&f), vec![], "mapping ahead dirties nothing");
+
+    // Mapping ahead: on a fresh view, after faults on blocks 0 and 1, blocks 2, 3 and 5 get
+    // mapped before they are touched; block 4 (half a window ahead) stays unmapped as the marker
+    // whose fault requests the next blocks.
+    let src3 = MemSource::new();
+    let f3 = p.open_file(src3.clone(), BS, 64 * BS as u64).unwrap();
+    let w3 = f3.map(0..64).unwrap();
+    rd(&w3, 0);
+    rd(&w3, BS);
+    let base = w3.as_ptr() as usize;
+    assert!(eventually(|| [2, 3, 5].iter().all(|b| page_present(base + b * BS + 4096 * 7))));
+    assert!(!page_present(base + 4 * BS));
+    assert_eq!(src3.count(6), 0);
+    rd(&w3, 4 * BS);
+    assert!(eventually(|| src3.count(6) == 1 && src3.count(7) == 1));
 
     // Random access on a fresh file: only the touched blocks are ever loaded.
     let src2 = MemSource::new();
@@ -234,6 +254,15 @@ fn readahead_sequential_only() {
     let mut want = order.to_vec();
     want.sort_unstable();
     assert_eq!(log, want);
+}
+
+/// Whether the page at `addr` is mapped (present bit of /proc/self/pagemap).
+fn page_present(addr: usize) -> bool {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open("/proc/self/pagemap").unwrap();
+    let mut e = [0u8; 8];
+    f.read_exact_at(&mut e, (addr / 4096 * 8) as u64).unwrap();
+    u64::from_le_bytes(e) & (1 << 63) != 0
 }
 
 /// Prefetch loads synchronously, reports errors, and makes system calls work under
