@@ -252,8 +252,13 @@ fn time_travel(f: &Fixture) {
     assert_eq!(at_time.tid(), t1);
     assert_eq!(get(&at_time, "a", 7, 7), value(7, 7));
 
+    // A historical array opened before gc passes its snapshot: loads fail with the cause, never zeros.
+    let old_conn = f.db.connect_at(t1).expect("historical");
+    let old_a = old_conn.open("a").expect("open");
     f.db.store().gc(conn.tid()).expect("gc");
     assert!(f.db.connect_at(t1).is_err());
+    let e = old_a.prefetch(0..8).expect_err("snapshot gone");
+    assert!(matches!(e, Error::Pager(_)) && e.to_string().contains("garbage collected"), "{e}");
 }
 
 fn regions_for_foreign_code(f: &Fixture) {
