@@ -262,6 +262,9 @@ def test_historical_connection(db):
         db.connect(at=db.head + 10)
     when = db.history()[-1]["time"]
     assert (db.connect(at=when).root["A"][:] == [2, 2, 2, 2, 3]).all()
+    for h in db.history():
+        assert db.connect(at=h["time"]).tid == h["tid"]
+        assert db.connect(at=h["time"].astimezone().replace(tzinfo=None)).tid == h["tid"]  # naive: local
 
 
 def test_zodb_and_outcore_commit_atomically(tmp_path):

@@ -1,7 +1,7 @@
 //! `Db` and `open()`.
 
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use outcore::{Codec, Db, DbOptions};
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -23,6 +23,21 @@ fn parse_codec(s: Option<&str>) -> PyResult<Codec> {
             _ => Err(bad()),
         },
     }
+}
+
+/// The exact instant of a `datetime` (naive ones are local time), to the microsecond.
+fn system_time(at: &Bound<'_, PyAny>) -> PyResult<SystemTime> {
+    let py = at.py();
+    let dt = py.import("datetime")?;
+    let utc = dt.getattr("timezone")?.getattr("utc")?;
+    let epoch = dt.getattr("datetime")?.call1((1970, 1, 1, 0, 0, 0, 0, &utc))?;
+    let kw = PyDict::new(py);
+    kw.set_item("microseconds", 1)?;
+    let micro = dt.getattr("timedelta")?.call((), Some(&kw))?;
+    let us: i64 = at.call_method1("astimezone", (&utc,))?.sub(&epoch)?.floor_div(&micro)?.extract()?;
+    let us =
+        u64::try_from(us).map_err(|_| PyValueError::new_err(format!("time {us} us since the epoch is before 1970")))?;
+    Ok(UNIX_EPOCH + Duration::from_micros(us))
 }
 
 /// An open database: a versioned store plus the page cache of its arrays.
@@ -79,11 +94,8 @@ impl PyDb {
                 let tid: u64 = at.extract()?;
                 py.detach(|| self.db.connect_at(tid)).py(py)?
             }
-            Some(at) if at.hasattr("timestamp")? => {
-                let secs: f64 = at.call_method0("timestamp")?.extract()?;
-                let time = Duration::try_from_secs_f64(secs)
-                    .map(|d| UNIX_EPOCH + d)
-                    .map_err(|e| PyValueError::new_err(format!("time {secs}: {e}")))?;
+            Some(at) if at.hasattr("astimezone")? => {
+                let time = system_time(at)?;
                 py.detach(|| self.db.connect_at_time(time)).py(py)?
             }
             Some(at) => {
@@ -127,13 +139,16 @@ impl PyDb {
         let txns = txns.py(py)?;
         let dt = py.import("datetime")?;
         let utc = dt.getattr("timezone")?.getattr("utc")?;
-        let fromts = dt.getattr("datetime")?.getattr("fromtimestamp")?;
+        let epoch = dt.getattr("datetime")?.call1((1970, 1, 1, 0, 0, 0, 0, &utc))?;
+        let timedelta = dt.getattr("timedelta")?;
         let loads = py.import("json")?.getattr("loads")?;
         let out = PyList::empty(py);
         for t in txns {
             let d = PyDict::new(py);
             d.set_item("tid", t.tid)?;
-            d.set_item("time", fromts.call1((t.time_us as f64 / 1e6, &utc))?)?;
+            let kw = PyDict::new(py);
+            kw.set_item("microseconds", t.time_us)?;
+            d.set_item("time", epoch.add(timedelta.call((), Some(&kw))?)?)?;
             d.set_item("user", t.user)?;
             d.set_item("description", t.description)?;
             d.set_item("extension", loads.call1((t.extension.to_string(),))?)?;
