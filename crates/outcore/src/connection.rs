@@ -387,7 +387,9 @@ impl Connection {
 
     /// Stores every change of this transaction (written blocks of all arrays, creations,
     /// deletions, renames, resizes) atomically in one store commit recorded with `info`, then
-    /// moves to the newest snapshot. Returns the snapshot the connection then reads.
+    /// moves to the newest snapshot. Returns the tid of the commit (the connection then reads
+    /// it or a newer one). With nothing to store, no transaction is recorded: the connection
+    /// just moves to the newest snapshot and returns its tid.
     ///
     /// On [`Error::Conflict`] nothing was stored, the error names what collided, and the
     /// connection refuses further work until [`abort`](Self::abort).
@@ -488,7 +490,7 @@ impl Connection {
             oa.source.reset(oa.committed_nbytes());
         }
         self.advance(&mut st, base, Some(tid))?;
-        Ok(st.tid)
+        Ok(tid)
     }
 
     /// Discards every change of this transaction (data and metadata, in every view), then

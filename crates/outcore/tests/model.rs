@@ -4,6 +4,7 @@
 //! Invariants checked after every step: a connection reads exactly its snapshot plus its own
 //! changes; a commit stores the transaction's written blocks and metadata merged over what
 //! others committed, or (on conflict) nothing; abort restores the newest committed state.
+//! At the end, read-only connections opened at some of the commits still read those states.
 
 mod common;
 
@@ -131,6 +132,7 @@ fn run(f: &Fixture, seed: u64, steps: usize) {
     let mut rng = Rng(seed);
     let trace = std::env::var("MODEL_TRACE").is_ok();
     let (mut commits, mut conflicts) = (0, 0);
+    let mut history: Vec<(Connection, Vec<f64>)> = Vec::new();
     for step in 0..steps {
         let who = rng.below(2);
         let s = &mut sides[who];
@@ -166,10 +168,15 @@ fn run(f: &Fixture, seed: u64, steps: usize) {
                 s.append(k, val);
             }
             11..=15 => match s.conn.commit() {
-                Ok(_) => {
+                Ok(tid) => {
                     committed = s.merged(&committed);
                     s.reset(&committed);
                     commits += 1;
+                    if commits % 10 == 0 {
+                        // Keep a read-only connection at this snapshot: it must never change.
+                        let old = dbs[0].connect_at(tid).expect("historical");
+                        history.push((old, committed.clone()));
+                    }
                 }
                 Err(e) if e.is_conflict() => {
                     s.conn.abort().expect("abort");
@@ -195,6 +202,11 @@ fn run(f: &Fixture, seed: u64, steps: usize) {
         s.conn.abort().expect("abort");
         s.reset(&committed);
         s.check(steps);
+    }
+    for (old, want) in &history {
+        let g = old.open("m").expect("open").as_array_view::<f64>().expect("view");
+        let got: Vec<f64> = g.view().iter().copied().collect();
+        assert!(got == *want, "the snapshot at tid {} changed", old.tid());
     }
     eprintln!("{}: seed {seed}: {commits} commits, {conflicts} conflicts", f.backend);
     assert!(commits > 0 && conflicts > 0, "the sequence should exercise both outcomes");
