@@ -1,5 +1,6 @@
 """Type stubs of the `outcore._outcore` extension module."""
 
+import contextlib
 import datetime
 from typing import Any, Iterator, Optional, Union
 
@@ -32,7 +33,7 @@ class Db:
         at: Optional[Union[int, datetime.datetime]] = None,
         transaction_manager: Any = None,
     ) -> Connection: ...
-    def transaction(self, note: Optional[str] = None) -> Any: ...
+    def transaction(self, note: Optional[str] = None) -> contextlib.AbstractContextManager[Connection]: ...
     def history(self, after: int = 0, upto: Optional[int] = None) -> list[dict[str, Any]]: ...
 
 @final

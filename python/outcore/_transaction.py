@@ -26,6 +26,7 @@ import logging
 from typing import Any, Iterator, Optional
 
 import transaction
+from transaction.interfaces import NoTransaction
 
 log = logging.getLogger("outcore")
 
@@ -43,8 +44,14 @@ class DataManager:
         transaction_manager.registerSynch(self)
 
     def _join(self) -> None:
-        """Joins the current transaction (called before anything that may change data)."""
-        txn = self.transaction_manager.get()
+        """Joins the current transaction (called before anything that may change data).
+
+        Outside a transaction of an explicit manager there is nothing to join: changes made
+        then join the next transaction when it ends (see `beforeCompletion`)."""
+        try:
+            txn = self.transaction_manager.get()
+        except NoTransaction:
+            return
         if txn is not self._txn:
             txn.join(self)
             self._txn = txn

@@ -373,3 +373,16 @@ def test_views_outlive_their_connection(db):
     v = db.connect(transaction_manager=False).root["A"][:]  # connection and array dropped
     gc.collect()
     assert (v == 3).all()
+
+
+def test_explicit_transaction_manager(db):
+    tm = transaction.TransactionManager(explicit=True)
+    conn = db.connect(transaction_manager=tm)
+    with tm:
+        A = conn.root.create("A", 3, np.int8)
+        A[0] = 1
+    assert A[0] == 1  # reading outside a transaction is fine
+    A[1] = 2  # a change outside a transaction joins the next one
+    with tm:
+        pass
+    assert db.connect(transaction_manager=False).root["A"][1] == 2
