@@ -125,6 +125,8 @@ pub(crate) struct ConnState {
     pub needs_abort: bool,
     /// The `Connection` was dropped: handles fail with `Closed`.
     pub closed: bool,
+    /// Why the last move to a new snapshot failed (cleared by a successful `abort`).
+    pub stale: Option<String>,
     pub open: HashMap<ArrayId, OpenArray>,
     /// Name and metadata changes of this transaction; every array here is in `open`.
     pub txn: BTreeMap<ArrayId, Change>,
@@ -156,6 +158,9 @@ impl ConnState {
     pub fn check_usable(&self) -> Result<()> {
         if self.closed {
             return Err(Error::Closed);
+        }
+        if let Some(cause) = &self.stale {
+            return Err(Error::Stale(cause.clone()));
         }
         if self.needs_abort {
             return Err(Error::NeedsAbort);
@@ -223,6 +228,7 @@ impl Connection {
             read_only,
             needs_abort: false,
             closed: false,
+            stale: None,
             open: HashMap::new(),
             txn: BTreeMap::new(),
             created: BTreeSet::new(),
@@ -489,7 +495,11 @@ impl Connection {
         for oa in st.open.values() {
             oa.source.reset(oa.committed_nbytes());
         }
-        self.advance(&mut st, base, Some(tid))?;
+        if let Err(e) = self.advance(&mut st, base, Some(tid)) {
+            // The commit is durable; only the move to the new snapshot failed.
+            tracing::warn!("committed tid {tid}, but moving to the newest snapshot failed: {e}");
+            st.stale = Some(e.to_string());
+        }
         Ok(tid)
     }
 
@@ -521,9 +531,13 @@ impl Connection {
         st.created.clear();
         st.truncated.clear();
         st.needs_abort = false;
+        st.stale = None;
         let base = st.tid;
         if !st.read_only {
-            self.advance(&mut st, base, None)?;
+            if let Err(e) = self.advance(&mut st, base, None) {
+                st.stale = Some(e.to_string());
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -582,7 +596,6 @@ impl Connection {
         // Loads from now on read the new snapshot (with the new stored sizes); then drop what
         // is stale. A load still running at the old snapshot is redone by the invalidation.
         self.shared.tid_cell.store(head, Ordering::SeqCst);
-        st.tid = head;
         for (id, info) in metas {
             let Some(oa) = st.open.get_mut(&id) else { continue };
             oa.committed = info.map(|i| (i.name, i.meta));
@@ -603,6 +616,8 @@ impl Connection {
                 oa.file.invalidate(&blks)?;
             }
         }
+        // Only now: if anything above failed, the next `abort` redoes the move from `old`.
+        st.tid = head;
         tracing::trace!(old, head, "moved to new snapshot");
         Ok(())
     }

@@ -13,6 +13,10 @@ pub enum Error {
     /// A previous commit failed with a conflict and the transaction was not aborted yet.
     #[error("the transaction lost a commit conflict: call abort() before using the connection again")]
     NeedsAbort,
+    /// The connection could not move to a new snapshot at its last boundary (the store failed
+    /// after a successful commit, for example); `abort()` retries.
+    #[error("the connection could not move to the newest snapshot ({0}): call abort() to retry")]
+    Stale(String),
     /// The connection of this handle was dropped (its transaction was discarded).
     #[error("the connection was closed: its array handles can no longer be used")]
     Closed,
