@@ -1,0 +1,213 @@
+//! The original system's block-format benchmark, re-created on the store: a 1-D int64 array,
+//! 500 commits per workload, stored size and cold random block reads, for
+//! - "whole": every changed block stored in full (the original's ZBlk0 behaviour), and
+//! - "delta": what outcore does with the pager's dirty pages (`Commit::write_block_pages`).
+//!
+//! The chunk format's size (the original's ZBlk1: only changed 4 KiB chunks) is the sum of the
+//! dirty pages of every commit plus the initial fill, computed exactly as the workload runs.
+//!
+//! Workloads (N = 2,621,440 int64 = 20 MiB = 10 blocks of 2 MiB, prefilled, except Append):
+//! - Append: 500 commits each appending 3,670 values (~1.4% of a block) to an empty array;
+//! - RandWrite 20%: each commit changes one random element in 2 random blocks (20% of them);
+//! - RandWrite 100%: each commit changes one random element in every block;
+//! - Mix: each commit appends 3,670 values and changes one element in 20% of the blocks.
+//!
+//! Cold reads: a new process after `echo 1 > /proc/sys/vm/drop_caches` (when permitted) loads
+//! 10 distinct random blocks at the newest snapshot; the median time per block is reported.
+//!
+//! Run: `cargo bench -p outcore-store --bench block_formats` (SQLite, in `OUTCORE_BENCH_DIR` or
+//! the current directory).
+
+use outcore_store::{open, ArrayId, ArrayMeta, Commit, Order, Store};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+const BLK: usize = 2 << 20;
+const PAGE: usize = 4096;
+const COMMITS: usize = 500;
+const NBLK: usize = 10;
+const APPEND_VALUES: usize = 3670;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Workload {
+    Append,
+    Rand20,
+    Rand100,
+    Mix,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Append => "Append",
+            Workload::Rand20 => "RandWrite 20%",
+            Workload::Rand100 => "RandWrite 100%",
+            Workload::Mix => "Mix",
+        }
+    }
+}
+
+struct Outcome {
+    stored: u64,
+    chunk: u64,
+    read_ms: f64,
+    commit_s: f64,
+}
+
+fn meta(nbytes: u64) -> ArrayMeta {
+    ArrayMeta::new("<i8", vec![nbytes / 8], Order::C, nbytes)
+}
+
+/// Run a workload into a fresh store; returns (store path, array id, stored bytes, chunk bytes).
+fn build(dir: &std::path::Path, w: Workload, delta: bool) -> (String, ArrayId, u64, u64, f64) {
+    let path = dir.join(format!("{}-{}.outcore", w.name().replace([' ', '%'], "_"), delta));
+    let _ = std::fs::remove_file(&path);
+    let path = path.to_str().unwrap().to_string();
+    let s = open(&path).unwrap();
+    let mut rng = StdRng::seed_from_u64(42);
+    let id = ArrayId::random();
+    let prefill = if w == Workload::Append { 0 } else { NBLK * BLK };
+    let mut content: Vec<u8> = Vec::with_capacity(NBLK * BLK + COMMITS * APPEND_VALUES * 8 + BLK);
+    for i in 0..prefill / 8 {
+        content.extend_from_slice(&(i as i64).to_le_bytes());
+    }
+    let mut c = Commit::new();
+    c.put_array(id, "a", meta(content.len() as u64));
+    for b in 0..prefill / BLK {
+        c.write_block(id, b as u64, content[b * BLK..(b + 1) * BLK].to_vec());
+    }
+    let mut tid = s.commit(0, c).unwrap();
+    let mut chunk = prefill as u64;
+    let t = Instant::now();
+    for _ in 0..COMMITS {
+        let mut dirty: BTreeSet<(usize, u32)> = BTreeSet::new();
+        let mut c = Commit::new();
+        if matches!(w, Workload::Append | Workload::Mix) {
+            let start = content.len();
+            for k in 0..APPEND_VALUES {
+                content.extend_from_slice(&((start / 8 + k) as i64).to_le_bytes());
+            }
+            for p in start / PAGE..content.len().div_ceil(PAGE) {
+                dirty.insert((p * PAGE / BLK, ((p * PAGE % BLK) / PAGE) as u32));
+            }
+            c.put_array(id, "a", meta(content.len() as u64));
+        }
+        let nrand = match w {
+            Workload::Append => 0,
+            Workload::Rand20 | Workload::Mix => NBLK / 5,
+            Workload::Rand100 => NBLK,
+        };
+        let mut blocks: Vec<usize> = (0..NBLK).collect();
+        for i in 0..nrand {
+            let j = rng.random_range(i..NBLK);
+            blocks.swap(i, j);
+            let b = blocks[i];
+            let e = rng.random_range(0..BLK / 8);
+            let at = b * BLK + e * 8;
+            let v: i64 = rng.random_range(0..i64::MAX);
+            content[at..at + 8].copy_from_slice(&v.to_le_bytes());
+            dirty.insert((b, (e * 8 / PAGE) as u32));
+        }
+        chunk += dirty.len() as u64 * PAGE as u64;
+        let mut by_block: std::collections::BTreeMap<usize, Vec<u32>> = Default::default();
+        for (b, p) in dirty {
+            by_block.entry(b).or_default().push(p);
+        }
+        for (b, pages) in by_block {
+            let end = ((b + 1) * BLK).min(content.len());
+            let data = content[b * BLK..end].to_vec();
+            if delta {
+                c.write_block_pages(id, b as u64, data, pages);
+            } else {
+                c.write_block(id, b as u64, data);
+            }
+        }
+        tid = s.commit(tid, c).unwrap();
+    }
+    let commit_s = t.elapsed().as_secs_f64();
+    let stored = s.stats().unwrap().stored_bytes;
+    (path, id, stored, chunk, commit_s)
+}
+
+/// Cold-read 10 distinct random blocks in a child process; median ms per block.
+fn cold_read(path: &str, id: ArrayId) -> f64 {
+    let _ = std::process::Command::new("sync").status();
+    let dropped = std::fs::write("/proc/sys/vm/drop_caches", "1").is_ok();
+    if !dropped {
+        eprintln!("(cannot drop the OS cache: reads are warm)");
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("OUTCORE_BENCH_CHILD", format!("{path};{}", id.0))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().find_map(|l| l.strip_prefix("median_ms ")).and_then(|v| v.trim().parse().ok()).unwrap_or(f64::NAN)
+}
+
+fn child(spec: &str) {
+    let (path, id) = spec.split_once(';').unwrap();
+    let id = ArrayId(id.parse().unwrap());
+    let s = open(path).unwrap();
+    let head = s.head().unwrap();
+    let nblocks = s.array("a", head).unwrap().unwrap().meta.nblocks() as usize;
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut order: Vec<usize> = (0..nblocks).collect();
+    let n = 10.min(nblocks);
+    for i in 0..n {
+        let j = rng.random_range(i..nblocks);
+        order.swap(i, j);
+    }
+    let mut buf = vec![0u8; BLK];
+    let mut times = Vec::new();
+    for &b in &order[..n] {
+        let t = Instant::now();
+        s.load(id, b as u64, head, &mut buf).unwrap();
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!("median_ms {}", times[times.len() / 2]);
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("OUTCORE_BENCH_CHILD") {
+        return child(&spec);
+    }
+    let base = std::env::var("OUTCORE_BENCH_DIR").unwrap_or_else(|_| ".".into());
+    let dir = tempfile::tempdir_in(base).unwrap();
+    let only: Option<String> = std::env::var("OUTCORE_BENCH_ONLY").ok();
+    println!("\nblock formats: 1-D int64, {COMMITS} commits per workload, 2 MiB blocks, SQLite store");
+    println!("size ratio = delta / chunk format (goal <= 1.5); read ratio = delta / whole (goal <= 1.2)\n");
+    println!("| workload | whole: stored | whole: cold read ms/blk | delta: stored | delta: cold read ms/blk | chunk format size | size ratio | read ratio | delta commit s |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for w in [Workload::Append, Workload::Rand20, Workload::Rand100, Workload::Mix] {
+        if only.as_deref().is_some_and(|o| !w.name().contains(o)) {
+            continue;
+        }
+        let mut res = Vec::new();
+        for delta in [false, true] {
+            let (path, id, stored, chunk, commit_s) = build(dir.path(), w, delta);
+            let read_ms = cold_read(&path, id);
+            res.push(Outcome { stored, chunk, read_ms, commit_s });
+            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_file(format!("{path}-wal"));
+            let _ = std::fs::remove_file(format!("{path}-shm"));
+        }
+        let (whole, delta) = (&res[0], &res[1]);
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        println!(
+            "| {} | {:.1} MiB | {:.2} | {:.1} MiB | {:.2} | {:.1} MiB | {:.2} | {:.2} | {:.1} |",
+            w.name(),
+            mib(whole.stored),
+            whole.read_ms,
+            mib(delta.stored),
+            delta.read_ms,
+            mib(delta.chunk),
+            delta.stored as f64 / delta.chunk as f64,
+            delta.read_ms / whole.read_ms,
+            delta.commit_s
+        );
+    }
+    println!("\nthe original (wendelin.core) on Append: whole blocks 513 MiB / 2.09 ms, 4 KiB chunks 16 MiB / 14.47 ms, its heuristic 28 MiB / 2.17 ms");
+}
