@@ -18,7 +18,7 @@
 //! Run: `cargo bench -p outcore-store --bench block_formats` (SQLite, in `OUTCORE_BENCH_DIR` or
 //! the current directory).
 
-use outcore_store::{open, ArrayId, ArrayMeta, Commit, Order, Store};
+use outcore_store::{open, ArrayId, ArrayMeta, Commit, Order};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use std::collections::BTreeSet;
