@@ -131,6 +131,12 @@ class RAMArray:
             a = np.asarray(a, dtype=dtype)
         return a.copy() if copy else a
 
+    def load(self, idx: Any = None) -> None:
+        """Nothing to load: RAM arrays are always in memory (checks the index)."""
+        if idx is not None:
+            check_basic(idx)
+            self._whole()[idx]
+
     def resize(self, shape: Any) -> None:
         """Changes the shape in O(1); new elements read as zeros, old views stay coherent."""
         shape = parse_shape(shape)

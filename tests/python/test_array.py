@@ -355,3 +355,34 @@ def test_root_mapping(conn):
         conn.root.create("bad order", 1, np.uint8, order="K")
     with pytest.raises(ValueError):
         conn.root.create("neg", (-1, 2), np.uint8)
+
+
+def test_load_prefetches_and_raises_on_failure(sqlite_url):
+    import sqlite3
+
+    db = outcore.open(sqlite_url)
+    conn = db.connect(transaction_manager=False)
+    A = conn.root.create("A", (100, 64), np.float64, blksize=BLK)
+    A[:] = 1.5
+    conn.commit()
+    B = outcore.open(sqlite_url).connect(transaction_manager=False).root["A"]
+    B.load()
+    B.load(np.s_[10:20])
+    B.load(5)
+    B.load((slice(None, None, -7), 3))
+    B.load(np.s_[..., 1])
+    B.load(np.s_[50:50])
+    with pytest.raises(IndexError):
+        B.load(100)
+    with pytest.raises(TypeError):
+        B.load([1, 2])
+    assert (B[:] == 1.5).all()
+    # a corrupt block: load raises instead of faulting later
+    with sqlite3.connect(sqlite_url) as c:
+        c.execute("UPDATE outcore_block SET checksum = checksum + 1 WHERE blk = 3")
+    C = outcore.open(sqlite_url).connect(transaction_manager=False).root["A"]
+    C.load(np.s_[:2])  # blocks 0..1 are fine
+    with pytest.raises(outcore.Error):
+        C.load()
+    with pytest.raises(outcore.Error):
+        C.load(np.s_[30:40])

@@ -358,6 +358,63 @@ impl PyArray {
         Ok(())
     }
 
+    /// Loads the blocks under `A[idx]` (default: the whole array) now, with the GIL released,
+    /// so that a load failure raises here (`outcore.PagerError`) instead of faulting later.
+    #[pyo3(signature = (idx=None))]
+    fn load(&self, py: Python<'_>, idx: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let meta = self.meta(py)?;
+        let range = match idx {
+            None => 0..meta.nbytes,
+            Some(idx) => {
+                check_basic(idx)?;
+                let full = self.full(py)?;
+                if meta.nbytes == 0 {
+                    full.get_item(idx)?; // index errors as NumPy reports them
+                    return Ok(());
+                }
+                // With a trailing Ellipsis, NumPy returns a (maybe 0-d) view even for ints.
+                let items: Vec<Bound<'_, PyAny>> = match idx.cast::<PyTuple>() {
+                    Ok(t) => t.iter().collect(),
+                    Err(_) => vec![idx.clone()],
+                };
+                let ellipsis = PyEllipsis::get(py).to_owned().into_any();
+                let view = if items.iter().any(|i| i.is(&ellipsis)) {
+                    full.get_item(idx)?
+                } else {
+                    let mut with = items;
+                    with.push(ellipsis);
+                    full.get_item(PyTuple::new(py, with)?)?
+                };
+                let addr = |a: &Bound<'_, PyAny>| -> PyResult<usize> {
+                    a.getattr("__array_interface__")?.get_item("data")?.get_item(0)?.extract()
+                };
+                let shape: Vec<usize> = view.getattr("shape")?.extract()?;
+                let strides: Vec<isize> = view.getattr("strides")?.extract()?;
+                if shape.contains(&0) {
+                    return Ok(());
+                }
+                let itemsize = self.arr.itemsize().py(py)?;
+                let first = addr(&view)? as i128 - addr(&full)? as i128;
+                let (mut lo, mut hi) = (first, first + i128::from(itemsize as i64));
+                for (n, s) in shape.iter().zip(&strides) {
+                    let span = (*n as i128 - 1) * *s as i128;
+                    if span < 0 {
+                        lo += span;
+                    } else {
+                        hi += span;
+                    }
+                }
+                let lo = u64::try_from(lo).map_err(|_| PyValueError::new_err("view outside the array"))?;
+                let hi = u64::try_from(hi).map_err(|_| PyValueError::new_err("view outside the array"))?;
+                lo..hi.min(meta.nbytes)
+            }
+        };
+        if range.is_empty() {
+            return Ok(());
+        }
+        py.detach(|| self.arr.prefetch(range)).py(py)
+    }
+
     /// Changes the shape (metadata only, O(1)); new elements read as zeros and existing views
     /// keep their shape and stay coherent.
     fn resize(&self, py: Python<'_>, shape: &Bound<'_, PyAny>) -> PyResult<()> {
