@@ -63,6 +63,17 @@ fn create_write_commit_reopen(f: &Fixture) {
     assert_eq!((h[1].description.as_str(), h[1].user.as_str()), ("fill b", "tester"));
 }
 
+fn nothing_loads_until_touched(f: &Fixture) {
+    committed(&f.db.connect().expect("connect"));
+    let db = f.reopen_with_budget(1 << 30); // its own pager, so its counters are ours
+    let conn = db.connect().expect("connect");
+    let g = conn.open("a").expect("open").as_array_view::<f64>().expect("view");
+    assert_eq!(db.pager().stats().loads, 0);
+    assert_eq!(g.view()[[99, 49]], value(99, 49)); // the last of three blocks
+    let loads = db.pager().stats().loads;
+    assert!((1..=2).contains(&loads), "{loads} loads");
+}
+
 fn abort_reverts_data_and_metadata(f: &Fixture) {
     let conn = f.db.connect().expect("connect");
     committed(&conn);
@@ -363,6 +374,7 @@ fn namespace_changes_by_others(f: &Fixture) {
 }
 
 backends!(
+    nothing_loads_until_touched,
     namespace_changes_by_others,
     commits_are_announced,
     regions_for_foreign_code,
