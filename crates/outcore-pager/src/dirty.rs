@@ -18,6 +18,26 @@ impl PageSet {
         self.words[w] |= 1 << (i % 64);
     }
 
+    /// Adds pages `[a, b)`.
+    pub fn insert_range(&mut self, a: u32, b: u32) {
+        if a >= b {
+            return;
+        }
+        let last_word = ((b - 1) / 64) as usize;
+        if self.words.len() <= last_word {
+            self.words.resize(last_word + 1, 0);
+        }
+        let mut i = a;
+        while i < b {
+            let w = (i / 64) as usize;
+            let lo = i % 64;
+            let hi = (b - (w as u32) * 64).min(64);
+            let mask = if hi - lo == 64 { u64::MAX } else { ((1u64 << (hi - lo)) - 1) << lo };
+            self.words[w] |= mask;
+            i = (w as u32 + 1) * 64;
+        }
+    }
+
     /// Whether page `i` is in the set.
     pub fn contains(&self, i: u32) -> bool {
         self.words.get((i / 64) as usize).is_some_and(|w| w & (1 << (i % 64)) != 0)
@@ -71,13 +91,17 @@ pub(crate) fn add_range(
     start: u64,
     end: u64,
 ) {
+    let page = crate::PAGE as u64;
     let mut a = start;
     while a < end {
         let off = a - view_start;
         let blk = first_blk + off / blksize;
-        let page = ((off % blksize) / crate::PAGE as u64) as u32;
-        map.entry(blk).or_default().insert(page);
-        a += crate::PAGE as u64;
+        let block_end = view_start + (off / blksize + 1) * blksize;
+        let e = end.min(block_end);
+        let p0 = ((off % blksize) / page) as u32;
+        let p1 = p0 + (e - a).div_ceil(page) as u32;
+        map.entry(blk).or_default().insert_range(p0, p1);
+        a = e;
     }
 }
 
@@ -99,6 +123,11 @@ mod tests {
         t.insert(0);
         t.union(&s);
         assert_eq!(t.iter().collect::<Vec<_>>(), vec![0, 3, 64, 511]);
+        for (a, b) in [(0, 512), (5, 6), (60, 130), (64, 128), (127, 129), (0, 0)] {
+            let mut r = PageSet::default();
+            r.insert_range(a, b);
+            assert_eq!(r.iter().collect::<Vec<_>>(), (a..b).collect::<Vec<_>>(), "{a}..{b}");
+        }
     }
 
     #[test]
