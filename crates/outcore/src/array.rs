@@ -323,8 +323,8 @@ impl Array {
             Order::C => 0,
             Order::F => shape.len() - 1,
         };
-        let row: u64 =
-            shape.iter().enumerate().filter(|(i, _)| *i != major).map(|(_, n)| *n).product::<u64>() * s.itemsize;
+        let others: Vec<u64> = shape.iter().enumerate().filter(|(i, _)| *i != major).map(|(_, n)| *n).collect();
+        let row = nbytes_of(&others, s.itemsize)?;
         let len = data.len() as u64;
         if len == 0 {
             return Ok(());

@@ -203,6 +203,8 @@ fn append_along_major_axis(f: &Fixture) {
     let e = c.append(&[1.0f32, 2.0]).expect_err("partial row");
     assert!(matches!(e, Error::Shape(_)), "{e}");
     assert!(matches!(c.append(&[1.0f64; 3]), Err(Error::Dtype(_))));
+    let huge = conn.create("huge", ArraySpec::of::<u8>([0, 1 << 40, 1 << 40])).expect("empty but wide");
+    assert!(matches!(huge.append(&[1u8]), Err(Error::Shape(_))));
     conn.commit().expect("commit");
 
     let conn = f.reopen().connect().expect("connect");
