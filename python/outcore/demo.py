@@ -1,0 +1,103 @@
+"""The original system's demo, re-created: `python -m outcore.demo [gen|read|all]`.
+
+`gen` creates a float64 array and fills it with S(t) = 15 sin(0.2 t) chunk by chunk (32 MiB
+per transaction, each committed with a note); `read` reopens the database and prints the shape,
+size, mean and sum computed over the whole-array view, then the process VIRT and RSS (memory
+stays bounded by the page-cache budget, whatever the array size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+import transaction
+
+import outcore
+
+MiB = 1 << 20
+CHUNK = 32 * MiB
+NAME = "signal"
+
+
+def _signal(start: int, stop: int) -> np.ndarray:
+    return 15.0 * np.sin(0.2 * np.arange(start, stop, dtype=np.float64))
+
+
+def _progress(label: str, done: int, total: int, t0: float) -> None:
+    rate = done / MiB / max(time.monotonic() - t0, 1e-9)
+    end = "\n" if done >= total else "\r"
+    print(f"{label}: {done // MiB}/{total // MiB} MiB ({rate:.0f} MiB/s)", end=end, file=sys.stderr, flush=True)
+
+
+def _vm() -> str:
+    try:
+        with open("/proc/self/status") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        return f"VIRT {fields['VmSize'].strip()}, RSS {fields['VmRSS'].strip()}"
+    except (OSError, KeyError):
+        return "VIRT/RSS unavailable"
+
+
+def gen(path: str, size_mib: int, cache_mib: int | None) -> None:
+    db = outcore.open(path, cache=None if cache_mib is None else cache_mib * MiB)
+    conn = db.connect()
+    if NAME in conn.root:
+        del conn.root[NAME]
+    n = size_mib * MiB // 8
+    A = conn.root.create(NAME, n, np.float64)
+    transaction.get().note(f"create {NAME} of {n} float64")
+    transaction.commit()
+    step = CHUNK // 8
+    t0 = time.monotonic()
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        A[start:stop] = _signal(start, stop)
+        transaction.get().note(f"gen {NAME}[{start}:{stop}]")
+        transaction.commit()
+        _progress("gen", stop * 8, n * 8, t0)
+    print(f"gen: {n} values in {time.monotonic() - t0:.1f} s; {_vm()}")
+
+
+def read(path: str, cache_mib: int | None, verify: bool) -> None:
+    db = outcore.open(path, cache=None if cache_mib is None else cache_mib * MiB)
+    conn = db.connect()
+    A = conn.root[NAME]
+    print(f"shape {A.shape}, size {A.size} ({A.nbytes // MiB} MiB)")
+    t0 = time.monotonic()
+    a = A[:]
+    mean = a.mean()
+    total = a.sum()
+    print(f"mean {mean:.6f}, sum {total:.3f} ({time.monotonic() - t0:.1f} s)")
+    if verify:
+        step = CHUNK // 8
+        t0 = time.monotonic()
+        for start in range(0, A.size, step):
+            stop = min(start + step, A.size)
+            if not np.array_equal(a[start:stop], _signal(start, stop)):
+                raise SystemExit(f"verify: wrong values in [{start}, {stop})")
+            _progress("verify", stop * 8, A.nbytes, t0)
+        print("verify: every value is right")
+    print(_vm())
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m outcore.demo", description=__doc__.split("\n\n")[0])
+    p.add_argument("step", nargs="?", choices=["gen", "read", "all"], default="all")
+    p.add_argument("--path", default="demo.outcore", help="database file or postgresql:// URL")
+    p.add_argument("--size", type=int, default=1024, help="array size in MiB (default 1024)")
+    p.add_argument("--cache", type=int, default=None, help="page-cache budget in MiB (default: 1 GiB)")
+    p.add_argument("--verify", action="store_true", help="read: also check every value")
+    args = p.parse_args(argv)
+    if args.step in ("gen", "all"):
+        gen(args.path, args.size, args.cache)
+    if args.step in ("read", "all"):
+        read(args.path, args.cache, args.verify)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
