@@ -174,7 +174,9 @@ impl PyArray {
             kw.set_item("strides", strides)?;
             np.getattr("ndarray")?.call((shape, dtype), Some(&kw))?
         };
-        self.ctx.cache.lock().insert(id, (meta.shape, full.clone().unbind()));
+        // The replaced view (if any) is released after the lock.
+        let replaced = self.ctx.cache.lock().insert(id, (meta.shape, full.clone().unbind()));
+        drop(replaced);
         Ok(full)
     }
 

@@ -1,9 +1,14 @@
 //! The `outcore._outcore` Python extension module: thin wrappers over the `outcore` crate.
 //!
-//! One file per concept, mirroring the core: [`db`] (`open`, `Db`), [`connection`]
-//! (`Connection`, `Root`, the handle the `transaction` integration drives), [`array`]
-//! (`Array`), [`mem`] (the `Mapping` owning the memory under every ndarray), [`dtype`] and
-//! [`errors`]. The public Python API is re-exported by `python/outcore/__init__.py`.
+//! One file per concept, mirroring the core: `db` (`open`, `Db`), `connection` (`Connection`,
+//! `Root`, the handle the `transaction` integration drives), `array` (`Array`), `mem` (the
+//! `Mapping` owning the memory under every ndarray), `dtype` and `errors`. The public Python
+//! API is re-exported by `python/outcore/__init__.py`, which adds the pure-Python parts
+//! (exceptions, the `transaction` data manager, `RAMArray`, `ArrayRef`, `structured`, the demo).
+//!
+//! Every blocking core call (open, connect, commit, abort, sync, history, load, resize) runs
+//! with the GIL released. Page faults on the ndarrays are served by pager threads that never
+//! call Python.
 
 mod array;
 mod connection;
