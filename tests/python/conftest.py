@@ -1,7 +1,9 @@
 """Fixtures: databases on SQLite (always) and PostgreSQL (when OUTCORE_TEST_PG is set)."""
 
 import gc
+import glob
 import os
+import shutil
 import subprocess
 import uuid
 
@@ -20,17 +22,25 @@ def _pg_admin_url():
     pytest.skip("PostgreSQL test: set OUTCORE_TEST_PG to a server URL (or run ./scripts/test)")
 
 
+def _psql():
+    found = shutil.which("psql") or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/psql"))), None)
+    if found is None:
+        pytest.fail("psql (PostgreSQL client) is needed to create test databases")
+    return found
+
+
 def _pg_database():
     """A fresh database on the test server: (url, cleanup)."""
     admin = _pg_admin_url()
+    psql = _psql()
     name = f"outcore_py_{os.getpid()}_{uuid.uuid4().hex[:12]}"
-    subprocess.run(["psql", admin, "-q", "-c", f"CREATE DATABASE {name}"], check=True)
+    subprocess.run([psql, admin, "-q", "-c", f"CREATE DATABASE {name}"], check=True)
     base, _, _ = admin.rpartition("/")
     url = f"{base}/{name}"
 
     def drop():
         subprocess.run(
-            ["psql", admin, "-q", "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"],
+            [psql, admin, "-q", "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"],
             check=False,
             capture_output=True,
         )
