@@ -484,6 +484,14 @@ fn zap(v: &ViewReg, addr: u64, len: u64) -> std::io::Result<()> {
 
 /// A file of fixed-size blocks mapped through the pager. Cheap to clone; lives while any clone
 /// or [`View`] does.
+///
+/// # Calling context
+/// Every method may be called from any thread, concurrently with accesses to the views.
+/// `read_block` and `prefetch` wait for loads done by the pager's loader threads, so they must
+/// not be called from [`BlockSource::load`] (nor any method from a thread the source blocks).
+/// Commit protocol for the layer above: `dirty()`, then `read_block` of each dirty block, store
+/// the pages, then `mark_clean` of the committed blocks; abort is `discard()`; after another
+/// transaction changed blocks, `invalidate` them.
 #[derive(Debug, Clone)]
 pub struct FileHandle {
     pub(crate) inner: Arc<FileInner>,
