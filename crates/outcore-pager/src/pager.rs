@@ -181,19 +181,20 @@ impl Pager {
             jobs: tx,
             next_id: AtomicU64::new(1),
         });
-        let mut threads = Vec::new();
         let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new().name(name).spawn(f).map_err(|e| PagerError::io("spawning a pager thread", e))
         };
+        // From here on, dropping `pager` (also on error) stops the threads started so far.
+        let pager = Pager { shared: shared.clone(), threads: Mutex::new(Vec::new()) };
         let s = shared.clone();
-        threads.push(spawn("outcore-fault".into(), Box::new(move || fault_thread::run(&s)))?);
+        pager.threads.lock().push(spawn("outcore-fault".into(), Box::new(move || fault_thread::run(&s)))?);
         for i in 0..config.loader_threads.max(1) {
             let s = shared.clone();
             let rx = rx.clone();
-            threads.push(spawn(format!("outcore-load-{i}"), Box::new(move || loader::run(&s, &rx)))?);
+            pager.threads.lock().push(spawn(format!("outcore-load-{i}"), Box::new(move || loader::run(&s, &rx)))?);
         }
         tracing::debug!(caps = %caps.describe(), "pager started");
-        Ok(Arc::new(Pager { shared, threads: Mutex::new(threads) }))
+        Ok(Arc::new(pager))
     }
 
     /// The process's default pager, created on first use with [`PagerConfig::default`].
