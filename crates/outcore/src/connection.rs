@@ -441,7 +441,8 @@ impl Connection {
                 let mut buf = vec![0u8; bs];
                 oa.file.read_block(d.blk, &mut buf)?;
                 buf.truncate((meta.nbytes - start).min(bs as u64) as usize);
-                c.write_block(*id, d.blk, buf);
+                // The exact dirty pages let the store keep only those, as a delta.
+                c.write_block_pages(*id, d.blk, buf, d.pages.iter().collect());
                 ok.push(d.blk);
             }
             written.push((*id, ok));
