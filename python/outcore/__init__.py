@@ -26,6 +26,7 @@ from outcore._errors import (
     ReadOnlyError,
     ShapeError,
     SnapshotError,
+    StaleError,
     StoreError,
     UncommittedError,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "ConflictError",
     "NeedsAbortError",
     "ClosedError",
+    "StaleError",
     "NoSuchArrayError",
     "ArrayGoneError",
     "AlreadyExistsError",

@@ -20,6 +20,11 @@ class NeedsAbortError(Error):
     """A commit lost a conflict: abort the transaction before using the connection again."""
 
 
+class StaleError(NeedsAbortError):
+    """The connection could not move to the newest snapshot at its last transaction boundary
+    (the store failed after a commit, for example): abort to retry."""
+
+
 class ClosedError(Error):
     """The connection of an array handle was closed (dropped)."""
 
@@ -84,6 +89,7 @@ __all__ = [
     "ConflictError",
     "NeedsAbortError",
     "ClosedError",
+    "StaleError",
     "NoSuchArrayError",
     "ArrayGoneError",
     "AlreadyExistsError",

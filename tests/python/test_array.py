@@ -386,3 +386,23 @@ def test_load_prefetches_and_raises_on_failure(sqlite_url):
         C.load()
     with pytest.raises(outcore.Error):
         C.load(np.s_[30:40])
+
+
+@pytest.mark.parametrize("compression", [None, "none", "lz4", "zstd", "zstd:9"])
+def test_compression(sqlite_url, compression):
+    db = outcore.open(sqlite_url, compression="lz4")
+    conn = db.connect(transaction_manager=False)
+    A = conn.root.create("A", (300, 50), np.float64, blksize=BLK, compression=compression)
+    A[:] = np.arange(15000).reshape(300, 50) % 7
+    conn.commit()
+    B = outcore.open(sqlite_url).connect(transaction_manager=False).root["A"]
+    np.testing.assert_array_equal(B[:], np.arange(15000).reshape(300, 50) % 7)
+
+
+def test_bad_compression(sqlite_url):
+    with pytest.raises(ValueError):
+        outcore.open(sqlite_url, compression="gzip")
+    conn = outcore.open(sqlite_url).connect(transaction_manager=False)
+    for bad in ["zstd:0", "zstd:x", "LZ4"]:
+        with pytest.raises(ValueError):
+            conn.root.create("A", 3, np.uint8, compression=bad)

@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyList;
 
 use crate::array::{check_size, parse_order, parse_shape, PyArray};
-use crate::db::PyDb;
+use crate::db::{parse_codec, PyDb};
 use crate::dtype::{from_descr, to_descr};
 use crate::errors::PyResultExt;
 
@@ -140,8 +140,11 @@ impl Root {
 
 #[pymethods]
 impl Root {
-    /// Creates the array `name`, zero-filled, in this transaction.
-    #[pyo3(signature = (name, shape, dtype, order="C", blksize=None))]
+    /// Creates the array `name`, zero-filled, in this transaction. `blksize` and
+    /// `compression` (`None`: the database's default, `"none"`, `"lz4"`, `"zstd"`,
+    /// `"zstd:LEVEL"`) apply to its stored blocks.
+    #[pyo3(signature = (name, shape, dtype, order="C", blksize=None, compression=None))]
+    #[allow(clippy::too_many_arguments)]
     fn create(
         &self,
         py: Python<'_>,
@@ -150,6 +153,7 @@ impl Root {
         dtype: &Bound<'_, PyAny>,
         order: &str,
         blksize: Option<u64>,
+        compression: Option<&str>,
     ) -> PyResult<PyArray> {
         let order = parse_order(order)?;
         let shape = parse_shape(shape)?;
@@ -159,6 +163,9 @@ impl Root {
         let mut spec = ArraySpec::new(descr, itemsize, shape).order(order);
         if let Some(b) = blksize {
             spec = spec.blksize(b);
+        }
+        if compression.is_some() {
+            spec = spec.codec(parse_codec(compression)?);
         }
         let arr = py.detach(|| self.ctx.core.create(name, spec)).py(py)?;
         self.wrap(py, arr, Some(dt.unbind()))
@@ -249,11 +256,13 @@ impl TxnHandle {
     }
 
     /// Moves to the newest snapshot if there is nothing to commit: true if it did, false if
-    /// the transaction has changes (or lost a conflict and needs an abort).
+    /// the transaction has changes (or needs an abort: a lost conflict, a failed move).
     fn sync(&self, py: Python<'_>) -> PyResult<bool> {
         match py.detach(|| self.core.sync()) {
             Ok(_) => Ok(true),
-            Err(outcore::Error::Uncommitted { .. } | outcore::Error::NeedsAbort) => Ok(false),
+            Err(outcore::Error::Uncommitted { .. } | outcore::Error::NeedsAbort | outcore::Error::Stale(_)) => {
+                Ok(false)
+            }
             Err(e) => Err(crate::errors::to_py(py, e)),
         }
     }

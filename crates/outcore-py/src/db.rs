@@ -12,7 +12,7 @@ use crate::connection::{PyConnection, TxnHandle};
 use crate::errors::PyResultExt;
 
 /// Parses a compression name: `None`/`"none"`, `"lz4"`, `"zstd"` or `"zstd:LEVEL"`.
-fn parse_codec(s: Option<&str>) -> PyResult<Codec> {
+pub(crate) fn parse_codec(s: Option<&str>) -> PyResult<Codec> {
     let bad = || PyValueError::new_err(format!("unknown compression {s:?}: use None, 'lz4', 'zstd' or 'zstd:LEVEL'"));
     match s {
         None | Some("none") => Ok(Codec::None),

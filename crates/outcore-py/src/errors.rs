@@ -15,6 +15,7 @@ fn class_name(e: &outcore::Error) -> &'static str {
         E::Conflict(_) => "ConflictError",
         E::NeedsAbort => "NeedsAbortError",
         E::Closed => "ClosedError",
+        E::Stale(_) => "StaleError",
         E::NoSuchArray(_) => "NoSuchArrayError",
         E::ArrayGone(_) => "ArrayGoneError",
         E::AlreadyExists(_) => "AlreadyExistsError",
