@@ -39,7 +39,15 @@ impl Mapping {
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        Ok(Self { addr: p.cast(), len })
+        let m = Self { addr: p.cast(), len };
+        // A forked child would inherit the mapping without the userfaultfd registration: its
+        // accesses would fill the shared page cache with zeros behind the pager's back. Children
+        // get no mapping instead (an access is a SIGSEGV, never wrong data).
+        // SAFETY: advice on the mapping just created, owned by `m`.
+        if unsafe { libc::madvise(p, len, libc::MADV_DONTFORK) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(m)
     }
 
     /// Start address.

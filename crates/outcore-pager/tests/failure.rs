@@ -109,3 +109,32 @@ fn child_entry() {
     }
     std::process::exit(0);
 }
+
+/// A forked child does not inherit views (it would bypass the pager and fill the shared page
+/// cache with zeros): its access is a SIGSEGV, and the parent still reads the source's data.
+#[test]
+fn forked_child_gets_no_view() {
+    let p = pager(1 << 30);
+    let src = MemSource::new();
+    let f = p.open_file(src.clone(), BS, 4 * BS as u64).unwrap();
+    let v = f.map(0..4).unwrap();
+    assert_eq!(rd(&v, 7), src.expected(0, 7));
+    let addr = v.as_ptr() as usize;
+    // SAFETY: the child only performs one volatile read and then _exit (async-signal-safe).
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: in the child; the address was a view in the parent.
+        unsafe {
+            let x = std::ptr::read_volatile((addr + 2 * BS) as *const u8);
+            libc::_exit(i32::from(x) + 1);
+        }
+    }
+    assert!(pid > 0);
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(libc::WIFSIGNALED(status), "child exited normally with {}", libc::WEXITSTATUS(status));
+    assert_eq!(libc::WTERMSIG(status), libc::SIGSEGV);
+    assert_eq!(rd(&v, 2 * BS + 5), src.expected(2, 5));
+    assert_eq!(src.count(2), 1);
+}
