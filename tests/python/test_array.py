@@ -406,3 +406,29 @@ def test_bad_compression(sqlite_url):
     for bad in ["zstd:0", "zstd:x", "LZ4"]:
         with pytest.raises(ValueError):
             conn.root.create("A", 3, np.uint8, compression=bad)
+
+
+@pytest.mark.parametrize(
+    "dt",
+    [
+        np.dtype([("a", "u1"), ("b", "<f8")], align=True),
+        np.dtype({"names": ["x", "y"], "formats": ["<i2", "<f4"], "offsets": [4, 12], "itemsize": 20}),
+        np.dtype([("s", np.dtype([("a", "u1"), ("b", "<i4")], align=True)), ("t", "<f8", (2, 3))]),
+        np.dtype([(("title", "x"), "<f4"), ("y", "<i8", (3,))]),
+        np.dtype("<M8[ns]"),
+        np.dtype(">i4"),
+        np.dtype("U5"),
+        np.dtype("c16"),
+        np.dtype("?"),
+    ],
+)
+def test_dtypes_round_trip(sqlite_url, dt):
+    conn = outcore.open(sqlite_url).connect(transaction_manager=False)
+    A = conn.root.create("A", 4, dt)
+    ref = np.zeros(4, dt)
+    ref[1] = np.ones(1, dt)[0] if dt.names is None else ref[1]
+    A[1] = ref[1]
+    conn.commit()
+    B = outcore.open(sqlite_url).connect(transaction_manager=False).root["A"]
+    assert B.dtype == dt and B.itemsize == dt.itemsize
+    assert B[:].tobytes() == ref.tobytes()

@@ -50,13 +50,13 @@ pub(crate) fn to_descr<'py>(obj: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyA
     Ok((dt, descr, itemsize))
 }
 
-/// The NumPy dtype of a stored descr.
+/// The NumPy dtype of a stored descr (`outcore._dtype.from_descr`, which drops the padding
+/// fields of structured descrs again).
 pub(crate) fn from_descr<'py>(py: Python<'py>, descr: &str) -> PyResult<Bound<'py, PyAny>> {
-    let cls = dtype_class(py)?;
     if descr.trim_start().starts_with('[') {
-        let spec = py.import("ast")?.getattr("literal_eval")?.call1((descr,))?;
-        cls.call1((spec,))
+        static FROM: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        FROM.import(py, "outcore._dtype", "from_descr")?.call1((descr,))
     } else {
-        cls.call1((descr,))
+        dtype_class(py)?.call1((descr,))
     }
 }
