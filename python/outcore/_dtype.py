@@ -33,7 +33,7 @@ def _structured(fields: list) -> np.dtype:
             offsets.append(off)
             titles.append(title)
         off += sub.itemsize
-    spec: dict[str, Any] = {"names": names, "formats": formats, "offsets": offsets, "itemsize": off}
+    spec: Any = {"names": names, "formats": formats, "offsets": offsets, "itemsize": off}
     if any(t is not None for t in titles):
         spec["titles"] = titles
     return np.dtype(spec)
