@@ -364,11 +364,13 @@ impl FileInner {
         Evict::Done
     }
 
-    /// Tries to evict `blk`; a busy block goes back to the LRU.
-    pub fn try_evict(self: &Arc<Self>, blk: u64) {
+    /// Tries to evict `blk`; a busy block goes back to the LRU (returns false).
+    pub fn try_evict(self: &Arc<Self>, blk: u64) -> bool {
         if let Evict::Busy = self.try_evict_inner(blk) {
             self.shared().lru.lock().touch((self.id, blk));
+            return false;
         }
+        true
     }
 
     /// After the memfd range was punched: the block is Empty, or reloads for parked waiters.

@@ -74,6 +74,7 @@ pub(crate) fn load(shared: &Arc<Shared>, file: &Arc<FileInner>, blk: u64, buf: &
         return;
     }
     let waiters = std::mem::take(&mut b.waiters);
+    let thread_waits = waiters.iter().any(|w| matches!(w, Waiter::Fault { .. }));
     match &res {
         Ok(()) => {
             b.state = BlockState::Loaded;
@@ -98,7 +99,8 @@ pub(crate) fn load(shared: &Arc<Shared>, file: &Arc<FileInner>, blk: u64, buf: &
     }
     file.wake(&wake);
     if res.is_ok() {
-        shared.enforce_budget_sparing(Some((file.id, blk)));
+        // Spare the block a thread is about to retry its access on.
+        shared.enforce_budget_sparing(thread_waits.then_some((file.id, blk)));
     }
 }
 

@@ -118,17 +118,28 @@ impl Shared {
             return;
         }
         let _one_at_a_time = self.evict_lock.lock();
-        let mut tries = self.lru.lock().len();
-        while tries > 0 && Counters::get(&self.counters.resident) > self.budget.load(Ordering::Relaxed) {
-            tries -= 1;
-            let Some((fid, blk)) = self.lru.lock().pop() else { break };
-            if spare == Some((fid, blk)) {
-                self.lru.lock().touch((fid, blk));
-                continue;
+        // Busy blocks (pinned for a moment, or their file in a dirty scan) are retried a few
+        // times after a short pause.
+        for round in 0..4 {
+            if round > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
             }
-            let file = self.files.lock().get(&fid).and_then(Weak::upgrade);
-            if let Some(file) = file {
-                file.try_evict(blk);
+            let mut busy = false;
+            let mut tries = self.lru.lock().len();
+            while tries > 0 && Counters::get(&self.counters.resident) > self.budget.load(Ordering::Relaxed) {
+                tries -= 1;
+                let Some((fid, blk)) = self.lru.lock().pop() else { break };
+                if spare == Some((fid, blk)) {
+                    self.lru.lock().touch((fid, blk));
+                    continue;
+                }
+                let file = self.files.lock().get(&fid).and_then(Weak::upgrade);
+                if let Some(file) = file {
+                    busy |= !file.try_evict(blk);
+                }
+            }
+            if !busy || Counters::get(&self.counters.resident) <= self.budget.load(Ordering::Relaxed) {
+                return;
             }
         }
     }
