@@ -128,7 +128,10 @@ class RAMArray:
     def __array__(self, dtype: Any = None, copy: Optional[bool] = None) -> np.ndarray:
         a = self._whole()
         if dtype is not None:
-            a = np.asarray(a, dtype=dtype)
+            cast = np.asarray(a, dtype=dtype)
+            if copy is False and cast is not a:
+                raise ValueError(f"copy=False but viewing the array as {np.dtype(dtype)} needs a copy")
+            a = cast
         return a.copy() if copy else a
 
     def load(self, idx: Any = None) -> None:

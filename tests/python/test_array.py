@@ -205,6 +205,9 @@ def test_list_and_asarray(make):
     a[0] = 99
     assert A[0] == 99  # a view, not a copy
     assert np.asarray(A, dtype=np.float64)[0] == 99.0
+    with pytest.raises(ValueError):
+        np.asarray(A, dtype=np.float64, copy=False)
+    assert np.asarray(A, copy=False).base is not None
     c = np.array(A)  # a copy
     c[1] = 0
     assert A[1] == 1
@@ -350,6 +353,8 @@ def test_root_mapping(conn):
         del conn.root["a"]
     conn.root.rename("b", "c")
     assert list(conn.root) == ["c"]
+    assert [a.name for a in conn.root.values()] == ["c"]
+    assert [(n, a.shape) for n, a in conn.root.items()] == [("c", (1,))]
     assert conn.root.get("zz") is None
     with pytest.raises(ValueError):
         conn.root.create("bad order", 1, np.uint8, order="K")

@@ -295,7 +295,16 @@ impl PyArray {
         self.ctx.join(py)?;
         let full = self.full(py)?;
         let full = match dtype {
-            Some(dt) if !dt.is_none() => py.import("numpy")?.call_method1("asarray", (full, dt))?,
+            Some(dt) if !dt.is_none() => {
+                let cast = py.import("numpy")?.call_method1("asarray", (&full, dt))?;
+                if copy == Some(false) && !cast.is(&full) {
+                    return Err(PyValueError::new_err(format!(
+                        "copy=False but viewing the array as {} needs a copy",
+                        dt.repr()?
+                    )));
+                }
+                cast
+            }
             _ => full,
         };
         if copy == Some(true) {

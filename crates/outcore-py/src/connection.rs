@@ -209,6 +209,16 @@ impl Root {
         self.names(py)
     }
 
+    /// The arrays, in name order.
+    fn values(&self, py: Python<'_>) -> PyResult<Vec<PyArray>> {
+        self.names(py)?.iter().map(|n| self.__getitem__(py, n)).collect()
+    }
+
+    /// `(name, array)` pairs, in name order.
+    fn items(&self, py: Python<'_>) -> PyResult<Vec<(String, PyArray)>> {
+        self.names(py)?.into_iter().map(|n| Ok((n.clone(), self.__getitem__(py, &n)?))).collect()
+    }
+
     /// The array `name`, or `default`.
     #[pyo3(signature = (name, default=None))]
     fn get(&self, py: Python<'_>, name: &str, default: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
