@@ -100,15 +100,26 @@ fn handle(shared: &Arc<Shared>, f: Fault) {
         }
         Some(b) => b.waiters.push(waiter),
     }
+    // Blocks ahead that are cached already (e.g. a second view over loaded data) are mapped now.
+    let mut map_ahead = Vec::new();
     for rb in ra.blocks {
-        if let std::collections::hash_map::Entry::Vacant(e) = st.blocks.entry(rb) {
-            let mut b = Block::loading();
-            if ra.marker != Some(rb) {
-                b.waiters.push(Waiter::Map { view: view.clone() });
+        match st.blocks.entry(rb) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let mut b = Block::loading();
+                if ra.marker != Some(rb) {
+                    b.waiters.push(Waiter::Map { view: view.clone() });
+                }
+                e.insert(b);
+                Counters::inc(&shared.counters.readahead_loads);
+                enqueue.push(rb);
             }
-            e.insert(b);
-            Counters::inc(&shared.counters.readahead_loads);
-            enqueue.push(rb);
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                let b = e.get_mut();
+                if b.is_resident() && ra.marker != Some(rb) {
+                    b.pins += 1;
+                    map_ahead.push(rb);
+                }
+            }
         }
     }
     drop(st);
@@ -125,5 +136,16 @@ fn handle(shared: &Arc<Shared>, f: Fault) {
     }
     for b in enqueue {
         shared.enqueue(&file, b);
+    }
+    for rb in map_ahead {
+        if let Some(a) = view.block_addr(rb) {
+            let alive = view.alive.read();
+            if *alive {
+                if let Err(e) = shared.engine.resolve(a, bs, a) {
+                    tracing::debug!("mapping block {rb} ahead at {a:#x}: {e}");
+                }
+            }
+        }
+        file.unpin(rb);
     }
 }
