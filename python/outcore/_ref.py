@@ -104,6 +104,14 @@ def _connection(location: str) -> Any:
     return conn
 
 
+def _array_by_ref(location: str, name: str, id: int) -> Any:
+    """Unpickles an `outcore.Array`: the array `name` of the database at `location`."""
+    arr = _connection(location).root[name]
+    if arr.id != id:
+        raise KeyError(f"array '{name}' of {location} is not the pickled one (id {id})")
+    return arr
+
+
 def structured(arr: Any, dtype: Any) -> np.ndarray:
     """A view of `arr` whose minor (contiguous) axis is read as one element of the structured
     `dtype` (its item size must be the byte length of that axis): the last axis of a C-order

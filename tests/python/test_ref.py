@@ -84,3 +84,23 @@ def test_ram_array_shrink_then_grow_reads_zeros():
     assert (R[1:] == 0).all() and (R[0] == 5).all()
     assert (v[1:] == 0).all()
     assert repr(R).startswith("<outcore.RAMArray")
+
+
+def test_arrays_pickle_by_reference(sqlite_url):
+    conn = outcore.open(sqlite_url).connect(transaction_manager=False)
+    A = conn.root.create("A", (1000, 100), np.float64)
+    A[:] = 2.5
+    conn.commit()
+    blob = pickle.dumps(A)
+    assert len(blob) < 1000
+    B = pickle.loads(blob)
+    assert B.shape == A.shape and B.id == A.id and (B[:] == 2.5).all()
+    code = f"""
+        import pickle
+        import numpy as np
+        A = pickle.loads({blob!r})
+        print(float(np.asarray(A).sum()))
+        """
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert float(r.stdout) == 2.5 * 100000

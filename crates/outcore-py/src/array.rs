@@ -435,6 +435,15 @@ impl PyArray {
         py.detach(|| self.arr.resize(&shape)).py(py)
     }
 
+    /// Pickles by reference: unpickling opens the same array (by database location and name,
+    /// checked by id) in a connection to the newest snapshot; no data is copied.
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, (String, String, u64))> {
+        let name = self.arr.name().py(py)?;
+        let location = self.ctx.core.db().store().location().to_string();
+        let open = py.import("outcore._ref")?.getattr("_array_by_ref")?;
+        Ok((open, (location, name, self.arr.id().0)))
+    }
+
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         let meta = self.meta(py)?;
         let name = self.arr.name().py(py)?;
