@@ -239,6 +239,14 @@ fn readahead_sequential_only() {
     assert_eq!(src3.count(6), 0);
     rd(&w3, 4 * BS);
     assert!(eventually(|| src3.count(6) == 1 && src3.count(7) == 1));
+    // A second view over the cached blocks: blocks ahead are mapped without loads.
+    let w4 = f3.map(0..64).unwrap();
+    rd(&w4, 0);
+    rd(&w4, BS);
+    let base4 = w4.as_ptr() as usize;
+    assert!(eventually(|| [2, 3, 5].iter().all(|b| page_present(base4 + b * BS + 4096 * 9))));
+    assert!(!page_present(base4 + 4 * BS));
+    assert_eq!(src3.count(2), 1);
 
     // Random access on a fresh file: only the touched blocks are ever loaded.
     let src2 = MemSource::new();
