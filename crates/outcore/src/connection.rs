@@ -134,6 +134,8 @@ pub(crate) struct ConnState {
     pub created: BTreeSet<ArrayId>,
     /// The smallest size each array had in this transaction, if it shrank.
     pub truncated: HashMap<ArrayId, u64>,
+    /// Counts transaction boundaries: savepoints of an ended transaction are refused.
+    pub generation: u64,
 }
 
 impl ConnState {
@@ -197,7 +199,7 @@ impl ConnShared {
 /// transaction is then up to the caller. Each thread wanting its own transaction should use
 /// its own connection.
 pub struct Connection {
-    shared: Arc<ConnShared>,
+    pub(crate) shared: Arc<ConnShared>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -233,6 +235,7 @@ impl Connection {
             txn: BTreeMap::new(),
             created: BTreeSet::new(),
             truncated: HashMap::new(),
+            generation: 0,
         };
         Ok(Connection {
             shared: Arc::new(ConnShared { db, tid_cell: Arc::new(AtomicU64::new(tid)), state: Mutex::new(state) }),
@@ -531,6 +534,7 @@ impl Connection {
         st.txn.clear();
         st.created.clear();
         st.truncated.clear();
+        st.generation += 1;
         st.needs_abort = false;
         st.stale = None;
         let base = st.tid;
@@ -568,6 +572,7 @@ impl Connection {
     /// the blocks they wrote, and the metadata (and file sizes) of arrays they changed. `mine`
     /// is the tid this connection just committed (its own changes are already in place).
     fn advance(&self, st: &mut ConnState, old: Tid, mine: Option<Tid>) -> Result<()> {
+        st.generation += 1;
         let store = &self.shared.db.inner.store;
         let head = store.head()?;
         let mut changes = Changes::default();

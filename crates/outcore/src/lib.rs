@@ -71,6 +71,7 @@ mod db;
 mod dtype;
 mod error;
 mod mem;
+mod savepoint;
 mod source;
 
 pub use array::Array;
@@ -82,3 +83,4 @@ pub use mem::{ArrayGuard, ArrayGuardMut, BytesView, BytesViewMut, Region};
 pub use outcore_pager as pager;
 pub use outcore_store as store;
 pub use outcore_store::{ArrayId, ArrayMeta, Codec, Order, Tid};
+pub use savepoint::Savepoint;

@@ -33,6 +33,11 @@ impl StoreSource {
     }
 
     /// At a transaction boundary: the array's stored size at the new snapshot.
+    /// Where zeros start (bytes at or beyond it load as zeros without a store query).
+    pub fn zero_from(&self) -> u64 {
+        self.zero_from.load(Ordering::SeqCst)
+    }
+
     pub fn reset(&self, stored: u64) {
         self.zero_from.store(stored, Ordering::SeqCst);
     }

@@ -382,6 +382,7 @@ backends!(
     regions_for_foreign_code,
     writes_beyond_the_size_through_old_views,
     small_writes_store_only_their_pages,
+    savepoints_roll_back_data_and_metadata,
     create_write_commit_reopen,
     abort_reverts_data_and_metadata,
     isolation_between_connections,
@@ -415,6 +416,41 @@ fn small_writes_store_only_their_pages(f: &Fixture) {
         assert_eq!(g.view()[(k * 99_991) as usize], 0);
         assert_eq!(g.view()[(k * 99_991 + 1) as usize], k * 99_991 + 2);
     }
+}
+
+fn savepoints_roll_back_data_and_metadata(f: &Fixture) {
+    let conn = f.db.connect().expect("connect");
+    committed(&conn); // "a": 100 x 50 float64 over three 16 KiB blocks, value(i, j)
+    conn.create("b", ArraySpec::of::<u8>([10])).expect("create b");
+    conn.commit().expect("commit");
+    let a = conn.open("a").expect("open");
+    let set = |i: usize, v: f64| a.as_array_view_mut::<f64>().expect("view").view_mut()[[i, 0]] = v;
+    set(0, -1.0); // block 0 dirty before the savepoint
+    let sp = conn.savepoint().expect("savepoint");
+    set(0, -2.0); // changed again
+    set(99, -3.0); // block 2: first written after the savepoint
+    a.resize(&[150, 50]).expect("grow");
+    a.append(&[5.0f64; 50]).expect("append");
+    conn.create("tmp", ArraySpec::of::<u8>([1])).expect("create tmp");
+    conn.delete("b").expect("delete b");
+    conn.rename("a", "renamed").expect("rename");
+    sp.rollback().expect("rollback");
+    assert_eq!(conn.list().expect("list"), vec!["a", "b"]);
+    assert_eq!(a.shape().expect("shape"), vec![100, 50]);
+    assert_eq!(get(&conn, "a", 0, 0), -1.0, "block dirty at the savepoint gets its content back");
+    assert_eq!(get(&conn, "a", 99, 0), value(99, 0), "block written after it reverts");
+    // Shrink after the savepoint, roll back: the data comes back.
+    a.resize(&[10, 50]).expect("shrink");
+    sp.rollback().expect("second rollback");
+    assert_eq!(get(&conn, "a", 99, 1), value(99, 1));
+    assert_eq!(get(&conn, "a", 0, 0), -1.0);
+    conn.commit().expect("commit");
+    let other = f.db.connect().expect("connect");
+    assert_eq!(get(&other, "a", 0, 0), -1.0);
+    assert_eq!(get(&other, "a", 99, 0), value(99, 0));
+    assert_eq!(other.open("a").expect("a").shape().expect("shape"), vec![100, 50]);
+    // The transaction ended: the savepoint is refused.
+    assert!(matches!(sp.rollback(), Err(Error::InvalidArgument(_))));
 }
 
 #[test]
