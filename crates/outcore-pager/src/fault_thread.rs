@@ -100,7 +100,8 @@ fn handle(shared: &Arc<Shared>, f: Fault) {
         }
         Some(b) => b.waiters.push(waiter),
     }
-    // Blocks ahead that are cached already (e.g. a second view over loaded data) are mapped now.
+    // Blocks ahead that are cached already (e.g. a second view over loaded data) are mapped now;
+    // those being loaded are mapped when they are in.
     let mut map_ahead = Vec::new();
     for rb in ra.blocks {
         match st.blocks.entry(rb) {
@@ -115,9 +116,14 @@ fn handle(shared: &Arc<Shared>, f: Fault) {
             }
             std::collections::hash_map::Entry::Occupied(mut e) => {
                 let b = e.get_mut();
-                if b.is_resident() && ra.marker != Some(rb) {
-                    b.pins += 1;
-                    map_ahead.push(rb);
+                if ra.marker != Some(rb) {
+                    if b.is_resident() {
+                        b.pins += 1;
+                        map_ahead.push(rb);
+                    } else {
+                        // Loading (or being evicted): map it here too once it is in.
+                        b.waiters.push(Waiter::Map { view: view.clone() });
+                    }
                 }
             }
         }

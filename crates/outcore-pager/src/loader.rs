@@ -104,13 +104,14 @@ pub(crate) fn load(shared: &Arc<Shared>, file: &Arc<FileInner>, blk: u64, buf: &
     }
 }
 
-/// `FillMode::Copy`: fills the block through the first view waiting for it. Returns that view's
+/// `FillMode::Copy`: fills the block through the first view waiting for it (a faulting thread,
+/// or readahead mapping ahead). Returns that view's
 /// id on success; on failure the caller falls back to `pwrite` (which rewrites any page copied).
 fn copy_into_waiting_view(shared: &Shared, file: &FileInner, blk: u64, buf: &[u8]) -> Option<u64> {
     let view = {
         let st = file.state.lock();
         st.blocks.get(&blk)?.waiters.iter().find_map(|w| match w {
-            Waiter::Fault { view, wp: false, .. } => Some(view.clone()),
+            Waiter::Fault { view, wp: false, .. } | Waiter::Map { view } => Some(view.clone()),
             _ => None,
         })?
     };
