@@ -8,7 +8,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 from typing_extensions import final
 
-__all__ = ["Array", "Connection", "Db", "Mapping", "Root", "TxnHandle", "__version__", "open"]
+__all__ = ["Array", "Connection", "Db", "Mapping", "Root", "Savepoint", "TxnHandle", "__version__", "open"]
 
 
 __version__: str
@@ -117,7 +117,12 @@ class TxnHandle:
     def location(self) -> str: ...
     def commit(self, user: str, description: str, extension: Optional[str] = None) -> int: ...
     def abort(self) -> None: ...
+    def savepoint(self) -> Savepoint: ...
     def sync(self) -> bool: ...
+
+@final
+class Savepoint:
+    def rollback(self) -> None: ...
 
 @final
 class Mapping:

@@ -14,8 +14,9 @@ data manager's `sortKey` starts with "~" so that it votes after the usual resour
 storages): once every other resource voted, the outcore commit is the decision point, and when
 it fails every other resource is still aborted.
 
-Savepoints are not supported yet (`transaction.savepoint()` raises TypeError;
-`savepoint(optimistic=True)` works without rollback).
+Savepoints: `transaction.savepoint()` copies the dirty data of the connection (memory in
+proportion to it) with the transaction's sizes and names; `rollback()` returns to it, any number
+of times until the transaction ends.
 """
 
 from __future__ import annotations
@@ -87,6 +88,9 @@ class DataManager:
         self._txn = None
         self._voted = False
 
+    def savepoint(self) -> "_Savepoint":
+        return _Savepoint(self._handle.savepoint())
+
     def sortKey(self) -> str:
         return f"~outcore:{self._handle.location}:{id(self):x}"
 
@@ -122,6 +126,16 @@ class DataManager:
 
     def __repr__(self) -> str:
         return f"<outcore.DataManager of {self._handle.location}>"
+
+
+class _Savepoint:
+    """The data manager's part of a `transaction` savepoint."""
+
+    def __init__(self, core: Any) -> None:
+        self._core = core
+
+    def rollback(self) -> None:
+        self._core.rollback()
 
 
 @contextlib.contextmanager

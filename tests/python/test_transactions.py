@@ -310,14 +310,34 @@ def test_zodb_and_outcore_commit_atomically(tmp_path):
     zdb.close()
 
 
-def test_savepoints_are_not_supported_yet(db):
+def test_savepoints_roll_back_array_data_and_shape(url):
+    db = outcore.open(url)
     conn = db.connect()
-    conn.root.create("A", 3, np.int8)
-    with pytest.raises(TypeError):
-        transaction.savepoint()
-    transaction.abort()
-    conn.root.create("B", 3, np.int8)
-    transaction.savepoint(optimistic=True)
+    A = conn.root.create("A", 4096, np.int64, blksize=8192)
+    A[:] = 1
+    transaction.commit()
+    A[0] = 2  # dirty before the savepoint
+    sp = transaction.savepoint()
+    A[0] = 3
+    A[4000] = 4  # a block first written after the savepoint
+    A.append(np.arange(10))
+    conn.root.create("tmp", 3, np.int8)
+    a = A[:]  # a view taken after the savepoint
+    sp.rollback()
+    assert A.shape == (4096,)
+    assert "tmp" not in conn.root
+    assert A[0] == 2 and A[4000] == 1
+    assert a[0] == 2 and a[4000] == 1  # views alias the restored data
+    A[1] = 5
+    sp.rollback()  # again: undoes what came after the first rollback too
+    assert A[1] == 1
+    transaction.commit()
+    other = db.connect(transaction_manager=False)
+    B = other.root["A"]
+    assert B[0] == 2 and B[1] == 1 and B[4000] == 1 and B.shape == (4096,)
+    # A savepoint of an ended transaction cannot be rolled back to.
+    with pytest.raises(Exception):
+        sp.rollback()
 
 
 def test_two_processes_share_a_database(url):

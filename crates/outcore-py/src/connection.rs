@@ -265,6 +265,12 @@ impl TxnHandle {
         py.detach(|| self.core.abort()).py(py)
     }
 
+    /// Marks the transaction's current state (dirty data, sizes, names) to roll back to.
+    fn savepoint(&self, py: Python<'_>) -> PyResult<Savepoint> {
+        let sp = py.detach(|| self.core.savepoint()).py(py)?;
+        Ok(Savepoint { core: sp })
+    }
+
     /// Moves to the newest snapshot if there is nothing to commit: true if it did, false if
     /// the transaction has changes (or needs an abort: a lost conflict, a failed move).
     fn sync(&self, py: Python<'_>) -> PyResult<bool> {
@@ -287,5 +293,19 @@ impl TxnHandle {
     #[getter]
     fn location(&self) -> String {
         self.core.db().store().location().to_string()
+    }
+}
+
+/// A point inside a transaction to return to (`transaction.savepoint()`).
+#[pyclass(frozen, name = "Savepoint", module = "outcore._outcore")]
+pub(crate) struct Savepoint {
+    core: outcore::Savepoint,
+}
+
+#[pymethods]
+impl Savepoint {
+    /// Returns the transaction to this savepoint (repeatable until the transaction ends).
+    fn rollback(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.core.rollback()).py(py)
     }
 }

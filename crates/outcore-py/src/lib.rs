@@ -27,6 +27,7 @@ fn _outcore(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<connection::PyConnection>()?;
     m.add_class::<connection::Root>()?;
     m.add_class::<connection::TxnHandle>()?;
+    m.add_class::<connection::Savepoint>()?;
     m.add_class::<array::PyArray>()?;
     m.add_class::<mem::Mapping>()?;
     Ok(())
