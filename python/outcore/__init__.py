@@ -10,6 +10,7 @@
     transaction.commit()
 """
 
+from outcore import _errors
 from outcore._errors import (
     AlreadyExistsError,
     ArrayGoneError,
@@ -45,22 +46,5 @@ __all__ = [
     "ArrayRef",
     "ArrayRoot",
     "structured",
-    "Error",
-    "ConflictError",
-    "NeedsAbortError",
-    "ClosedError",
-    "StaleError",
-    "NoSuchArrayError",
-    "ArrayGoneError",
-    "AlreadyExistsError",
-    "ReadOnlyError",
-    "UncommittedError",
-    "ShapeError",
-    "DtypeError",
-    "OutOfRangeError",
-    "InvalidArgumentError",
-    "StoreError",
-    "CorruptError",
-    "SnapshotError",
-    "PagerError",
 ]
+__all__ += _errors.__all__
