@@ -177,13 +177,7 @@ pub(crate) fn apply_delta(array: ArrayId, blk: u64, s: &Stored<'_>, buf: &mut [u
     if s.kind != KIND_DELTA {
         return Err(bad(format!("expected a delta version, found kind {}", s.kind)));
     }
-    if s.len as usize > buf.len() {
-        return Err(bad(format!("recorded length {} exceeds the block size {}", s.len, buf.len())));
-    }
-    let sum = checksum(array, blk, s.tid, s.kind, s.codec, s.len, s.data);
-    if sum != s.checksum {
-        return Err(bad(format!("checksum mismatch (stored {:#x}, computed {sum:#x})", s.checksum)));
-    }
+    check(array, blk, s, s.data, buf.len())?;
     let decoded;
     let raw: &[u8] = match s.codec {
         CODEC_RAW => s.data,
@@ -243,22 +237,25 @@ fn corrupt(array: ArrayId, blk: u64, tid: Tid, detail: String) -> Error {
     Error::Corrupt { array, name: String::new(), blk, tid, detail }
 }
 
+/// The checks every stored version passes before use: its recorded length fits the block, and
+/// `payload` (the stored bytes) matches its checksum.
+fn check(array: ArrayId, blk: u64, s: &Stored<'_>, payload: &[u8], blksize: usize) -> Result<()> {
+    if s.len as usize > blksize {
+        return Err(corrupt(array, blk, s.tid, format!("recorded length {} exceeds the block size {blksize}", s.len)));
+    }
+    let sum = checksum(array, blk, s.tid, s.kind, s.codec, s.len, payload);
+    if sum != s.checksum {
+        let detail = format!("checksum mismatch (stored {:#x}, computed {sum:#x})", s.checksum);
+        return Err(corrupt(array, blk, s.tid, detail));
+    }
+    Ok(())
+}
+
 /// Verify a stored version and write the block's full content into `buf` (zero-filled tail).
 /// Returns an error naming the place on any mismatch; `buf` then holds no usable data.
 pub(crate) fn decode_into(array: ArrayId, blk: u64, s: &Stored<'_>, buf: &mut [u8]) -> Result<()> {
     let len = s.len as usize;
-    if len > buf.len() {
-        return Err(corrupt(array, blk, s.tid, format!("recorded length {len} exceeds the block size {}", buf.len())));
-    }
-    let sum = checksum(array, blk, s.tid, s.kind, s.codec, s.len, s.data);
-    if sum != s.checksum {
-        return Err(corrupt(
-            array,
-            blk,
-            s.tid,
-            format!("checksum mismatch (stored {:#x}, computed {sum:#x})", s.checksum),
-        ));
-    }
+    check(array, blk, s, s.data, buf.len())?;
     if s.kind != KIND_FULL {
         return Err(corrupt(array, blk, s.tid, format!("unknown version kind {}", s.kind)));
     }
@@ -285,21 +282,10 @@ pub(crate) fn decode_into(array: ArrayId, blk: u64, s: &Stored<'_>, buf: &mut [u
 /// `buf`, and zero the rest of `buf`. `s.data` is ignored.
 pub(crate) fn verify_in_place(array: ArrayId, blk: u64, s: &Stored<'_>, buf: &mut [u8]) -> Result<()> {
     let len = s.len as usize;
-    if len > buf.len() {
-        return Err(corrupt(array, blk, s.tid, format!("recorded length {len} exceeds the block size {}", buf.len())));
-    }
     if s.kind != KIND_FULL || s.codec != CODEC_RAW {
         return Err(corrupt(array, blk, s.tid, format!("not a raw full version (kind {}, codec {})", s.kind, s.codec)));
     }
-    let sum = checksum(array, blk, s.tid, s.kind, s.codec, s.len, &buf[..len]);
-    if sum != s.checksum {
-        return Err(corrupt(
-            array,
-            blk,
-            s.tid,
-            format!("checksum mismatch (stored {:#x}, computed {sum:#x})", s.checksum),
-        ));
-    }
+    check(array, blk, s, buf.get(..len).unwrap_or(&[]), buf.len())?;
     buf[len..].fill(0);
     Ok(())
 }
