@@ -539,27 +539,17 @@ impl Store for PgStore {
                 let n = rows.len() as u64;
                 Ok((n, rows.iter().map(|r| r.get::<_, i64>(0) as u64).sum()))
             };
-            let shadowed =
-                super::sqlite::GC_SHADOWED.replace("?1", "$1").replace("length(data)", "length(data)::bigint");
-            let empty = super::sqlite::GC_EMPTY.replace("?1", "$1").replace("length(data)", "length(data)::bigint");
-            for sql in [
-                shadowed.as_str(),
-                empty.as_str(),
-                "DELETE FROM outcore_block WHERE array_id IN (
-                    SELECT v.array_id FROM outcore_array v WHERE v.tid <= $1 AND v.name IS NULL
-                    AND NOT EXISTS (SELECT 1 FROM outcore_array n WHERE n.array_id = v.array_id AND n.tid > v.tid))
-                 RETURNING length(data)::bigint",
-            ] {
+            // The gc statements are the SQLite ones with PostgreSQL placeholders and types.
+            let pg = |sql: &str| sql.replace("?1", "$1").replace("length(data)", "length(data)::bigint");
+            let shadowed = pg(super::sqlite::GC_SHADOWED);
+            let empty = pg(super::sqlite::GC_EMPTY);
+            let deleted = pg(super::sqlite::GC_DELETED_ARRAYS);
+            for sql in [shadowed.as_str(), empty.as_str(), deleted.as_str()] {
                 let (n, bytes) = run(sql)?;
                 stats.block_versions += n;
                 stats.bytes += bytes;
             }
-            let (n, _) = run("DELETE FROM outcore_array WHERE tid <= $1 AND (
-                    EXISTS (SELECT 1 FROM outcore_array n WHERE n.array_id = outcore_array.array_id
-                            AND n.tid > outcore_array.tid AND n.tid <= $1)
-                    OR (name IS NULL AND NOT EXISTS (SELECT 1 FROM outcore_array n
-                            WHERE n.array_id = outcore_array.array_id AND n.tid > outcore_array.tid)))
-                 RETURNING 0::bigint")?;
+            let (n, _) = run(&pg(super::sqlite::GC_ARRAY_VERSIONS).replace("RETURNING 0", "RETURNING 0::bigint"))?;
             stats.array_versions = n;
             tx.execute("UPDATE outcore_head SET gc_horizon = $1 WHERE id = 1", &[&k]).map_err(err("gc"))?;
             tx.commit().map_err(err("gc"))?;

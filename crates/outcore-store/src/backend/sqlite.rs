@@ -608,24 +608,10 @@ impl Store for SqliteStore {
         stats.bytes += sum(GC_SHADOWED, &mut versions)?;
         stats.bytes += sum(GC_EMPTY, &mut versions)?;
         // Arrays deleted at or before the horizon: all their blocks and versions go.
-        stats.bytes += sum(
-            "DELETE FROM outcore_block WHERE array_id IN (
-                SELECT v.array_id FROM outcore_array v WHERE v.tid <= ?1 AND v.name IS NULL
-                AND NOT EXISTS (SELECT 1 FROM outcore_array n WHERE n.array_id = v.array_id AND n.tid > v.tid))
-             RETURNING length(data)",
-            &mut versions,
-        )?;
+        stats.bytes += sum(GC_DELETED_ARRAYS, &mut versions)?;
         stats.block_versions = versions;
         let mut av = 0;
-        sum(
-            "DELETE FROM outcore_array WHERE tid <= ?1 AND (
-                EXISTS (SELECT 1 FROM outcore_array n WHERE n.array_id = outcore_array.array_id
-                        AND n.tid > outcore_array.tid AND n.tid <= ?1)
-                OR (name IS NULL AND NOT EXISTS (SELECT 1 FROM outcore_array n
-                        WHERE n.array_id = outcore_array.array_id AND n.tid > outcore_array.tid)))
-             RETURNING 0",
-            &mut av,
-        )?;
+        sum(GC_ARRAY_VERSIONS, &mut av)?;
         stats.array_versions = av;
         tx.execute("UPDATE outcore_head SET gc_horizon = ?1 WHERE id = 1", [k]).map_err(err("gc"))?;
         tx.commit().map_err(err("gc"))?;
@@ -658,6 +644,19 @@ pub(crate) const GC_EMPTY: &str = "DELETE FROM outcore_block WHERE tid <= ?1 AND
     AND NOT EXISTS (SELECT 1 FROM outcore_block n WHERE n.array_id = outcore_block.array_id
         AND n.blk = outcore_block.blk AND n.tid > outcore_block.tid AND n.tid <= ?1)
     RETURNING length(data)";
+
+/// gc, third step: every block of arrays deleted at or before `keep_after`.
+pub(crate) const GC_DELETED_ARRAYS: &str = "DELETE FROM outcore_block WHERE array_id IN (
+    SELECT v.array_id FROM outcore_array v WHERE v.tid <= ?1 AND v.name IS NULL
+    AND NOT EXISTS (SELECT 1 FROM outcore_array n WHERE n.array_id = v.array_id AND n.tid > v.tid))
+    RETURNING length(data)";
+/// gc, last step: array versions shadowed at `keep_after`, and arrays deleted at or before it.
+pub(crate) const GC_ARRAY_VERSIONS: &str = "DELETE FROM outcore_array WHERE tid <= ?1 AND (
+    EXISTS (SELECT 1 FROM outcore_array n WHERE n.array_id = outcore_array.array_id
+            AND n.tid > outcore_array.tid AND n.tid <= ?1)
+    OR (name IS NULL AND NOT EXISTS (SELECT 1 FROM outcore_array n
+            WHERE n.array_id = outcore_array.array_id AND n.tid > outcore_array.tid)))
+    RETURNING 0";
 
 /// SQLite has no notifications: poll the head row.
 struct SqlitePoll {
