@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import uuid
 from typing import Any, Iterator, Literal, Optional
 
 import numpy as np
@@ -167,5 +168,21 @@ class RAMArray:
         idx = (slice(old, None),) if self._order == "C" else (Ellipsis, slice(old, None))
         self._whole()[idx] = vals
 
+    def __reduce__(self) -> tuple:
+        """Pickles (and copies) by value: the copy has its own memory."""
+        return (_from_ndarray, (np.array(self._whole(), order="K"), self._order))
+
+    def __dask_tokenize__(self) -> str:
+        """Dask's token (`dask.base.tokenize`): a new unique one on every call, as the data can
+        change at any time through views."""
+        return f"outcore.RAMArray-{uuid.uuid4().hex}"
+
     def __repr__(self) -> str:
         return f"<outcore.RAMArray shape={self._shape} dtype={self._dtype} order={self._order}>"
+
+
+def _from_ndarray(values: np.ndarray, order: str) -> RAMArray:
+    """A new `RAMArray` holding a copy of `values` (unpickles a `RAMArray`)."""
+    arr = RAMArray(values.shape, values.dtype, order=order)
+    arr[...] = values
+    return arr
