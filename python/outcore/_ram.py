@@ -116,11 +116,13 @@ class RAMArray:
     # data
 
     def __getitem__(self, idx: Any) -> Any:
-        check_basic(idx)
+        if type(idx) is not int:  # an int needs no check
+            check_basic(idx)
         return self._whole()[idx]
 
     def __setitem__(self, idx: Any, value: Any) -> None:
-        check_basic(idx)
+        if type(idx) is not int:
+            check_basic(idx)
         self._whole()[idx] = value
 
     def __iter__(self) -> Iterator[Any]:

@@ -40,9 +40,22 @@ class DataManager:
         if transaction_manager is None:
             transaction_manager = transaction.manager
         self.transaction_manager = transaction_manager
-        self._txn = None  # the transaction this manager joined
+        self._joined_txn: Any = None
         self._voted = False
         transaction_manager.registerSynch(self)
+
+    @property
+    def _txn(self) -> Any:
+        """The transaction this manager joined (`None` between transactions).
+
+        The connection's arrays call `_join` only while it is `None` (the handle's `joined`
+        flag), so that indexing costs no Python call while a transaction is joined."""
+        return self._joined_txn
+
+    @_txn.setter
+    def _txn(self, txn: Any) -> None:
+        self._joined_txn = txn
+        self._handle.joined = txn is not None
 
     def _join(self) -> None:
         """Joins the current transaction (called before anything that may change data).
@@ -60,8 +73,10 @@ class DataManager:
     # IDataManager
 
     def abort(self, txn: Any) -> None:
-        self._handle.abort()
-        self._txn = None
+        try:
+            self._handle.abort()
+        finally:
+            self._txn = None
 
     def tpc_begin(self, txn: Any) -> None:
         self._voted = False
@@ -83,10 +98,12 @@ class DataManager:
         self._voted = False
 
     def tpc_abort(self, txn: Any) -> None:
-        if not self._voted:
-            self._handle.abort()
-        self._txn = None
-        self._voted = False
+        try:
+            if not self._voted:
+                self._handle.abort()
+        finally:
+            self._txn = None
+            self._voted = False
 
     def savepoint(self) -> "_Savepoint":
         return _Savepoint(self._handle.savepoint())

@@ -4,10 +4,16 @@
 //! and array until its shape changes) and lets NumPy apply the index, so every result is a real
 //! ndarray view (or a scalar) with NumPy's own semantics and errors; its `.base` is the
 //! [`Mapping`] that keeps the memory mapped.
+//!
+//! Each `Array` object also remembers its metadata and that ndarray for as long as the
+//! connection's epoch ([`Flags`](crate::connection::Flags)) is unchanged, so that `A[i]` and
+//! `A[i] = v` cost little more than on the ndarray itself: no call into the core connection
+//! and no Python-level call to the data manager while it is joined to a transaction.
 
 use std::sync::Arc;
 
-use outcore::{Array, Order};
+use outcore::{Array, ArrayMeta, Order};
+use parking_lot::Mutex;
 use pyo3::exceptions::{PyMemoryError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyEllipsis, PyInt, PySlice, PyString, PyTuple};
@@ -68,6 +74,18 @@ pub(crate) fn check_size(shape: &[u64], itemsize: u64) -> PyResult<()> {
     Ok(())
 }
 
+/// True for an `int` (not a subclass such as `bool`) or a tuple of them: the common basic
+/// index that needs no further check.
+fn is_int_index(idx: &Bound<'_, PyAny>) -> bool {
+    if idx.is_exact_instance_of::<PyInt>() {
+        return true;
+    }
+    match idx.cast_exact::<PyTuple>() {
+        Ok(t) => t.iter().all(|i| i.is_exact_instance_of::<PyInt>()),
+        Err(_) => false,
+    }
+}
+
 /// Rejects everything but basic indices (ints, slices, `None`, `Ellipsis`, field names).
 fn check_basic(idx: &Bound<'_, PyAny>) -> PyResult<()> {
     match idx.cast::<PyTuple>() {
@@ -113,6 +131,28 @@ fn map_error(py: Python<'_>, what: &str, e: outcore::Error) -> PyErr {
     }
 }
 
+/// What an `Array` object remembers of its array, valid during one epoch of its connection.
+#[derive(Default)]
+struct Memo {
+    epoch: u64,
+    meta: Option<ArrayMeta>,
+    /// The whole-array ndarray.
+    full: Option<Py<PyAny>>,
+}
+
+impl Memo {
+    /// Starts over at `epoch` if the memo is of another one; returns what it dropped, to be
+    /// released after the lock.
+    fn at(&mut self, epoch: u64) -> Option<Py<PyAny>> {
+        if self.epoch == epoch {
+            return None;
+        }
+        self.epoch = epoch;
+        self.meta = None;
+        self.full.take()
+    }
+}
+
 /// A persistent N-dimensional array of a connection.
 ///
 /// Indexing (`A[...]`) returns real `numpy.ndarray` views over the array's memory (loaded
@@ -123,11 +163,22 @@ pub(crate) struct PyArray {
     arr: Array,
     ctx: Arc<Ctx>,
     dtype: Py<PyAny>,
+    memo: Mutex<Memo>,
 }
 
 impl PyArray {
     pub(crate) fn new(arr: Array, ctx: Arc<Ctx>, dtype: Py<PyAny>) -> PyArray {
-        PyArray { arr, ctx, dtype }
+        PyArray { arr, ctx, dtype, memo: Mutex::new(Memo::default()) }
+    }
+
+    /// The whole-array ndarray remembered for the current epoch, if any.
+    fn memo_full<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
+        let epoch = self.ctx.flags.epoch();
+        let memo = self.memo.lock();
+        match &memo.full {
+            Some(full) if memo.epoch == epoch => Some(full.bind(py).clone()),
+            _ => None,
+        }
     }
 
     fn origin(&self, name: String, offset: u64) -> Origin {
@@ -135,12 +186,42 @@ impl PyArray {
         Origin { location, name, id: self.arr.id().0, offset }
     }
 
-    fn meta(&self, py: Python<'_>) -> PyResult<outcore::ArrayMeta> {
-        self.arr.meta().py(py)
+    /// The array's metadata as the transaction sees it (remembered during an epoch).
+    fn meta(&self, py: Python<'_>) -> PyResult<ArrayMeta> {
+        let epoch = self.ctx.flags.epoch();
+        {
+            let memo = self.memo.lock();
+            if let (Some(meta), true) = (&memo.meta, memo.epoch == epoch) {
+                return Ok(meta.clone());
+            }
+        }
+        let meta = self.arr.meta().py(py)?;
+        let mut memo = self.memo.lock();
+        let dropped = memo.at(epoch);
+        memo.meta = Some(meta.clone());
+        drop(memo);
+        drop(dropped);
+        Ok(meta)
     }
 
     /// The ndarray over the whole array (shape as of now).
     fn full<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(full) = self.memo_full(py) {
+            return Ok(full);
+        }
+        // Read before the metadata: a change meanwhile leaves the memo of a past epoch.
+        let epoch = self.ctx.flags.epoch();
+        let full = self.build_full(py)?;
+        let mut memo = self.memo.lock();
+        let dropped = memo.at(epoch);
+        memo.full = Some(full.clone().unbind());
+        drop(memo);
+        drop(dropped);
+        Ok(full)
+    }
+
+    /// The ndarray over the whole array, from the connection's cache or new.
+    fn build_full<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let meta = self.meta(py)?;
         let id = self.arr.id();
         if let Some((shape, full)) = self.ctx.cache.lock().get(&id) {
@@ -236,7 +317,7 @@ impl PyArray {
     /// Size in bytes.
     #[getter]
     fn nbytes(&self, py: Python<'_>) -> PyResult<u64> {
-        self.arr.nbytes().py(py)
+        Ok(self.meta(py)?.nbytes)
     }
 
     /// Byte strides (plain C or F layout).
@@ -254,7 +335,7 @@ impl PyArray {
     /// Block size in bytes.
     #[getter]
     fn blksize(&self, py: Python<'_>) -> PyResult<u64> {
-        self.arr.blksize().py(py)
+        Ok(self.meta(py)?.blksize)
     }
 
     /// Length of the major axis (axis 0 in C order, the last axis in F order).
@@ -267,13 +348,17 @@ impl PyArray {
     }
 
     fn __getitem__<'py>(&self, py: Python<'py>, idx: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        check_basic(idx)?;
+        if !is_int_index(idx) {
+            check_basic(idx)?;
+        }
         self.ctx.join(py)?;
         self.full(py)?.get_item(idx)
     }
 
     fn __setitem__(&self, py: Python<'_>, idx: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        check_basic(idx)?;
+        if !is_int_index(idx) {
+            check_basic(idx)?;
+        }
         self.ctx.join(py)?;
         self.full(py)?.set_item(idx, value)
     }
@@ -348,7 +433,7 @@ impl PyArray {
         let itemsize = self.arr.itemsize().py(py)?;
         check_size(&new_shape, itemsize)?;
         let old = meta.nbytes;
-        py.detach(|| self.arr.resize(&new_shape)).py(py)?;
+        self.ctx.changing(py, || self.arr.resize(&new_shape))?;
         let new = old + vshape.iter().product::<u64>() * itemsize;
         // The appended part is contiguous in the array's order: map just those bytes.
         let what = format!("appended part of array '{name}'");
@@ -363,7 +448,7 @@ impl PyArray {
             dst.call_method1("__setitem__", (PyEllipsis::get(py), &vals))
         });
         if let Err(e) = written {
-            py.detach(|| self.arr.resize(&meta.shape)).py(py)?;
+            self.ctx.changing(py, || self.arr.resize(&meta.shape))?;
             return Err(e);
         }
         Ok(())
@@ -432,7 +517,7 @@ impl PyArray {
         self.ctx.join(py)?;
         let shape = parse_shape(shape)?;
         check_size(&shape, self.arr.itemsize().py(py)?)?;
-        py.detach(|| self.arr.resize(&shape)).py(py)
+        self.ctx.changing(py, || self.arr.resize(&shape))
     }
 
     /// Pickles by reference: unpickling opens the same array (by database location and name,

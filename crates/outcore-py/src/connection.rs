@@ -1,6 +1,7 @@
 //! `Connection`, its `Root` namespace, and the handle the `transaction` integration drives.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use outcore::{ArrayId, ArraySpec, CommitInfo, Connection};
@@ -18,6 +19,32 @@ use crate::errors::PyResultExt;
 /// The whole-array ndarray of an array and the shape it was built for.
 pub(crate) type FullView = (Vec<u64>, Py<PyAny>);
 
+/// What the Python objects of one connection and its transaction handle share, readable
+/// without the core connection's lock.
+#[derive(Debug, Default)]
+pub(crate) struct Flags {
+    /// Counts the calls that may change the shape, name or existence of an array or the
+    /// usability of the connection (create, delete, rename, resize, append, commit, abort,
+    /// sync, savepoint rollback): every `Array` keeps its metadata and whole-array ndarray
+    /// while this is unchanged. Every such call goes through this module's objects.
+    epoch: AtomicU64,
+    /// The data manager is joined to a transaction that has not ended (it sets this): telling
+    /// it again that data may change is not needed.
+    joined: AtomicBool,
+}
+
+impl Flags {
+    /// The current epoch.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Starts a new epoch (after a call that may have changed metadata, failed or not).
+    pub(crate) fn bump(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
 /// What the Python objects of one connection share.
 pub(crate) struct Ctx {
     /// The core connection, kept open while any Python object of it lives (dropping it
@@ -32,15 +59,30 @@ pub(crate) struct Ctx {
     pub read_only: bool,
     /// The whole-array ndarray of each array, with the shape it was built for.
     pub cache: Mutex<HashMap<ArrayId, FullView>>,
+    /// Shared with the connection's `TxnHandle`.
+    pub flags: Arc<Flags>,
 }
 
 impl Ctx {
-    /// Tells the data manager that data may change.
+    /// Tells the data manager that data may change (unless it is joined to a transaction).
     pub(crate) fn join(&self, py: Python<'_>) -> PyResult<()> {
         if let Some(h) = &self.hook {
-            h.call_method0(py, intern!(py, "_join"))?;
+            if !self.flags.joined.load(Ordering::Acquire) {
+                h.call_method0(py, intern!(py, "_join"))?;
+            }
         }
         Ok(())
+    }
+
+    /// Runs `f` (a call on the core connection, with the GIL released), then starts a new
+    /// epoch whatever the outcome.
+    pub(crate) fn changing<T>(&self, py: Python<'_>, f: impl FnOnce() -> outcore::Result<T> + Send) -> PyResult<T>
+    where
+        T: Send,
+    {
+        let r = py.detach(f);
+        self.flags.bump();
+        r.py(py)
     }
 }
 
@@ -51,10 +93,11 @@ pub(crate) struct PyConnection {
 }
 
 impl PyConnection {
-    /// Wraps a core connection; `hook` is its data manager, if any.
-    pub(crate) fn new(core: Arc<Connection>, hook: Option<Py<PyAny>>) -> PyConnection {
+    /// Wraps a core connection; `hook` is its data manager, if any, and `flags` are shared
+    /// with its `TxnHandle`.
+    pub(crate) fn new(core: Arc<Connection>, hook: Option<Py<PyAny>>, flags: Arc<Flags>) -> PyConnection {
         let read_only = core.is_read_only();
-        PyConnection { ctx: Arc::new(Ctx { core, hook, read_only, cache: Mutex::new(HashMap::new()) }) }
+        PyConnection { ctx: Arc::new(Ctx { core, hook, read_only, cache: Mutex::new(HashMap::new()), flags }) }
     }
 }
 
@@ -98,17 +141,17 @@ impl PyConnection {
     #[pyo3(signature = (note=None, user=None))]
     fn commit(&self, py: Python<'_>, note: Option<String>, user: Option<String>) -> PyResult<u64> {
         let info = CommitInfo::new(note.unwrap_or_default()).user(user.unwrap_or_default());
-        py.detach(|| self.ctx.core.commit_with(info)).py(py)
+        self.ctx.changing(py, || self.ctx.core.commit_with(info))
     }
 
     /// Discards this connection's changes and moves to the newest snapshot.
     fn abort(&self, py: Python<'_>) -> PyResult<()> {
-        py.detach(|| self.ctx.core.abort()).py(py)
+        self.ctx.changing(py, || self.ctx.core.abort())
     }
 
     /// Moves to the newest snapshot (fails with uncommitted changes); returns its tid.
     fn sync(&self, py: Python<'_>) -> PyResult<u64> {
-        py.detach(|| self.ctx.core.sync()).py(py)
+        self.ctx.changing(py, || self.ctx.core.sync())
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
@@ -167,7 +210,7 @@ impl Root {
         if compression.is_some() {
             spec = spec.codec(parse_codec(compression)?);
         }
-        let arr = py.detach(|| self.ctx.core.create(name, spec)).py(py)?;
+        let arr = self.ctx.changing(py, || self.ctx.core.create(name, spec))?;
         self.wrap(py, arr, Some(dt.unbind()))
     }
 
@@ -183,7 +226,7 @@ impl Root {
 
     fn __delitem__(&self, py: Python<'_>, name: &str) -> PyResult<()> {
         self.ctx.join(py)?;
-        py.detach(|| self.ctx.core.delete(name)).py(py)
+        self.ctx.changing(py, || self.ctx.core.delete(name))
     }
 
     fn __setitem__(&self, _name: &str, _value: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -193,7 +236,7 @@ impl Root {
     /// Renames the array `old` to `new`.
     fn rename(&self, py: Python<'_>, old: &str, new: &str) -> PyResult<()> {
         self.ctx.join(py)?;
-        py.detach(|| self.ctx.core.rename(old, new)).py(py)
+        self.ctx.changing(py, || self.ctx.core.rename(old, new))
     }
 
     fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -238,12 +281,20 @@ impl Root {
 #[pyclass(frozen, name = "TxnHandle", module = "outcore._outcore")]
 pub(crate) struct TxnHandle {
     core: Arc<Connection>,
+    flags: Arc<Flags>,
 }
 
 impl TxnHandle {
-    /// A handle on `core`.
-    pub(crate) fn new(core: Arc<Connection>) -> TxnHandle {
-        TxnHandle { core }
+    /// A handle on `core`, sharing `flags` with the connection's Python objects.
+    pub(crate) fn new(core: Arc<Connection>, flags: Arc<Flags>) -> TxnHandle {
+        TxnHandle { core, flags }
+    }
+
+    /// Runs `f` with the GIL released, then starts a new epoch whatever the outcome.
+    fn changing<T: Send>(&self, py: Python<'_>, f: impl FnOnce() -> outcore::Result<T> + Send) -> outcore::Result<T> {
+        let r = py.detach(f);
+        self.flags.bump();
+        r
     }
 }
 
@@ -257,24 +308,24 @@ impl TxnHandle {
             None => serde_json::Value::Null,
         };
         let info = CommitInfo::new(description).user(user).extension(ext);
-        py.detach(|| self.core.commit_with(info)).py(py)
+        self.changing(py, || self.core.commit_with(info)).py(py)
     }
 
     /// Discards every change.
     fn abort(&self, py: Python<'_>) -> PyResult<()> {
-        py.detach(|| self.core.abort()).py(py)
+        self.changing(py, || self.core.abort()).py(py)
     }
 
     /// Marks the transaction's current state (dirty data, sizes, names) to roll back to.
     fn savepoint(&self, py: Python<'_>) -> PyResult<Savepoint> {
         let sp = py.detach(|| self.core.savepoint()).py(py)?;
-        Ok(Savepoint { core: sp })
+        Ok(Savepoint { core: sp, flags: self.flags.clone() })
     }
 
     /// Moves to the newest snapshot if there is nothing to commit: true if it did, false if
     /// the transaction has changes (or needs an abort: a lost conflict, a failed move).
     fn sync(&self, py: Python<'_>) -> PyResult<bool> {
-        match py.detach(|| self.core.sync()) {
+        match self.changing(py, || self.core.sync()) {
             Ok(_) => Ok(true),
             Err(outcore::Error::Uncommitted { .. } | outcore::Error::NeedsAbort | outcore::Error::Stale(_)) => {
                 Ok(false)
@@ -289,6 +340,18 @@ impl TxnHandle {
         self.core.is_read_only()
     }
 
+    /// Whether the data manager is joined to a transaction that has not ended (set by it):
+    /// while true, the connection's arrays do not tell it again that data may change.
+    #[getter]
+    fn get_joined(&self) -> bool {
+        self.flags.joined.load(Ordering::Acquire)
+    }
+
+    #[setter]
+    fn set_joined(&self, joined: bool) {
+        self.flags.joined.store(joined, Ordering::Release);
+    }
+
     /// Where the database is (path or redacted URL).
     #[getter]
     fn location(&self) -> String {
@@ -300,12 +363,15 @@ impl TxnHandle {
 #[pyclass(frozen, name = "Savepoint", module = "outcore._outcore")]
 pub(crate) struct Savepoint {
     core: outcore::Savepoint,
+    flags: Arc<Flags>,
 }
 
 #[pymethods]
 impl Savepoint {
     /// Returns the transaction to this savepoint (repeatable until the transaction ends).
     fn rollback(&self, py: Python<'_>) -> PyResult<()> {
-        py.detach(|| self.core.rollback()).py(py)
+        let r = py.detach(|| self.core.rollback());
+        self.flags.bump();
+        r.py(py)
     }
 }

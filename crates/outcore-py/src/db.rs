@@ -8,7 +8,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt, PyList};
 
-use crate::connection::{PyConnection, TxnHandle};
+use crate::connection::{Flags, PyConnection, TxnHandle};
 use crate::errors::PyResultExt;
 
 /// Parses a compression name: `None`/`"none"`, `"lz4"`, `"zstd"` or `"zstd:LEVEL"`.
@@ -106,15 +106,16 @@ impl PyDb {
             }
         };
         let core = Arc::new(core);
+        let flags = Arc::new(Flags::default());
         let no_manager = transaction_manager.is_some_and(|tm| tm.is_instance_of::<pyo3::types::PyBool>());
         let hook = if core.is_read_only() || no_manager {
             None
         } else {
-            let handle = Bound::new(py, TxnHandle::new(core.clone()))?;
+            let handle = Bound::new(py, TxnHandle::new(core.clone(), flags.clone()))?;
             let dm = py.import("outcore._transaction")?.getattr("DataManager")?.call1((handle, transaction_manager))?;
             Some(dm.unbind())
         };
-        Ok(PyConnection::new(core, hook))
+        Ok(PyConnection::new(core, hook, flags))
     }
 
     /// A context manager: `with db.transaction() as conn:` gives a new connection with its own
