@@ -9,7 +9,10 @@ notes, users and extensions work, and an outcore change commits in the same two-
 the other resources (a ZODB connection, ...).
 
 Two-phase commit: the core commits in one step, so `tpc_vote` is the store commit (conflicts
-are raised there, before any resource finished) and `tpc_finish` has nothing left to do. The
+are raised there, before any resource finished) and `tpc_finish` has nothing left to do. A
+transaction that changed nothing in outcore (views were only read) makes no store commit: the
+vote succeeds without touching the store, and `tpc_finish` moves the connection to the newest
+snapshot (a failure there is logged, as the transaction already committed). The
 data manager's `sortKey` starts with "~" so that it votes after the usual resources (ZODB
 storages): once every other resource voted, the outcore commit is the decision point, and when
 it fails every other resource is still aborted.
@@ -42,6 +45,7 @@ class DataManager:
         self.transaction_manager = transaction_manager
         self._joined_txn: Any = None
         self._voted = False
+        self._unchanged = False  # voted with nothing to commit
         transaction_manager.registerSynch(self)
 
     @property
@@ -80,11 +84,15 @@ class DataManager:
 
     def tpc_begin(self, txn: Any) -> None:
         self._voted = False
+        self._unchanged = False
 
     def commit(self, txn: Any) -> None:
         pass
 
     def tpc_vote(self, txn: Any) -> None:
+        if not self._handle.has_changes():
+            self._voted = self._unchanged = True
+            return
         ext = dict(getattr(txn, "extension", None) or {})
         self._handle.commit(
             txn.user or "",
@@ -94,8 +102,10 @@ class DataManager:
         self._voted = True
 
     def tpc_finish(self, txn: Any) -> None:
+        if self._unchanged:
+            self._sync()
         self._txn = None
-        self._voted = False
+        self._voted = self._unchanged = False
 
     def tpc_abort(self, txn: Any) -> None:
         try:
@@ -103,7 +113,7 @@ class DataManager:
                 self._handle.abort()
         finally:
             self._txn = None
-            self._voted = False
+            self._voted = self._unchanged = False
 
     def savepoint(self) -> "_Savepoint":
         return _Savepoint(self._handle.savepoint())

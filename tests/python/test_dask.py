@@ -1,5 +1,6 @@
 """Dask: `dask.array.from_array` over outcore arrays, their ndarray views and RAM arrays computes
-the right values, and chunks read before a change are never taken for chunks read after it."""
+the right values, and chunks read before a change are never taken for chunks read after it
+(an array's dask token is its snapshot while its connection has no changes, else unique)."""
 
 import pickle
 
@@ -46,13 +47,17 @@ def test_chunks_before_and_after_a_change_differ(db):
     A = conn.root.create("A", (100,), np.int64, blksize=4096)
     A[:] = 1
     transaction.commit()
+    clean = tokenize(A)
+    assert tokenize(conn.root["A"]) == clean  # no changes: the snapshot fixes the data
     # Chunks of from_array are views of the array (as for an ndarray): persist a copy.
     before = (da.from_array(A, chunks=10) * 1).persist()
     A[0] = 1001
     after = da.from_array(A, chunks=10) * 1
     assert after.name != before.name
+    assert tokenize(A) != tokenize(A)  # changed: unique tokens
     assert int((after - before).sum().compute()) == 1000
     transaction.commit()
+    assert tokenize(A) == tokenize(A) != clean
     assert int((da.from_array(A, chunks=10) * 1 - before).sum().compute()) == 1000
 
 

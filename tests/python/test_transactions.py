@@ -406,3 +406,77 @@ def test_explicit_transaction_manager(db):
     with tm:
         pass
     assert db.connect(transaction_manager=False).root["A"][1] == 2
+
+
+def test_has_changes(db):
+    conn = db.connect(transaction_manager=False)
+    assert not conn.has_changes()
+    A = conn.root.create("A", (100, 3), np.float64)
+    assert conn.has_changes()
+    conn.commit()
+    assert not conn.has_changes()
+    v = A[:]
+    assert v.sum() == 0 and not conn.has_changes()  # reading changes nothing
+    v[50, 1] = 1.0
+    assert conn.has_changes()
+    conn.abort()
+    assert not conn.has_changes()
+    A.resize((10, 3))
+    assert conn.has_changes()
+    conn.abort()
+    conn.root.rename("A", "B")
+    assert conn.has_changes()
+    conn.commit()
+    assert not conn.has_changes()
+    assert not db.connect(at=db.head).has_changes()
+
+
+class _Recorder:
+    """Forwards to a `TxnHandle`, recording the names of the methods called."""
+
+    def __init__(self, handle):
+        self._handle = handle
+        self.calls = []
+
+    def __getattr__(self, name):
+        attr = getattr(self._handle, name)
+        if callable(attr):
+            self.calls.append(name)
+        return attr
+
+    def __setattr__(self, name, value):
+        if name in ("_handle", "calls"):
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._handle, name, value)
+
+
+def _recorded(tm):
+    from outcore._transaction import DataManager
+
+    found = []
+    tm._synchs.map(lambda s: found.append(s) if isinstance(s, DataManager) else None)
+    (dm,) = found
+    dm._handle = _Recorder(dm._handle)
+    return dm._handle
+
+
+def test_a_transaction_that_changed_nothing_makes_no_store_commit(db):
+    tm = _tm()
+    conn = db.connect(transaction_manager=tm)
+    A = conn.root.create("A", 10, np.int32)
+    tm.commit()
+    rec = _recorded(tm)
+    other = db.connect(transaction_manager=False)
+    n = len(db.history())
+    assert A[3] == 0 and A[:].sum() == 0  # joins the transaction: the views could be written
+    other.root["A"][3] = 7
+    other.commit()
+    tm.commit()
+    assert "commit" not in rec.calls and "has_changes" in rec.calls
+    assert A[3] == 7  # the connection moved to the newest snapshot all the same
+    assert len(db.history()) == n + 1  # only `other` committed
+    A[4] = 1
+    tm.commit()
+    assert rec.calls.count("commit") == 1 and len(db.history()) == n + 2
+    assert other.sync() and other.root["A"][4] == 1

@@ -530,18 +530,16 @@ impl PyArray {
     }
 
     /// Dask's token of the array's contents (`dask.base.tokenize`, used by
-    /// `dask.array.from_array` to name its chunks): the database, array id and snapshot for a
-    /// historical connection, whose data cannot change; for a read-write connection, whose
-    /// data changes through views, a new unique token on every call, so that dask never
-    /// mistakes chunks read before a change for chunks read after it.
+    /// `dask.array.from_array` to name its chunks): the database, array id and snapshot while
+    /// the connection has no uncommitted changes (the snapshot then fixes the data); with
+    /// changes, a new unique token on every call, so that dask never mistakes chunks read
+    /// before a change for chunks read after it.
     fn __dask_tokenize__(&self, py: Python<'_>) -> PyResult<(&'static str, String, u64, u64, Option<String>)> {
         let location = self.ctx.core.db().store().location().to_string();
-        let tid = py.detach(|| self.ctx.core.tid());
-        let nonce = if self.ctx.read_only {
-            None
-        } else {
-            Some(py.import("uuid")?.call_method0("uuid4")?.getattr("hex")?.extract()?)
-        };
+        let (tid, changed) =
+            py.detach(|| Ok::<_, outcore::Error>((self.ctx.core.tid(), self.ctx.core.has_changes()?))).py(py)?;
+        let nonce =
+            if changed { Some(py.import("uuid")?.call_method0("uuid4")?.getattr("hex")?.extract()?) } else { None };
         Ok(("outcore.Array", location, self.arr.id().0, tid, nonce))
     }
 

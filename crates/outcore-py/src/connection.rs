@@ -154,6 +154,12 @@ impl PyConnection {
         self.ctx.changing(py, || self.ctx.core.sync())
     }
 
+    /// True if this transaction has uncommitted changes: data written through views, or
+    /// metadata changes (create, delete, rename, resize, append).
+    fn has_changes(&self, py: Python<'_>) -> PyResult<bool> {
+        py.detach(|| self.ctx.core.has_changes()).py(py)
+    }
+
     fn __repr__(&self, py: Python<'_>) -> String {
         let tid = py.detach(|| self.ctx.core.tid());
         let ro = if self.ctx.read_only { ", read-only" } else { "" };
@@ -314,6 +320,11 @@ impl TxnHandle {
     /// Discards every change.
     fn abort(&self, py: Python<'_>) -> PyResult<()> {
         self.changing(py, || self.core.abort()).py(py)
+    }
+
+    /// True if the transaction has uncommitted changes (data or metadata).
+    fn has_changes(&self, py: Python<'_>) -> PyResult<bool> {
+        py.detach(|| self.core.has_changes()).py(py)
     }
 
     /// Marks the transaction's current state (dirty data, sizes, names) to roll back to.

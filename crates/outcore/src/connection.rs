@@ -389,6 +389,25 @@ impl Connection {
         Ok(names)
     }
 
+    /// True if this transaction has uncommitted changes: data written through views (also
+    /// beyond an array's current size, which commit drops), or metadata changes (create,
+    /// delete, rename, resize, append). When false, [`commit`](Self::commit) records no
+    /// transaction and [`sync`](Self::sync) may move to the newest snapshot. Asks the pager
+    /// for the written pages of every open array, loading and copying nothing. Also answers
+    /// after a lost conflict (the changes stay until [`abort`](Self::abort)).
+    pub fn has_changes(&self) -> Result<bool> {
+        let st = self.shared.lock();
+        if !st.txn.is_empty() || !st.truncated.is_empty() {
+            return Ok(true);
+        }
+        for oa in st.open.values() {
+            if !oa.file.dirty()?.is_empty() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Commits every change of this transaction; see [`commit_with`](Self::commit_with).
     pub fn commit(&self) -> Result<Tid> {
         self.commit_with(CommitInfo::default())
