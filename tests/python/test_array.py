@@ -384,7 +384,7 @@ def test_load_prefetches_and_raises_on_failure(sqlite_url):
     assert (B[:] == 1.5).all()
     # a corrupt block: load raises instead of faulting later
     with sqlite3.connect(sqlite_url) as c:
-        c.execute("UPDATE outcore_block SET checksum = checksum + 1 WHERE blk = 3")
+        c.execute("UPDATE outcore_current SET checksum = checksum + 1 WHERE blk = 3")
     C = outcore.open(sqlite_url).connect(transaction_manager=False).root["A"]
     C.load(np.s_[:2])  # blocks 0..1 are fine
     with pytest.raises(outcore.Error):

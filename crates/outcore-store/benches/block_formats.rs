@@ -1,10 +1,17 @@
 //! The original system's block-format benchmark, re-created on the store: a 1-D int64 array,
-//! 500 commits per workload, stored size and cold random block reads, for
-//! - "whole": every changed block stored in full (the original's ZBlk0 behaviour), and
-//! - "delta": what outcore does with the pager's dirty pages (`Commit::write_block_pages`).
+//! 500 commits per workload, stored size and cold random block reads.
 //!
-//! The chunk format's size (the original's ZBlk1: only changed 4 KiB chunks) is the sum of the
-//! dirty pages of every commit plus the initial fill, computed exactly as the workload runs.
+//! - outcore: what the store keeps (each block's current content, plus the previous bytes of the
+//!   pages every commit changed); the stored size is the payload bytes (`Store::stats`) and, in
+//!   brackets, the size of the SQLite file.
+//! - whole blocks (the original's ZBlk0: every changed block stored in full): its size is the sum
+//!   of the changed blocks' contents of every commit, computed as the workload runs; its read
+//!   cost is that of one whole stored block, measured on a store holding the final content in
+//!   one version.
+//! - chunk format (the original's ZBlk1: only changed 4 KiB chunks): its size is the sum of the
+//!   dirty pages of every commit plus the initial fill, computed as the workload runs.
+//!
+//! Reads at an older snapshot (250 commits back) apply undo records: reported for reference.
 //!
 //! Workloads (N = 2,621,440 int64 = 20 MiB = 10 blocks of 2 MiB, prefilled, except Append):
 //! - Append: 500 commits each appending 3,670 values (~1.4% of a block) to an empty array;
@@ -13,7 +20,8 @@
 //! - Mix: each commit appends 3,670 values and changes one element in 20% of the blocks.
 //!
 //! Cold reads: a new process after `echo 1 > /proc/sys/vm/drop_caches` (when permitted) loads
-//! 10 distinct random blocks at the newest snapshot; the median time per block is reported.
+//! 10 distinct random blocks at the newest snapshot; the median time per block is reported (the
+//! median over 5 such processes).
 //!
 //! Run: `cargo bench -p outcore-store --bench block_formats` (SQLite, in `OUTCORE_BENCH_DIR` or
 //! the current directory).
@@ -49,20 +57,40 @@ impl Workload {
     }
 }
 
-struct Outcome {
+/// What building a workload's store gives.
+struct Built {
+    path: String,
+    id: ArrayId,
+    /// Payload bytes (`Store::stats`).
     stored: u64,
+    /// Size of the SQLite file and its WAL.
+    file: u64,
+    /// Computed size of the chunk format.
     chunk: u64,
-    read_ms: f64,
+    /// Computed size of the whole-block format.
+    whole: u64,
+    /// The tid 250 commits before the head.
+    mid: u64,
     commit_s: f64,
+}
+
+fn file_size(path: &str) -> u64 {
+    ["", "-wal"].iter().filter_map(|sfx| std::fs::metadata(format!("{path}{sfx}")).ok()).map(|m| m.len()).sum()
+}
+
+fn remove(path: &str) {
+    for sfx in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{path}{sfx}"));
+    }
 }
 
 fn meta(nbytes: u64) -> ArrayMeta {
     ArrayMeta::new("<i8", vec![nbytes / 8], Order::C, nbytes)
 }
 
-/// Run a workload into a fresh store; returns (store path, array id, stored bytes, chunk bytes).
-fn build(dir: &std::path::Path, w: Workload, delta: bool) -> (String, ArrayId, u64, u64, f64) {
-    let path = dir.join(format!("{}-{}.outcore", w.name().replace([' ', '%'], "_"), delta));
+/// Run a workload into a fresh store.
+fn build(dir: &std::path::Path, w: Workload) -> (Built, Vec<u8>) {
+    let path = dir.join(format!("{}.outcore", w.name().replace([' ', '%'], "_")));
     let _ = std::fs::remove_file(&path);
     let path = path.to_str().unwrap().to_string();
     let s = open(&path).unwrap();
@@ -80,8 +108,13 @@ fn build(dir: &std::path::Path, w: Workload, delta: bool) -> (String, ArrayId, u
     }
     let mut tid = s.commit(0, c).unwrap();
     let mut chunk = prefill as u64;
+    let mut whole = prefill as u64;
+    let mut mid = tid;
     let t = Instant::now();
-    for _ in 0..COMMITS {
+    for i in 0..COMMITS {
+        if i == COMMITS - 250 {
+            mid = tid;
+        }
         let mut dirty: BTreeSet<(usize, u32)> = BTreeSet::new();
         let mut c = Commit::new();
         if matches!(w, Workload::Append | Workload::Mix) {
@@ -118,39 +151,68 @@ fn build(dir: &std::path::Path, w: Workload, delta: bool) -> (String, ArrayId, u
         for (b, pages) in by_block {
             let end = ((b + 1) * BLK).min(content.len());
             let data = content[b * BLK..end].to_vec();
-            if delta {
-                c.write_block_pages(id, b as u64, data, pages);
-            } else {
-                c.write_block(id, b as u64, data);
-            }
+            whole += data.len() as u64;
+            c.write_block_pages(id, b as u64, data, pages);
         }
         tid = s.commit(tid, c).unwrap();
     }
     let commit_s = t.elapsed().as_secs_f64();
     let stored = s.stats().unwrap().stored_bytes;
-    (path, id, stored, chunk, commit_s)
+    drop(s);
+    let file = file_size(&path);
+    (Built { path, id, stored, file, chunk, whole, mid, commit_s }, content)
 }
 
-/// Cold-read 10 distinct random blocks in a child process; median ms per block.
-fn cold_read(path: &str, id: ArrayId) -> f64 {
-    let _ = std::process::Command::new("sync").status();
-    let dropped = std::fs::write("/proc/sys/vm/drop_caches", "1").is_ok();
-    if !dropped {
-        eprintln!("(cannot drop the OS cache: reads are warm)");
+/// A store holding `content` in one version: what reading whole stored blocks costs.
+fn build_whole(dir: &std::path::Path, content: &[u8]) -> (String, ArrayId) {
+    let path = dir.join("whole.outcore").to_str().unwrap().to_string();
+    remove(&path);
+    let s = open(&path).unwrap();
+    let id = ArrayId::random();
+    let mut c = Commit::new();
+    c.put_array(id, "a", meta(content.len() as u64));
+    for (b, chunk) in content.chunks(BLK).enumerate() {
+        c.write_block(id, b as u64, chunk.to_vec());
     }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .env("OUTCORE_BENCH_CHILD", format!("{path};{}", id.0))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines().find_map(|l| l.strip_prefix("median_ms ")).and_then(|v| v.trim().parse().ok()).unwrap_or(f64::NAN)
+    s.commit(0, c).unwrap();
+    (path, id)
+}
+
+/// Cold-read 10 distinct random blocks at snapshot `at` (0: the head) in a child process; median
+/// ms per block.
+fn cold_read(path: &str, id: ArrayId, at: u64) -> f64 {
+    // Cold reads of 2 MiB swing by 2x from run to run on a virtual disk: the median of 5 runs.
+    let mut runs: Vec<f64> = (0..5)
+        .map(|_| {
+            let _ = std::process::Command::new("sync").status();
+            let dropped = std::fs::write("/proc/sys/vm/drop_caches", "1").is_ok();
+            if !dropped {
+                eprintln!("(cannot drop the OS cache: reads are warm)");
+            }
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .env("OUTCORE_BENCH_CHILD", format!("{path};{};{at}", id.0))
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            text.lines()
+                .find_map(|l| l.strip_prefix("median_ms "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(f64::NAN)
+        })
+        .collect();
+    runs.sort_by(|a, b| a.total_cmp(b));
+    runs[runs.len() / 2]
 }
 
 fn child(spec: &str) {
-    let (path, id) = spec.split_once(';').unwrap();
+    let mut parts = spec.split(';');
+    let (path, id, at) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
     let id = ArrayId(id.parse().unwrap());
     let s = open(path).unwrap();
-    let head = s.head().unwrap();
+    let head = match at.parse().unwrap() {
+        0 => s.head().unwrap(),
+        at => at,
+    };
     let nblocks = s.array("a", head).unwrap().unwrap().meta.nblocks() as usize;
     let mut rng = StdRng::seed_from_u64(7);
     let mut order: Vec<usize> = (0..nblocks).collect();
@@ -176,37 +238,41 @@ fn main() {
     }
     let base = std::env::var("OUTCORE_BENCH_DIR").unwrap_or_else(|_| ".".into());
     let dir = tempfile::tempdir_in(base).unwrap();
+    let dir = if std::env::var_os("OUTCORE_BENCH_KEEP").is_some() { dir.keep() } else { dir.path().to_path_buf() };
     let only: Option<String> = std::env::var("OUTCORE_BENCH_ONLY").ok();
     println!("\nblock formats: 1-D int64, {COMMITS} commits per workload, 2 MiB blocks, SQLite store");
-    println!("size ratio = delta / chunk format (goal <= 1.5); read ratio = delta / whole (goal <= 1.2)\n");
-    println!("| workload | whole: stored | whole: cold read ms/blk | delta: stored | delta: cold read ms/blk | chunk format size | size ratio | read ratio | delta commit s |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("size ratio = outcore / chunk format (goal <= 1.5); read ratio = outcore / whole blocks (goal <= 1.2)\n");
+    println!("| workload | whole blocks: size | whole: cold read ms/blk | chunk format: size | outcore: stored (file) | outcore: cold read ms/blk | size ratio | read ratio | read 250 commits back ms/blk | commits s |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for w in [Workload::Append, Workload::Rand20, Workload::Rand100, Workload::Mix] {
         if only.as_deref().is_some_and(|o| !w.name().contains(o)) {
             continue;
         }
-        let mut res = Vec::new();
-        for delta in [false, true] {
-            let (path, id, stored, chunk, commit_s) = build(dir.path(), w, delta);
-            let read_ms = cold_read(&path, id);
-            res.push(Outcome { stored, chunk, read_ms, commit_s });
-            let _ = std::fs::remove_file(&path);
-            let _ = std::fs::remove_file(format!("{path}-wal"));
-            let _ = std::fs::remove_file(format!("{path}-shm"));
+        let (b, content) = build(&dir, w);
+        let read_ms = cold_read(&b.path, b.id, 0);
+        let old_ms = cold_read(&b.path, b.id, b.mid);
+        if std::env::var_os("OUTCORE_BENCH_KEEP").is_none() {
+            remove(&b.path);
         }
-        let (whole, delta) = (&res[0], &res[1]);
+        let (whole_path, whole_id) = build_whole(&dir, &content);
+        let whole_ms = cold_read(&whole_path, whole_id, 0);
+        if std::env::var_os("OUTCORE_BENCH_KEEP").is_none() {
+            remove(&whole_path);
+        }
         let mib = |b: u64| b as f64 / (1 << 20) as f64;
         println!(
-            "| {} | {:.1} MiB | {:.2} | {:.1} MiB | {:.2} | {:.1} MiB | {:.2} | {:.2} | {:.1} |",
+            "| {} | {:.1} MiB | {:.2} | {:.1} MiB | {:.1} MiB ({:.1}) | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} |",
             w.name(),
-            mib(whole.stored),
-            whole.read_ms,
-            mib(delta.stored),
-            delta.read_ms,
-            mib(delta.chunk),
-            delta.stored as f64 / delta.chunk as f64,
-            delta.read_ms / whole.read_ms,
-            delta.commit_s
+            mib(b.whole),
+            whole_ms,
+            mib(b.chunk),
+            mib(b.stored),
+            mib(b.file),
+            read_ms,
+            b.stored as f64 / b.chunk as f64,
+            read_ms / whole_ms,
+            old_ms,
+            b.commit_s
         );
     }
     println!("\nthe original (wendelin.core) on Append: whole blocks 513 MiB / 2.09 ms, 4 KiB chunks 16 MiB / 14.47 ms, its heuristic 28 MiB / 2.17 ms");

@@ -1,53 +1,58 @@
-//! How block versions are encoded for storage: trailing zeros stripped, optional compression
-//! (recorded per version, so an array's codec may change over time), and a checksum binding the
-//! stored payload to its place (array, block, tid).
+//! How block versions are encoded for storage (format v2, see `docs/design/001-block-versions.md`).
+//!
+//! Each block has one **current** version (its newest content, trailing zeros stripped, raw so
+//! that small commits can rewrite only the changed pages in place, or compressed as a whole when
+//! the array asks for compression), and one **undo** record per commit that changed it: the
+//! previous content of the 4 KiB pages that commit changed. A read at the head is one read of the
+//! current version; a read at an older snapshot applies the undo records newer than it, newest
+//! first. Every stored payload carries a checksum binding it to its place (array, block, tid).
 
 use crate::error::{Error, Result};
 use crate::types::{ArrayId, Codec, Tid};
 use twox_hash::XxHash3_64;
 
-/// Payload kinds recorded per stored version: the block's whole content.
-pub(crate) const KIND_FULL: i64 = 0;
-/// Only the changed 4 KiB pages, over the previous version of the same block.
-pub(crate) const KIND_DELTA: i64 = 1;
+/// Payload kinds, bound into the checksum: the current content of a block.
+pub(crate) const KIND_CURRENT: i64 = 0;
+/// Pages of the previous version, as they were before the commit that wrote the record.
+pub(crate) const KIND_UNDO: i64 = 1;
 
-/// Granularity of delta versions.
+/// Granularity of undo records and of in-place writes.
 pub(crate) const PAGE: usize = 4096;
-/// Flag on a delta entry: the page is all zeros (no bytes stored).
+/// Flag on an undo entry: the page was all zeros (no bytes stored).
 const ZERO_PAGE: u32 = 1 << 31;
-/// Longest delta chain (deltas after one full version).
-pub(crate) const MAX_DEPTH: i64 = 32;
-/// Codec tags recorded per stored version.
+/// Codec tags recorded per stored payload.
 pub(crate) const CODEC_RAW: i64 = 0;
 /// zstd frame.
 pub(crate) const CODEC_ZSTD: i64 = 1;
 /// lz4 block (size not prepended: the logical length is recorded in the row).
 pub(crate) const CODEC_LZ4: i64 = 2;
 
-/// A block version ready to be stored.
+/// A payload ready to be stored: a block's current content or an undo record.
 #[derive(Debug, Clone)]
 pub(crate) struct Encoded {
-    pub kind: i64,
     pub codec: i64,
-    /// Logical content length: the block's bytes at or beyond it are zero.
+    /// Logical content length of the version the payload rebuilds: its bytes at or beyond it are
+    /// zero. For an undo record: the length before the commit.
     pub len: u64,
     pub checksum: i64,
     pub data: Vec<u8>,
-    /// The tid of the full version this version's chain starts from (its own tid if full).
-    pub base_tid: Tid,
-    /// Deltas between the base and this version, this one included (0 for a full version).
-    pub depth: i64,
-    /// Stored bytes of the chain from the base through this version: what a read costs.
-    pub chain_bytes: i64,
+    /// Undo records: the tid of the version they restore (0: the block did not exist).
+    pub prev_tid: Tid,
 }
 
-/// The newest stored version of a block, as the commit path sees it.
+/// A stored payload as read back from a backend.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct ChainHead {
+pub(crate) struct Stored<'a> {
+    pub tid: Tid,
+    pub kind: i64,
+    pub codec: i64,
+    /// Logical content length.
     pub len: u64,
-    pub base_tid: Tid,
-    pub depth: i64,
-    pub chain_bytes: i64,
+    pub checksum: i64,
+    /// Undo records: the tid of the version they restore.
+    pub prev_tid: Tid,
+    /// The stored payload (possibly compressed).
+    pub data: &'a [u8],
 }
 
 /// Length of `data` without its all-zero tail.
@@ -67,20 +72,31 @@ pub(crate) fn content_len(data: &[u8]) -> usize {
     end
 }
 
-fn seed(array: ArrayId, blk: u64, tid: Tid, kind: i64, codec: i64, len: u64) -> u64 {
-    let mut key = [0u8; 48];
-    key[0..8].copy_from_slice(&array.0.to_le_bytes());
-    key[8..16].copy_from_slice(&blk.to_le_bytes());
-    key[16..24].copy_from_slice(&tid.to_le_bytes());
-    key[24..32].copy_from_slice(&kind.to_le_bytes());
-    key[32..40].copy_from_slice(&codec.to_le_bytes());
-    key[40..48].copy_from_slice(&len.to_le_bytes());
-    XxHash3_64::oneshot_with_seed(0x6f75_7463_6f72_6521, &key)
+/// Everything but the payload that a checksum binds.
+struct Place {
+    array: ArrayId,
+    blk: u64,
+    tid: Tid,
+    kind: i64,
+    codec: i64,
+    len: u64,
+    prev_tid: Tid,
 }
 
-/// The checksum of a stored payload at its place.
-pub(crate) fn checksum(array: ArrayId, blk: u64, tid: Tid, kind: i64, codec: i64, len: u64, data: &[u8]) -> i64 {
-    XxHash3_64::oneshot_with_seed(seed(array, blk, tid, kind, codec, len), data) as i64
+impl Place {
+    fn of(array: ArrayId, blk: u64, s: &Stored<'_>) -> Self {
+        Place { array, blk, tid: s.tid, kind: s.kind, codec: s.codec, len: s.len, prev_tid: s.prev_tid }
+    }
+
+    fn checksum(&self, payload: &[u8]) -> i64 {
+        let mut key = [0u8; 56];
+        let fields = [self.array.0, self.blk, self.tid, self.kind as u64, self.codec as u64, self.len, self.prev_tid];
+        for (i, f) in fields.iter().enumerate() {
+            key[i * 8..i * 8 + 8].copy_from_slice(&f.to_le_bytes());
+        }
+        let seed = XxHash3_64::oneshot_with_seed(0x6f75_7463_6f72_6532, &key);
+        XxHash3_64::oneshot_with_seed(seed, payload) as i64
+    }
 }
 
 /// Compress `content` with `codec`; `None` when that does not save at least 1/16 of it.
@@ -93,89 +109,161 @@ fn compress(content: &[u8], codec: Codec) -> Option<(i64, Vec<u8>)> {
     (out.len() + content.len() / 16 < content.len()).then_some((tag, out))
 }
 
-/// Encode the full content of a block (`data` may be shorter than the block: the rest is zero),
-/// compressed with `codec` when that pays.
-pub(crate) fn encode(array: ArrayId, blk: u64, tid: Tid, data: &[u8], codec: Codec) -> Encoded {
-    let len = content_len(data);
-    let (codec, payload) = compress(&data[..len], codec).unwrap_or_else(|| (CODEC_RAW, data[..len].to_vec()));
-    let checksum = checksum(array, blk, tid, KIND_FULL, codec, len as u64, &payload);
-    let chain_bytes = payload.len() as i64;
-    Encoded { kind: KIND_FULL, codec, len: len as u64, checksum, data: payload, base_tid: tid, depth: 0, chain_bytes }
+/// The current version of a block with content `data` (trailing zeros are not stored). With
+/// `Codec::None`, or when compression does not pay, the payload is `data`'s content raw and is
+/// not copied: `data` is `None` and the backend stores `data[..len]` (so that it can rewrite only
+/// changed pages in place).
+pub(crate) struct CurrentEnc {
+    pub codec: i64,
+    pub len: u64,
+    pub checksum: i64,
+    /// The compressed payload; `None` for raw.
+    pub compressed: Option<Vec<u8>>,
 }
 
-/// Encode the new content `data` of a block as a delta over `prev`, listing `pages` (every 4 KiB
-/// page that differs from `prev`'s content). `None` when a full version is the better choice:
-/// no usable previous version, a delta not smaller than the full content, or a chain that would
-/// pass its bounds (depth, or bytes a read must fetch).
-pub(crate) fn encode_delta(
+/// Encode the current version of a block whose new content is `data`.
+pub(crate) fn encode_current(array: ArrayId, blk: u64, tid: Tid, data: &[u8], codec: Codec) -> CurrentEnc {
+    let len = content_len(data);
+    let (codec, compressed) = match compress(&data[..len], codec) {
+        Some((tag, out)) => (tag, Some(out)),
+        None => (CODEC_RAW, None),
+    };
+    let place = Place { array, blk, tid, kind: KIND_CURRENT, codec, len: len as u64, prev_tid: 0 };
+    let checksum = place.checksum(compressed.as_deref().unwrap_or(&data[..len]));
+    CurrentEnc { codec, len: len as u64, checksum, compressed }
+}
+
+/// The 4 KiB pages (indices) in which `old` and `new` differ; both are zero beyond their length.
+pub(crate) fn changed_pages(old: &[u8], new: &[u8]) -> Vec<u32> {
+    let n = old.len().max(new.len()).div_ceil(PAGE);
+    let page = |d: &[u8], p: usize| -> (usize, usize) {
+        let start = (p * PAGE).min(d.len());
+        (start, ((p + 1) * PAGE).min(d.len()))
+    };
+    (0..n)
+        .filter(|&p| {
+            let (a0, a1) = page(old, p);
+            let (b0, b1) = page(new, p);
+            let (a, b) = (&old[a0..a1], &new[b0..b1]);
+            let common = a.len().min(b.len());
+            a[..common] != b[..common] || a[common..].iter().any(|x| *x != 0) || b[common..].iter().any(|x| *x != 0)
+        })
+        .map(|p| p as u32)
+        .collect()
+}
+
+/// The undo record of a commit `tid` that changed `pages` of a block whose previous content was
+/// `old` (version `prev_tid`): those pages' previous bytes up to the end of the old content.
+/// Pages wholly beyond it were zeros, so they cost nothing, and a block that did not exist (or
+/// was empty) has an empty record.
+pub(crate) fn encode_undo(
     array: ArrayId,
     blk: u64,
     tid: Tid,
-    data: &[u8],
+    old: &[u8],
     pages: &[u32],
-    prev: Option<ChainHead>,
+    prev_tid: Tid,
     codec: Codec,
-) -> Option<Encoded> {
-    let prev = prev.filter(|p| p.len > 0)?;
-    let len = content_len(data);
-    if len == 0 || prev.depth >= MAX_DEPTH {
-        return None;
-    }
-    let mut pages: Vec<u32> = pages.to_vec();
-    pages.sort_unstable();
-    pages.dedup();
-    let npages_block = data.len().div_ceil(PAGE).max(prev.len.div_ceil(PAGE as u64) as usize);
-    let mut head = Vec::with_capacity(4 + 4 * pages.len());
-    let mut body = Vec::new();
-    let mut count = 0u32;
-    for &p in &pages {
-        let start = p as usize * PAGE;
-        if p as usize >= npages_block.max(len.div_ceil(PAGE)) || p & ZERO_PAGE != 0 {
-            continue; // beyond both contents: zero before and after
+) -> Encoded {
+    let old_len = content_len(old);
+    let mut raw = Vec::new();
+    if old_len > 0 {
+        let kept: Vec<u32> = pages.iter().copied().filter(|p| (*p as usize) * PAGE < old_len).collect();
+        raw.reserve(4 + kept.len() * (4 + PAGE));
+        raw.extend_from_slice(&(kept.len() as u32).to_le_bytes());
+        let mut body = Vec::new();
+        for &p in &kept {
+            // The page that holds the end of the content is stored only up to it.
+            let start = p as usize * PAGE;
+            let page = &old[start..(start + PAGE).min(old_len)];
+            if page.iter().all(|b| *b == 0) {
+                raw.extend_from_slice(&(p | ZERO_PAGE).to_le_bytes());
+            } else {
+                raw.extend_from_slice(&p.to_le_bytes());
+                body.extend_from_slice(page);
+            }
         }
-        let page = data.get(start..(start + PAGE).min(data.len())).unwrap_or(&[]);
-        count += 1;
-        if page.iter().all(|b| *b == 0) {
-            head.extend_from_slice(&(p | ZERO_PAGE).to_le_bytes());
-        } else {
-            head.extend_from_slice(&p.to_le_bytes());
-            body.extend_from_slice(page);
-            body.resize(body.len() + (PAGE - page.len()), 0);
-        }
+        raw.extend_from_slice(&body);
     }
-    let mut raw = Vec::with_capacity(4 + head.len() + body.len());
-    raw.extend_from_slice(&count.to_le_bytes());
-    raw.extend_from_slice(&head);
-    raw.extend_from_slice(&body);
-    if raw.len() >= len {
-        return None;
-    }
-    let (codec, payload) = compress(&raw, codec).unwrap_or((CODEC_RAW, raw));
-    let chain_bytes = prev.chain_bytes + payload.len() as i64;
-    // A read fetches the whole chain: keep it within 1.5x of the block's content (and at least
-    // an eighth of a 2 MiB block, so small blocks still get a few deltas).
-    let budget = (len.max(256 << 10) as i64) * 3 / 2;
-    if chain_bytes > budget {
-        return None;
-    }
-    let checksum = checksum(array, blk, tid, KIND_DELTA, codec, len as u64, &payload);
-    Some(Encoded {
-        kind: KIND_DELTA,
-        codec,
-        len: len as u64,
-        checksum,
-        data: payload,
-        base_tid: prev.base_tid,
-        depth: prev.depth + 1,
-        chain_bytes,
-    })
+    let (codec, data) = compress(&raw, codec).unwrap_or((CODEC_RAW, raw));
+    let place = Place { array, blk, tid, kind: KIND_UNDO, codec, len: old_len as u64, prev_tid };
+    let checksum = place.checksum(&data);
+    Encoded { codec, len: old_len as u64, checksum, data, prev_tid }
 }
 
-/// Verify a stored delta and apply it onto `buf`, which holds the previous version's content.
-pub(crate) fn apply_delta(array: ArrayId, blk: u64, s: &Stored<'_>, buf: &mut [u8]) -> Result<()> {
+fn corrupt(array: ArrayId, blk: u64, tid: Tid, detail: String) -> Error {
+    Error::Corrupt { array, name: String::new(), blk, tid, detail }
+}
+
+/// The checks every stored payload passes before use: its recorded length fits the block, and
+/// `payload` (the stored bytes) matches its checksum.
+fn check(array: ArrayId, blk: u64, s: &Stored<'_>, payload: &[u8], blksize: usize) -> Result<()> {
+    if s.len as usize > blksize {
+        return Err(corrupt(array, blk, s.tid, format!("recorded length {} exceeds the block size {blksize}", s.len)));
+    }
+    let sum = Place::of(array, blk, s).checksum(payload);
+    if sum != s.checksum {
+        let detail = format!("checksum mismatch (stored {:#x}, computed {sum:#x})", s.checksum);
+        return Err(corrupt(array, blk, s.tid, detail));
+    }
+    Ok(())
+}
+
+/// Verify a stored current version and write the block's full content into `buf` (zero-filled
+/// tail). Returns an error naming the place on any mismatch; `buf` then holds no usable data.
+/// `s.data` may be longer than the content (a raw payload's spare capacity).
+pub(crate) fn decode_current(array: ArrayId, blk: u64, s: &Stored<'_>, buf: &mut [u8]) -> Result<()> {
+    let len = s.len as usize;
+    if s.kind != KIND_CURRENT {
+        return Err(corrupt(array, blk, s.tid, format!("expected a current version, found kind {}", s.kind)));
+    }
+    if s.codec == CODEC_RAW {
+        let content = s.data.get(..len).ok_or_else(|| {
+            corrupt(array, blk, s.tid, format!("stored length {} is below the recorded length {len}", s.data.len()))
+        })?;
+        check(array, blk, s, content, buf.len())?;
+        buf[..len].copy_from_slice(content);
+        buf[len..].fill(0);
+        return Ok(());
+    }
+    check(array, blk, s, s.data, buf.len())?;
+    let out = &mut buf[..len];
+    let got = match s.codec {
+        CODEC_ZSTD => zstd::bulk::decompress_to_buffer(s.data, out).map_err(|e| format!("zstd: {e}")),
+        CODEC_LZ4 => lz4_flex::block::decompress_into(s.data, out).map_err(|e| format!("lz4: {e}")),
+        other => Err(format!("unknown codec {other}")),
+    }
+    .map_err(|d| corrupt(array, blk, s.tid, d))?;
+    if got != len {
+        return Err(corrupt(array, blk, s.tid, format!("decoded {got} bytes, recorded length {len}")));
+    }
+    buf[len..].fill(0);
+    Ok(())
+}
+
+/// Verify a raw current version whose content (`s.len` bytes) was already read into the head of
+/// `buf`, and zero the rest of `buf`. `s.data` is ignored.
+pub(crate) fn verify_in_place(array: ArrayId, blk: u64, s: &Stored<'_>, buf: &mut [u8]) -> Result<()> {
+    let len = s.len as usize;
+    if s.kind != KIND_CURRENT || s.codec != CODEC_RAW {
+        return Err(corrupt(
+            array,
+            blk,
+            s.tid,
+            format!("not a raw current version (kind {}, codec {})", s.kind, s.codec),
+        ));
+    }
+    check(array, blk, s, buf.get(..len).unwrap_or(&[]), buf.len())?;
+    buf[len..].fill(0);
+    Ok(())
+}
+
+/// Verify an undo record and apply it to `buf`, which holds the content of the version it
+/// follows: afterwards `buf` holds the version before (`s.prev_tid`).
+pub(crate) fn apply_undo(array: ArrayId, blk: u64, s: &Stored<'_>, buf: &mut [u8]) -> Result<()> {
     let bad = |d: String| corrupt(array, blk, s.tid, d);
-    if s.kind != KIND_DELTA {
-        return Err(bad(format!("expected a delta version, found kind {}", s.kind)));
+    if s.kind != KIND_UNDO {
+        return Err(bad(format!("expected an undo record, found kind {}", s.kind)));
     }
     check(array, blk, s, s.data, buf.len())?;
     let decoded;
@@ -192,101 +280,75 @@ pub(crate) fn apply_delta(array: ArrayId, blk: u64, s: &Stored<'_>, buf: &mut [u
         }
         other => return Err(bad(format!("unknown codec {other}"))),
     };
+    if raw.is_empty() {
+        if s.len != 0 {
+            return Err(bad(format!("empty undo record for a previous length of {}", s.len)));
+        }
+        buf.fill(0);
+        return Ok(());
+    }
     let word = |i: usize| -> Option<u32> {
         let b = raw.get(i..i + 4)?;
         Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     };
-    let count = word(0).ok_or_else(|| bad("delta shorter than its header".into()))? as usize;
-    let mut at = 4 + 4 * count;
+    let count = word(0).ok_or_else(|| bad("undo record shorter than its header".into()))? as usize;
+    let mut at = 4usize.saturating_add(count.saturating_mul(4));
     for i in 0..count {
-        let e = word(4 + 4 * i).ok_or_else(|| bad("delta header cut short".into()))?;
+        let e = word(4 + 4 * i).ok_or_else(|| bad("undo header cut short".into()))?;
         let p = (e & !ZERO_PAGE) as usize;
         let start = p * PAGE;
         let end = (start + PAGE).min(buf.len());
         if start >= buf.len() {
-            return Err(bad(format!("delta page {p} lies beyond the block")));
+            return Err(bad(format!("undo page {p} lies beyond the block")));
         }
         if e & ZERO_PAGE != 0 {
             buf[start..end].fill(0);
         } else {
-            let src = raw.get(at..at + PAGE).ok_or_else(|| bad("delta page data cut short".into()))?;
-            buf[start..end].copy_from_slice(&src[..end - start]);
-            at += PAGE;
+            let n = end.min(s.len as usize).saturating_sub(start);
+            let src = raw.get(at..at + n).ok_or_else(|| bad("undo page data cut short".into()))?;
+            buf[start..start + n].copy_from_slice(src);
+            buf[start + n..end].fill(0);
+            at += n;
         }
     }
     if at != raw.len() {
-        return Err(bad(format!("{} unexpected bytes after the delta's pages", raw.len() - at)));
+        return Err(bad(format!("{} unexpected bytes after the undo record's pages", raw.len().abs_diff(at))));
     }
     buf[s.len as usize..].fill(0);
     Ok(())
 }
 
-/// A stored version as read back from a backend.
-pub(crate) struct Stored<'a> {
-    pub tid: Tid,
-    pub kind: i64,
-    pub codec: i64,
-    /// Logical content length.
-    pub len: u64,
-    pub checksum: i64,
-    /// The stored payload (possibly compressed).
-    pub data: &'a [u8],
-}
-
-fn corrupt(array: ArrayId, blk: u64, tid: Tid, detail: String) -> Error {
-    Error::Corrupt { array, name: String::new(), blk, tid, detail }
-}
-
-/// The checks every stored version passes before use: its recorded length fits the block, and
-/// `payload` (the stored bytes) matches its checksum.
-fn check(array: ArrayId, blk: u64, s: &Stored<'_>, payload: &[u8], blksize: usize) -> Result<()> {
-    if s.len as usize > blksize {
-        return Err(corrupt(array, blk, s.tid, format!("recorded length {} exceeds the block size {blksize}", s.len)));
-    }
-    let sum = checksum(array, blk, s.tid, s.kind, s.codec, s.len, payload);
-    if sum != s.checksum {
-        let detail = format!("checksum mismatch (stored {:#x}, computed {sum:#x})", s.checksum);
-        return Err(corrupt(array, blk, s.tid, detail));
-    }
-    Ok(())
-}
-
-/// Verify a stored version and write the block's full content into `buf` (zero-filled tail).
-/// Returns an error naming the place on any mismatch; `buf` then holds no usable data.
-pub(crate) fn decode_into(array: ArrayId, blk: u64, s: &Stored<'_>, buf: &mut [u8]) -> Result<()> {
-    let len = s.len as usize;
-    check(array, blk, s, s.data, buf.len())?;
-    if s.kind != KIND_FULL {
-        return Err(corrupt(array, blk, s.tid, format!("unknown version kind {}", s.kind)));
-    }
-    let out = &mut buf[..len];
-    let got = match s.codec {
-        CODEC_RAW if s.data.len() == len => {
-            out.copy_from_slice(s.data);
-            Ok(len)
+/// Rebuild the version of a block that snapshot `at` reads. `buf` holds the current version
+/// (tid `current_tid`, 0 when the block has none: zeros); `undo` yields the block's undo records
+/// with tid > `at`, newest first. Each record must restore the version the previous one came
+/// from, down to a version at or before `at`: a gap is corruption, never wrong data.
+pub(crate) fn rewind<'a>(
+    array: ArrayId,
+    blk: u64,
+    at: Tid,
+    current_tid: Tid,
+    undo: impl IntoIterator<Item = Stored<'a>>,
+    buf: &mut [u8],
+) -> Result<()> {
+    let mut expect = current_tid;
+    for s in undo {
+        if s.tid != expect {
+            return Err(corrupt(
+                array,
+                blk,
+                expect,
+                format!("the undo record of tid {expect} is missing (found tid {})", s.tid),
+            ));
         }
-        CODEC_RAW => Err(format!("stored length {} differs from recorded length {len}", s.data.len())),
-        CODEC_ZSTD => zstd::bulk::decompress_to_buffer(s.data, out).map_err(|e| format!("zstd: {e}")),
-        CODEC_LZ4 => lz4_flex::block::decompress_into(s.data, out).map_err(|e| format!("lz4: {e}")),
-        other => Err(format!("unknown codec {other}")),
+        apply_undo(array, blk, &s, buf)?;
+        if s.prev_tid >= s.tid {
+            return Err(corrupt(array, blk, s.tid, format!("undo record restores a later tid {}", s.prev_tid)));
+        }
+        expect = s.prev_tid;
     }
-    .map_err(|d| corrupt(array, blk, s.tid, d))?;
-    if got != len {
-        return Err(corrupt(array, blk, s.tid, format!("decoded {got} bytes, recorded length {len}")));
+    if expect > at {
+        return Err(corrupt(array, blk, expect, format!("the undo record of tid {expect} is missing")));
     }
-    buf[len..].fill(0);
-    Ok(())
-}
-
-/// Verify a raw full version whose payload (`s.len` bytes) was already read into the head of
-/// `buf`, and zero the rest of `buf`. `s.data` is ignored.
-pub(crate) fn verify_in_place(array: ArrayId, blk: u64, s: &Stored<'_>, buf: &mut [u8]) -> Result<()> {
-    let len = s.len as usize;
-    if s.kind != KIND_FULL || s.codec != CODEC_RAW {
-        return Err(corrupt(array, blk, s.tid, format!("not a raw full version (kind {}, codec {})", s.kind, s.codec)));
-    }
-    check(array, blk, s, buf.get(..len).unwrap_or(&[]), buf.len())?;
-    buf[len..].fill(0);
     Ok(())
 }
 
@@ -307,23 +369,41 @@ mod tests {
         assert_eq!(content_len(&v), 100);
     }
 
-    fn stored(e: &Encoded, tid: Tid) -> Stored<'_> {
-        Stored { tid, kind: e.kind, codec: e.codec, len: e.len, checksum: e.checksum, data: &e.data }
+    fn current<'a>(e: &CurrentEnc, tid: Tid, data: &'a [u8]) -> Stored<'a> {
+        let payload = e.compressed.as_deref().map_or(&data[..e.len as usize], |_| &[][..]);
+        Stored { tid, kind: KIND_CURRENT, codec: e.codec, len: e.len, checksum: e.checksum, prev_tid: 0, data: payload }
+    }
+
+    fn undo(e: &Encoded, tid: Tid) -> Stored<'_> {
+        Stored {
+            tid,
+            kind: KIND_UNDO,
+            codec: e.codec,
+            len: e.len,
+            checksum: e.checksum,
+            prev_tid: e.prev_tid,
+            data: &e.data,
+        }
     }
 
     #[test]
     fn checksum_binds_payload_to_its_place() {
-        let e = encode(ArrayId(1), 2, 3, b"hello\0\0", Codec::None);
-        assert_eq!(e.len, 5);
+        let data = b"hello\0\0";
+        let e = encode_current(ArrayId(1), 2, 3, data, Codec::None);
+        assert_eq!((e.len, e.codec), (5, CODEC_RAW));
         let mut buf = [9u8; 8];
-        decode_into(ArrayId(1), 2, &stored(&e, 3), &mut buf).unwrap();
+        decode_current(ArrayId(1), 2, &current(&e, 3, data), &mut buf).unwrap();
         assert_eq!(&buf, b"hello\0\0\0");
+        // Spare capacity after the content is allowed.
+        let padded = b"hello\0\0\0\0\0";
+        decode_current(ArrayId(1), 2, &current(&e, 3, padded), &mut buf).unwrap();
         // Same bytes presented as another block or another tid: detected.
-        assert!(decode_into(ArrayId(1), 3, &stored(&e, 3), &mut buf).is_err());
-        assert!(decode_into(ArrayId(1), 2, &stored(&e, 4), &mut buf).is_err());
-        let flipped = b"hellp".to_vec();
-        let bad = Stored { data: &flipped, ..stored(&e, 3) };
-        assert!(matches!(decode_into(ArrayId(1), 2, &bad, &mut buf), Err(Error::Corrupt { .. })));
+        assert!(decode_current(ArrayId(1), 3, &current(&e, 3, data), &mut buf).is_err());
+        assert!(decode_current(ArrayId(1), 2, &current(&e, 4, data), &mut buf).is_err());
+        let bad = Stored { data: b"hellp", ..current(&e, 3, data) };
+        assert!(matches!(decode_current(ArrayId(1), 2, &bad, &mut buf), Err(Error::Corrupt { .. })));
+        let short = Stored { data: b"hell", ..current(&e, 3, data) };
+        assert!(matches!(decode_current(ArrayId(1), 2, &short, &mut buf), Err(Error::Corrupt { .. })));
     }
 
     #[test]
@@ -333,15 +413,20 @@ mod tests {
             *b = (i / 512) as u8 | 1;
         }
         for codec in [Codec::Zstd { level: 3 }, Codec::Lz4, Codec::None] {
-            let e = encode(ArrayId(7), 1, 9, &data, codec);
+            let e = encode_current(ArrayId(7), 1, 9, &data, codec);
             assert_eq!(e.len, 40 << 10);
-            if codec == Codec::None {
-                assert_eq!(e.codec, CODEC_RAW);
-            } else {
-                assert!(e.data.len() < 4 << 10, "{codec:?} stored {} bytes", e.data.len());
-            }
+            let stored = match &e.compressed {
+                Some(c) => {
+                    assert!(c.len() < 4 << 10, "{codec:?} stored {} bytes", c.len());
+                    Stored { data: c, ..current(&e, 9, &data) }
+                }
+                None => {
+                    assert_eq!(codec, Codec::None);
+                    current(&e, 9, &data)
+                }
+            };
             let mut buf = vec![0xEEu8; 64 << 10];
-            decode_into(ArrayId(7), 1, &stored(&e, 9), &mut buf).unwrap();
+            decode_current(ArrayId(7), 1, &stored, &mut buf).unwrap();
             assert_eq!(buf, data);
         }
         // Incompressible content is stored raw.
@@ -352,76 +437,113 @@ mod tests {
                 (x >> 56) as u8
             })
             .collect();
-        assert_eq!(encode(ArrayId(7), 1, 9, &noise, Codec::Zstd { level: 3 }).codec, CODEC_RAW);
+        assert_eq!(encode_current(ArrayId(7), 1, 9, &noise, Codec::Zstd { level: 3 }).codec, CODEC_RAW);
     }
 
     #[test]
     fn a_corrupt_compressed_payload_is_an_error_not_data() {
         let data = vec![5u8; 10000];
-        let e = encode(ArrayId(1), 0, 1, &data, Codec::Lz4);
-        let mut bad = e.data.clone();
-        let n = bad.len();
-        bad.truncate(n - 1);
+        let e = encode_current(ArrayId(1), 0, 1, &data, Codec::Lz4);
+        let mut bad = e.compressed.clone().unwrap();
+        bad.truncate(bad.len() - 1);
         // Re-seal the checksum so only the decoder can notice.
-        let sum = checksum(ArrayId(1), 0, 1, e.kind, e.codec, e.len, &bad);
-        let s = Stored { tid: 1, kind: e.kind, codec: e.codec, len: e.len, checksum: sum, data: &bad };
+        let place =
+            Place { array: ArrayId(1), blk: 0, tid: 1, kind: KIND_CURRENT, codec: e.codec, len: e.len, prev_tid: 0 };
+        let s = Stored { checksum: place.checksum(&bad), data: &bad, ..current(&e, 1, &data) };
         let mut buf = vec![0u8; 16384];
-        assert!(matches!(decode_into(ArrayId(1), 0, &s, &mut buf), Err(Error::Corrupt { .. })));
+        assert!(matches!(decode_current(ArrayId(1), 0, &s, &mut buf), Err(Error::Corrupt { .. })));
     }
 
     #[test]
-    fn deltas_store_only_changed_pages_and_rebuild_the_block() {
+    fn changed_pages_compares_contents_zero_extended() {
+        let bs = 16 * PAGE;
+        let old = vec![1u8; 5 * PAGE + 10];
+        let mut new = old.clone();
+        assert!(changed_pages(&old, &new).is_empty());
+        new[PAGE + 3] = 2;
+        new.resize(7 * PAGE, 0);
+        new[7 * PAGE - 1] = 4;
+        assert_eq!(changed_pages(&old, &new), vec![1, 6]);
+        assert_eq!(changed_pages(&old, &old[..2 * PAGE]), vec![2, 3, 4, 5]);
+        assert_eq!(changed_pages(&[], &vec![0u8; bs]), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn undo_restores_the_previous_version() {
         let bs = 64 << 10;
         let mut old = vec![0u8; bs];
         old[..20000].fill(3);
-        let base = encode(ArrayId(1), 0, 1, &old, Codec::None);
-        let prev = ChainHead { len: base.len, base_tid: 1, depth: 0, chain_bytes: base.chain_bytes };
         let mut new = old.clone();
         new[5000] = 9; // page 1
         new[8192..12288].fill(0); // page 2 becomes zero
         new[30000..30010].fill(7); // page 7, beyond the old content
-        let d = encode_delta(ArrayId(1), 0, 2, &new, &[7, 1, 2, 1], Some(prev), Codec::None).unwrap();
-        assert_eq!(d.kind, KIND_DELTA);
-        assert_eq!((d.base_tid, d.depth), (1, 1));
-        assert_eq!(d.data.len(), 4 + 3 * 4 + 2 * PAGE, "two pages with data, one zero page");
-        let mut buf = vec![0u8; bs];
-        decode_into(ArrayId(1), 0, &stored(&base, 1), &mut buf).unwrap();
-        apply_delta(ArrayId(1), 0, &stored(&d, 2), &mut buf).unwrap();
-        assert_eq!(buf, new);
-        // Compressed deltas too.
-        let z = encode_delta(ArrayId(1), 0, 2, &new, &[1, 2, 7], Some(prev), Codec::Zstd { level: 1 }).unwrap();
-        assert_eq!(z.codec, CODEC_ZSTD);
-        decode_into(ArrayId(1), 0, &stored(&base, 1), &mut buf).unwrap();
-        apply_delta(ArrayId(1), 0, &stored(&z, 2), &mut buf).unwrap();
-        assert_eq!(buf, new);
-        // A delta as big as the content, a too-deep chain, or no previous data: full instead.
-        let all: Vec<u32> = (0..16).collect();
-        let dense = vec![5u8; bs];
-        assert!(encode_delta(ArrayId(1), 0, 2, &dense, &all, Some(prev), Codec::None).is_none());
-        let deep = ChainHead { depth: MAX_DEPTH, ..prev };
-        assert!(encode_delta(ArrayId(1), 0, 2, &new, &[1], Some(deep), Codec::None).is_none());
-        assert!(encode_delta(ArrayId(1), 0, 2, &new, &[1], None, Codec::None).is_none());
-        let empty = ChainHead { len: 0, ..prev };
-        assert!(encode_delta(ArrayId(1), 0, 2, &new, &[1], Some(empty), Codec::None).is_none());
+        let pages = changed_pages(&old, &new);
+        assert_eq!(pages, vec![1, 2, 7]);
+        for codec in [Codec::None, Codec::Zstd { level: 1 }, Codec::Lz4] {
+            let u = encode_undo(ArrayId(1), 0, 5, &old, &pages, 4, codec);
+            assert_eq!((u.len, u.prev_tid), (20000, 4));
+            if codec == Codec::None {
+                assert_eq!(u.data.len(), 4 + 2 * 4 + 2 * PAGE, "pages 1 and 2 (page 7 was zero)");
+            }
+            let mut buf = new.clone();
+            apply_undo(ArrayId(1), 0, &undo(&u, 5), &mut buf).unwrap();
+            assert_eq!(buf, old, "{codec:?}");
+        }
+        // The page where the old content ends is kept only up to that end.
+        let mut longer = old.clone();
+        longer[20000..20100].fill(5);
+        let u = encode_undo(ArrayId(1), 0, 5, &old, &changed_pages(&old, &longer), 4, Codec::None);
+        assert_eq!(u.data.len(), 4 + 4 + (20000 - 4 * PAGE));
+        apply_undo(ArrayId(1), 0, &undo(&u, 5), &mut longer).unwrap();
+        assert_eq!(longer, old);
+        // The first version of a block has an empty record: before it, zeros.
+        let u = encode_undo(ArrayId(1), 0, 4, &[], &[0, 1], 0, Codec::None);
+        assert!(u.data.is_empty());
+        let mut buf = old.clone();
+        apply_undo(ArrayId(1), 0, &undo(&u, 4), &mut buf).unwrap();
+        assert!(buf.iter().all(|b| *b == 0));
     }
 
     #[test]
-    fn a_damaged_delta_is_an_error() {
+    fn a_damaged_undo_record_is_an_error() {
         let bs = 64 << 10;
         let old = vec![1u8; bs];
-        let prev = ChainHead { len: bs as u64, base_tid: 1, depth: 0, chain_bytes: bs as i64 };
         let mut new = old.clone();
         new[0] = 2;
-        let d = encode_delta(ArrayId(1), 0, 2, &new, &[0], Some(prev), Codec::None).unwrap();
-        let mut cut = d.data.clone();
+        let u = encode_undo(ArrayId(1), 0, 2, &old, &[0], 1, Codec::None);
+        let mut cut = u.data.clone();
         cut.truncate(cut.len() - 10);
-        let sum = checksum(ArrayId(1), 0, 2, d.kind, d.codec, d.len, &cut);
-        let s = Stored { tid: 2, kind: d.kind, codec: d.codec, len: d.len, checksum: sum, data: &cut };
-        let mut buf = old.clone();
-        assert!(matches!(apply_delta(ArrayId(1), 0, &s, &mut buf), Err(Error::Corrupt { .. })));
-        let mut flipped = d.data.clone();
+        let place =
+            Place { array: ArrayId(1), blk: 0, tid: 2, kind: KIND_UNDO, codec: u.codec, len: u.len, prev_tid: 1 };
+        let s = Stored { checksum: place.checksum(&cut), data: &cut, ..undo(&u, 2) };
+        let mut buf = new.clone();
+        assert!(matches!(apply_undo(ArrayId(1), 0, &s, &mut buf), Err(Error::Corrupt { .. })));
+        let mut flipped = u.data.clone();
         flipped[20] ^= 1;
-        let s = Stored { data: &flipped, ..stored(&d, 2) };
-        assert!(matches!(apply_delta(ArrayId(1), 0, &s, &mut buf), Err(Error::Corrupt { .. })));
+        let s = Stored { data: &flipped, ..undo(&u, 2) };
+        assert!(matches!(apply_undo(ArrayId(1), 0, &s, &mut buf), Err(Error::Corrupt { .. })));
+        // A record presented with another previous tid: detected.
+        let s = Stored { prev_tid: 0, ..undo(&u, 2) };
+        assert!(matches!(apply_undo(ArrayId(1), 0, &s, &mut buf), Err(Error::Corrupt { .. })));
+    }
+
+    #[test]
+    fn rewind_walks_the_history_and_detects_gaps() {
+        let bs = 8 * PAGE;
+        let v: Vec<Vec<u8>> = (1..=3u8).map(|i| vec![i; bs]).collect();
+        let all: Vec<u32> = (0..8).collect();
+        // Versions at tids 2, 5, 9: undo records for 5 (restores 2) and 9 (restores 5).
+        let u5 = encode_undo(ArrayId(1), 0, 5, &v[0], &all, 2, Codec::None);
+        let u9 = encode_undo(ArrayId(1), 0, 9, &v[1], &all, 5, Codec::None);
+        let at = |snap: Tid, recs: Vec<Stored<'_>>| -> Result<Vec<u8>> {
+            let mut buf = v[2].clone();
+            rewind(ArrayId(1), 0, snap, 9, recs, &mut buf).map(|_| buf)
+        };
+        assert_eq!(at(9, vec![]).unwrap(), v[2]);
+        assert_eq!(at(7, vec![undo(&u9, 9)]).unwrap(), v[1]);
+        assert_eq!(at(3, vec![undo(&u9, 9), undo(&u5, 5)]).unwrap(), v[0]);
+        // A missing record is corruption, not an older or newer version.
+        assert!(matches!(at(3, vec![undo(&u9, 9)]), Err(Error::Corrupt { .. })));
+        assert!(matches!(at(3, vec![undo(&u5, 5)]), Err(Error::Corrupt { .. })));
     }
 }

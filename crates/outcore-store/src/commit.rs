@@ -1,7 +1,7 @@
 //! A commit request and the one commit algorithm shared by every backend: conflict detection,
 //! validation, truncation of shrunk arrays, and the rows to insert.
 
-use crate::block::{self, Encoded};
+use crate::block::{self, CurrentEnc, Encoded};
 use crate::error::{Conflict, ConflictItem, Error, Result};
 use crate::types::{ArrayId, ArrayInfo, ArrayMeta, Codec, Tid, TxnInfo, MAX_BLKSIZE, MIN_BLKSIZE};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -42,8 +42,6 @@ pub struct Commit {
     pub extension: serde_json::Value,
     pub(crate) arrays: BTreeMap<ArrayId, ArrayChange>,
     pub(crate) blocks: BTreeMap<(ArrayId, u64), Vec<u8>>,
-    /// For blocks written with [`Commit::write_block_pages`]: the pages that changed.
-    pub(crate) pages: BTreeMap<(ArrayId, u64), Vec<u32>>,
 }
 
 impl Commit {
@@ -94,20 +92,20 @@ impl Commit {
     }
 
     /// Write the full new content of one block.
+    ///
+    /// Only the 4 KiB pages that differ from the stored content are written (in place where the
+    /// backend can) and kept in history: the store compares the new content with the current
+    /// version, which it reads anyway to verify its checksum before it becomes history.
     pub fn write_block(&mut self, array: ArrayId, blk: u64, data: Vec<u8>) -> &mut Self {
-        self.pages.remove(&(array, blk));
         self.blocks.insert((array, blk), data);
         self
     }
 
-    /// Write the full new content of one block, naming the 4 KiB pages (indices within the
-    /// block) that differ from its content at the commit's base snapshot. The store may then
-    /// keep only those pages, as a delta over the previous version. Listing a page that did not
-    /// change is harmless; omitting one that did loses that change.
-    pub fn write_block_pages(&mut self, array: ArrayId, blk: u64, data: Vec<u8>, pages: Vec<u32>) -> &mut Self {
-        self.blocks.insert((array, blk), data);
-        self.pages.insert((array, blk), pages);
-        self
+    /// Like [`write_block`](Commit::write_block), for callers that know which 4 KiB pages they
+    /// changed. The list is not needed (the store finds the changed pages itself, so a wrong
+    /// list cannot lose a change); it is accepted so that such callers need no second path.
+    pub fn write_block_pages(&mut self, array: ArrayId, blk: u64, data: Vec<u8>, _pages: Vec<u32>) -> &mut Self {
+        self.write_block(array, blk, data)
     }
 
     /// True when the commit changes nothing (it still records a transaction).
@@ -136,6 +134,31 @@ pub(crate) struct ArrayVersion {
     pub state: Option<(String, ArrayMeta)>,
 }
 
+/// The current version of a block, as the commit path sees it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CurrentRow {
+    /// The tid that wrote it (the block's newest version).
+    pub tid: Tid,
+    /// Its content length (0: the block reads zeros).
+    pub len: u64,
+    /// Codec of its payload.
+    pub codec: i64,
+    /// Backend-specific handle of the payload (SQLite: the `outcore_blob` row; 0 when none).
+    pub handle: i64,
+}
+
+/// A new current version of a block, handed to the backend.
+pub(crate) struct CurrentWrite<'a> {
+    /// The block's new content (zero beyond `enc.len`; may be shorter than the block).
+    pub data: &'a [u8],
+    /// Length, codec, checksum and (if compressed) the payload.
+    pub enc: CurrentEnc,
+    /// The pages that differ from the previous current version: all a raw in-place update writes.
+    pub changed: &'a [u32],
+    /// The array's block size.
+    pub blksize: u64,
+}
+
 /// Changed blocks `(array, blk, newest tid)` and arrays `(array, newest tid)`.
 pub(crate) type ChangedSets = (Vec<(ArrayId, u64, Tid)>, Vec<(ArrayId, Tid)>);
 
@@ -146,14 +169,24 @@ pub(crate) trait WriteTxn {
     fn changed_since(&mut self, base: Tid) -> Result<ChangedSets>;
     fn array_at(&mut self, id: ArrayId, at: Tid) -> Result<Option<ArrayVersion>>;
     fn live_arrays(&mut self, at: Tid) -> Result<Vec<ArrayInfo>>;
-    /// Blocks `>= from_blk` whose newest version `<= at` holds data, with that data's length.
-    fn stored_blocks_from(&mut self, id: ArrayId, from_blk: u64, at: Tid) -> Result<Vec<(u64, u64)>>;
+    /// Blocks `>= from_blk` whose current version holds data, with that data's length.
+    fn stored_blocks_from(&mut self, id: ArrayId, from_blk: u64) -> Result<Vec<(u64, u64)>>;
     fn load(&mut self, id: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> Result<()>;
-    /// The newest version `<= at` of a block, if any.
-    fn chain_head(&mut self, id: ArrayId, blk: u64, at: Tid) -> Result<Option<block::ChainHead>>;
+    /// The current version of a block, if it has one.
+    fn current(&mut self, id: ArrayId, blk: u64) -> Result<Option<CurrentRow>>;
     fn insert_txn(&mut self, info: &TxnInfo) -> Result<()>;
     fn insert_array_version(&mut self, id: ArrayId, tid: Tid, state: Option<(&str, &ArrayMeta)>) -> Result<()>;
-    fn insert_block(&mut self, id: ArrayId, blk: u64, tid: Tid, enc: &Encoded) -> Result<()>;
+    /// Record the undo record of commit `tid` for a block.
+    fn insert_undo(&mut self, id: ArrayId, blk: u64, tid: Tid, undo: &Encoded) -> Result<()>;
+    /// Replace a block's current version (`prev`, if any) by `new`.
+    fn write_current(
+        &mut self,
+        id: ArrayId,
+        blk: u64,
+        tid: Tid,
+        prev: Option<&CurrentRow>,
+        new: &CurrentWrite<'_>,
+    ) -> Result<()>;
     fn set_head(&mut self, tid: Tid, time_us: i64) -> Result<()>;
 }
 
@@ -199,7 +232,7 @@ pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result
     if base < head.horizon {
         return Err(Error::SnapshotGone { at: base, horizon: head.horizon });
     }
-    let Commit { user, description, extension, arrays, mut blocks, mut pages } = commit;
+    let Commit { user, description, extension, arrays, mut blocks } = commit;
 
     // The state at head of every array this commit touches.
     let mut at_head: HashMap<ArrayId, Option<ArrayVersion>> = HashMap::new();
@@ -247,11 +280,9 @@ pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result
             continue;
         }
         let bs = meta.blksize;
-        for (blk, len) in txn.stored_blocks_from(*id, cut / bs, head.tid)? {
+        for (blk, len) in txn.stored_blocks_from(*id, cut / bs)? {
             if blocks.contains_key(&(*id, blk)) {
-                // Rewritten in full below: not as a delta over data the cut drops.
-                pages.remove(&(*id, blk));
-                continue;
+                continue; // rewritten in full below
             }
             let keep = cut.saturating_sub(blk * bs);
             if keep >= len {
@@ -319,7 +350,6 @@ pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result
         blocks.remove(&key);
     }
     for (id, blk, data) in extra_blocks {
-        pages.remove(&(id, blk));
         blocks.insert((id, blk), data);
     }
 
@@ -373,23 +403,35 @@ pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result
         };
         txn.insert_array_version(*id, tid, state)?;
     }
+    // Each changed block: its undo record (the previous bytes of the pages that change), then
+    // the new current version. A write that changes nothing leaves no version.
+    let mut old = Vec::new();
     for ((id, blk), data) in &blocks {
-        let codec = match arrays.get(id).map(|c| &c.state) {
-            Some(ArrayState::Live { meta, .. }) => meta.codec,
+        let meta = match arrays.get(id).map(|c| &c.state) {
+            Some(ArrayState::Live { meta, .. }) => meta,
             _ => match at_head.get(id) {
-                Some(Some(ArrayVersion { state: Some((_, meta)), .. })) => meta.codec,
-                _ => Codec::None,
+                Some(Some(ArrayVersion { state: Some((_, meta)), .. })) => meta,
+                _ => return Err(Error::NoSuchArray(*id)),
             },
         };
-        let delta = match pages.get(&(*id, *blk)) {
-            Some(p) => {
-                let prev = txn.chain_head(*id, *blk, head.tid)?;
-                block::encode_delta(*id, *blk, tid, data, p, prev, codec)
-            }
-            None => None,
-        };
-        let enc = delta.unwrap_or_else(|| block::encode(*id, *blk, tid, data, codec));
-        txn.insert_block(*id, *blk, tid, &enc)?;
+        let cur = txn.current(*id, *blk)?;
+        old.clear();
+        if let Some(c) = cur.filter(|c| c.len > 0) {
+            // Verified against its checksum before any of it becomes history.
+            old.resize(meta.blksize as usize, 0);
+            txn.load(*id, *blk, head.tid, &mut old)?;
+            old.truncate(c.len as usize);
+        }
+        let changed = block::changed_pages(&old, data);
+        if changed.is_empty() {
+            continue;
+        }
+        let prev_tid = cur.map_or(0, |c| c.tid);
+        let undo = block::encode_undo(*id, *blk, tid, &old, &changed, prev_tid, meta.codec);
+        txn.insert_undo(*id, *blk, tid, &undo)?;
+        let enc = block::encode_current(*id, *blk, tid, data, meta.codec);
+        let new = CurrentWrite { data, enc, changed: &changed, blksize: meta.blksize };
+        txn.write_current(*id, *blk, tid, cur.as_ref(), &new)?;
     }
     txn.set_head(tid, time_us)?;
     Ok(tid)

@@ -398,15 +398,15 @@ fn corrupt_block_is_detected(f: &Fixture) {
     let (id, t0) = create(s, "precious", 4 * BS);
     let t1 = write(s, t0, id, &[(2, block(7, 1000))]).unwrap();
     // Flip one stored byte behind the store's back.
-    let sql = "UPDATE outcore_block SET data = $1 WHERE blk = 2";
     let mut bad = block(7, 1000);
     bad[500] = 8;
     if f.backend == "sqlite" {
         let c = rusqlite::Connection::open(&f.url).unwrap();
-        c.execute(&sql.replace("$1", "?1"), [&bad]).unwrap();
+        let sql = "UPDATE outcore_blob SET data = ?1 WHERE id = (SELECT data_id FROM outcore_current WHERE blk = 2)";
+        assert_eq!(c.execute(sql, [&bad]).unwrap(), 1);
     } else {
         let mut c = ::postgres::Client::connect(&f.url, ::postgres::NoTls).unwrap();
-        c.execute(sql, &[&bad]).unwrap();
+        assert_eq!(c.execute("UPDATE outcore_current SET data = $1 WHERE blk = 2", &[&bad]).unwrap(), 1);
     }
     let mut buf = vec![0u8; BS as usize];
     match f.reopen().load(id, 2, t1, &mut buf) {

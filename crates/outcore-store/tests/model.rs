@@ -1,5 +1,4 @@
-//! Model-based test of block versions: random interleavings of page-sized (delta) and whole-block
-//! writes, zero writes, shrinks and regrowths, rejected (conflicting) commits, gc and reopen,
+//! Model-based test of block versions: random interleavings of page-sized and whole-block writes, zero writes, shrinks and regrowths, rejected (conflicting) commits, gc and reopen,
 //! checked against a plain in-memory model of every snapshot, on every backend.
 
 mod common;
@@ -162,7 +161,7 @@ fn random_histories_match_the_model(f: &Fixture) {
     }
 }
 
-fn delta_writes_store_only_changed_pages(f: &Fixture) {
+fn small_writes_store_only_changed_pages(f: &Fixture) {
     let s = &*f.store;
     let id = ArrayId::random();
     let mut c = Commit::new();
@@ -185,23 +184,31 @@ fn delta_writes_store_only_changed_pages(f: &Fixture) {
     let mut buf = vec![0u8; BS];
     f.reopen().load(id, 0, t, &mut buf).unwrap();
     assert_eq!(buf, content);
-    // Appending to a partially filled block stores only the new pages.
+    // Appending to a partly filled block writes only the new pages, in place; history keeps
+    // only the old part of the page where the content ended. The block's stored room grows by
+    // doubling, so the current content costs at most twice its size however small the appends.
     let mut c = Commit::new();
     let mut part = vec![0u8; BS];
     part[..3 * PAGE].fill(1);
     c.write_block(id, 1, part.clone());
     t = s.commit(t, c).unwrap();
-    let before = s.stats().unwrap().stored_bytes;
-    part[3 * PAGE..3 * PAGE + 100].fill(2);
-    let mut c = Commit::new();
-    c.write_block_pages(id, 1, part.clone(), vec![3]);
-    t = s.commit(t, c).unwrap();
-    assert!(s.stats().unwrap().stored_bytes - before <= PAGE as u64 + 64);
-    f.reopen().load(id, 1, t, &mut buf).unwrap();
-    assert_eq!(buf, part);
+    let before = s.stats().unwrap().stored_bytes - 3 * PAGE as u64;
+    let mut len = 3 * PAGE;
+    for i in 0..40u8 {
+        part[len..len + 700].fill(i + 2);
+        len += 700;
+        let mut c = Commit::new();
+        c.write_block_pages(id, 1, part.clone(), vec![(len / PAGE) as u32]);
+        t = s.commit(t, c).unwrap();
+        f.reopen().load(id, 1, t, &mut buf).unwrap();
+        assert_eq!(buf, part, "append {i}");
+    }
+    let grown = s.stats().unwrap().stored_bytes - before;
+    let history: u64 = (0..40).map(|i| ((3 * PAGE + 700 * i) % PAGE) as u64 + 16).sum();
+    assert!(grown <= 2 * len as u64 + history, "{len} bytes of content stored in {grown}");
 }
 
-fn delta_chains_are_bounded(f: &Fixture) {
+fn history_costs_the_changed_pages(f: &Fixture) {
     let s = &*f.store;
     let id = ArrayId::random();
     let mut c = Commit::new();
@@ -211,26 +218,78 @@ fn delta_chains_are_bounded(f: &Fixture) {
     let mut c = Commit::new();
     c.write_block(id, 0, content.clone());
     t = s.commit(t, c).unwrap();
-    // Many single-page writes: the chain gets a new full version before it grows too long or
-    // too big to read fast, so the stored size grows by about one block per bound.
+    let first = t;
+    // Many single-page writes: the block is stored once, plus one page of history per write.
     for i in 0..100u32 {
-        content[(i as usize % 16) * PAGE + 1] = i as u8;
+        content[(i as usize % 16) * PAGE + 1] = (i + 100) as u8;
         let mut c = Commit::new();
         c.write_block_pages(id, 0, content.clone(), vec![i % 16]);
         t = s.commit(t, c).unwrap();
     }
     let st = s.stats().unwrap();
     assert_eq!(st.block_versions, 101);
-    // 100 one-page deltas plus a full version every MAX_DEPTH (32) deltas: 4 fulls in all.
     let (b, p) = (BS as u64, PAGE as u64);
-    assert!(st.stored_bytes >= 4 * b + 90 * p && st.stored_bytes <= 4 * b + 100 * (p + 16), "{st:?}");
+    assert!(st.stored_bytes >= b + 100 * p && st.stored_bytes <= b + 100 * (p + 16), "{st:?}");
     let mut buf = vec![0u8; BS];
     s.load(id, 0, t, &mut buf).unwrap();
     assert_eq!(buf, content);
-    // gc in the middle of a chain keeps its base: every kept snapshot still reads right.
-    s.gc(t - 10).unwrap();
+    s.load(id, 0, first, &mut buf).unwrap();
+    assert_eq!(buf, vec![1u8; BS], "the oldest snapshot undoes all 100 writes");
+    // gc keeps the history kept snapshots need, and drops the rest.
+    let gc = s.gc(t - 10).unwrap();
+    assert_eq!(gc.block_versions, 91);
     s.load(id, 0, t - 10, &mut buf).unwrap();
-    assert_eq!(buf[9 * PAGE + 1], 89, "page 9 was last written by write 89");
+    assert_eq!(buf[9 * PAGE + 1], 189, "page 9 was last written by write 89");
+    assert_eq!(buf[10 * PAGE + 1], 174, "page 10 was last written by write 74");
+    assert!(s.stats().unwrap().stored_bytes <= b + 10 * (p + 16));
 }
 
-conformance!(random_histories_match_the_model, delta_writes_store_only_changed_pages, delta_chains_are_bounded);
+fn damaged_history_is_detected(f: &Fixture) {
+    let s = &*f.store;
+    let id = ArrayId::random();
+    let mut c = Commit::new();
+    c.put_array(id, "h", meta(BS as u64, Codec::None));
+    let t0 = s.commit(0, c).unwrap();
+    let mut tids = vec![];
+    let mut t = t0;
+    for i in 1..=3u8 {
+        let mut c = Commit::new();
+        c.write_block(id, 0, vec![i; BS / 2]);
+        t = s.commit(t, c).unwrap();
+        tids.push(t);
+    }
+    let sql = |stmt: &str| {
+        if f.backend == "sqlite" {
+            rusqlite::Connection::open(&f.url).unwrap().execute(stmt, []).unwrap()
+        } else {
+            let mut c = ::postgres::Client::connect(&f.url, ::postgres::NoTls).unwrap();
+            c.execute(stmt, &[]).unwrap() as usize
+        }
+    };
+    let mut buf = vec![0u8; BS];
+    // A flipped byte in an undo record: reads that need it fail, naming the commit.
+    let n = sql(&format!("UPDATE outcore_undo SET len = len - 1 WHERE tid = {}", tids[2]));
+    assert_eq!(n, 1);
+    let r = f.reopen();
+    r.load(id, 0, tids[2], &mut buf).unwrap();
+    assert_eq!(buf[0], 3, "the head does not need history");
+    match r.load(id, 0, tids[1], &mut buf) {
+        Err(e @ Error::Corrupt { .. }) => assert!(e.to_string().contains(&format!("tid {}", tids[2])), "{e}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    // A missing record: an error, not an older or newer version.
+    sql(&format!("UPDATE outcore_undo SET len = len + 1 WHERE tid = {}", tids[2]));
+    r.load(id, 0, tids[0], &mut buf).unwrap();
+    assert_eq!(buf[..BS / 2], vec![1u8; BS / 2][..]);
+    assert_eq!(sql(&format!("DELETE FROM outcore_undo WHERE tid = {}", tids[1])), 1);
+    assert!(matches!(r.load(id, 0, tids[0], &mut buf), Err(Error::Corrupt { .. })));
+    r.load(id, 0, tids[1], &mut buf).unwrap();
+    assert_eq!(buf[0], 2);
+}
+
+conformance!(
+    random_histories_match_the_model,
+    small_writes_store_only_changed_pages,
+    history_costs_the_changed_pages,
+    damaged_history_is_detected
+);

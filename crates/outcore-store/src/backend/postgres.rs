@@ -6,7 +6,7 @@ use super::pg_config::{self, Target};
 use super::sqlite::check_format;
 use super::{array_info, encode_meta, time_to_us, FORMAT_NAME, FORMAT_VERSION};
 use crate::block::{self, Encoded, Stored};
-use crate::commit::{self, ArrayVersion, ChangedSets, Commit, Head, WriteTxn};
+use crate::commit::{self, ArrayVersion, ChangedSets, Commit, CurrentRow, CurrentWrite, Head, WriteTxn};
 use crate::error::{Error, Result};
 use crate::pool::Pool;
 use crate::store::{Store, Subscription};
@@ -29,14 +29,17 @@ CREATE TABLE outcore_array (
     array_id bigint NOT NULL, tid bigint NOT NULL, name text, meta text,
     PRIMARY KEY (array_id, tid));
 CREATE INDEX outcore_array_tid ON outcore_array (tid);
-CREATE TABLE outcore_block (
+CREATE TABLE outcore_current (
     array_id bigint NOT NULL, blk bigint NOT NULL, tid bigint NOT NULL,
-    kind int NOT NULL, codec int NOT NULL, len bigint NOT NULL,
-    checksum bigint NOT NULL, base_tid bigint NOT NULL, depth bigint NOT NULL,
-    chain_bytes bigint NOT NULL, data bytea NOT NULL,
+    codec int NOT NULL, len bigint NOT NULL, checksum bigint NOT NULL, data bytea NOT NULL,
+    PRIMARY KEY (array_id, blk));
+ALTER TABLE outcore_current ALTER COLUMN data SET STORAGE EXTERNAL;
+CREATE TABLE outcore_undo (
+    array_id bigint NOT NULL, blk bigint NOT NULL, tid bigint NOT NULL, prev_tid bigint NOT NULL,
+    codec int NOT NULL, len bigint NOT NULL, checksum bigint NOT NULL, data bytea NOT NULL,
     PRIMARY KEY (array_id, blk, tid));
-ALTER TABLE outcore_block ALTER COLUMN data SET STORAGE EXTERNAL;
-CREATE INDEX outcore_block_tid ON outcore_block (tid);
+ALTER TABLE outcore_undo ALTER COLUMN data SET STORAGE EXTERNAL;
+CREATE INDEX outcore_undo_tid ON outcore_undo (tid, array_id, blk);
 INSERT INTO outcore_head (id, tid, gc_horizon, time_us) VALUES (1, 0, 0, 0);
 ";
 
@@ -142,16 +145,15 @@ impl PgStore {
 // ---- queries shared by readers and the commit transaction ----
 
 const HEAD: &str = "SELECT tid, gc_horizon, time_us FROM outcore_head WHERE id = 1";
-/// The version a snapshot reads and, for a delta, its whole chain from the full version, in tid
-/// order, with the gc horizon: one statement, one snapshot.
-const LOAD: &str = "WITH newest AS (
-        SELECT tid, base_tid FROM outcore_block
-        WHERE array_id = $1 AND blk = $2 AND tid <= $3 ORDER BY tid DESC LIMIT 1)
-     SELECT h.gc_horizon, b.tid, b.kind, b.codec, b.len, b.checksum, b.data, n.base_tid
-     FROM outcore_head h
-     LEFT JOIN newest n ON true
-     LEFT JOIN outcore_block b ON b.array_id = $1 AND b.blk = $2 AND b.tid >= n.base_tid AND b.tid <= n.tid
-     WHERE h.id = 1 ORDER BY b.tid";
+/// What a snapshot `$3` reads of a block, with the gc horizon, in one statement (one
+/// snapshot): first the current version (NULLs if none), then the undo records newer than the
+/// snapshot, newest first (none when the current version is at or before it).
+const LOAD: &str = "SELECT 0 AS k, h.gc_horizon, c.tid, c.codec, c.len, c.checksum, 0::bigint AS prev_tid, c.data
+     FROM outcore_head h LEFT JOIN outcore_current c ON c.array_id = $1 AND c.blk = $2 WHERE h.id = 1
+     UNION ALL
+     SELECT 1, NULL::bigint, u.tid, u.codec, u.len, u.checksum, u.prev_tid, u.data FROM outcore_undo u
+     WHERE u.array_id = $1 AND u.blk = $2 AND u.tid > $3
+     ORDER BY 1, 3 DESC";
 const LIVE_ARRAYS: &str = "SELECT v.array_id, v.tid, v.name, v.meta FROM outcore_array v
      WHERE v.tid = (SELECT max(w.tid) FROM outcore_array w WHERE w.array_id = v.array_id AND w.tid <= $1)
        AND v.name IS NOT NULL ORDER BY v.name";
@@ -161,7 +163,7 @@ const ARRAY_BY_NAME: &str = "SELECT v.array_id, v.tid, v.name, v.meta FROM outco
 const ARRAY_BY_ID: &str = "SELECT v.array_id, v.tid, v.name, v.meta FROM outcore_array v
      WHERE v.array_id = $2 AND v.name IS NOT NULL
        AND v.tid = (SELECT max(w.tid) FROM outcore_array w WHERE w.array_id = v.array_id AND w.tid <= $1)";
-const CHANGED_BLOCKS: &str = "SELECT array_id, blk, max(tid) FROM outcore_block WHERE tid > $1 AND tid <= $2
+const CHANGED_BLOCKS: &str = "SELECT array_id, blk, max(tid) FROM outcore_undo WHERE tid > $1 AND tid <= $2
      GROUP BY array_id, blk ORDER BY array_id, blk";
 const CHANGED_ARRAYS: &str = "SELECT array_id, max(tid) FROM outcore_array WHERE tid > $1 AND tid <= $2
      GROUP BY array_id ORDER BY array_id";
@@ -197,42 +199,38 @@ fn q_load<C: postgres::GenericClient>(
 ) -> Result<()> {
     let rows = q(c, stmts, "load", LOAD, &[&(array.0 as i64), &(blk as i64), &(at as i64)])?;
     let first = rows.first().ok_or_else(|| Error::Invalid("store has no head row".into()))?;
-    let horizon = first.get::<_, i64>(0) as u64;
+    let horizon = first.get::<_, i64>(1) as u64;
     if at < horizon {
         return Err(Error::SnapshotGone { at, horizon });
     }
-    if first.get::<_, Option<i64>>(1).is_none() {
-        buf.fill(0);
-        return Ok(());
-    }
-    let base_tid = first.get::<_, i64>(7) as u64;
-    let base = stored_row(first);
-    if base.tid != base_tid || base.kind != block::KIND_FULL {
-        let newest = rows.last().map_or(base.tid, |r| r.get::<_, i64>(1) as u64);
-        return Err(Error::Corrupt {
-            array,
-            name: String::new(),
-            blk,
-            tid: newest,
-            detail: format!("delta chain lacks its full version at tid {base_tid}"),
-        });
-    }
-    block::decode_into(array, blk, &base, buf)?;
-    for r in &rows[1..] {
-        block::apply_delta(array, blk, &stored_row(r), buf)?;
-    }
-    Ok(())
+    let current_tid = match first.get::<_, Option<i64>>(2) {
+        None => {
+            buf.fill(0);
+            0
+        }
+        Some(_) => {
+            let cur = stored_row(first, block::KIND_CURRENT);
+            if cur.len == 0 {
+                buf.fill(0);
+            } else {
+                block::decode_current(array, blk, &cur, buf)?;
+            }
+            cur.tid
+        }
+    };
+    block::rewind(array, blk, at, current_tid, rows[1..].iter().map(|r| stored_row(r, block::KIND_UNDO)), buf)
 }
 
-/// A version row of the `LOAD` query.
-fn stored_row(r: &postgres::Row) -> Stored<'_> {
+/// A payload row of the `LOAD` query.
+fn stored_row(r: &postgres::Row, kind: i64) -> Stored<'_> {
     Stored {
-        tid: r.get::<_, i64>(1) as u64,
-        kind: r.get::<_, i32>(2) as i64,
+        tid: r.get::<_, i64>(2) as u64,
+        kind,
         codec: r.get::<_, i32>(3) as i64,
         len: r.get::<_, i64>(4) as u64,
         checksum: r.get(5),
-        data: r.get::<_, &[u8]>(6),
+        prev_tid: r.get::<_, i64>(6) as u64,
+        data: r.get::<_, &[u8]>(7),
     }
 }
 
@@ -313,16 +311,13 @@ impl WriteTxn for PgTxn<'_> {
         rows_to_arrays(q(&mut self.tx, self.stmts, "list arrays", LIVE_ARRAYS, &[&(at as i64)])?)
     }
 
-    fn stored_blocks_from(&mut self, id: ArrayId, from_blk: u64, at: Tid) -> Result<Vec<(u64, u64)>> {
+    fn stored_blocks_from(&mut self, id: ArrayId, from_blk: u64) -> Result<Vec<(u64, u64)>> {
         let rows = q(
             &mut self.tx,
             self.stmts,
             "truncate",
-            "SELECT b.blk, b.len FROM outcore_block b WHERE b.array_id = $1 AND b.blk >= $2 AND b.len > 0
-               AND b.tid = (SELECT max(c.tid) FROM outcore_block c
-                            WHERE c.array_id = b.array_id AND c.blk = b.blk AND c.tid <= $3)
-             ORDER BY b.blk",
-            &[&(id.0 as i64), &(from_blk as i64), &(at as i64)],
+            "SELECT blk, len FROM outcore_current WHERE array_id = $1 AND blk >= $2 AND len > 0 ORDER BY blk",
+            &[&(id.0 as i64), &(from_blk as i64)],
         )?;
         Ok(rows.into_iter().map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64)).collect())
     }
@@ -331,20 +326,19 @@ impl WriteTxn for PgTxn<'_> {
         q_load(&mut self.tx, self.stmts, id, blk, at, buf)
     }
 
-    fn chain_head(&mut self, id: ArrayId, blk: u64, at: Tid) -> Result<Option<block::ChainHead>> {
+    fn current(&mut self, id: ArrayId, blk: u64) -> Result<Option<CurrentRow>> {
         let rows = q(
             &mut self.tx,
             self.stmts,
             "commit",
-            "SELECT len, base_tid, depth, chain_bytes FROM outcore_block
-             WHERE array_id = $1 AND blk = $2 AND tid <= $3 ORDER BY tid DESC LIMIT 1",
-            &[&(id.0 as i64), &(blk as i64), &(at as i64)],
+            "SELECT tid, codec, len FROM outcore_current WHERE array_id = $1 AND blk = $2",
+            &[&(id.0 as i64), &(blk as i64)],
         )?;
-        Ok(rows.first().map(|r| block::ChainHead {
-            len: r.get::<_, i64>(0) as u64,
-            base_tid: r.get::<_, i64>(1) as u64,
-            depth: r.get(2),
-            chain_bytes: r.get(3),
+        Ok(rows.first().map(|r| CurrentRow {
+            tid: r.get::<_, i64>(0) as u64,
+            codec: r.get::<_, i32>(1) as i64,
+            len: r.get::<_, i64>(2) as u64,
+            handle: 0,
         }))
     }
 
@@ -370,24 +364,50 @@ impl WriteTxn for PgTxn<'_> {
         .map(|_| ())
     }
 
-    fn insert_block(&mut self, id: ArrayId, blk: u64, tid: Tid, enc: &Encoded) -> Result<()> {
+    fn insert_undo(&mut self, id: ArrayId, blk: u64, tid: Tid, undo: &Encoded) -> Result<()> {
         self.exec(
             "commit",
-            "INSERT INTO outcore_block
-             (array_id, blk, tid, kind, codec, len, checksum, base_tid, depth, chain_bytes, data)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "INSERT INTO outcore_undo (array_id, blk, tid, prev_tid, codec, len, checksum, data)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             &[
                 &(id.0 as i64),
                 &(blk as i64),
                 &(tid as i64),
-                &(enc.kind as i32),
-                &(enc.codec as i32),
-                &(enc.len as i64),
-                &enc.checksum,
-                &(enc.base_tid as i64),
-                &enc.depth,
-                &enc.chain_bytes,
-                &enc.data,
+                &(undo.prev_tid as i64),
+                &(undo.codec as i32),
+                &(undo.len as i64),
+                &undo.checksum,
+                &undo.data,
+            ],
+        )
+        .map(|_| ())
+    }
+
+    fn write_current(
+        &mut self,
+        id: ArrayId,
+        blk: u64,
+        tid: Tid,
+        _prev: Option<&CurrentRow>,
+        new: &CurrentWrite<'_>,
+    ) -> Result<()> {
+        // PostgreSQL cannot rewrite part of a bytea: the content is stored whole.
+        let len = new.enc.len as usize;
+        let payload: &[u8] = new.enc.compressed.as_deref().unwrap_or(&new.data[..len]);
+        self.exec(
+            "commit",
+            "INSERT INTO outcore_current (array_id, blk, tid, codec, len, checksum, data)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (array_id, blk) DO UPDATE SET tid = excluded.tid, codec = excluded.codec,
+                 len = excluded.len, checksum = excluded.checksum, data = excluded.data",
+            &[
+                &(id.0 as i64),
+                &(blk as i64),
+                &(tid as i64),
+                &(new.enc.codec as i32),
+                &(len as i64),
+                &new.enc.checksum,
+                &payload,
             ],
         )
         .map(|_| ())
@@ -541,12 +561,20 @@ impl Store for PgStore {
             };
             // The gc statements are the SQLite ones with PostgreSQL placeholders and types.
             let pg = |sql: &str| sql.replace("?1", "$1").replace("length(data)", "length(data)::bigint");
-            let shadowed = pg(super::sqlite::GC_SHADOWED);
-            let empty = pg(super::sqlite::GC_EMPTY);
-            let deleted = pg(super::sqlite::GC_DELETED_ARRAYS);
-            for sql in [shadowed.as_str(), empty.as_str(), deleted.as_str()] {
-                let (n, bytes) = run(sql)?;
-                stats.block_versions += n;
+            let deleted_current = format!(
+                "DELETE FROM outcore_current WHERE array_id IN ({}) RETURNING length(data)",
+                super::sqlite::deleted_arrays!()
+            );
+            for (sql, versions) in [
+                (super::sqlite::GC_UNDO, true),
+                (super::sqlite::GC_EMPTY, false),
+                (&deleted_current, false),
+                (super::sqlite::GC_DELETED_UNDO, true),
+            ] {
+                let (n, bytes) = run(&pg(sql).replace("RETURNING 0", "RETURNING 0::bigint"))?;
+                if versions {
+                    stats.block_versions += n;
+                }
                 stats.bytes += bytes;
             }
             let (n, _) = run(&pg(super::sqlite::GC_ARRAY_VERSIONS).replace("RETURNING 0", "RETURNING 0::bigint"))?;
@@ -561,7 +589,12 @@ impl Store for PgStore {
         self.with_conn(|c| {
             let row = c
                 .client
-                .query_one("SELECT count(*), coalesce(sum(length(data)), 0)::bigint FROM outcore_block", &[])
+                .query_one(
+                    "SELECT (SELECT count(*) FROM outcore_undo),
+                        (SELECT coalesce(sum(length(data)), 0) FROM outcore_undo)::bigint
+                        + (SELECT coalesce(sum(length(data)), 0) FROM outcore_current)::bigint",
+                    &[],
+                )
                 .map_err(err("stats"))?;
             Ok(StoreStats { block_versions: row.get::<_, i64>(0) as u64, stored_bytes: row.get::<_, i64>(1) as u64 })
         })

@@ -3,7 +3,7 @@
 
 use super::{array_info, encode_meta, FORMAT_NAME, FORMAT_VERSION};
 use crate::block::{self, Encoded, Stored};
-use crate::commit::{self, ArrayVersion, ChangedSets, Commit, Head, WriteTxn};
+use crate::commit::{self, ArrayVersion, ChangedSets, Commit, CurrentRow, CurrentWrite, Head, WriteTxn};
 use crate::error::{Error, Result};
 use crate::pool::Pool;
 use crate::store::{Store, Subscription};
@@ -26,13 +26,16 @@ CREATE TABLE outcore_array (
     array_id INTEGER NOT NULL, tid INTEGER NOT NULL, name TEXT, meta TEXT,
     PRIMARY KEY (array_id, tid)) WITHOUT ROWID;
 CREATE INDEX outcore_array_tid ON outcore_array (tid);
-CREATE TABLE outcore_block (
+CREATE TABLE outcore_current (
     array_id INTEGER NOT NULL, blk INTEGER NOT NULL, tid INTEGER NOT NULL,
-    kind INTEGER NOT NULL, codec INTEGER NOT NULL, len INTEGER NOT NULL,
-    checksum INTEGER NOT NULL, base_tid INTEGER NOT NULL, depth INTEGER NOT NULL,
-    chain_bytes INTEGER NOT NULL, data BLOB NOT NULL,
+    codec INTEGER NOT NULL, len INTEGER NOT NULL, checksum INTEGER NOT NULL, data_id INTEGER,
+    PRIMARY KEY (array_id, blk)) WITHOUT ROWID;
+CREATE TABLE outcore_blob (id INTEGER PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE outcore_undo (
+    array_id INTEGER NOT NULL, blk INTEGER NOT NULL, tid INTEGER NOT NULL, prev_tid INTEGER NOT NULL,
+    codec INTEGER NOT NULL, len INTEGER NOT NULL, checksum INTEGER NOT NULL, data BLOB NOT NULL,
     PRIMARY KEY (array_id, blk, tid));
-CREATE INDEX outcore_block_tid ON outcore_block (tid);
+CREATE INDEX outcore_undo_tid ON outcore_undo (tid, array_id, blk);
 INSERT INTO outcore_head (id, tid, gc_horizon, time_us) VALUES (1, 0, 0, 0);
 ";
 
@@ -186,99 +189,103 @@ fn q_load(c: &Connection, array: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> 
     r
 }
 
-/// A version row without its payload.
-struct VersionRow {
-    rowid: i64,
+/// A block's current version row.
+struct CurrentRowSql {
     stored: Stored<'static>,
-    base_tid: Tid,
+    /// The `outcore_blob` row (0: none, the block is empty).
+    data_id: i64,
 }
 
-fn version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
-    Ok(VersionRow {
-        rowid: r.get(0)?,
-        stored: Stored {
-            tid: r.get::<_, i64>(1)? as u64,
-            kind: r.get(2)?,
-            codec: r.get(3)?,
-            len: r.get::<_, i64>(4)? as u64,
-            checksum: r.get(5)?,
-            data: &[],
-        },
-        base_tid: r.get::<_, i64>(6)? as u64,
+fn q_current(c: &Connection, array: ArrayId, blk: u64) -> rusqlite::Result<Option<CurrentRowSql>> {
+    c.prepare_cached(
+        "SELECT tid, codec, len, checksum, coalesce(data_id, 0) FROM outcore_current WHERE array_id = ?1 AND blk = ?2",
+    )?
+    .query_row(params![array.0 as i64, blk as i64], |r| {
+        Ok(CurrentRowSql {
+            stored: Stored {
+                tid: r.get::<_, i64>(0)? as u64,
+                kind: block::KIND_CURRENT,
+                codec: r.get(1)?,
+                len: r.get::<_, i64>(2)? as u64,
+                checksum: r.get(3)?,
+                prev_tid: 0,
+                data: &[],
+            },
+            data_id: r.get(4)?,
+        })
     })
+    .optional()
 }
 
 fn q_load_in_txn(c: &Connection, array: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> Result<()> {
-    let newest = c
-        .prepare_cached(
-            "SELECT rowid, tid, kind, codec, len, checksum, base_tid FROM outcore_block
-             WHERE array_id = ?1 AND blk = ?2 AND tid <= ?3 ORDER BY tid DESC LIMIT 1",
-        )
-        .and_then(|mut st| st.query_row(params![array.0 as i64, blk as i64, at as i64], version_row).optional())
-        .map_err(err("load"))?;
+    let cur = q_current(c, array, blk).map_err(err("load"))?;
     let horizon = q_head(c)?.horizon;
     if at < horizon {
         return Err(Error::SnapshotGone { at, horizon });
     }
-    let Some(newest) = newest else {
-        buf.fill(0);
-        return Ok(());
+    let current_tid = match &cur {
+        Some(cur) if cur.data_id != 0 => {
+            read_current(c, array, blk, cur, buf)?;
+            cur.stored.tid
+        }
+        Some(cur) => {
+            buf.fill(0);
+            cur.stored.tid
+        }
+        None => {
+            buf.fill(0);
+            0
+        }
     };
-    if newest.stored.kind == block::KIND_FULL {
-        return read_full(c, array, blk, &newest, buf);
+    if current_tid <= at {
+        return Ok(());
     }
-    // A delta: rebuild from the chain's full version, then every delta up to this one.
-    let chain = c
+    // An older snapshot: undo the newer commits, newest first.
+    let mut st = c
         .prepare_cached(
-            "SELECT rowid, tid, kind, codec, len, checksum, base_tid FROM outcore_block
-             WHERE array_id = ?1 AND blk = ?2 AND tid >= ?3 AND tid <= ?4 ORDER BY tid",
+            "SELECT tid, prev_tid, codec, len, checksum, data FROM outcore_undo
+             WHERE array_id = ?1 AND blk = ?2 AND tid > ?3 ORDER BY tid DESC",
         )
-        .and_then(|mut st| {
-            st.query_map(
-                params![array.0 as i64, blk as i64, newest.base_tid as i64, newest.stored.tid as i64],
-                version_row,
-            )?
-            .collect::<rusqlite::Result<Vec<_>>>()
-        })
         .map_err(err("load"))?;
-    let (base, deltas) = chain.split_first().ok_or_else(|| broken_chain(array, blk, &newest))?;
-    if base.stored.tid != newest.base_tid || base.stored.kind != block::KIND_FULL {
-        return Err(broken_chain(array, blk, &newest));
-    }
-    read_full(c, array, blk, base, buf)?;
-    let mut payload = Vec::new();
-    for d in deltas {
-        let blob = c.blob_open(rusqlite::MAIN_DB, c"outcore_block", c"data", d.rowid, true).map_err(err("load"))?;
-        payload.resize(blob.len(), 0);
-        blob.read_at_exact(&mut payload, 0).map_err(err("load"))?;
-        block::apply_delta(array, blk, &Stored { data: &payload, ..d.stored }, buf)?;
-    }
-    Ok(())
+    let rows = st
+        .query_map(params![array.0 as i64, blk as i64, at as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                r.get::<_, i64>(1)? as u64,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)? as u64,
+                r.get::<_, i64>(4)?,
+                r.get::<_, Vec<u8>>(5)?,
+            ))
+        })
+        .map_err(err("load"))?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(err("load"))?;
+    let undo = rows.iter().map(|(tid, prev_tid, codec, len, checksum, data)| Stored {
+        tid: *tid,
+        kind: block::KIND_UNDO,
+        codec: *codec,
+        len: *len,
+        checksum: *checksum,
+        prev_tid: *prev_tid,
+        data,
+    });
+    block::rewind(array, blk, at, current_tid, undo, buf)
 }
 
-fn broken_chain(array: ArrayId, blk: u64, newest: &VersionRow) -> Error {
-    Error::Corrupt {
-        array,
-        name: String::new(),
-        blk,
-        tid: newest.stored.tid,
-        detail: format!("delta chain lacks its full version at tid {}", newest.base_tid),
-    }
-}
-
-/// Read a full version into `buf`.
-fn read_full(c: &Connection, array: ArrayId, blk: u64, v: &VersionRow, buf: &mut [u8]) -> Result<()> {
-    let blob = c.blob_open(rusqlite::MAIN_DB, c"outcore_block", c"data", v.rowid, true).map_err(err("load"))?;
-    let len = v.stored.len as usize;
-    if v.stored.codec != block::CODEC_RAW || blob.len() != len || len > buf.len() {
+/// Read a block's current version into `buf`.
+fn read_current(c: &Connection, array: ArrayId, blk: u64, cur: &CurrentRowSql, buf: &mut [u8]) -> Result<()> {
+    let blob = c.blob_open(rusqlite::MAIN_DB, c"outcore_blob", c"data", cur.data_id, true).map_err(err("load"))?;
+    let len = cur.stored.len as usize;
+    if cur.stored.codec != block::CODEC_RAW || blob.len() < len || len > buf.len() {
         // Compressed (or inconsistent): read the payload aside and decode it.
         let mut payload = vec![0u8; blob.len()];
         blob.read_at_exact(&mut payload, 0).map_err(err("load"))?;
-        return block::decode_into(array, blk, &Stored { data: &payload, ..v.stored }, buf);
+        return block::decode_current(array, blk, &Stored { data: &payload, ..cur.stored }, buf);
     }
-    // Raw: incremental blob I/O reads the payload straight into `buf` (no intermediate copies).
+    // Raw: incremental blob I/O reads the content straight into `buf` (no intermediate copies).
     blob.read_at_exact(&mut buf[..len], 0).map_err(err("load"))?;
-    block::verify_in_place(array, blk, &v.stored, buf)
+    block::verify_in_place(array, blk, &cur.stored, buf)
 }
 
 const LIVE_ARRAYS: &str = "SELECT v.array_id, v.tid, v.name, v.meta FROM outcore_array v
@@ -303,7 +310,7 @@ fn q_arrays(c: &Connection, sql: &str, p: &[&dyn rusqlite::ToSql]) -> Result<Vec
 fn q_changes(c: &Connection, after: Tid, upto: Tid) -> Result<ChangedSets> {
     let mut st = c
         .prepare_cached(
-            "SELECT array_id, blk, max(tid) FROM outcore_block WHERE tid > ?1 AND tid <= ?2
+            "SELECT array_id, blk, max(tid) FROM outcore_undo WHERE tid > ?1 AND tid <= ?2
              GROUP BY array_id, blk ORDER BY array_id, blk",
         )
         .map_err(err("changes"))?;
@@ -337,6 +344,46 @@ fn check_at(c: &Connection, at: Tid) -> Result<()> {
     }
     if at > head.tid {
         return Err(Error::FutureTid { at, head: head.tid });
+    }
+    Ok(())
+}
+
+/// Store `payload` in blob row `id` (0: a new row); returns the row.
+fn put_blob(c: &Connection, id: i64, payload: &[u8]) -> Result<i64> {
+    if id != 0 {
+        c.prepare_cached("UPDATE outcore_blob SET data = ?2 WHERE id = ?1")
+            .and_then(|mut st| st.execute(params![id, payload]))
+            .map_err(err("commit"))?;
+        return Ok(id);
+    }
+    c.prepare_cached("INSERT INTO outcore_blob (data) VALUES (?1)")
+        .and_then(|mut st| st.execute(params![payload]))
+        .map_err(err("commit"))?;
+    Ok(c.last_insert_rowid())
+}
+
+/// Write the `changed` pages of `data` (zero beyond its end) into a blob of `cap` bytes,
+/// one write per run of adjacent pages.
+fn write_pages(blob: &mut rusqlite::blob::Blob<'_>, cap: usize, data: &[u8], changed: &[u32]) -> Result<()> {
+    let mut run = Vec::new();
+    let mut i = 0;
+    while i < changed.len() {
+        let first = changed[i] as usize;
+        let mut last = first;
+        while i + 1 < changed.len() && changed[i + 1] as usize == last + 1 {
+            i += 1;
+            last += 1;
+        }
+        i += 1;
+        let start = first * block::PAGE;
+        let end = ((last + 1) * block::PAGE).min(cap);
+        if start >= end {
+            continue;
+        }
+        run.clear();
+        run.extend_from_slice(data.get(start..end.min(data.len())).unwrap_or(&[]));
+        run.resize(end - start, 0);
+        blob.write_at(&run, start).map_err(err("commit"))?;
     }
     Ok(())
 }
@@ -378,18 +425,15 @@ impl WriteTxn for SqliteTxn<'_> {
         q_arrays(&self.0, LIVE_ARRAYS, &[&(at as i64)])
     }
 
-    fn stored_blocks_from(&mut self, id: ArrayId, from_blk: u64, at: Tid) -> Result<Vec<(u64, u64)>> {
+    fn stored_blocks_from(&mut self, id: ArrayId, from_blk: u64) -> Result<Vec<(u64, u64)>> {
         let mut st = self
             .0
             .prepare_cached(
-                "SELECT b.blk, b.len FROM outcore_block b WHERE b.array_id = ?1 AND b.blk >= ?2 AND b.len > 0
-                   AND b.tid = (SELECT max(c.tid) FROM outcore_block c
-                                WHERE c.array_id = b.array_id AND c.blk = b.blk AND c.tid <= ?3)
-                 ORDER BY b.blk",
+                "SELECT blk, len FROM outcore_current WHERE array_id = ?1 AND blk >= ?2 AND len > 0 ORDER BY blk",
             )
             .map_err(err("truncate"))?;
         let rows = st
-            .query_map(params![id.0 as i64, from_blk as i64, at as i64], |r| {
+            .query_map(params![id.0 as i64, from_blk as i64], |r| {
                 Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
             })
             .map_err(err("truncate"))?;
@@ -400,24 +444,9 @@ impl WriteTxn for SqliteTxn<'_> {
         q_load(&self.0, id, blk, at, buf)
     }
 
-    fn chain_head(&mut self, id: ArrayId, blk: u64, at: Tid) -> Result<Option<block::ChainHead>> {
-        self.0
-            .prepare_cached(
-                "SELECT len, base_tid, depth, chain_bytes FROM outcore_block
-                 WHERE array_id = ?1 AND blk = ?2 AND tid <= ?3 ORDER BY tid DESC LIMIT 1",
-            )
-            .and_then(|mut st| {
-                st.query_row(params![id.0 as i64, blk as i64, at as i64], |r| {
-                    Ok(block::ChainHead {
-                        len: r.get::<_, i64>(0)? as u64,
-                        base_tid: r.get::<_, i64>(1)? as u64,
-                        depth: r.get(2)?,
-                        chain_bytes: r.get(3)?,
-                    })
-                })
-                .optional()
-            })
-            .map_err(err("commit"))
+    fn current(&mut self, id: ArrayId, blk: u64) -> Result<Option<CurrentRow>> {
+        let row = q_current(&self.0, id, blk).map_err(err("commit"))?;
+        Ok(row.map(|r| CurrentRow { tid: r.stored.tid, len: r.stored.len, codec: r.stored.codec, handle: r.data_id }))
     }
 
     fn insert_txn(&mut self, info: &TxnInfo) -> Result<()> {
@@ -450,30 +479,89 @@ impl WriteTxn for SqliteTxn<'_> {
             .map_err(err("commit"))
     }
 
-    fn insert_block(&mut self, id: ArrayId, blk: u64, tid: Tid, enc: &Encoded) -> Result<()> {
+    fn insert_undo(&mut self, id: ArrayId, blk: u64, tid: Tid, undo: &Encoded) -> Result<()> {
         self.0
             .prepare_cached(
-                "INSERT INTO outcore_block
-                 (array_id, blk, tid, kind, codec, len, checksum, base_tid, depth, chain_bytes, data)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                "INSERT INTO outcore_undo (array_id, blk, tid, prev_tid, codec, len, checksum, data)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )
             .and_then(|mut st| {
                 st.execute(params![
                     id.0 as i64,
                     blk as i64,
                     tid as i64,
-                    enc.kind,
-                    enc.codec,
-                    enc.len as i64,
-                    enc.checksum,
-                    enc.base_tid as i64,
-                    enc.depth,
-                    enc.chain_bytes,
-                    enc.data
+                    undo.prev_tid as i64,
+                    undo.codec,
+                    undo.len as i64,
+                    undo.checksum,
+                    undo.data
                 ])
             })
             .map(|_| ())
             .map_err(err("commit"))
+    }
+
+    fn write_current(
+        &mut self,
+        id: ArrayId,
+        blk: u64,
+        tid: Tid,
+        prev: Option<&CurrentRow>,
+        new: &CurrentWrite<'_>,
+    ) -> Result<()> {
+        let c = &*self.0;
+        let len = new.enc.len as usize;
+        let mut data_id = prev.map_or(0, |p| p.handle);
+        if len == 0 {
+            if data_id != 0 {
+                c.execute("DELETE FROM outcore_blob WHERE id = ?1", [data_id]).map_err(err("commit"))?;
+            }
+            data_id = 0;
+        } else if let Some(payload) = &new.enc.compressed {
+            data_id = put_blob(c, data_id, payload)?;
+        } else {
+            // Raw: rewrite only the changed pages in place when the stored payload has room (its
+            // bytes beyond the content are zero), else store the content with room to grow, so
+            // that appends to a block do not rewrite it every time.
+            let mut cap = 0;
+            let mut blob = None;
+            if data_id != 0 && prev.is_some_and(|p| p.codec == block::CODEC_RAW) {
+                let b =
+                    c.blob_open(rusqlite::MAIN_DB, c"outcore_blob", c"data", data_id, false).map_err(err("commit"))?;
+                cap = b.len();
+                blob = Some(b);
+            }
+            match blob {
+                Some(mut b) if cap >= len => write_pages(&mut b, cap, new.data, new.changed)?,
+                _ => {
+                    drop(blob);
+                    let room = (cap * 2).min(new.blksize as usize).max(len);
+                    let mut payload = Vec::with_capacity(room);
+                    payload.extend_from_slice(&new.data[..len]);
+                    payload.resize(room, 0);
+                    data_id = put_blob(c, data_id, &payload)?;
+                }
+            }
+        }
+        c.prepare_cached(
+            "INSERT INTO outcore_current (array_id, blk, tid, codec, len, checksum, data_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, nullif(?7, 0))
+             ON CONFLICT (array_id, blk) DO UPDATE SET tid = excluded.tid, codec = excluded.codec,
+                 len = excluded.len, checksum = excluded.checksum, data_id = excluded.data_id",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                id.0 as i64,
+                blk as i64,
+                tid as i64,
+                new.enc.codec,
+                len as i64,
+                new.enc.checksum,
+                data_id
+            ])
+        })
+        .map(|_| ())
+        .map_err(err("commit"))
     }
 
     fn set_head(&mut self, tid: Tid, time_us: i64) -> Result<()> {
@@ -605,10 +693,13 @@ impl Store for SqliteStore {
             Ok(bytes)
         };
         let mut versions = 0;
-        stats.bytes += sum(GC_SHADOWED, &mut versions)?;
-        stats.bytes += sum(GC_EMPTY, &mut versions)?;
-        // Arrays deleted at or before the horizon: all their blocks and versions go.
-        stats.bytes += sum(GC_DELETED_ARRAYS, &mut versions)?;
+        let mut other = 0;
+        stats.bytes += sum(GC_UNDO, &mut versions)?;
+        sum(GC_EMPTY, &mut other)?;
+        // Arrays deleted at or before the horizon: all their data and history go.
+        stats.bytes += sum(GC_DELETED_BLOBS, &mut other)?;
+        sum(GC_DELETED_CURRENT, &mut other)?;
+        stats.bytes += sum(GC_DELETED_UNDO, &mut versions)?;
         stats.block_versions = versions;
         let mut av = 0;
         sum(GC_ARRAY_VERSIONS, &mut av)?;
@@ -620,7 +711,7 @@ impl Store for SqliteStore {
 
     fn stats(&self) -> Result<StoreStats> {
         let c = self.reader()?;
-        c.query_row("SELECT count(*), coalesce(sum(length(data)), 0) FROM outcore_block", [], |r| {
+        c.query_row(STATS, [], |r| {
             Ok(StoreStats { block_versions: r.get::<_, i64>(0)? as u64, stored_bytes: r.get::<_, i64>(1)? as u64 })
         })
         .map_err(err("stats"))
@@ -633,23 +724,35 @@ impl Store for SqliteStore {
     }
 }
 
-/// gc, first step: versions older than the chain (full version and deltas) that the snapshot at
-/// `keep_after` reads. Versions after `keep_after` never need anything older than that chain.
-pub(crate) const GC_SHADOWED: &str = "DELETE FROM outcore_block WHERE tid <= ?1 AND tid < (
-    SELECT n.base_tid FROM outcore_block n WHERE n.array_id = outcore_block.array_id
-    AND n.blk = outcore_block.blk AND n.tid <= ?1 ORDER BY n.tid DESC LIMIT 1) RETURNING length(data)";
-/// gc, second step: empty full versions that are what `keep_after` reads (no row reads the same
-/// zeros); no delta is ever based on an empty version.
-pub(crate) const GC_EMPTY: &str = "DELETE FROM outcore_block WHERE tid <= ?1 AND len = 0 AND kind = 0
-    AND NOT EXISTS (SELECT 1 FROM outcore_block n WHERE n.array_id = outcore_block.array_id
-        AND n.blk = outcore_block.blk AND n.tid > outcore_block.tid AND n.tid <= ?1)
-    RETURNING length(data)";
+/// Versions in history (one undo record per commit that changed a block) and the bytes of
+/// current contents and undo records.
+const STATS: &str = "SELECT (SELECT count(*) FROM outcore_undo),
+    (SELECT coalesce(sum(length(data)), 0) FROM outcore_undo) + (SELECT coalesce(sum(length(data)), 0) FROM outcore_blob)";
 
-/// gc, third step: every block of arrays deleted at or before `keep_after`.
-pub(crate) const GC_DELETED_ARRAYS: &str = "DELETE FROM outcore_block WHERE array_id IN (
-    SELECT v.array_id FROM outcore_array v WHERE v.tid <= ?1 AND v.name IS NULL
-    AND NOT EXISTS (SELECT 1 FROM outcore_array n WHERE n.array_id = v.array_id AND n.tid > v.tid))
-    RETURNING length(data)";
+/// gc, first step: undo records that only snapshots before `keep_after` need (a snapshot `s`
+/// applies the records with tid > `s`).
+pub(crate) const GC_UNDO: &str = "DELETE FROM outcore_undo WHERE tid <= ?1 RETURNING length(data)";
+/// gc, second step: empty current versions no kept snapshot needs (an absent row reads zeros).
+pub(crate) const GC_EMPTY: &str = "DELETE FROM outcore_current WHERE tid <= ?1 AND len = 0 RETURNING 0";
+/// Arrays deleted at or before `keep_after`.
+macro_rules! deleted_arrays {
+    () => {
+        "SELECT v.array_id FROM outcore_array v WHERE v.tid <= ?1 AND v.name IS NULL
+         AND NOT EXISTS (SELECT 1 FROM outcore_array n WHERE n.array_id = v.array_id AND n.tid > v.tid)"
+    };
+}
+pub(crate) use deleted_arrays;
+/// gc, third step: the current contents of arrays deleted at or before `keep_after`...
+const GC_DELETED_BLOBS: &str = concat!(
+    "DELETE FROM outcore_blob WHERE id IN (SELECT data_id FROM outcore_current WHERE array_id IN (",
+    deleted_arrays!(),
+    ")) RETURNING length(data)"
+);
+const GC_DELETED_CURRENT: &str =
+    concat!("DELETE FROM outcore_current WHERE array_id IN (", deleted_arrays!(), ") RETURNING 0");
+/// ...and their history.
+pub(crate) const GC_DELETED_UNDO: &str =
+    concat!("DELETE FROM outcore_undo WHERE array_id IN (", deleted_arrays!(), ") RETURNING length(data)");
 /// gc, last step: array versions shadowed at `keep_after`, and arrays deleted at or before it.
 pub(crate) const GC_ARRAY_VERSIONS: &str = "DELETE FROM outcore_array WHERE tid <= ?1 AND (
     EXISTS (SELECT 1 FROM outcore_array n WHERE n.array_id = outcore_array.array_id
