@@ -11,7 +11,8 @@ from outcore._outcore import Mapping
 
 
 class ArrayRoot(NamedTuple):
-    """The persistent array an `ArrayRef` points into: database location and array."""
+    """The persistent array an `ArrayRef` points into: database location, array name (when
+    the reference was made) and stable id (what `deref` finds it by)."""
 
     location: str
     name: str
@@ -64,14 +65,12 @@ class ArrayRef:
 
     def deref(self, conn: Optional[Any] = None) -> np.ndarray:
         """The referenced view. For an outcore array it is read through `conn` (default: a
-        new connection to the array's database, reading the newest snapshot)."""
+        new connection to the array's database, reading the newest snapshot), found by its id,
+        so also after a rename (`outcore.NoSuchArrayError`, a `KeyError`, once deleted)."""
         if isinstance(self.root, ArrayRoot):
             if conn is None:
                 conn = _connection(self.root.location)
-            arr = conn.root[self.root.name]
-            if arr.id != self.root.id:
-                raise KeyError(f"array '{self.root.name}' is not the referenced one (id {self.root.id})")
-            whole = np.asarray(arr)
+            whole = np.asarray(conn.open_by_id(self.root.id))
         else:
             whole = self.root
         flat = whole.reshape(-1, order="A").view(np.uint8) if whole.size else np.zeros(0, np.uint8)
@@ -105,11 +104,9 @@ def _connection(location: str) -> Any:
 
 
 def _array_by_ref(location: str, name: str, id: int) -> Any:
-    """Unpickles an `outcore.Array`: the array `name` of the database at `location`."""
-    arr = _connection(location).root[name]
-    if arr.id != id:
-        raise KeyError(f"array '{name}' of {location} is not the pickled one (id {id})")
-    return arr
+    """Unpickles an `outcore.Array`: the array with id `id` of the database at `location`
+    (named `name` when pickled; found also after a rename)."""
+    return _connection(location).open_by_id(id)
 
 
 def structured(arr: Any, dtype: Any) -> np.ndarray:

@@ -104,3 +104,45 @@ def test_arrays_pickle_by_reference(sqlite_url):
     r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert float(r.stdout) == 2.5 * 100000
+
+
+def test_references_survive_renames(sqlite_url):
+    db = outcore.open(sqlite_url)
+    conn = db.connect(transaction_manager=False)
+    A = conn.root.create("A", (20, 4), np.int64, blksize=4096)
+    A[:] = np.arange(80).reshape(20, 4)
+    conn.commit()
+    assert conn.open_by_id(A.id).name == "A"
+    ref = outcore.ArrayRef(A[3:7, 1])
+    blob = pickle.dumps(A)
+    refblob = pickle.dumps(ref)
+    conn.root.rename("A", "B")
+    # in the renaming transaction
+    np.testing.assert_array_equal(ref.deref(conn), [13, 17, 21, 25])
+    assert outcore.ArrayRef(A[0]).root == outcore.ArrayRoot(sqlite_url, "B", A.id)
+    conn.commit()
+    # in other connections and after unpickling
+    other = db.connect(transaction_manager=False)
+    B = other.open_by_id(A.id)
+    assert B.name == "B" and B[19, 3] == 79
+    np.testing.assert_array_equal(ref.deref(other), [13, 17, 21, 25])
+    np.testing.assert_array_equal(pickle.loads(refblob).deref(), [13, 17, 21, 25])
+    C = pickle.loads(blob)
+    assert C.name == "B" and C.id == A.id and C[3, 1] == 13
+    # in another process
+    code = f"""
+        import pickle
+        print(pickle.loads({refblob!r}).deref().tolist(), pickle.loads({blob!r}).name)
+        """
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[13, 17, 21, 25] B"
+    # a deleted array is gone, by reference too
+    del conn.root["B"]
+    conn.commit()
+    with pytest.raises(outcore.NoSuchArrayError):
+        ref.deref(db.connect(transaction_manager=False))
+    with pytest.raises(KeyError):
+        pickle.loads(blob)
+    with pytest.raises(KeyError):
+        conn.open_by_id(12345)

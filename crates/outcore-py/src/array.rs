@@ -223,9 +223,11 @@ impl PyArray {
     /// The ndarray over the whole array, from the connection's cache or new.
     fn build_full<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let meta = self.meta(py)?;
+        let name = self.arr.name().py(py)?;
         let id = self.arr.id();
-        if let Some((shape, full)) = self.ctx.cache.lock().get(&id) {
-            if *shape == meta.shape {
+        if let Some((shape, mapped_name, full)) = self.ctx.cache.lock().get(&id) {
+            // The name is in the mapping, for `ArrayRef`.
+            if *shape == meta.shape && *mapped_name == name {
                 return Ok(full.bind(py).clone());
             }
         }
@@ -239,10 +241,9 @@ impl PyArray {
         } else {
             let itemsize = self.arr.itemsize().py(py)?;
             check_size(&meta.shape, itemsize)?;
-            let name = self.arr.name().py(py)?;
             let what = format!("array '{name}' of {} bytes", meta.nbytes);
             let range = 0..meta.nbytes;
-            let origin = self.origin(name, 0);
+            let origin = self.origin(name.clone(), 0);
             let mapping = if self.ctx.read_only {
                 Mapping::read(self.arr.bytes(range).map_err(|e| map_error(py, &what, e))?, origin)
             } else {
@@ -256,7 +257,7 @@ impl PyArray {
             np.getattr("ndarray")?.call((shape, dtype), Some(&kw))?
         };
         // The replaced view (if any) is released after the lock.
-        let replaced = self.ctx.cache.lock().insert(id, (meta.shape, full.clone().unbind()));
+        let replaced = self.ctx.cache.lock().insert(id, (meta.shape, name, full.clone().unbind()));
         drop(replaced);
         Ok(full)
     }
@@ -520,8 +521,8 @@ impl PyArray {
         self.ctx.changing(py, || self.arr.resize(&shape))
     }
 
-    /// Pickles by reference: unpickling opens the same array (by database location and name,
-    /// checked by id) in a connection to the newest snapshot; no data is copied.
+    /// Pickles by reference: unpickling opens the same array (by database location and id,
+    /// whatever its name then) in a connection to the newest snapshot; no data is copied.
     fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, (String, String, u64))> {
         let name = self.arr.name().py(py)?;
         let location = self.ctx.core.db().store().location().to_string();

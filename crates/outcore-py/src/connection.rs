@@ -16,8 +16,8 @@ use crate::db::{parse_codec, PyDb};
 use crate::dtype::{from_descr, to_descr};
 use crate::errors::PyResultExt;
 
-/// The whole-array ndarray of an array and the shape it was built for.
-pub(crate) type FullView = (Vec<u64>, Py<PyAny>);
+/// The whole-array ndarray of an array and the shape and name it was built for.
+pub(crate) type FullView = (Vec<u64>, String, Py<PyAny>);
 
 /// What the Python objects of one connection and its transaction handle share, readable
 /// without the core connection's lock.
@@ -57,7 +57,7 @@ pub(crate) struct Ctx {
     pub hook: Option<Py<PyAny>>,
     /// A historical connection: views are read-only.
     pub read_only: bool,
-    /// The whole-array ndarray of each array, with the shape it was built for.
+    /// The whole-array ndarray of each array, with the shape and name it was built for.
     pub cache: Mutex<HashMap<ArrayId, FullView>>,
     /// Shared with the connection's `TxnHandle`.
     pub flags: Arc<Flags>,
@@ -90,6 +90,16 @@ impl Ctx {
 #[pyclass(frozen, name = "Connection", module = "outcore._outcore")]
 pub(crate) struct PyConnection {
     ctx: Arc<Ctx>,
+}
+
+/// The Python object of `arr`, an array of the connection of `ctx`; `dtype` is its NumPy
+/// dtype when known.
+fn wrap(py: Python<'_>, ctx: &Arc<Ctx>, arr: outcore::Array, dtype: Option<Py<PyAny>>) -> PyResult<PyArray> {
+    let dtype = match dtype {
+        Some(d) => d,
+        None => from_descr(py, &arr.dtype().py(py)?)?.unbind(),
+    };
+    Ok(PyArray::new(arr, ctx.clone(), dtype))
 }
 
 impl PyConnection {
@@ -160,6 +170,13 @@ impl PyConnection {
         py.detach(|| self.ctx.core.has_changes()).py(py)
     }
 
+    /// The array with the stable id `id` (`Array.id`), whatever its name now
+    /// (`NoSuchArrayError` if there is none in this connection's view).
+    fn open_by_id(&self, py: Python<'_>, id: u64) -> PyResult<PyArray> {
+        let arr = py.detach(|| self.ctx.core.open_by_id(ArrayId(id))).py(py)?;
+        wrap(py, &self.ctx, arr, None)
+    }
+
     fn __repr__(&self, py: Python<'_>) -> String {
         let tid = py.detach(|| self.ctx.core.tid());
         let ro = if self.ctx.read_only { ", read-only" } else { "" };
@@ -174,14 +191,6 @@ pub(crate) struct Root {
 }
 
 impl Root {
-    fn wrap(&self, py: Python<'_>, arr: outcore::Array, dtype: Option<Py<PyAny>>) -> PyResult<PyArray> {
-        let dtype = match dtype {
-            Some(d) => d,
-            None => from_descr(py, &arr.dtype().py(py)?)?.unbind(),
-        };
-        Ok(PyArray::new(arr, self.ctx.clone(), dtype))
-    }
-
     fn names(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         py.detach(|| self.ctx.core.list()).py(py)
     }
@@ -217,12 +226,12 @@ impl Root {
             spec = spec.codec(parse_codec(compression)?);
         }
         let arr = self.ctx.changing(py, || self.ctx.core.create(name, spec))?;
-        self.wrap(py, arr, Some(dt.unbind()))
+        wrap(py, &self.ctx, arr, Some(dt.unbind()))
     }
 
     fn __getitem__(&self, py: Python<'_>, name: &str) -> PyResult<PyArray> {
         let arr = py.detach(|| self.ctx.core.open(name)).py(py)?;
-        self.wrap(py, arr, None)
+        wrap(py, &self.ctx, arr, None)
     }
 
     fn __contains__(&self, py: Python<'_>, name: &Bound<'_, PyAny>) -> PyResult<bool> {

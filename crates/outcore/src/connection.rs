@@ -320,6 +320,33 @@ impl Connection {
         }
     }
 
+    /// Opens the array with the stable id `id` (see [`Array::id`]), whatever its name: a
+    /// reference by id survives renames. Fails with [`Error::NoSuchArray`] (naming the id)
+    /// if no such array exists in this transaction's view.
+    pub fn open_by_id(&self, id: ArrayId) -> Result<Array> {
+        let mut st = self.shared.lock();
+        st.check_usable()?;
+        let live = match st.txn.get(&id) {
+            Some(Change::Live { .. }) => true,
+            Some(Change::Deleted) => false,
+            None => match st.open.get(&id) {
+                Some(oa) => oa.committed.is_some(),
+                None => match self.shared.db.inner.store.array_by_id(id, st.tid)? {
+                    Some(info) => {
+                        let oa = self.open_existing(&info)?;
+                        st.open.insert(id, oa);
+                        true
+                    }
+                    None => false,
+                },
+            },
+        };
+        if !live {
+            return Err(Error::NoSuchArray(id.to_string()));
+        }
+        Ok(Array::new(self.shared.clone(), id))
+    }
+
     /// True if an array named `name` exists in this transaction's view.
     pub fn contains(&self, name: &str) -> Result<bool> {
         let mut st = self.shared.lock();

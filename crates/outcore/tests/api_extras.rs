@@ -1,9 +1,9 @@
-//! Connection API beyond the basics, on every backend: `has_changes`.
+//! Connection API beyond the basics, on every backend: `has_changes`, `open_by_id`.
 
 mod common;
 
 use common::Fixture;
-use outcore::{ArraySpec, Connection, Error};
+use outcore::{ArrayId, ArraySpec, Connection, Error};
 
 fn history_len(f: &Fixture) -> usize {
     let head = f.db.head().expect("head");
@@ -87,4 +87,55 @@ fn has_changes_follows_the_transaction(f: &Fixture) {
     assert!(clean(&old));
 }
 
-backends!(has_changes_follows_the_transaction);
+fn get(a: &outcore::Array, i: usize) -> f64 {
+    let v = a.as_array_view::<f64>().expect("view").view()[[i]];
+    v
+}
+
+fn no_such(conn: &Connection, id: ArrayId) -> bool {
+    matches!(conn.open_by_id(id), Err(Error::NoSuchArray(s)) if s == id.to_string())
+}
+
+fn open_by_id_survives_renames(f: &Fixture) {
+    let conn = f.db.connect().expect("connect");
+    let a = conn.create("a", ArraySpec::of::<f64>([3000])).expect("create");
+    let id = a.id();
+    set(&a, 2999, 4.5);
+    // Its own connection finds a new array; others do not, until it is committed.
+    assert_eq!(get(&conn.open_by_id(id).expect("open new"), 2999), 4.5, "{}", f.backend);
+    let other = f.db.connect().expect("connect");
+    assert!(no_such(&other, id));
+    let before = conn.commit().expect("commit");
+    other.sync().expect("sync");
+    let b = other.open_by_id(id).expect("open committed");
+    assert_eq!((b.name().expect("name"), get(&b, 2999)), ("a".to_string(), 4.5));
+
+    // Renamed in the transaction, then committed: found by id all along, under the new name.
+    conn.rename("a", "renamed").expect("rename");
+    let r = conn.open_by_id(id).expect("open renamed");
+    assert_eq!(r.name().expect("name"), "renamed");
+    set(&r, 0, 1.0);
+    assert_eq!(get(&a, 0), 1.0, "handles by id and by name share memory");
+    conn.commit().expect("commit");
+    other.sync().expect("sync");
+    assert_eq!(b.name().expect("name"), "renamed");
+    let fresh = f.db.connect().expect("connect");
+    let c = fresh.open_by_id(id).expect("open after rename");
+    assert_eq!((c.name().expect("name"), get(&c, 0), get(&c, 2999)), ("renamed".to_string(), 1.0, 4.5));
+    // A historical connection sees the name of its time.
+    let old = f.db.connect_at(before).expect("connect_at");
+    assert_eq!(old.open_by_id(id).expect("open old").name().expect("name"), "a");
+
+    // Deleted (in the transaction, then committed), or never there: no such array.
+    conn.delete("renamed").expect("delete");
+    assert!(no_such(&conn, id));
+    conn.abort().expect("abort");
+    assert!(conn.open_by_id(id).is_ok());
+    conn.delete("renamed").expect("delete");
+    conn.commit().expect("commit");
+    let after = f.db.connect().expect("connect");
+    assert!(no_such(&after, id));
+    assert!(no_such(&after, ArrayId(id.0 ^ 1)));
+}
+
+backends!(has_changes_follows_the_transaction, open_by_id_survives_renames);
