@@ -19,9 +19,10 @@
 //! - RandWrite 100%: each commit changes one random element in every block;
 //! - Mix: each commit appends 3,670 values and changes one element in 20% of the blocks.
 //!
-//! Cold reads: a new process after `echo 1 > /proc/sys/vm/drop_caches` (when permitted) loads
-//! 10 distinct random blocks at the newest snapshot; the median time per block is reported (the
-//! median over 5 such processes).
+//! Cold reads: a new process loads 10 distinct random blocks at the newest snapshot, each after
+//! `echo 1 > /proc/sys/vm/drop_caches` (when permitted: so that no read profits from the
+//! readahead of the one before, which favours a freshly written file); the median time per block
+//! is reported (the median over 5 such processes).
 //!
 //! Run: `cargo bench -p outcore-store --bench block_formats` (SQLite, in `OUTCORE_BENCH_DIR` or
 //! the current directory).
@@ -224,6 +225,8 @@ fn child(spec: &str) {
     let mut buf = vec![0u8; BLK];
     let mut times = Vec::new();
     for &b in &order[..n] {
+        // Every block read is cold: no readahead from a neighbour read just before.
+        let _ = std::fs::write("/proc/sys/vm/drop_caches", "1");
         let t = Instant::now();
         s.load(id, b as u64, head, &mut buf).unwrap();
         times.push(t.elapsed().as_secs_f64() * 1e3);

@@ -15,6 +15,15 @@ use twox_hash::XxHash3_64;
 pub(crate) const KIND_CURRENT: i64 = 0;
 /// Pages of the previous version, as they were before the commit that wrote the record.
 pub(crate) const KIND_UNDO: i64 = 1;
+/// The whole previous version: a checkpoint where reads of older snapshots can start.
+pub(crate) const KIND_UNDO_FULL: i64 = 2;
+
+/// Most page records between two full undo records of a block.
+pub(crate) const MAX_UNDO_DEPTH: i64 = 1024;
+/// Page records of a block since its last full record may hold up to this many times the
+/// block's content (at least 256 KiB) before the next record is a full one: reading any snapshot
+/// then fetches at most about that much history, and checkpoints add at most a fifth to it.
+const UNDO_BUDGET_FACTOR: i64 = 4;
 
 /// Granularity of undo records and of in-place writes.
 pub(crate) const PAGE: usize = 4096;
@@ -27,9 +36,13 @@ pub(crate) const CODEC_ZSTD: i64 = 1;
 /// lz4 block (size not prepended: the logical length is recorded in the row).
 pub(crate) const CODEC_LZ4: i64 = 2;
 
-/// A payload ready to be stored: a block's current content or an undo record.
+/// An undo record ready to be stored.
 #[derive(Debug, Clone)]
 pub(crate) struct Encoded {
+    /// `KIND_UNDO` (changed pages) or `KIND_UNDO_FULL` (the whole previous version).
+    pub kind: i64,
+    /// Where the record sits in its block's history since the last full record.
+    pub chain: UndoChain,
     pub codec: i64,
     /// Logical content length of the version the payload rebuilds: its bytes at or beyond it are
     /// zero. For an undo record: the length before the commit.
@@ -38,6 +51,16 @@ pub(crate) struct Encoded {
     pub data: Vec<u8>,
     /// Undo records: the tid of the version they restore (0: the block did not exist).
     pub prev_tid: Tid,
+}
+
+/// Page records of a block since its last full undo record (this one included; 0 for a full
+/// record): what reading back past them costs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct UndoChain {
+    /// Number of page records.
+    pub depth: i64,
+    /// Their stored bytes.
+    pub bytes: i64,
 }
 
 /// A stored payload as read back from a backend.
@@ -153,9 +176,14 @@ pub(crate) fn changed_pages(old: &[u8], new: &[u8]) -> Vec<u32> {
 }
 
 /// The undo record of a commit `tid` that changed `pages` of a block whose previous content was
-/// `old` (version `prev_tid`): those pages' previous bytes up to the end of the old content.
-/// Pages wholly beyond it were zeros, so they cost nothing, and a block that did not exist (or
-/// was empty) has an empty record.
+/// `old` (version `prev_tid`; `prev` is the block's newest undo record, if kept).
+///
+/// Normally the previous bytes of those pages, up to the end of the old content: pages that
+/// were zeros cost nothing. It is a full record (the whole old content) when that is no bigger,
+/// or when the page records since the last full one pass their bounds (count and bytes), so
+/// that reading any old snapshot fetches a bounded amount of history. A block that did not exist
+/// (or was empty) has an empty full record.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn encode_undo(
     array: ArrayId,
     blk: u64,
@@ -163,32 +191,51 @@ pub(crate) fn encode_undo(
     old: &[u8],
     pages: &[u32],
     prev_tid: Tid,
+    prev: Option<UndoChain>,
     codec: Codec,
 ) -> Encoded {
     let old_len = content_len(old);
-    let mut raw = Vec::new();
-    if old_len > 0 {
-        let kept: Vec<u32> = pages.iter().copied().filter(|p| (*p as usize) * PAGE < old_len).collect();
-        raw.reserve(4 + kept.len() * (4 + PAGE));
-        raw.extend_from_slice(&(kept.len() as u32).to_le_bytes());
-        let mut body = Vec::new();
-        for &p in &kept {
-            // The page that holds the end of the content is stored only up to it.
-            let start = p as usize * PAGE;
-            let page = &old[start..(start + PAGE).min(old_len)];
-            if page.iter().all(|b| *b == 0) {
-                raw.extend_from_slice(&(p | ZERO_PAGE).to_le_bytes());
-            } else {
-                raw.extend_from_slice(&p.to_le_bytes());
-                body.extend_from_slice(page);
-            }
-        }
-        raw.extend_from_slice(&body);
+    let seal = |kind: i64, chain: UndoChain, raw: Vec<u8>| {
+        let (codec, data) = compress(&raw, codec).unwrap_or((CODEC_RAW, raw));
+        let chain = if kind == KIND_UNDO {
+            UndoChain { depth: chain.depth, bytes: chain.bytes + data.len() as i64 }
+        } else {
+            chain
+        };
+        let place = Place { array, blk, tid, kind, codec, len: old_len as u64, prev_tid };
+        let checksum = place.checksum(&data);
+        Encoded { kind, chain, codec, len: old_len as u64, checksum, data, prev_tid }
+    };
+    if old_len == 0 {
+        return seal(KIND_UNDO_FULL, UndoChain::default(), Vec::new());
     }
-    let (codec, data) = compress(&raw, codec).unwrap_or((CODEC_RAW, raw));
-    let place = Place { array, blk, tid, kind: KIND_UNDO, codec, len: old_len as u64, prev_tid };
-    let checksum = place.checksum(&data);
-    Encoded { codec, len: old_len as u64, checksum, data, prev_tid }
+    let kept: Vec<u32> = pages.iter().copied().filter(|p| (*p as usize) * PAGE < old_len).collect();
+    let mut raw = Vec::with_capacity(4 + kept.len() * (4 + PAGE));
+    raw.extend_from_slice(&(kept.len() as u32).to_le_bytes());
+    let mut body = Vec::new();
+    for &p in &kept {
+        // The page that holds the end of the content is stored only up to it.
+        let start = p as usize * PAGE;
+        let page = &old[start..(start + PAGE).min(old_len)];
+        if page.iter().all(|b| *b == 0) {
+            raw.extend_from_slice(&(p | ZERO_PAGE).to_le_bytes());
+        } else {
+            raw.extend_from_slice(&p.to_le_bytes());
+            body.extend_from_slice(page);
+        }
+    }
+    raw.extend_from_slice(&body);
+    let prev = prev.unwrap_or_default();
+    let budget = UNDO_BUDGET_FACTOR * old_len.max(256 << 10) as i64;
+    if raw.len() >= old_len || prev.depth + 1 > MAX_UNDO_DEPTH || prev.bytes + raw.len() as i64 > budget {
+        return seal(KIND_UNDO_FULL, UndoChain::default(), old[..old_len].to_vec());
+    }
+    let rec = seal(KIND_UNDO, UndoChain { depth: prev.depth + 1, bytes: prev.bytes }, raw);
+    if rec.chain.bytes > budget {
+        // Compression did not bring it within the bound: checkpoint instead.
+        return seal(KIND_UNDO_FULL, UndoChain::default(), old[..old_len].to_vec());
+    }
+    rec
 }
 
 fn corrupt(array: ArrayId, blk: u64, tid: Tid, detail: String) -> Error {
@@ -213,10 +260,15 @@ fn check(array: ArrayId, blk: u64, s: &Stored<'_>, payload: &[u8], blksize: usiz
 /// tail). Returns an error naming the place on any mismatch; `buf` then holds no usable data.
 /// `s.data` may be longer than the content (a raw payload's spare capacity).
 pub(crate) fn decode_current(array: ArrayId, blk: u64, s: &Stored<'_>, buf: &mut [u8]) -> Result<()> {
-    let len = s.len as usize;
     if s.kind != KIND_CURRENT {
         return Err(corrupt(array, blk, s.tid, format!("expected a current version, found kind {}", s.kind)));
     }
+    decode_whole(array, blk, s, buf)
+}
+
+/// Verify a stored whole version (current, or a full undo record) and write it into `buf`.
+fn decode_whole(array: ArrayId, blk: u64, s: &Stored<'_>, buf: &mut [u8]) -> Result<()> {
+    let len = s.len as usize;
     if s.codec == CODEC_RAW {
         let content = s.data.get(..len).ok_or_else(|| {
             corrupt(array, blk, s.tid, format!("stored length {} is below the recorded length {len}", s.data.len()))
@@ -280,13 +332,6 @@ pub(crate) fn apply_undo(array: ArrayId, blk: u64, s: &Stored<'_>, buf: &mut [u8
         }
         other => return Err(bad(format!("unknown codec {other}"))),
     };
-    if raw.is_empty() {
-        if s.len != 0 {
-            return Err(bad(format!("empty undo record for a previous length of {}", s.len)));
-        }
-        buf.fill(0);
-        return Ok(());
-    }
     let word = |i: usize| -> Option<u32> {
         let b = raw.get(i..i + 4)?;
         Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -318,29 +363,38 @@ pub(crate) fn apply_undo(array: ArrayId, blk: u64, s: &Stored<'_>, buf: &mut [u8
     Ok(())
 }
 
-/// Rebuild the version of a block that snapshot `at` reads. `buf` holds the current version
-/// (tid `current_tid`, 0 when the block has none: zeros); `undo` yields the block's undo records
-/// with tid > `at`, newest first. Each record must restore the version the previous one came
-/// from, down to a version at or before `at`: a gap is corruption, never wrong data.
+/// Rebuild the version of a block that snapshot `at` reads, from its history: `undo` yields the
+/// block's undo records with tid > `at`, newest first, up to (and including) the oldest full
+/// record among them if there is one. Reading starts from that full record, or else from the
+/// current version (tid `current_tid`, 0 when the block has none: zeros), which
+/// `read_current` writes into `buf`. Each record must restore the version the previous one
+/// came from, down to a version at or before `at`: a gap is corruption, never wrong data.
 pub(crate) fn rewind<'a>(
     array: ArrayId,
     blk: u64,
     at: Tid,
     current_tid: Tid,
+    read_current: impl FnOnce(&mut [u8]) -> Result<()>,
     undo: impl IntoIterator<Item = Stored<'a>>,
     buf: &mut [u8],
 ) -> Result<()> {
+    let mut undo = undo.into_iter().peekable();
     let mut expect = current_tid;
+    match undo.peek() {
+        Some(s) if s.kind == KIND_UNDO_FULL && s.tid <= current_tid => expect = s.tid,
+        _ if current_tid == 0 => buf.fill(0),
+        _ => read_current(buf)?,
+    }
     for s in undo {
         if s.tid != expect {
-            return Err(corrupt(
-                array,
-                blk,
-                expect,
-                format!("the undo record of tid {expect} is missing (found tid {})", s.tid),
-            ));
+            let detail = format!("the undo record of tid {expect} is missing (found tid {})", s.tid);
+            return Err(corrupt(array, blk, expect, detail));
         }
-        apply_undo(array, blk, &s, buf)?;
+        if s.kind == KIND_UNDO_FULL {
+            decode_whole(array, blk, &s, buf)?;
+        } else {
+            apply_undo(array, blk, &s, buf)?;
+        }
         if s.prev_tid >= s.tid {
             return Err(corrupt(array, blk, s.tid, format!("undo record restores a later tid {}", s.prev_tid)));
         }
@@ -377,7 +431,7 @@ mod tests {
     fn undo(e: &Encoded, tid: Tid) -> Stored<'_> {
         Stored {
             tid,
-            kind: KIND_UNDO,
+            kind: e.kind,
             codec: e.codec,
             len: e.len,
             checksum: e.checksum,
@@ -480,7 +534,7 @@ mod tests {
         let pages = changed_pages(&old, &new);
         assert_eq!(pages, vec![1, 2, 7]);
         for codec in [Codec::None, Codec::Zstd { level: 1 }, Codec::Lz4] {
-            let u = encode_undo(ArrayId(1), 0, 5, &old, &pages, 4, codec);
+            let u = encode_undo(ArrayId(1), 0, 5, &old, &pages, 4, None, codec);
             assert_eq!((u.len, u.prev_tid), (20000, 4));
             if codec == Codec::None {
                 assert_eq!(u.data.len(), 4 + 2 * 4 + 2 * PAGE, "pages 1 and 2 (page 7 was zero)");
@@ -492,15 +546,15 @@ mod tests {
         // The page where the old content ends is kept only up to that end.
         let mut longer = old.clone();
         longer[20000..20100].fill(5);
-        let u = encode_undo(ArrayId(1), 0, 5, &old, &changed_pages(&old, &longer), 4, Codec::None);
+        let u = encode_undo(ArrayId(1), 0, 5, &old, &changed_pages(&old, &longer), 4, None, Codec::None);
         assert_eq!(u.data.len(), 4 + 4 + (20000 - 4 * PAGE));
         apply_undo(ArrayId(1), 0, &undo(&u, 5), &mut longer).unwrap();
         assert_eq!(longer, old);
-        // The first version of a block has an empty record: before it, zeros.
-        let u = encode_undo(ArrayId(1), 0, 4, &[], &[0, 1], 0, Codec::None);
-        assert!(u.data.is_empty());
+        // The first version of a block has an empty full record: before it, zeros.
+        let u = encode_undo(ArrayId(1), 0, 4, &[], &[0, 1], 0, None, Codec::None);
+        assert!(u.data.is_empty() && u.kind == KIND_UNDO_FULL);
         let mut buf = old.clone();
-        apply_undo(ArrayId(1), 0, &undo(&u, 4), &mut buf).unwrap();
+        rewind(ArrayId(1), 0, 0, 4, |_| unreachable!(), [undo(&u, 4)], &mut buf).unwrap();
         assert!(buf.iter().all(|b| *b == 0));
     }
 
@@ -510,7 +564,7 @@ mod tests {
         let old = vec![1u8; bs];
         let mut new = old.clone();
         new[0] = 2;
-        let u = encode_undo(ArrayId(1), 0, 2, &old, &[0], 1, Codec::None);
+        let u = encode_undo(ArrayId(1), 0, 2, &old, &[0], 1, None, Codec::None);
         let mut cut = u.data.clone();
         cut.truncate(cut.len() - 10);
         let place =
@@ -531,19 +585,58 @@ mod tests {
     fn rewind_walks_the_history_and_detects_gaps() {
         let bs = 8 * PAGE;
         let v: Vec<Vec<u8>> = (1..=3u8).map(|i| vec![i; bs]).collect();
-        let all: Vec<u32> = (0..8).collect();
-        // Versions at tids 2, 5, 9: undo records for 5 (restores 2) and 9 (restores 5).
-        let u5 = encode_undo(ArrayId(1), 0, 5, &v[0], &all, 2, Codec::None);
-        let u9 = encode_undo(ArrayId(1), 0, 9, &v[1], &all, 5, Codec::None);
+        let one = [3u32];
+        let mut v1 = v[0].clone();
+        v1[3 * PAGE..4 * PAGE].fill(7);
+        // Versions at tids 2 (v[0]), 5 (v1) and 9 (v[2]): a page record for 5, a full one for 9.
+        let u5 = encode_undo(ArrayId(1), 0, 5, &v[0], &one, 2, None, Codec::None);
+        let u9 = encode_undo(ArrayId(1), 0, 9, &v1, &(0..8).collect::<Vec<_>>(), 5, u5.chain.into(), Codec::None);
+        assert_eq!((u5.kind, u9.kind), (KIND_UNDO, KIND_UNDO_FULL), "all pages changed: a full record");
         let at = |snap: Tid, recs: Vec<Stored<'_>>| -> Result<Vec<u8>> {
-            let mut buf = v[2].clone();
-            rewind(ArrayId(1), 0, snap, 9, recs, &mut buf).map(|_| buf)
+            let mut buf = vec![0u8; bs];
+            rewind(
+                ArrayId(1),
+                0,
+                snap,
+                9,
+                |b| {
+                    b.copy_from_slice(&v[2]);
+                    Ok(())
+                },
+                recs,
+                &mut buf,
+            )
+            .map(|_| buf)
         };
         assert_eq!(at(9, vec![]).unwrap(), v[2]);
-        assert_eq!(at(7, vec![undo(&u9, 9)]).unwrap(), v[1]);
+        assert_eq!(at(7, vec![undo(&u9, 9)]).unwrap(), v1, "starts from the full record");
         assert_eq!(at(3, vec![undo(&u9, 9), undo(&u5, 5)]).unwrap(), v[0]);
+        assert!(at(3, vec![undo(&u5, 5)]).unwrap_err().to_string().contains("tid 9"));
         // A missing record is corruption, not an older or newer version.
         assert!(matches!(at(3, vec![undo(&u9, 9)]), Err(Error::Corrupt { .. })));
-        assert!(matches!(at(3, vec![undo(&u5, 5)]), Err(Error::Corrupt { .. })));
+    }
+
+    #[test]
+    fn page_records_are_bounded_by_full_records() {
+        let bs = 64 * PAGE;
+        let old = vec![1u8; bs];
+        let mut chain = None;
+        let mut full_at = vec![];
+        for i in 0..2000 {
+            let u = encode_undo(ArrayId(1), 0, i + 1, &old, &[(i % 64) as u32], i, chain, Codec::None);
+            assert!(u.chain.depth <= MAX_UNDO_DEPTH);
+            assert!(u.chain.bytes <= UNDO_BUDGET_FACTOR * bs as i64, "{:?}", u.chain);
+            if u.kind == KIND_UNDO_FULL {
+                assert_eq!(u.chain, UndoChain::default());
+                assert_eq!(u.data.len(), bs);
+                full_at.push(i);
+            }
+            chain = Some(u.chain);
+        }
+        // 4 blocks' worth of one-page records (256 of them here), then a full record.
+        assert_eq!(full_at, (1..=7).map(|k| k * 256 - 1).collect::<Vec<_>>());
+        // Records of a block whose history was gc'd start a new chain.
+        let u = encode_undo(ArrayId(1), 0, 5000, &old, &[0], 4999, None, Codec::None);
+        assert_eq!(u.chain, UndoChain { depth: 1, bytes: u.data.len() as i64 });
     }
 }

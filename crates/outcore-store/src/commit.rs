@@ -176,6 +176,9 @@ pub(crate) trait WriteTxn {
     fn current(&mut self, id: ArrayId, blk: u64) -> Result<Option<CurrentRow>>;
     fn insert_txn(&mut self, info: &TxnInfo) -> Result<()>;
     fn insert_array_version(&mut self, id: ArrayId, tid: Tid, state: Option<(&str, &ArrayMeta)>) -> Result<()>;
+    /// Where the undo record of commit `tid` for a block sits in the block's history (`None`
+    /// when there is no such record, e.g. after gc).
+    fn undo_chain(&mut self, id: ArrayId, blk: u64, tid: Tid) -> Result<Option<block::UndoChain>>;
     /// Record the undo record of commit `tid` for a block.
     fn insert_undo(&mut self, id: ArrayId, blk: u64, tid: Tid, undo: &Encoded) -> Result<()>;
     /// Replace a block's current version (`prev`, if any) by `new`.
@@ -427,7 +430,11 @@ pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result
             continue;
         }
         let prev_tid = cur.map_or(0, |c| c.tid);
-        let undo = block::encode_undo(*id, *blk, tid, &old, &changed, prev_tid, meta.codec);
+        let prev_chain = match cur {
+            Some(c) if !old.is_empty() => txn.undo_chain(*id, *blk, c.tid)?,
+            _ => None,
+        };
+        let undo = block::encode_undo(*id, *blk, tid, &old, &changed, prev_tid, prev_chain, meta.codec);
         txn.insert_undo(*id, *blk, tid, &undo)?;
         let enc = block::encode_current(*id, *blk, tid, data, meta.codec);
         let new = CurrentWrite { data, enc, changed: &changed, blksize: meta.blksize };

@@ -36,6 +36,7 @@ CREATE TABLE outcore_current (
 ALTER TABLE outcore_current ALTER COLUMN data SET STORAGE EXTERNAL;
 CREATE TABLE outcore_undo (
     array_id bigint NOT NULL, blk bigint NOT NULL, tid bigint NOT NULL, prev_tid bigint NOT NULL,
+    kind int NOT NULL, depth bigint NOT NULL, chain_bytes bigint NOT NULL,
     codec int NOT NULL, len bigint NOT NULL, checksum bigint NOT NULL, data bytea NOT NULL,
     PRIMARY KEY (array_id, blk, tid));
 ALTER TABLE outcore_undo ALTER COLUMN data SET STORAGE EXTERNAL;
@@ -147,12 +148,17 @@ impl PgStore {
 const HEAD: &str = "SELECT tid, gc_horizon, time_us FROM outcore_head WHERE id = 1";
 /// What a snapshot `$3` reads of a block, with the gc horizon, in one statement (one
 /// snapshot): first the current version (NULLs if none), then the undo records newer than the
-/// snapshot, newest first (none when the current version is at or before it).
-const LOAD: &str = "SELECT 0 AS k, h.gc_horizon, c.tid, c.codec, c.len, c.checksum, 0::bigint AS prev_tid, c.data
+/// snapshot, newest first, down to the oldest full record among them (none when the current
+/// version is at or before the snapshot).
+const LOAD: &str = "SELECT 0 AS k, h.gc_horizon, c.tid, c.codec, c.len, c.checksum, 0::bigint AS prev_tid,
+         0 AS kind, c.data
      FROM outcore_head h LEFT JOIN outcore_current c ON c.array_id = $1 AND c.blk = $2 WHERE h.id = 1
      UNION ALL
-     SELECT 1, NULL::bigint, u.tid, u.codec, u.len, u.checksum, u.prev_tid, u.data FROM outcore_undo u
-     WHERE u.array_id = $1 AND u.blk = $2 AND u.tid > $3
+     SELECT 1, NULL::bigint, u.tid, u.codec, u.len, u.checksum, u.prev_tid, u.kind, u.data
+     FROM outcore_undo u
+     WHERE u.array_id = $1 AND u.blk = $2 AND u.tid > $3 AND u.tid <= coalesce(
+         (SELECT min(f.tid) FROM outcore_undo f WHERE f.array_id = $1 AND f.blk = $2 AND f.tid > $3 AND f.kind = 2),
+         9223372036854775807)
      ORDER BY 1, 3 DESC";
 const LIVE_ARRAYS: &str = "SELECT v.array_id, v.tid, v.name, v.meta FROM outcore_array v
      WHERE v.tid = (SELECT max(w.tid) FROM outcore_array w WHERE w.array_id = v.array_id AND w.tid <= $1)
@@ -203,34 +209,28 @@ fn q_load<C: postgres::GenericClient>(
     if at < horizon {
         return Err(Error::SnapshotGone { at, horizon });
     }
-    let current_tid = match first.get::<_, Option<i64>>(2) {
-        None => {
+    let current = first.get::<_, Option<i64>>(2).map(|_| stored_row(first));
+    let current_tid = current.map_or(0, |c| c.tid);
+    let read_current = |buf: &mut [u8]| match current {
+        Some(cur) if cur.len > 0 => block::decode_current(array, blk, &cur, buf),
+        _ => {
             buf.fill(0);
-            0
-        }
-        Some(_) => {
-            let cur = stored_row(first, block::KIND_CURRENT);
-            if cur.len == 0 {
-                buf.fill(0);
-            } else {
-                block::decode_current(array, blk, &cur, buf)?;
-            }
-            cur.tid
+            Ok(())
         }
     };
-    block::rewind(array, blk, at, current_tid, rows[1..].iter().map(|r| stored_row(r, block::KIND_UNDO)), buf)
+    block::rewind(array, blk, at, current_tid, read_current, rows[1..].iter().map(stored_row), buf)
 }
 
 /// A payload row of the `LOAD` query.
-fn stored_row(r: &postgres::Row, kind: i64) -> Stored<'_> {
+fn stored_row(r: &postgres::Row) -> Stored<'_> {
     Stored {
         tid: r.get::<_, i64>(2) as u64,
-        kind,
+        kind: r.get::<_, i32>(7) as i64,
         codec: r.get::<_, i32>(3) as i64,
         len: r.get::<_, i64>(4) as u64,
         checksum: r.get(5),
         prev_tid: r.get::<_, i64>(6) as u64,
-        data: r.get::<_, &[u8]>(7),
+        data: r.get::<_, &[u8]>(8),
     }
 }
 
@@ -364,16 +364,31 @@ impl WriteTxn for PgTxn<'_> {
         .map(|_| ())
     }
 
+    fn undo_chain(&mut self, id: ArrayId, blk: u64, tid: Tid) -> Result<Option<block::UndoChain>> {
+        let rows = q(
+            &mut self.tx,
+            self.stmts,
+            "commit",
+            "SELECT depth, chain_bytes FROM outcore_undo WHERE array_id = $1 AND blk = $2 AND tid = $3",
+            &[&(id.0 as i64), &(blk as i64), &(tid as i64)],
+        )?;
+        Ok(rows.first().map(|r| block::UndoChain { depth: r.get(0), bytes: r.get(1) }))
+    }
+
     fn insert_undo(&mut self, id: ArrayId, blk: u64, tid: Tid, undo: &Encoded) -> Result<()> {
         self.exec(
             "commit",
-            "INSERT INTO outcore_undo (array_id, blk, tid, prev_tid, codec, len, checksum, data)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO outcore_undo
+             (array_id, blk, tid, prev_tid, kind, depth, chain_bytes, codec, len, checksum, data)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             &[
                 &(id.0 as i64),
                 &(blk as i64),
                 &(tid as i64),
                 &(undo.prev_tid as i64),
+                &(undo.kind as i32),
+                &undo.chain.depth,
+                &undo.chain.bytes,
                 &(undo.codec as i32),
                 &(undo.len as i64),
                 &undo.checksum,

@@ -33,6 +33,7 @@ CREATE TABLE outcore_current (
 CREATE TABLE outcore_blob (id INTEGER PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE outcore_undo (
     array_id INTEGER NOT NULL, blk INTEGER NOT NULL, tid INTEGER NOT NULL, prev_tid INTEGER NOT NULL,
+    kind INTEGER NOT NULL, depth INTEGER NOT NULL, chain_bytes INTEGER NOT NULL,
     codec INTEGER NOT NULL, len INTEGER NOT NULL, checksum INTEGER NOT NULL, data BLOB NOT NULL,
     PRIMARY KEY (array_id, blk, tid));
 CREATE INDEX outcore_undo_tid ON outcore_undo (tid, array_id, blk);
@@ -223,55 +224,54 @@ fn q_load_in_txn(c: &Connection, array: ArrayId, blk: u64, at: Tid, buf: &mut [u
     if at < horizon {
         return Err(Error::SnapshotGone { at, horizon });
     }
-    let current_tid = match &cur {
-        Some(cur) if cur.data_id != 0 => {
-            read_current(c, array, blk, cur, buf)?;
-            cur.stored.tid
-        }
-        Some(cur) => {
+    let current_tid = cur.as_ref().map_or(0, |c| c.stored.tid);
+    let read_current = |buf: &mut [u8]| match &cur {
+        Some(cur) if cur.data_id != 0 => read_current(c, array, blk, cur, buf),
+        _ => {
             buf.fill(0);
-            cur.stored.tid
-        }
-        None => {
-            buf.fill(0);
-            0
+            Ok(())
         }
     };
     if current_tid <= at {
-        return Ok(());
+        return read_current(buf);
     }
-    // An older snapshot: undo the newer commits, newest first.
-    let mut st = c
-        .prepare_cached(
-            "SELECT tid, prev_tid, codec, len, checksum, data FROM outcore_undo
-             WHERE array_id = ?1 AND blk = ?2 AND tid > ?3 ORDER BY tid DESC",
-        )
-        .map_err(err("load"))?;
+    // An older snapshot: undo the newer commits, newest first, from the oldest full record
+    // newer than the snapshot if there is one, else from the current version.
+    let mut st = c.prepare_cached(UNDO_SINCE).map_err(err("load"))?;
     let rows = st
         .query_map(params![array.0 as i64, blk as i64, at as i64], |r| {
             Ok((
                 r.get::<_, i64>(0)? as u64,
-                r.get::<_, i64>(1)? as u64,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)? as u64,
-                r.get::<_, i64>(4)?,
-                r.get::<_, Vec<u8>>(5)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)? as u64,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)? as u64,
+                r.get::<_, i64>(5)?,
+                r.get::<_, Vec<u8>>(6)?,
             ))
         })
         .map_err(err("load"))?
         .collect::<rusqlite::Result<Vec<_>>>()
         .map_err(err("load"))?;
-    let undo = rows.iter().map(|(tid, prev_tid, codec, len, checksum, data)| Stored {
+    let undo = rows.iter().map(|(tid, kind, prev_tid, codec, len, checksum, data)| Stored {
         tid: *tid,
-        kind: block::KIND_UNDO,
+        kind: *kind,
         codec: *codec,
         len: *len,
         checksum: *checksum,
         prev_tid: *prev_tid,
         data,
     });
-    block::rewind(array, blk, at, current_tid, undo, buf)
+    block::rewind(array, blk, at, current_tid, read_current, undo, buf)
 }
+
+/// The undo records a snapshot `?3` of block (`?1`, `?2`) needs, newest first: those newer
+/// than the snapshot, down to the oldest full record among them.
+const UNDO_SINCE: &str = "SELECT tid, kind, prev_tid, codec, len, checksum, data FROM outcore_undo
+     WHERE array_id = ?1 AND blk = ?2 AND tid > ?3 AND tid <= coalesce(
+         (SELECT min(f.tid) FROM outcore_undo f WHERE f.array_id = ?1 AND f.blk = ?2 AND f.tid > ?3 AND f.kind = 2),
+         9223372036854775807)
+     ORDER BY tid DESC";
 
 /// Read a block's current version into `buf`.
 fn read_current(c: &Connection, array: ArrayId, blk: u64, cur: &CurrentRowSql, buf: &mut [u8]) -> Result<()> {
@@ -346,6 +346,20 @@ fn check_at(c: &Connection, at: Tid) -> Result<()> {
         return Err(Error::FutureTid { at, head: head.tid });
     }
     Ok(())
+}
+
+/// Bytes to allocate for a raw current payload of `len` bytes that outgrew its room `cap` (0: a
+/// first write, stored exactly). A block that grows is likely appended to: its room jumps to at
+/// least 256 KiB, doubles, and goes straight to the whole block from a quarter of it, so a block
+/// filled by small appends is moved 3 times, not 7 (each move frees pages that later
+/// allocations reuse, scattering blocks in the file and slowing cold reads).
+fn grown_room(cap: usize, len: usize, blksize: usize) -> usize {
+    if cap == 0 {
+        return len;
+    }
+    let room = (cap * 2).max(256 << 10);
+    let room = if room >= blksize / 4 { blksize } else { room };
+    room.min(blksize).max(len)
 }
 
 /// Store `payload` in blob row `id` (0: a new row); returns the row.
@@ -479,11 +493,24 @@ impl WriteTxn for SqliteTxn<'_> {
             .map_err(err("commit"))
     }
 
+    fn undo_chain(&mut self, id: ArrayId, blk: u64, tid: Tid) -> Result<Option<block::UndoChain>> {
+        self.0
+            .prepare_cached("SELECT depth, chain_bytes FROM outcore_undo WHERE array_id = ?1 AND blk = ?2 AND tid = ?3")
+            .and_then(|mut st| {
+                st.query_row(params![id.0 as i64, blk as i64, tid as i64], |r| {
+                    Ok(block::UndoChain { depth: r.get(0)?, bytes: r.get(1)? })
+                })
+                .optional()
+            })
+            .map_err(err("commit"))
+    }
+
     fn insert_undo(&mut self, id: ArrayId, blk: u64, tid: Tid, undo: &Encoded) -> Result<()> {
         self.0
             .prepare_cached(
-                "INSERT INTO outcore_undo (array_id, blk, tid, prev_tid, codec, len, checksum, data)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO outcore_undo
+                 (array_id, blk, tid, prev_tid, kind, depth, chain_bytes, codec, len, checksum, data)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )
             .and_then(|mut st| {
                 st.execute(params![
@@ -491,6 +518,9 @@ impl WriteTxn for SqliteTxn<'_> {
                     blk as i64,
                     tid as i64,
                     undo.prev_tid as i64,
+                    undo.kind,
+                    undo.chain.depth,
+                    undo.chain.bytes,
                     undo.codec,
                     undo.len as i64,
                     undo.checksum,
@@ -535,7 +565,7 @@ impl WriteTxn for SqliteTxn<'_> {
                 Some(mut b) if cap >= len => write_pages(&mut b, cap, new.data, new.changed)?,
                 _ => {
                     drop(blob);
-                    let room = (cap * 2).min(new.blksize as usize).max(len);
+                    let room = grown_room(cap, len, new.blksize as usize);
                     let mut payload = Vec::with_capacity(room);
                     payload.extend_from_slice(&new.data[..len]);
                     payload.resize(room, 0);
