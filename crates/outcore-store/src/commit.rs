@@ -27,12 +27,47 @@ pub(crate) struct ArrayChange {
     pub truncated_to: Option<u64>,
 }
 
+/// A block's new content, read when the commit stores that block: a commit of many blocks from
+/// sources holds one block in memory at a time, not all of them (transactions bigger than RAM).
+///
+/// Closures `FnMut(&mut Vec<u8>) -> Result<(), Box<dyn Error + Send + Sync>>` are sources.
+pub trait BlockSource: Send {
+    /// Append the block's full content to `buf` (empty when called): at most the block size; a
+    /// shorter content means the rest is zero. An error aborts the commit
+    /// ([`Error::BlockSource`]); nothing is written.
+    fn read_into(&mut self, buf: &mut Vec<u8>) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>;
+}
+
+impl<F> BlockSource for F
+where
+    F: FnMut(&mut Vec<u8>) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> + Send,
+{
+    fn read_into(&mut self, buf: &mut Vec<u8>) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self(buf)
+    }
+}
+
+/// A block write: its content, or where to read it from at commit.
+pub(crate) enum BlockData {
+    Bytes(Vec<u8>),
+    Source(Box<dyn BlockSource>),
+}
+
+impl std::fmt::Debug for BlockData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BlockData::Bytes(b) => write!(f, "Bytes({} bytes)", b.len()),
+            BlockData::Source(_) => f.write_str("Source"),
+        }
+    }
+}
+
 /// Everything one transaction changes, committed atomically by [`Store::commit`](crate::Store::commit).
 ///
-/// Block writes carry the block's full new content (a shorter buffer means the rest is zero).
-/// Array changes carry the array's full new state. Writing the same block or array twice in one
-/// commit keeps the last write.
-#[derive(Clone, Debug, Default)]
+/// Block writes carry the block's full new content (a shorter buffer means the rest is zero),
+/// or a [`BlockSource`] that provides it during the commit. Array changes carry the array's
+/// full new state. Writing the same block or array twice in one commit keeps the last write.
+#[derive(Debug, Default)]
 pub struct Commit {
     /// The committing user.
     pub user: String,
@@ -41,7 +76,7 @@ pub struct Commit {
     /// Free-form JSON extension (`null` when unused).
     pub extension: serde_json::Value,
     pub(crate) arrays: BTreeMap<ArrayId, ArrayChange>,
-    pub(crate) blocks: BTreeMap<(ArrayId, u64), Vec<u8>>,
+    pub(crate) blocks: BTreeMap<(ArrayId, u64), BlockData>,
 }
 
 impl Commit {
@@ -97,7 +132,14 @@ impl Commit {
     /// backend can) and kept in history: the store compares the new content with the current
     /// version, which it reads anyway to verify its checksum before it becomes history.
     pub fn write_block(&mut self, array: ArrayId, blk: u64, data: Vec<u8>) -> &mut Self {
-        self.blocks.insert((array, blk), data);
+        self.blocks.insert((array, blk), BlockData::Bytes(data));
+        self
+    }
+
+    /// Like [`write_block`](Commit::write_block), with the content read from `source` when the
+    /// commit stores the block (into a buffer the commit reuses).
+    pub fn write_block_from(&mut self, array: ArrayId, blk: u64, source: impl BlockSource + 'static) -> &mut Self {
+        self.blocks.insert((array, blk), BlockData::Source(Box::new(source)));
         self
     }
 
@@ -191,6 +233,33 @@ pub(crate) trait WriteTxn {
         new: &CurrentWrite<'_>,
     ) -> Result<()>;
     fn set_head(&mut self, tid: Tid, time_us: i64) -> Result<()>;
+}
+
+fn check_len(array: ArrayId, blk: u64, len: usize, blksize: u64) -> Result<()> {
+    if len as u64 > blksize {
+        return Err(Error::Invalid(format!(
+            "block {blk} of array {array}: {len} bytes written, block size is {blksize}"
+        )));
+    }
+    Ok(())
+}
+
+/// Read a block's new content from its source into `buf` (reused).
+fn read_source_into(
+    array: ArrayId,
+    blk: u64,
+    src: &mut dyn BlockSource,
+    blksize: u64,
+    mut buf: Vec<u8>,
+) -> Result<Vec<u8>> {
+    buf.clear();
+    src.read_into(&mut buf).map_err(|source| Error::BlockSource { array, blk, source })?;
+    check_len(array, blk, buf.len(), blksize)?;
+    Ok(buf)
+}
+
+fn read_source(array: ArrayId, blk: u64, src: &mut dyn BlockSource, blksize: u64) -> Result<Vec<u8>> {
+    read_source_into(array, blk, src, blksize, Vec::new())
 }
 
 /// Largest number of conflicting items listed in a [`Conflict`].
@@ -302,7 +371,9 @@ pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result
     }
 
     // Block writes: the array must exist after this commit, and the block lie within it.
+    // Sources are read later, one at a time, and cut to `limit` then.
     let mut dropped = Vec::new();
+    let mut limit: HashMap<(ArrayId, u64), usize> = HashMap::new();
     for ((id, blk), data) in blocks.iter_mut() {
         let meta = match arrays.get(id).map(|c| &c.state) {
             Some(ArrayState::Live { meta, .. }) => meta,
@@ -323,16 +394,21 @@ pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result
                 _ => return Err(Error::NoSuchArray(*id)),
             },
         };
-        if data.len() as u64 > meta.blksize {
-            return Err(Error::Invalid(format!(
-                "block {blk} of array {id}: {} bytes written, block size is {}",
-                data.len(),
-                meta.blksize
-            )));
-        }
         let start = blk.saturating_mul(meta.blksize);
+        let within = (meta.nbytes - start.min(meta.nbytes)).min(meta.blksize) as usize;
         if start >= meta.nbytes {
-            if data.iter().all(|b| *b == 0) {
+            // A write beyond the size only matters if it is not zeros: read a source now.
+            if let BlockData::Source(src) = data {
+                *data = BlockData::Bytes(read_source(*id, *blk, src.as_mut(), meta.blksize)?);
+            }
+        }
+        let BlockData::Bytes(bytes) = data else {
+            limit.insert((*id, *blk), within);
+            continue;
+        };
+        check_len(*id, *blk, bytes.len(), meta.blksize)?;
+        if start >= meta.nbytes {
+            if bytes.iter().all(|b| *b == 0) {
                 dropped.push((*id, *blk));
                 continue;
             }
@@ -346,14 +422,13 @@ pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result
                 meta.nbytes
             )));
         }
-        let within = (meta.nbytes - start.min(meta.nbytes)).min(data.len() as u64) as usize;
-        data.truncate(within);
+        bytes.truncate(within);
     }
     for key in dropped {
         blocks.remove(&key);
     }
     for (id, blk, data) in extra_blocks {
-        blocks.insert((id, blk), data);
+        blocks.insert((id, blk), BlockData::Bytes(data));
     }
 
     // Block conflicts: first committer wins.
@@ -409,13 +484,22 @@ pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result
     // Each changed block: its undo record (the previous bytes of the pages that change), then
     // the new current version. A write that changes nothing leaves no version.
     let mut old = Vec::new();
-    for ((id, blk), data) in &blocks {
+    let mut from_source = Vec::new();
+    for ((id, blk), data) in blocks.iter_mut() {
         let meta = match arrays.get(id).map(|c| &c.state) {
             Some(ArrayState::Live { meta, .. }) => meta,
             _ => match at_head.get(id) {
                 Some(Some(ArrayVersion { state: Some((_, meta)), .. })) => meta,
                 _ => return Err(Error::NoSuchArray(*id)),
             },
+        };
+        let data: &[u8] = match data {
+            BlockData::Bytes(bytes) => bytes,
+            BlockData::Source(src) => {
+                from_source = read_source_into(*id, *blk, src.as_mut(), meta.blksize, from_source)?;
+                from_source.truncate(limit.get(&(*id, *blk)).copied().unwrap_or(0));
+                &from_source
+            }
         };
         let cur = txn.current(*id, *blk)?;
         old.clear();

@@ -145,6 +145,17 @@ pub enum Error {
     /// The commit names an array that does not exist.
     #[error("no array {0} in the store")]
     NoSuchArray(ArrayId),
+    /// A [`BlockSource`](crate::BlockSource) failed to provide a block's new content: nothing
+    /// was committed.
+    #[error("reading the new content of block {blk} of array {array}: {source}")]
+    BlockSource {
+        /// The array.
+        array: ArrayId,
+        /// Block index.
+        blk: u64,
+        /// What the source reported.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A name is already used by another array.
     #[error("an array named '{0}' already exists")]
     NameTaken(String),

@@ -64,6 +64,7 @@ conformance!(
     parallel_loads,
     default_block_size_round_trip,
     compression_is_recorded_per_version,
+    block_sources_are_read_at_commit,
 );
 
 fn fresh_store_is_empty(f: &Fixture) {
@@ -585,4 +586,48 @@ fn compression_is_recorded_per_version(f: &Fixture) {
     let mut c = Commit::new();
     c.put_array(ArrayId::random(), "bad", bad);
     assert!(matches!(s.commit(head, c), Err(Error::Invalid(msg)) if msg.contains("zstd level 99")));
+}
+
+fn block_sources_are_read_at_commit(f: &Fixture) {
+    let s = &*f.store;
+    let (id, t0) = create(s, "src", 3 * BS);
+    let reads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut c = Commit::new();
+    for blk in 0..3u64 {
+        let reads = reads.clone();
+        c.write_block_from(id, blk, move |buf: &mut Vec<u8>| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+            reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            buf.extend_from_slice(&block(blk as u8 + 1, 1000 * (blk as usize + 1)));
+            Ok(())
+        });
+    }
+    assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing is read before the commit");
+    let t1 = s.commit(t0, c).unwrap();
+    assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 3);
+    let r = f.reopen();
+    for blk in 0..3u64 {
+        let mut want = block(blk as u8 + 1, 1000 * (blk as usize + 1));
+        want.resize(BS as usize, 0);
+        assert_eq!(load(&*r, id, blk, t1), want, "block {blk}");
+    }
+    // A failing source aborts the commit: nothing of it is written.
+    let mut c = Commit::new();
+    c.write_block(id, 0, block(9, 100));
+    c.write_block_from(id, 1, |_: &mut Vec<u8>| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Err("the page cache is gone".into())
+    });
+    match s.commit(t1, c) {
+        Err(e @ Error::BlockSource { blk: 1, .. }) => assert!(e.to_string().contains("page cache is gone"), "{e}"),
+        other => panic!("expected BlockSource, got {other:?}"),
+    }
+    assert_eq!(s.head().unwrap(), t1);
+    assert_eq!(load(s, id, 0, t1)[0], 1);
+    // A source longer than the block is refused like a buffer would be.
+    let mut c = Commit::new();
+    c.write_block_from(id, 2, |buf: &mut Vec<u8>| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        buf.resize(BS as usize + 1, 1);
+        Ok(())
+    });
+    assert!(matches!(s.commit(t1, c), Err(Error::Invalid(_))));
+    assert_eq!(s.head().unwrap(), t1);
 }

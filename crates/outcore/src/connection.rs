@@ -14,6 +14,9 @@ use crate::dtype::{descr_itemsize, descr_of, Element};
 use crate::error::{Error, Result};
 use crate::source::StoreSource;
 
+/// What a block source of a commit reports on failure.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// What a new array looks like: dtype, shape, order and block size.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -487,11 +490,16 @@ impl Connection {
                     beyond.push(d.blk);
                     continue;
                 }
-                let mut buf = vec![0u8; bs];
-                oa.file.read_block(d.blk, &mut buf)?;
-                buf.truncate((meta.nbytes - start).min(bs as u64) as usize);
-                // The exact dirty pages let the store keep only those, as a delta.
-                c.write_block_pages(*id, d.blk, buf, d.pages.iter().collect());
+                // Read from the page cache when the store takes the block, into a buffer it
+                // reuses: a commit holds one block in memory, however many it writes. The store
+                // finds the changed pages itself (and keeps and rewrites only those).
+                let (file, blk, len) = (oa.file.clone(), d.blk, (meta.nbytes - start).min(bs as u64) as usize);
+                c.write_block_from(*id, d.blk, move |buf: &mut Vec<u8>| -> std::result::Result<(), BoxError> {
+                    buf.resize(file.blksize(), 0);
+                    file.read_block(blk, buf)?;
+                    buf.truncate(len);
+                    Ok(())
+                });
                 ok.push(d.blk);
             }
             written.push((*id, ok));

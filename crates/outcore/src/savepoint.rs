@@ -100,8 +100,8 @@ impl Savepoint {
             }
             oa.source.reset(zero_from);
             oa.file.set_size(size)?;
-            // Dirty blocks at the savepoint get its content back (changed pages only, so the
-            // commit still stores small deltas).
+            // Dirty blocks at the savepoint get its content back (changed pages only, so only
+            // those stay dirty).
             let Some(saved) = saved else { continue };
             for (&blk, content) in &saved.blocks {
                 let view = oa.file.map(blk..blk + 1)?;

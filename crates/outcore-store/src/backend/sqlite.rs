@@ -403,20 +403,28 @@ fn write_pages(blob: &mut rusqlite::blob::Blob<'_>, cap: usize, data: &[u8], cha
 }
 
 /// The commit transaction.
-struct SqliteTxn<'a>(rusqlite::Transaction<'a>);
+struct SqliteTxn<'a> {
+    tx: rusqlite::Transaction<'a>,
+    store: &'a SqliteStore,
+    /// A reader in a read transaction for the committed content the commit replaces: it sees
+    /// exactly the head the write transaction started from (the write lock is held), and reads
+    /// from it stay direct (SQLite reads overflow pages straight into the buffer only while the
+    /// connection has no dirty pages; the write transaction soon has some).
+    reader: Option<crate::pool::Pooled<'a, Connection>>,
+}
 
 impl WriteTxn for SqliteTxn<'_> {
     fn head(&mut self) -> Result<Head> {
-        q_head(&self.0)
+        q_head(&self.tx)
     }
 
     fn changed_since(&mut self, base: Tid) -> Result<ChangedSets> {
-        q_changes(&self.0, base, i64::MAX as u64)
+        q_changes(&self.tx, base, i64::MAX as u64)
     }
 
     fn array_at(&mut self, id: ArrayId, at: Tid) -> Result<Option<ArrayVersion>> {
         let row = self
-            .0
+            .tx
             .prepare_cached(
                 "SELECT tid, name, meta FROM outcore_array WHERE array_id = ?1 AND tid <= ?2 ORDER BY tid DESC LIMIT 1",
             )
@@ -436,12 +444,12 @@ impl WriteTxn for SqliteTxn<'_> {
     }
 
     fn live_arrays(&mut self, at: Tid) -> Result<Vec<ArrayInfo>> {
-        q_arrays(&self.0, LIVE_ARRAYS, &[&(at as i64)])
+        q_arrays(&self.tx, LIVE_ARRAYS, &[&(at as i64)])
     }
 
     fn stored_blocks_from(&mut self, id: ArrayId, from_blk: u64) -> Result<Vec<(u64, u64)>> {
         let mut st = self
-            .0
+            .tx
             .prepare_cached(
                 "SELECT blk, len FROM outcore_current WHERE array_id = ?1 AND blk >= ?2 AND len > 0 ORDER BY blk",
             )
@@ -455,16 +463,22 @@ impl WriteTxn for SqliteTxn<'_> {
     }
 
     fn load(&mut self, id: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> Result<()> {
-        q_load(&self.0, id, blk, at, buf)
+        if self.reader.is_none() {
+            let r = self.store.reader()?;
+            r.execute_batch("BEGIN DEFERRED").map_err(err("commit"))?;
+            self.reader = Some(r);
+        }
+        let Some(r) = &self.reader else { return q_load(&self.tx, id, blk, at, buf) };
+        q_load(r, id, blk, at, buf)
     }
 
     fn current(&mut self, id: ArrayId, blk: u64) -> Result<Option<CurrentRow>> {
-        let row = q_current(&self.0, id, blk).map_err(err("commit"))?;
+        let row = q_current(&self.tx, id, blk).map_err(err("commit"))?;
         Ok(row.map(|r| CurrentRow { tid: r.stored.tid, len: r.stored.len, codec: r.stored.codec, handle: r.data_id }))
     }
 
     fn insert_txn(&mut self, info: &TxnInfo) -> Result<()> {
-        self.0
+        self.tx
             .prepare_cached(
                 "INSERT INTO outcore_txn (tid, time_us, user, description, extension) VALUES (?1, ?2, ?3, ?4, ?5)",
             )
@@ -486,7 +500,7 @@ impl WriteTxn for SqliteTxn<'_> {
             Some((name, meta)) => (Some(name), Some(encode_meta(meta))),
             None => (None, None),
         };
-        self.0
+        self.tx
             .prepare_cached("INSERT INTO outcore_array (array_id, tid, name, meta) VALUES (?1, ?2, ?3, ?4)")
             .and_then(|mut st| st.execute(params![id.0 as i64, tid as i64, name, meta]))
             .map(|_| ())
@@ -494,7 +508,7 @@ impl WriteTxn for SqliteTxn<'_> {
     }
 
     fn undo_chain(&mut self, id: ArrayId, blk: u64, tid: Tid) -> Result<Option<block::UndoChain>> {
-        self.0
+        self.tx
             .prepare_cached("SELECT depth, chain_bytes FROM outcore_undo WHERE array_id = ?1 AND blk = ?2 AND tid = ?3")
             .and_then(|mut st| {
                 st.query_row(params![id.0 as i64, blk as i64, tid as i64], |r| {
@@ -506,7 +520,7 @@ impl WriteTxn for SqliteTxn<'_> {
     }
 
     fn insert_undo(&mut self, id: ArrayId, blk: u64, tid: Tid, undo: &Encoded) -> Result<()> {
-        self.0
+        self.tx
             .prepare_cached(
                 "INSERT INTO outcore_undo
                  (array_id, blk, tid, prev_tid, kind, depth, chain_bytes, codec, len, checksum, data)
@@ -539,7 +553,7 @@ impl WriteTxn for SqliteTxn<'_> {
         prev: Option<&CurrentRow>,
         new: &CurrentWrite<'_>,
     ) -> Result<()> {
-        let c = &*self.0;
+        let c = &*self.tx;
         let len = new.enc.len as usize;
         let mut data_id = prev.map_or(0, |p| p.handle);
         if len == 0 {
@@ -595,7 +609,7 @@ impl WriteTxn for SqliteTxn<'_> {
     }
 
     fn set_head(&mut self, tid: Tid, time_us: i64) -> Result<()> {
-        self.0
+        self.tx
             .execute("UPDATE outcore_head SET tid = ?1, time_us = ?2 WHERE id = 1", params![tid as i64, time_us])
             .map(|_| ())
             .map_err(err("commit"))
@@ -655,9 +669,13 @@ impl Store for SqliteStore {
     fn commit(&self, base: Tid, commit: Commit) -> Result<Tid> {
         let mut w = self.writer.lock();
         let tx = w.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err("begin commit"))?;
-        let mut txn = SqliteTxn(tx);
-        let tid = commit::apply(&mut txn, base, commit)?;
-        txn.0.commit().map_err(err("commit"))?;
+        let mut txn = SqliteTxn { tx, store: self, reader: None };
+        let tid = commit::apply(&mut txn, base, commit);
+        if let Some(r) = txn.reader.take() {
+            r.execute_batch("COMMIT").map_err(err("commit"))?;
+        }
+        let tid = tid?;
+        txn.tx.commit().map_err(err("commit"))?;
         Ok(tid)
     }
 
