@@ -663,7 +663,7 @@ impl FileHandle {
             )));
         }
         f.pin_resident(blk)?;
-        let r = f.memfd.read_exact_at(buf, blk * f.blksize);
+        let r = f.memfd.read_mapped(buf, blk * f.blksize);
         f.unpin(blk);
         r.map_err(|e| PagerError::io(format!("reading block {blk} from the page cache"), e))
     }

@@ -63,24 +63,33 @@ impl Memfd {
         Ok(())
     }
 
-    /// Reads exactly `buf.len()` bytes at `offset` (holes read as zeros).
-    pub fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
-        while !buf.is_empty() {
-            // SAFETY: `buf` is a writable slice of the given length.
-            let n = unsafe { libc::pread(self.raw(), buf.as_mut_ptr().cast(), buf.len(), offset as libc::off_t) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            if n == 0 {
-                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
-            }
-            buf = &mut buf[n as usize..];
-            offset += n as u64;
+    /// Copies `buf.len()` bytes at page-aligned `offset` through a temporary read-only mapping:
+    /// for resident data several times faster than `pread`, which looks up, locks and marks
+    /// accessed every 4 KiB page of shmem on its own (the mapping is populated 64 KiB at a time
+    /// by fault-around). Holes read as zeros.
+    pub fn read_mapped(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
         }
+        // SAFETY: a fresh read-only mapping at an address the kernel chooses; nothing else is
+        // touched. The caller keeps the range within the memfd's length (resident blocks).
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                buf.len(),
+                libc::PROT_READ,
+                libc::MAP_SHARED | libc::MAP_NORESERVE,
+                self.raw(),
+                offset as libc::off_t,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `p` maps `buf.len()` readable bytes; `buf` is a distinct writable slice.
+        unsafe { std::ptr::copy_nonoverlapping(p.cast::<u8>(), buf.as_mut_ptr(), buf.len()) };
+        // SAFETY: unmaps exactly the mapping made above.
+        unsafe { libc::munmap(p, buf.len()) };
         Ok(())
     }
 

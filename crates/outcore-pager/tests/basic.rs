@@ -382,7 +382,12 @@ fn budget_below_one_block() {
             }
         }
     }
-    assert!(p.stats().evictions >= 30, "{:?}", p.stats());
+    // Every load but the last few was evicted again (eviction runs beside the loads, so the
+    // last blocks may still be resident when the pass ends).
+    let st = p.stats();
+    let resident = st.bytes_resident / BS as u64;
+    assert_eq!(st.evictions + resident, st.loads, "{st:?}");
+    assert!(st.loads >= 32 && resident <= 4, "{st:?}");
     p.set_cache_budget(0);
     assert_eq!(p.stats().bytes_resident, 0, "{:?}", p.stats());
 }
