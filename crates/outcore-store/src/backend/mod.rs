@@ -1,5 +1,6 @@
 //! Backends: one module per database, each implementing [`Store`](crate::Store).
 
+mod checkpoint;
 mod pg_config;
 pub(crate) mod postgres;
 pub(crate) mod sqlite;

@@ -56,6 +56,7 @@ pub struct SqliteStore {
     location: String,
     writer: Mutex<Connection>,
     readers: Pool<Connection>,
+    checkpointer: super::checkpoint::Checkpointer,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -64,7 +65,7 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
-fn connect(path: &Path, create: bool) -> rusqlite::Result<Connection> {
+pub(crate) fn connect(path: &Path, create: bool) -> rusqlite::Result<Connection> {
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
     if create {
         flags |= OpenFlags::SQLITE_OPEN_CREATE;
@@ -102,7 +103,11 @@ impl SqliteStore {
             _ => Error::BadLocation { location: location.clone(), reason: e.to_string() },
         })?;
         Self::init_schema(&mut writer, &location)?;
-        Ok(SqliteStore { path, location, writer: Mutex::new(writer), readers: Pool::new(16) })
+        // Commits leave copying the WAL into the database file to a background thread.
+        writer.pragma_update(None, "wal_autocheckpoint", 0).map_err(err("open"))?;
+        let checkpointer = super::checkpoint::Checkpointer::start(&path)
+            .map_err(|e| Error::BadLocation { location: location.clone(), reason: e.to_string() })?;
+        Ok(SqliteStore { path, location, writer: Mutex::new(writer), readers: Pool::new(16), checkpointer })
     }
 
     fn init_schema(conn: &mut Connection, location: &str) -> Result<()> {
@@ -676,6 +681,7 @@ impl Store for SqliteStore {
         }
         let tid = tid?;
         txn.tx.commit().map_err(err("commit"))?;
+        self.checkpointer.poke();
         Ok(tid)
     }
 
@@ -754,6 +760,7 @@ impl Store for SqliteStore {
         stats.array_versions = av;
         tx.execute("UPDATE outcore_head SET gc_horizon = ?1 WHERE id = 1", [k]).map_err(err("gc"))?;
         tx.commit().map_err(err("gc"))?;
+        self.checkpointer.poke();
         Ok(stats)
     }
 
