@@ -392,6 +392,7 @@ fn gc_removes_deleted_arrays(f: &Fixture) {
     assert_eq!(s.stats().unwrap().block_versions, 1);
     assert_eq!(s.arrays(t4).unwrap().len(), 1);
     assert_eq!(load(s, keep, 0, t4)[0], 2);
+    f.assert_no_leaked_payloads();
 }
 
 fn corrupt_block_is_detected(f: &Fixture) {

@@ -150,9 +150,9 @@ fn run(f: &Fixture, seed: u64, ops: usize) {
         let mut buf = vec![0u8; BS];
         assert!(matches!(store.load(id, 0, horizon - 1, &mut buf), Err(Error::SnapshotGone { .. })));
     }
-    // Deltas keep the store small: far less than whole blocks per write.
     let st = store.stats().unwrap();
     assert!(st.block_versions > 0);
+    f.assert_no_leaked_payloads();
 }
 
 fn random_histories_match_the_model(f: &Fixture) {
