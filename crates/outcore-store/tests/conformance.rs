@@ -408,7 +408,8 @@ fn corrupt_block_is_detected(f: &Fixture) {
         assert_eq!(c.execute(sql, [&bad]).unwrap(), 1);
     } else {
         let mut c = ::postgres::Client::connect(&f.url, ::postgres::NoTls).unwrap();
-        assert_eq!(c.execute("UPDATE outcore_current SET data = $1 WHERE blk = 2", &[&bad]).unwrap(), 1);
+        let sql = "UPDATE outcore_segment SET data = $1 WHERE blk = 2 AND seg = 0";
+        assert_eq!(c.execute(sql, &[&bad]).unwrap(), 1);
     }
     let mut buf = vec![0u8; BS as usize];
     match f.reopen().load(id, 2, t1, &mut buf) {

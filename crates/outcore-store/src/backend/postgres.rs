@@ -31,9 +31,12 @@ CREATE TABLE outcore_array (
 CREATE INDEX outcore_array_tid ON outcore_array (tid);
 CREATE TABLE outcore_current (
     array_id bigint NOT NULL, blk bigint NOT NULL, tid bigint NOT NULL,
-    codec int NOT NULL, len bigint NOT NULL, checksum bigint NOT NULL, data bytea NOT NULL,
+    codec int NOT NULL, len bigint NOT NULL, checksum bigint NOT NULL,
     PRIMARY KEY (array_id, blk));
-ALTER TABLE outcore_current ALTER COLUMN data SET STORAGE EXTERNAL;
+CREATE TABLE outcore_segment (
+    array_id bigint NOT NULL, blk bigint NOT NULL, seg int NOT NULL, data bytea NOT NULL,
+    PRIMARY KEY (array_id, blk, seg));
+ALTER TABLE outcore_segment ALTER COLUMN data SET STORAGE EXTERNAL;
 CREATE TABLE outcore_undo (
     array_id bigint NOT NULL, blk bigint NOT NULL, tid bigint NOT NULL, prev_tid bigint NOT NULL,
     kind int NOT NULL, depth bigint NOT NULL, chain_bytes bigint NOT NULL,
@@ -149,10 +152,13 @@ const HEAD: &str = "SELECT tid, gc_horizon, time_us FROM outcore_head WHERE id =
 /// What a snapshot `$3` reads of a block, with the gc horizon, in one statement (one
 /// snapshot): first the current version (NULLs if none), then the undo records newer than the
 /// snapshot, newest first, down to the oldest full record among them (none when the current
-/// version is at or before the snapshot).
+/// version is at or before the snapshot), then the current payload's segments.
 const LOAD: &str = "SELECT 0 AS k, h.gc_horizon, c.tid, c.codec, c.len, c.checksum, 0::bigint AS prev_tid,
-         0 AS kind, c.data
+         0 AS kind, NULL::bytea AS data
      FROM outcore_head h LEFT JOIN outcore_current c ON c.array_id = $1 AND c.blk = $2 WHERE h.id = 1
+     UNION ALL
+     SELECT 2, NULL, s.seg::bigint, NULL, NULL, NULL, NULL, NULL, s.data FROM outcore_segment s
+     WHERE s.array_id = $1 AND s.blk = $2
      UNION ALL
      SELECT 1, NULL::bigint, u.tid, u.codec, u.len, u.checksum, u.prev_tid, u.kind, u.data
      FROM outcore_undo u
@@ -211,15 +217,43 @@ fn q_load<C: postgres::GenericClient>(
     }
     let current = first.get::<_, Option<i64>>(2).map(|_| stored_row(first));
     let current_tid = current.map_or(0, |c| c.tid);
+    let kind_of = |r: &postgres::Row| r.get::<_, i32>(0);
+    let segments = rows[1..].iter().filter(|r| kind_of(r) == 2).map(|r| (r.get::<_, i64>(2), r.get::<_, &[u8]>(8)));
     let read_current = |buf: &mut [u8]| match current {
-        Some(cur) if cur.len > 0 => block::decode_current(array, blk, &cur, buf),
+        Some(cur) if cur.len > 0 && cur.codec == block::CODEC_RAW => {
+            // Segments in place; a missing one (or the end of a short one) reads zeros.
+            buf.fill(0);
+            for (seg, data) in segments {
+                let start = seg as usize * SEGMENT;
+                let dst = buf.get_mut(start..start + data.len()).ok_or_else(|| Error::Corrupt {
+                    array,
+                    name: String::new(),
+                    blk,
+                    tid: cur.tid,
+                    detail: format!("segment {seg} of {} bytes lies beyond the block", data.len()),
+                })?;
+                dst.copy_from_slice(data);
+            }
+            block::verify_in_place(array, blk, &cur, buf)
+        }
+        Some(cur) if cur.len > 0 => {
+            let payload = segments.filter(|(seg, _)| *seg == 0).map(|(_, d)| d).next().unwrap_or(&[]);
+            block::decode_current(array, blk, &Stored { data: payload, ..cur }, buf)
+        }
         _ => {
             buf.fill(0);
             Ok(())
         }
     };
-    block::rewind(array, blk, at, current_tid, read_current, rows[1..].iter().map(stored_row), buf)
+    let undo = rows[1..].iter().filter(|r| kind_of(r) == 1).map(stored_row);
+    block::rewind(array, blk, at, current_tid, read_current, undo, buf)
 }
+
+/// Raw current payloads are stored in rows of this many bytes (the last one, or one holding the
+/// end of the content, shorter; all-zero ones not at all), so that a small write rewrites one
+/// segment, not the block: PostgreSQL cannot rewrite part of a `bytea`. A compressed payload is
+/// one segment of any size.
+const SEGMENT: usize = 256 << 10;
 
 /// A payload row of the `LOAD` query.
 fn stored_row(r: &postgres::Row) -> Stored<'_> {
@@ -230,7 +264,7 @@ fn stored_row(r: &postgres::Row) -> Stored<'_> {
         len: r.get::<_, i64>(4) as u64,
         checksum: r.get(5),
         prev_tid: r.get::<_, i64>(6) as u64,
-        data: r.get::<_, &[u8]>(8),
+        data: r.get::<_, Option<&[u8]>>(8).unwrap_or(&[]),
     }
 }
 
@@ -403,27 +437,52 @@ impl WriteTxn for PgTxn<'_> {
         id: ArrayId,
         blk: u64,
         tid: Tid,
-        _prev: Option<&CurrentRow>,
+        prev: Option<&CurrentRow>,
         new: &CurrentWrite<'_>,
     ) -> Result<()> {
-        // PostgreSQL cannot rewrite part of a bytea: the content is stored whole.
         let len = new.enc.len as usize;
-        let payload: &[u8] = new.enc.compressed.as_deref().unwrap_or(&new.data[..len]);
+        let key: [&(dyn ToSql + Sync); 2] = [&(id.0 as i64), &(blk as i64)];
+        let in_place = new.enc.compressed.is_none() && prev.is_some_and(|p| p.codec == block::CODEC_RAW);
+        let (segs, datas): (Vec<i32>, Vec<&[u8]>) = if let Some(payload) = &new.enc.compressed {
+            (vec![0], vec![payload.as_slice()])
+        } else {
+            // In place: only the segments holding changed pages; else all of them.
+            let mut touched: Vec<usize> = if in_place {
+                new.changed.iter().map(|p| *p as usize * block::PAGE / SEGMENT).collect()
+            } else {
+                (0..len.div_ceil(SEGMENT)).collect()
+            };
+            touched.dedup();
+            touched
+                .into_iter()
+                .filter(|s| s * SEGMENT < len)
+                .map(|s| (s as i32, &new.data[s * SEGMENT..((s + 1) * SEGMENT).min(len)]))
+                .filter(|(_, d)| in_place || d.iter().any(|b| *b != 0))
+                .unzip()
+        };
+        // Segments beyond the content, and all of them when not rewriting in place, go first.
+        let keep_below: i32 = if in_place { len.div_ceil(SEGMENT) as i32 } else { 0 };
         self.exec(
             "commit",
-            "INSERT INTO outcore_current (array_id, blk, tid, codec, len, checksum, data)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
+            "DELETE FROM outcore_segment WHERE array_id = $1 AND blk = $2 AND seg >= $3",
+            &[key[0], key[1], &keep_below],
+        )?;
+        if !segs.is_empty() {
+            self.exec(
+                "commit",
+                "INSERT INTO outcore_segment (array_id, blk, seg, data)
+                 SELECT $1, $2, unnest($3::int[]), unnest($4::bytea[])
+                 ON CONFLICT (array_id, blk, seg) DO UPDATE SET data = excluded.data",
+                &[key[0], key[1], &segs, &datas],
+            )?;
+        }
+        self.exec(
+            "commit",
+            "INSERT INTO outcore_current (array_id, blk, tid, codec, len, checksum)
+             VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (array_id, blk) DO UPDATE SET tid = excluded.tid, codec = excluded.codec,
-                 len = excluded.len, checksum = excluded.checksum, data = excluded.data",
-            &[
-                &(id.0 as i64),
-                &(blk as i64),
-                &(tid as i64),
-                &(new.enc.codec as i32),
-                &(len as i64),
-                &new.enc.checksum,
-                &payload,
-            ],
+                 len = excluded.len, checksum = excluded.checksum",
+            &[key[0], key[1], &(tid as i64), &(new.enc.codec as i32), &(len as i64), &new.enc.checksum],
         )
         .map(|_| ())
     }
@@ -576,13 +635,18 @@ impl Store for PgStore {
             };
             // The gc statements are the SQLite ones with PostgreSQL placeholders and types.
             let pg = |sql: &str| sql.replace("?1", "$1").replace("length(data)", "length(data)::bigint");
+            let deleted_segments = format!(
+                "DELETE FROM outcore_segment WHERE array_id IN ({}) RETURNING length(data)",
+                super::sqlite::deleted_arrays!()
+            );
             let deleted_current = format!(
-                "DELETE FROM outcore_current WHERE array_id IN ({}) RETURNING length(data)",
+                "DELETE FROM outcore_current WHERE array_id IN ({}) RETURNING 0",
                 super::sqlite::deleted_arrays!()
             );
             for (sql, versions) in [
                 (super::sqlite::GC_UNDO, true),
                 (super::sqlite::GC_EMPTY, false),
+                (&deleted_segments, false),
                 (&deleted_current, false),
                 (super::sqlite::GC_DELETED_UNDO, true),
             ] {
@@ -607,7 +671,7 @@ impl Store for PgStore {
                 .query_one(
                     "SELECT (SELECT count(*) FROM outcore_undo),
                         (SELECT coalesce(sum(length(data)), 0) FROM outcore_undo)::bigint
-                        + (SELECT coalesce(sum(length(data)), 0) FROM outcore_current)::bigint",
+                        + (SELECT coalesce(sum(length(data)), 0) FROM outcore_segment)::bigint",
                     &[],
                 )
                 .map_err(err("stats"))?;
