@@ -1,4 +1,5 @@
-//! Model-based test of block versions: random interleavings of page-sized and whole-block writes, zero writes, shrinks and regrowths, rejected (conflicting) commits, gc and reopen,
+//! Model-based test of block versions: random interleavings of page-sized and whole-block writes,
+//! codec changes, zero writes, shrinks and regrowths, rejected (conflicting) commits, gc and reopen,
 //! checked against a plain in-memory model of every snapshot, on every backend.
 
 mod common;
@@ -37,7 +38,8 @@ fn check_snapshot(s: &dyn Store, id: ArrayId, tid: u64, want: &[u8], seed: u64) 
 
 fn run(f: &Fixture, seed: u64, ops: usize) {
     let mut rng = StdRng::seed_from_u64(seed);
-    let codec = [Codec::None, Codec::Lz4, Codec::Zstd { level: 1 }][seed as usize % 3];
+    let codecs = [Codec::None, Codec::Lz4, Codec::Zstd { level: 1 }];
+    let mut codec = codecs[seed as usize % 3];
     let mut store: Arc<dyn Store> = f.reopen();
     let id = ArrayId::random();
     let full = (NBLK * BS) as u64;
@@ -94,8 +96,12 @@ fn run(f: &Fixture, seed: u64, ops: usize) {
                 let t = store.commit(head, c).unwrap();
                 model.snapshots.insert(t, cur.clone());
             }
-            // Shrink or grow (growth re-exposes zeros).
+            // Shrink or grow (growth re-exposes zeros), sometimes with another codec: stored
+            // versions switch between raw (rewritten in place) and compressed.
             65..=74 => {
+                if rng.random_range(0..2) == 0 {
+                    codec = codecs[rng.random_range(0..codecs.len())];
+                }
                 let new = rng.random_range(0..=full);
                 if new < size {
                     cur[new as usize..].fill(0);
