@@ -145,15 +145,12 @@ fn build(dir: &std::path::Path, w: Workload) -> (Built, Vec<u8>) {
             dirty.insert((b, (e * 8 / PAGE) as u32));
         }
         chunk += dirty.len() as u64 * PAGE as u64;
-        let mut by_block: std::collections::BTreeMap<usize, Vec<u32>> = Default::default();
-        for (b, p) in dirty {
-            by_block.entry(b).or_default().push(p);
-        }
-        for (b, pages) in by_block {
+        let changed: BTreeSet<usize> = dirty.iter().map(|(b, _)| *b).collect();
+        for b in changed {
             let end = ((b + 1) * BLK).min(content.len());
             let data = content[b * BLK..end].to_vec();
             whole += data.len() as u64;
-            c.write_block_pages(id, b as u64, data, pages);
+            c.write_block(id, b as u64, data);
         }
         tid = s.commit(tid, c).unwrap();
     }
@@ -240,6 +237,8 @@ fn main() {
         return child(&spec);
     }
     let base = std::env::var("OUTCORE_BENCH_DIR").unwrap_or_else(|_| ".".into());
+    // The stores stay until the end (in the temp dir, or kept with OUTCORE_BENCH_KEEP=1 for
+    // inspection, e.g. of their page layout with SQLite's dbstat).
     let dir = tempfile::tempdir_in(base).unwrap();
     let dir = if std::env::var_os("OUTCORE_BENCH_KEEP").is_some() { dir.keep() } else { dir.path().to_path_buf() };
     let only: Option<String> = std::env::var("OUTCORE_BENCH_ONLY").ok();
@@ -254,14 +253,8 @@ fn main() {
         let (b, content) = build(&dir, w);
         let read_ms = cold_read(&b.path, b.id, 0);
         let old_ms = cold_read(&b.path, b.id, b.mid);
-        if std::env::var_os("OUTCORE_BENCH_KEEP").is_none() {
-            remove(&b.path);
-        }
         let (whole_path, whole_id) = build_whole(&dir, &content);
         let whole_ms = cold_read(&whole_path, whole_id, 0);
-        if std::env::var_os("OUTCORE_BENCH_KEEP").is_none() {
-            remove(&whole_path);
-        }
         let mib = |b: u64| b as f64 / (1 << 20) as f64;
         println!(
             "| {} | {:.1} MiB | {:.2} | {:.1} MiB | {:.1} MiB ({:.1}) | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} |",

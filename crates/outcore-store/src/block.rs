@@ -195,19 +195,20 @@ pub(crate) fn encode_undo(
     codec: Codec,
 ) -> Encoded {
     let old_len = content_len(old);
-    let seal = |kind: i64, chain: UndoChain, raw: Vec<u8>| {
+    let prev = prev.unwrap_or_default();
+    // A page record extends the chain since the last full record; a full record starts a new one.
+    let seal = |kind: i64, raw: Vec<u8>| {
         let (codec, data) = compress(&raw, codec).unwrap_or((CODEC_RAW, raw));
-        let chain = if kind == KIND_UNDO {
-            UndoChain { depth: chain.depth, bytes: chain.bytes + data.len() as i64 }
-        } else {
-            chain
+        let chain = match kind {
+            KIND_UNDO => UndoChain { depth: prev.depth + 1, bytes: prev.bytes + data.len() as i64 },
+            _ => UndoChain::default(),
         };
         let place = Place { array, blk, tid, kind, codec, len: old_len as u64, prev_tid };
         let checksum = place.checksum(&data);
         Encoded { kind, chain, codec, len: old_len as u64, checksum, data, prev_tid }
     };
     if old_len == 0 {
-        return seal(KIND_UNDO_FULL, UndoChain::default(), Vec::new());
+        return seal(KIND_UNDO_FULL, Vec::new());
     }
     let kept: Vec<u32> = pages.iter().copied().filter(|p| (*p as usize) * PAGE < old_len).collect();
     let mut raw = Vec::with_capacity(4 + kept.len() * (4 + PAGE));
@@ -225,15 +226,14 @@ pub(crate) fn encode_undo(
         }
     }
     raw.extend_from_slice(&body);
-    let prev = prev.unwrap_or_default();
-    let budget = UNDO_BUDGET_FACTOR * old_len.max(256 << 10) as i64;
-    if raw.len() >= old_len || prev.depth + 1 > MAX_UNDO_DEPTH || prev.bytes + raw.len() as i64 > budget {
-        return seal(KIND_UNDO_FULL, UndoChain::default(), old[..old_len].to_vec());
+    let full = || seal(KIND_UNDO_FULL, old[..old_len].to_vec());
+    if raw.len() >= old_len || prev.depth >= MAX_UNDO_DEPTH {
+        return full();
     }
-    let rec = seal(KIND_UNDO, UndoChain { depth: prev.depth + 1, bytes: prev.bytes }, raw);
-    if rec.chain.bytes > budget {
-        // Compression did not bring it within the bound: checkpoint instead.
-        return seal(KIND_UNDO_FULL, UndoChain::default(), old[..old_len].to_vec());
+    let rec = seal(KIND_UNDO, raw);
+    // The bound applies to the bytes stored (after compression).
+    if rec.chain.bytes > UNDO_BUDGET_FACTOR * old_len.max(256 << 10) as i64 {
+        return full();
     }
     rec
 }
@@ -614,6 +614,10 @@ mod tests {
         assert!(at(3, vec![undo(&u5, 5)]).unwrap_err().to_string().contains("tid 9"));
         // A missing record is corruption, not an older or newer version.
         assert!(matches!(at(3, vec![undo(&u9, 9)]), Err(Error::Corrupt { .. })));
+        // So is a record that claims to restore a version newer than itself.
+        let loop_back = encode_undo(ArrayId(1), 0, 9, &v1, &one, 9, None, Codec::None);
+        let e = at(3, vec![undo(&loop_back, 9)]).unwrap_err();
+        assert!(e.to_string().contains("later tid 9"), "{e}");
     }
 
     #[test]

@@ -143,13 +143,6 @@ impl Commit {
         self
     }
 
-    /// Like [`write_block`](Commit::write_block), for callers that know which 4 KiB pages they
-    /// changed. The list is not needed (the store finds the changed pages itself, so a wrong
-    /// list cannot lose a change); it is accepted so that such callers need no second path.
-    pub fn write_block_pages(&mut self, array: ArrayId, blk: u64, data: Vec<u8>, _pages: Vec<u32>) -> &mut Self {
-        self.write_block(array, blk, data)
-    }
-
     /// True when the commit changes nothing (it still records a transaction).
     pub fn is_empty(&self) -> bool {
         self.arrays.is_empty() && self.blocks.is_empty()

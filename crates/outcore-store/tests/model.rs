@@ -60,7 +60,6 @@ fn run(f: &Fixture, seed: u64, ops: usize) {
                 if (b * BS) as u64 >= size {
                     continue;
                 }
-                let mut pages = Vec::new();
                 for _ in 0..rng.random_range(1..4) {
                     let p = rng.random_range(0..BS / PAGE);
                     let at = b * BS + p * PAGE;
@@ -75,10 +74,9 @@ fn run(f: &Fixture, seed: u64, ops: usize) {
                         let n = rng.random_range(1..=end - at);
                         cur[at..at + n].fill(v);
                     }
-                    pages.push(p as u32);
                 }
                 let mut c = Commit::new();
-                c.write_block_pages(id, b as u64, cur[b * BS..(b + 1) * BS].to_vec(), pages);
+                c.write_block(id, b as u64, cur[b * BS..(b + 1) * BS].to_vec());
                 let t = store.commit(head, c).unwrap();
                 model.snapshots.insert(t, cur.clone());
             }
@@ -120,7 +118,7 @@ fn run(f: &Fixture, seed: u64, ops: usize) {
                     let ch = store.changes(base, head).unwrap();
                     if ch.blocks.iter().any(|(_, x)| *x == b) && base < head {
                         let mut c = Commit::new();
-                        c.write_block_pages(id, b, vec![0xEE; BS], vec![0]);
+                        c.write_block(id, b, vec![0xEE; BS]);
                         let r = store.commit(base, c);
                         assert!(matches!(r, Err(Error::Conflict(_)) | Err(Error::Invalid(_))), "seed {seed}: {r:?}");
                         assert_eq!(store.head().unwrap(), head);
@@ -167,22 +165,25 @@ fn random_histories_match_the_model(f: &Fixture) {
     }
 }
 
-fn small_writes_store_only_changed_pages(f: &Fixture) {
-    let s = &*f.store;
+/// A new uncompressed array of `nbytes` named `name`, with `block0` written: (id, tid).
+fn array_with_block0(s: &dyn Store, name: &str, nbytes: u64, block0: &[u8]) -> (ArrayId, u64) {
     let id = ArrayId::random();
     let mut c = Commit::new();
-    c.put_array(id, "d", meta((NBLK * BS) as u64, Codec::None));
-    let mut t = s.commit(0, c).unwrap();
+    c.put_array(id, name, meta(nbytes, Codec::None));
+    c.write_block(id, 0, block0.to_vec());
+    (id, s.commit(s.head().unwrap(), c).unwrap())
+}
+
+fn small_writes_store_only_changed_pages(f: &Fixture) {
+    let s = &*f.store;
     let mut content = vec![3u8; BS];
-    let mut c = Commit::new();
-    c.write_block(id, 0, content.clone());
-    t = s.commit(t, c).unwrap();
+    let (id, mut t) = array_with_block0(s, "d", (NBLK * BS) as u64, &content);
     let before = s.stats().unwrap().stored_bytes;
     // 20 one-page writes: each stores about one page, not a block.
     for i in 0..20u32 {
         content[(i as usize % 16) * PAGE] = i as u8;
         let mut c = Commit::new();
-        c.write_block_pages(id, 0, content.clone(), vec![i % 16]);
+        c.write_block(id, 0, content.clone());
         t = s.commit(t, c).unwrap();
     }
     let grown = s.stats().unwrap().stored_bytes - before;
@@ -204,7 +205,7 @@ fn small_writes_store_only_changed_pages(f: &Fixture) {
         part[len..len + 700].fill(i + 2);
         len += 700;
         let mut c = Commit::new();
-        c.write_block_pages(id, 1, part.clone(), vec![(len / PAGE) as u32]);
+        c.write_block(id, 1, part.clone());
         t = s.commit(t, c).unwrap();
         f.reopen().load(id, 1, t, &mut buf).unwrap();
         assert_eq!(buf, part, "append {i}");
@@ -216,20 +217,14 @@ fn small_writes_store_only_changed_pages(f: &Fixture) {
 
 fn history_costs_the_changed_pages(f: &Fixture) {
     let s = &*f.store;
-    let id = ArrayId::random();
-    let mut c = Commit::new();
-    c.put_array(id, "d", meta(BS as u64, Codec::None));
-    let mut t = s.commit(0, c).unwrap();
     let mut content = vec![1u8; BS];
-    let mut c = Commit::new();
-    c.write_block(id, 0, content.clone());
-    t = s.commit(t, c).unwrap();
+    let (id, mut t) = array_with_block0(s, "d", BS as u64, &content);
     let first = t;
     // Many single-page writes: the block is stored once, plus one page of history per write.
     for i in 0..100u32 {
         content[(i as usize % 16) * PAGE + 1] = (i + 100) as u8;
         let mut c = Commit::new();
-        c.write_block_pages(id, 0, content.clone(), vec![i % 16]);
+        c.write_block(id, 0, content.clone());
         t = s.commit(t, c).unwrap();
     }
     let st = s.stats().unwrap();
@@ -252,14 +247,8 @@ fn history_costs_the_changed_pages(f: &Fixture) {
 
 fn history_reads_are_bounded_by_full_records(f: &Fixture) {
     let s = &*f.store;
-    let id = ArrayId::random();
-    let mut c = Commit::new();
-    c.put_array(id, "b", meta(BS as u64, Codec::None));
-    let mut t = s.commit(0, c).unwrap();
     let mut content = vec![1u8; BS];
-    let mut c = Commit::new();
-    c.write_block(id, 0, content.clone());
-    t = s.commit(t, c).unwrap();
+    let (id, mut t) = array_with_block0(s, "b", BS as u64, &content);
     let mut snaps = vec![(t, content.clone())];
     // One-page writes: history keeps one page each, plus the whole block after every 256 of
     // them (4 x 256 KiB of page records for this 64 KiB block), so reading any old snapshot

@@ -468,12 +468,14 @@ impl WriteTxn for SqliteTxn<'_> {
     }
 
     fn load(&mut self, id: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> Result<()> {
-        if self.reader.is_none() {
-            let r = self.store.reader()?;
-            r.execute_batch("BEGIN DEFERRED").map_err(err("commit"))?;
-            self.reader = Some(r);
-        }
-        let Some(r) = &self.reader else { return q_load(&self.tx, id, blk, at, buf) };
+        let r = match &mut self.reader {
+            Some(r) => r,
+            none => {
+                let r = self.store.reader()?;
+                r.execute_batch("BEGIN DEFERRED").map_err(err("commit"))?;
+                none.insert(r)
+            }
+        };
         q_load(r, id, blk, at, buf)
     }
 
