@@ -17,6 +17,15 @@ pub(crate) const KIND_CURRENT: i64 = 0;
 pub(crate) const KIND_UNDO: i64 = 1;
 /// The whole previous version: a checkpoint where reads of older snapshots can start.
 pub(crate) const KIND_UNDO_FULL: i64 = 2;
+/// Pages of the new version, as a commit wrote them, kept beside the current version instead
+/// of rewriting it (a pending patch, merged into the current version by a later commit).
+pub(crate) const KIND_PATCH: i64 = 3;
+
+/// Most pending patches of one block: a head read applies them all.
+pub(crate) const MAX_PATCHES: i64 = 64;
+/// Pending patches of one block may hold up to this fraction of its block size: a head read
+/// fetches at most that much more than the current version.
+pub(crate) const PATCH_BUDGET_DIVISOR: u64 = 4;
 
 /// Most page records between two full undo records of a block.
 pub(crate) const MAX_UNDO_DEPTH: i64 = 1024;
@@ -210,22 +219,7 @@ pub(crate) fn encode_undo(
     if old_len == 0 {
         return seal(KIND_UNDO_FULL, Vec::new());
     }
-    let kept: Vec<u32> = pages.iter().copied().filter(|p| (*p as usize) * PAGE < old_len).collect();
-    let mut raw = Vec::with_capacity(4 + kept.len() * (4 + PAGE));
-    raw.extend_from_slice(&(kept.len() as u32).to_le_bytes());
-    let mut body = Vec::new();
-    for &p in &kept {
-        // The page that holds the end of the content is stored only up to it.
-        let start = p as usize * PAGE;
-        let page = &old[start..(start + PAGE).min(old_len)];
-        if page.iter().all(|b| *b == 0) {
-            raw.extend_from_slice(&(p | ZERO_PAGE).to_le_bytes());
-        } else {
-            raw.extend_from_slice(&p.to_le_bytes());
-            body.extend_from_slice(page);
-        }
-    }
-    raw.extend_from_slice(&body);
+    let raw = page_record(old, old_len, pages);
     let full = || seal(KIND_UNDO_FULL, old[..old_len].to_vec());
     if raw.len() >= old_len || prev.depth >= MAX_UNDO_DEPTH {
         return full();
@@ -238,7 +232,55 @@ pub(crate) fn encode_undo(
     rec
 }
 
-fn corrupt(array: ArrayId, blk: u64, tid: Tid, detail: String) -> Error {
+/// The bytes of `pages` of `content` (zero beyond `len`), as a page record stores them: a page
+/// count, one word per page (its index, flagged when all zeros: no bytes stored), then the bytes
+/// of the other pages, the page that holds the end of the content only up to it. Pages at or
+/// beyond `len` are left out: applying the record zeroes everything from `len` on.
+fn page_record(content: &[u8], len: usize, pages: &[u32]) -> Vec<u8> {
+    let kept: Vec<u32> = pages.iter().copied().filter(|p| (*p as usize) * PAGE < len).collect();
+    let mut raw = Vec::with_capacity(4 + kept.len() * (4 + PAGE));
+    raw.extend_from_slice(&(kept.len() as u32).to_le_bytes());
+    let mut body = Vec::new();
+    for &p in &kept {
+        let start = p as usize * PAGE;
+        let page = &content[start..(start + PAGE).min(len)];
+        if page.iter().all(|b| *b == 0) {
+            raw.extend_from_slice(&(p | ZERO_PAGE).to_le_bytes());
+        } else {
+            raw.extend_from_slice(&p.to_le_bytes());
+            body.extend_from_slice(page);
+        }
+    }
+    raw.extend_from_slice(&body);
+    raw
+}
+
+/// Bytes a page record of `pages` takes at most, before compression.
+pub(crate) fn page_record_bound(pages: usize) -> u64 {
+    4 + pages as u64 * (4 + PAGE as u64)
+}
+
+/// The pending patch of commit `tid` that turns a block's version `prev_tid` into `new`, which
+/// differs from it in `pages`: the new bytes of those pages (a page record, compressed with the
+/// array's codec when that pays).
+pub(crate) fn encode_patch(
+    array: ArrayId,
+    blk: u64,
+    tid: Tid,
+    new: &[u8],
+    pages: &[u32],
+    prev_tid: Tid,
+    codec: Codec,
+) -> Encoded {
+    let len = content_len(new);
+    let raw = page_record(new, len, pages);
+    let (codec, data) = compress(&raw, codec).unwrap_or((CODEC_RAW, raw));
+    let place = Place { array, blk, tid, kind: KIND_PATCH, codec, len: len as u64, prev_tid };
+    let checksum = place.checksum(&data);
+    Encoded { kind: KIND_PATCH, chain: UndoChain::default(), codec, len: len as u64, checksum, data, prev_tid }
+}
+
+pub(crate) fn corrupt(array: ArrayId, blk: u64, tid: Tid, detail: String) -> Error {
     Error::Corrupt { array, name: String::new(), blk, tid, detail }
 }
 
@@ -313,9 +355,20 @@ pub(crate) fn verify_in_place(array: ArrayId, blk: u64, s: &Stored<'_>, buf: &mu
 /// Verify an undo record and apply it to `buf`, which holds the content of the version it
 /// follows: afterwards `buf` holds the version before (`s.prev_tid`).
 pub(crate) fn apply_undo(array: ArrayId, blk: u64, s: &Stored<'_>, buf: &mut [u8]) -> Result<()> {
+    apply_pages(array, blk, s, KIND_UNDO, buf)
+}
+
+/// Verify a pending patch and apply it to `buf`, which holds version `s.prev_tid`: afterwards
+/// `buf` holds version `s.tid`.
+pub(crate) fn apply_patch(array: ArrayId, blk: u64, s: &Stored<'_>, buf: &mut [u8]) -> Result<()> {
+    apply_pages(array, blk, s, KIND_PATCH, buf)
+}
+
+/// Apply a page record of kind `kind` to `buf`.
+fn apply_pages(array: ArrayId, blk: u64, s: &Stored<'_>, kind: i64, buf: &mut [u8]) -> Result<()> {
     let bad = |d: String| corrupt(array, blk, s.tid, d);
-    if s.kind != KIND_UNDO {
-        return Err(bad(format!("expected an undo record, found kind {}", s.kind)));
+    if s.kind != kind {
+        return Err(bad(format!("expected a page record of kind {kind}, found kind {}", s.kind)));
     }
     check(array, blk, s, s.data, buf.len())?;
     let decoded;

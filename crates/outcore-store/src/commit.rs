@@ -180,6 +180,12 @@ pub(crate) struct CurrentRow {
     pub codec: i64,
     /// Backend-specific handle of the payload (SQLite: the `outcore_blob` row; 0 when none).
     pub handle: i64,
+    /// Content length of the stored payload.
+    pub base_len: u64,
+    /// Number of pending patches (0 on backends without patches).
+    pub patches: i64,
+    /// Their stored bytes.
+    pub patch_bytes: i64,
 }
 
 /// A new current version of a block, handed to the backend.
@@ -199,6 +205,17 @@ pub(crate) type ChangedSets = (Vec<(ArrayId, u64, Tid)>, Vec<(ArrayId, Tid)>);
 
 /// What a backend offers inside its exclusive commit transaction.
 pub(crate) trait WriteTxn {
+    /// Bytes a backend rewrites at least when it updates part of a raw current version in place
+    /// (SQLite: its page size), when it keeps pending patches; `None` when it does not.
+    fn patch_granule(&self) -> Option<u64> {
+        None
+    }
+    /// Keep `patch` (of commit `tid`, turning the block's newest version into content of
+    /// `patch.len` bytes) as a pending patch instead of rewriting the block's current version.
+    fn write_patch(&mut self, id: ArrayId, blk: u64, tid: Tid, patch: &Encoded) -> Result<()> {
+        let _ = (id, blk, tid, patch);
+        Err(Error::Invalid("this backend keeps no pending patches".into()))
+    }
     fn head(&mut self) -> Result<Head>;
     /// Blocks and arrays with versions newer than `base`, with the newest such tid.
     fn changed_since(&mut self, base: Tid) -> Result<ChangedSets>;
@@ -216,7 +233,7 @@ pub(crate) trait WriteTxn {
     fn undo_chain(&mut self, id: ArrayId, blk: u64, tid: Tid) -> Result<Option<block::UndoChain>>;
     /// Record the undo record of commit `tid` for a block.
     fn insert_undo(&mut self, id: ArrayId, blk: u64, tid: Tid, undo: &Encoded) -> Result<()>;
-    /// Replace a block's current version (`prev`, if any) by `new`.
+    /// Replace a block's current version (`prev`, if any, with its pending patches) by `new`.
     fn write_current(
         &mut self,
         id: ArrayId,
@@ -281,6 +298,32 @@ pub(crate) fn validate_meta(name: &str, meta: &ArrayMeta) -> Result<()> {
         return Err(Error::Invalid(format!("dtype of array '{name}' must not be empty")));
     }
     Ok(())
+}
+
+/// Whether a commit that changes `changed` pages of a block (new content `data`) should keep them
+/// as a pending patch rather than rewrite the current version `cur`: when the backend keeps
+/// patches, the block keeps content, the patch takes at most half of what rewriting in place
+/// would write (a compressed version is rewritten whole), and the block's pending patches stay
+/// within their bounds (count, and a quarter of the block size: head reads stay cheap).
+fn patch_pays(granule: Option<u64>, cur: &CurrentRow, changed: &[u32], data: &[u8], meta: &ArrayMeta) -> bool {
+    let Some(granule) = granule else { return false };
+    if cur.base_len == 0 || block::content_len(data) == 0 {
+        return false;
+    }
+    let patch = block::page_record_bound(changed.len());
+    if cur.patches >= block::MAX_PATCHES || cur.patch_bytes as u64 + patch > meta.blksize / block::PATCH_BUDGET_DIVISOR
+    {
+        return false;
+    }
+    let rewrite = if cur.codec == block::CODEC_RAW {
+        let per = (granule as usize / block::PAGE).max(1) as u32;
+        let mut granules: Vec<u32> = changed.iter().map(|p| p / per).collect();
+        granules.dedup();
+        granules.len() as u64 * granule
+    } else {
+        cur.base_len
+    };
+    2 * patch <= rewrite
 }
 
 fn now_us() -> i64 {
@@ -513,8 +556,22 @@ pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result
         };
         let undo = block::encode_undo(*id, *blk, tid, &old, &changed, prev_tid, prev_chain, meta.codec);
         txn.insert_undo(*id, *blk, tid, &undo)?;
+        if let Some(c) = cur.as_ref().filter(|c| patch_pays(txn.patch_granule(), c, &changed, data, meta)) {
+            let patch = block::encode_patch(*id, *blk, tid, data, &changed, c.tid, meta.codec);
+            txn.write_patch(*id, *blk, tid, &patch)?;
+            continue;
+        }
         let enc = block::encode_current(*id, *blk, tid, data, meta.codec);
-        let new = CurrentWrite { data, enc, changed: &changed, blksize: meta.blksize };
+        // Pending patches changed pages the stored payload still has: rewrite it all.
+        let all: Vec<u32>;
+        let changed = match cur {
+            Some(c) if c.patches > 0 => {
+                all = (0..(enc.len.max(c.base_len) as usize).div_ceil(block::PAGE) as u32).collect();
+                &all
+            }
+            _ => &changed,
+        };
+        let new = CurrentWrite { data, enc, changed, blksize: meta.blksize };
         txn.write_current(*id, *blk, tid, cur.as_ref(), &new)?;
     }
     txn.set_head(tid, time_us)?;

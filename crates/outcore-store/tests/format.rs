@@ -50,7 +50,7 @@ fn a_newer_sqlite_format_is_refused() {
         .execute("UPDATE outcore_meta SET value = '99' WHERE key = 'version'", [])
         .unwrap();
     match open(&f.url) {
-        Err(Error::UnsupportedVersion { found: 99, supported: 2, .. }) => {}
+        Err(Error::UnsupportedVersion { found: 99, supported: 3, .. }) => {}
         other => panic!("expected UnsupportedVersion, got {other:?}"),
     }
 }
@@ -61,7 +61,7 @@ fn a_newer_postgres_format_is_refused() {
     let mut c = postgres::Client::connect(&f.url, postgres::NoTls).unwrap();
     c.execute("UPDATE outcore_meta SET value = '99' WHERE key = 'version'", &[]).unwrap();
     match open(&f.url) {
-        Err(Error::UnsupportedVersion { found: 99, supported: 2, .. }) => {}
+        Err(Error::UnsupportedVersion { found: 99, supported: 3, .. }) => {}
         other => panic!("expected UnsupportedVersion, got {other:?}"),
     }
     c.execute("UPDATE outcore_meta SET value = 'something-else' WHERE key = 'format'", &[]).unwrap();

@@ -179,7 +179,8 @@ fn small_writes_store_only_changed_pages(f: &Fixture) {
     let mut content = vec![3u8; BS];
     let (id, mut t) = array_with_block0(s, "d", (NBLK * BS) as u64, &content);
     let before = s.stats().unwrap().stored_bytes;
-    // 20 one-page writes: each stores about one page, not a block.
+    // 20 one-page writes: each stores about one page of history, not a block (plus, on SQLite,
+    // pending patches: at most a quarter of the block until a commit merges them).
     for i in 0..20u32 {
         content[(i as usize % 16) * PAGE] = i as u8;
         let mut c = Commit::new();
@@ -187,7 +188,7 @@ fn small_writes_store_only_changed_pages(f: &Fixture) {
         t = s.commit(t, c).unwrap();
     }
     let grown = s.stats().unwrap().stored_bytes - before;
-    assert!(grown < 20 * (PAGE as u64 + 64), "20 page writes stored {grown} bytes");
+    assert!(grown < 20 * (PAGE as u64 + 64) + BS as u64 / 4, "20 page writes stored {grown} bytes");
     let mut buf = vec![0u8; BS];
     f.reopen().load(id, 0, t, &mut buf).unwrap();
     assert_eq!(buf, content);

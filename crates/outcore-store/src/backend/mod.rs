@@ -10,10 +10,11 @@ use crate::types::{ArrayId, ArrayInfo, ArrayMeta, Tid};
 
 /// The store format this build writes and the highest it reads.
 pub(crate) const FORMAT_NAME: &str = "outcore-store";
-/// Format version 2: tables outcore_{meta,head,txn,array,current,undo} (+ outcore_blob on
-/// SQLite): each block's current content plus undo records. Version 1 (forward delta chains in
-/// outcore_block) was never released; it is refused like any other version.
-pub(crate) const FORMAT_VERSION: u32 = 2;
+/// Format version 3: tables outcore_{meta,head,txn,array,current,undo} (+ outcore_blob and
+/// outcore_patch on SQLite, outcore_segment on PostgreSQL): each block's current content (on
+/// SQLite: a payload plus pending patches) and undo records. Versions 1 (forward delta chains)
+/// and 2 (no pending patches) were never released; they are refused like any other version.
+pub(crate) const FORMAT_VERSION: u32 = 3;
 
 /// Decode a stored metadata JSON document.
 pub(crate) fn decode_meta(id: ArrayId, tid: Tid, json: &str) -> Result<ArrayMeta> {

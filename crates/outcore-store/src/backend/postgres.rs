@@ -368,11 +368,15 @@ impl WriteTxn for PgTxn<'_> {
             "SELECT tid, codec, len FROM outcore_current WHERE array_id = $1 AND blk = $2",
             &[&(id.0 as i64), &(blk as i64)],
         )?;
+        // No pending patches here: the payload is always the newest version.
         Ok(rows.first().map(|r| CurrentRow {
             tid: r.get::<_, i64>(0) as u64,
             codec: r.get::<_, i32>(1) as i64,
             len: r.get::<_, i64>(2) as u64,
             handle: 0,
+            base_len: r.get::<_, i64>(2) as u64,
+            patches: 0,
+            patch_bytes: 0,
         }))
     }
 

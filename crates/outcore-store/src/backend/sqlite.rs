@@ -28,9 +28,15 @@ CREATE TABLE outcore_array (
 CREATE INDEX outcore_array_tid ON outcore_array (tid);
 CREATE TABLE outcore_current (
     array_id INTEGER NOT NULL, blk INTEGER NOT NULL, tid INTEGER NOT NULL,
-    codec INTEGER NOT NULL, len INTEGER NOT NULL, checksum INTEGER NOT NULL, data_id INTEGER,
+    len INTEGER NOT NULL, base_tid INTEGER NOT NULL, base_len INTEGER NOT NULL,
+    codec INTEGER NOT NULL, checksum INTEGER NOT NULL, data_id INTEGER,
+    patches INTEGER NOT NULL, patch_bytes INTEGER NOT NULL,
     PRIMARY KEY (array_id, blk)) WITHOUT ROWID;
 CREATE TABLE outcore_blob (id INTEGER PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE outcore_patch (
+    array_id INTEGER NOT NULL, blk INTEGER NOT NULL, tid INTEGER NOT NULL, prev_tid INTEGER NOT NULL,
+    codec INTEGER NOT NULL, len INTEGER NOT NULL, checksum INTEGER NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (array_id, blk, tid));
 CREATE TABLE outcore_undo (
     array_id INTEGER NOT NULL, blk INTEGER NOT NULL, tid INTEGER NOT NULL, prev_tid INTEGER NOT NULL,
     kind INTEGER NOT NULL, depth INTEGER NOT NULL, chain_bytes INTEGER NOT NULL,
@@ -39,6 +45,9 @@ CREATE TABLE outcore_undo (
 CREATE INDEX outcore_undo_tid ON outcore_undo (tid, array_id, blk);
 INSERT INTO outcore_head (id, tid, gc_horizon, time_us) VALUES (1, 0, 0, 0);
 ";
+
+/// SQLite page size of new databases: large pages keep block payloads in long contiguous runs.
+const PAGE_SIZE: u64 = 65536;
 
 /// SQLite's file header.
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
@@ -73,7 +82,7 @@ pub(crate) fn connect(path: &Path, create: bool) -> rusqlite::Result<Connection>
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     // Large pages keep a 2 MiB block in few overflow pages; set before the file is created.
-    conn.pragma_update(None, "page_size", 65536)?;
+    conn.pragma_update(None, "page_size", PAGE_SIZE as i64)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "cache_size", -65536)?;
@@ -197,27 +206,39 @@ fn q_load(c: &Connection, array: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> 
 
 /// A block's current version row.
 struct CurrentRowSql {
+    /// The newest version's tid and content length.
+    tid: Tid,
+    len: u64,
+    /// The stored payload (`tid` and `len` of the version it holds; `data` unused).
     stored: Stored<'static>,
     /// The `outcore_blob` row (0: none, the block is empty).
     data_id: i64,
+    /// Pending patches (taking the payload's version to the newest) and their bytes.
+    patches: i64,
+    patch_bytes: i64,
 }
 
 fn q_current(c: &Connection, array: ArrayId, blk: u64) -> rusqlite::Result<Option<CurrentRowSql>> {
     c.prepare_cached(
-        "SELECT tid, codec, len, checksum, coalesce(data_id, 0) FROM outcore_current WHERE array_id = ?1 AND blk = ?2",
+        "SELECT tid, len, base_tid, base_len, codec, checksum, coalesce(data_id, 0), patches, patch_bytes
+         FROM outcore_current WHERE array_id = ?1 AND blk = ?2",
     )?
     .query_row(params![array.0 as i64, blk as i64], |r| {
         Ok(CurrentRowSql {
+            tid: r.get::<_, i64>(0)? as u64,
+            len: r.get::<_, i64>(1)? as u64,
             stored: Stored {
-                tid: r.get::<_, i64>(0)? as u64,
+                tid: r.get::<_, i64>(2)? as u64,
                 kind: block::KIND_CURRENT,
-                codec: r.get(1)?,
-                len: r.get::<_, i64>(2)? as u64,
-                checksum: r.get(3)?,
+                len: r.get::<_, i64>(3)? as u64,
+                codec: r.get(4)?,
+                checksum: r.get(5)?,
                 prev_tid: 0,
                 data: &[],
             },
-            data_id: r.get(4)?,
+            data_id: r.get(6)?,
+            patches: r.get(7)?,
+            patch_bytes: r.get(8)?,
         })
     })
     .optional()
@@ -229,7 +250,7 @@ fn q_load_in_txn(c: &Connection, array: ArrayId, blk: u64, at: Tid, buf: &mut [u
     if at < horizon {
         return Err(Error::SnapshotGone { at, horizon });
     }
-    let current_tid = cur.as_ref().map_or(0, |c| c.stored.tid);
+    let current_tid = cur.as_ref().map_or(0, |c| c.tid);
     let read_current = |buf: &mut [u8]| match &cur {
         Some(cur) if cur.data_id != 0 => read_current(c, array, blk, cur, buf),
         _ => {
@@ -278,8 +299,48 @@ const UNDO_SINCE: &str = "SELECT tid, kind, prev_tid, codec, len, checksum, data
          9223372036854775807)
      ORDER BY tid DESC";
 
-/// Read a block's current version into `buf`.
+/// Read a block's current version into `buf`: its stored payload, then its pending patches.
 fn read_current(c: &Connection, array: ArrayId, blk: u64, cur: &CurrentRowSql, buf: &mut [u8]) -> Result<()> {
+    read_base(c, array, blk, cur, buf)?;
+    if cur.patches == 0 && cur.stored.tid == cur.tid {
+        return Ok(());
+    }
+    let mut st = c
+        .prepare_cached(
+            "SELECT tid, prev_tid, codec, len, checksum, data FROM outcore_patch
+             WHERE array_id = ?1 AND blk = ?2 ORDER BY tid",
+        )
+        .map_err(err("load"))?;
+    let mut rows = st.query(params![array.0 as i64, blk as i64]).map_err(err("load"))?;
+    let mut at = cur.stored.tid;
+    while let Some(r) = rows.next().map_err(err("load"))? {
+        let get = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(i64, i64, i64, i64, i64, Vec<u8>)> {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+        };
+        let (tid, prev_tid, codec, len, checksum, data) = get(r).map_err(err("load"))?;
+        let s = Stored {
+            tid: tid as u64,
+            kind: block::KIND_PATCH,
+            codec,
+            len: len as u64,
+            checksum,
+            prev_tid: prev_tid as u64,
+            data: &data,
+        };
+        if s.prev_tid != at || s.tid > cur.tid {
+            return Err(block::corrupt(array, blk, s.tid, format!("pending patch of tid {} follows tid {at}", s.tid)));
+        }
+        block::apply_patch(array, blk, &s, buf)?;
+        at = s.tid;
+    }
+    if at != cur.tid {
+        return Err(block::corrupt(array, blk, cur.tid, format!("the pending patch of tid {} is missing", cur.tid)));
+    }
+    Ok(())
+}
+
+/// Read a block's stored payload (the current version without its pending patches) into `buf`.
+fn read_base(c: &Connection, array: ArrayId, blk: u64, cur: &CurrentRowSql, buf: &mut [u8]) -> Result<()> {
     let blob = c.blob_open(rusqlite::MAIN_DB, c"outcore_blob", c"data", cur.data_id, true).map_err(err("load"))?;
     let len = cur.stored.len as usize;
     if cur.stored.codec != block::CODEC_RAW || blob.len() < len || len > buf.len() {
@@ -481,7 +542,15 @@ impl WriteTxn for SqliteTxn<'_> {
 
     fn current(&mut self, id: ArrayId, blk: u64) -> Result<Option<CurrentRow>> {
         let row = q_current(&self.tx, id, blk).map_err(err("commit"))?;
-        Ok(row.map(|r| CurrentRow { tid: r.stored.tid, len: r.stored.len, codec: r.stored.codec, handle: r.data_id }))
+        Ok(row.map(|r| CurrentRow {
+            tid: r.tid,
+            len: r.len,
+            codec: r.stored.codec,
+            handle: r.data_id,
+            base_len: r.stored.len,
+            patches: r.patches,
+            patch_bytes: r.patch_bytes,
+        }))
     }
 
     fn insert_txn(&mut self, info: &TxnInfo) -> Result<()> {
@@ -552,6 +621,40 @@ impl WriteTxn for SqliteTxn<'_> {
             .map_err(err("commit"))
     }
 
+    fn patch_granule(&self) -> Option<u64> {
+        Some(PAGE_SIZE)
+    }
+
+    fn write_patch(&mut self, id: ArrayId, blk: u64, tid: Tid, patch: &Encoded) -> Result<()> {
+        let c = &*self.tx;
+        c.prepare_cached(
+            "INSERT INTO outcore_patch (array_id, blk, tid, prev_tid, codec, len, checksum, data)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                id.0 as i64,
+                blk as i64,
+                tid as i64,
+                patch.prev_tid as i64,
+                patch.codec,
+                patch.len as i64,
+                patch.checksum,
+                patch.data
+            ])
+        })
+        .map_err(err("commit"))?;
+        c.prepare_cached(
+            "UPDATE outcore_current SET tid = ?3, len = ?4, patches = patches + 1, patch_bytes = patch_bytes + ?5
+             WHERE array_id = ?1 AND blk = ?2",
+        )
+        .and_then(|mut st| {
+            st.execute(params![id.0 as i64, blk as i64, tid as i64, patch.len as i64, patch.data.len() as i64])
+        })
+        .map(|_| ())
+        .map_err(err("commit"))
+    }
+
     fn write_current(
         &mut self,
         id: ArrayId,
@@ -561,6 +664,11 @@ impl WriteTxn for SqliteTxn<'_> {
         new: &CurrentWrite<'_>,
     ) -> Result<()> {
         let c = &*self.tx;
+        if prev.is_some_and(|p| p.patches > 0) {
+            c.prepare_cached("DELETE FROM outcore_patch WHERE array_id = ?1 AND blk = ?2")
+                .and_then(|mut st| st.execute(params![id.0 as i64, blk as i64]))
+                .map_err(err("commit"))?;
+        }
         let len = new.enc.len as usize;
         let mut data_id = prev.map_or(0, |p| p.handle);
         if len == 0 {
@@ -595,10 +703,12 @@ impl WriteTxn for SqliteTxn<'_> {
             }
         }
         c.prepare_cached(
-            "INSERT INTO outcore_current (array_id, blk, tid, codec, len, checksum, data_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, nullif(?7, 0))
-             ON CONFLICT (array_id, blk) DO UPDATE SET tid = excluded.tid, codec = excluded.codec,
-                 len = excluded.len, checksum = excluded.checksum, data_id = excluded.data_id",
+            "INSERT INTO outcore_current
+                 (array_id, blk, tid, len, base_tid, base_len, codec, checksum, data_id, patches, patch_bytes)
+             VALUES (?1, ?2, ?3, ?5, ?3, ?5, ?4, ?6, nullif(?7, 0), 0, 0)
+             ON CONFLICT (array_id, blk) DO UPDATE SET tid = excluded.tid, len = excluded.len,
+                 base_tid = excluded.base_tid, base_len = excluded.base_len, codec = excluded.codec,
+                 checksum = excluded.checksum, data_id = excluded.data_id, patches = 0, patch_bytes = 0",
         )
         .and_then(|mut st| {
             st.execute(params![
@@ -754,6 +864,7 @@ impl Store for SqliteStore {
         sum(GC_EMPTY, &mut other)?;
         // Arrays deleted at or before the horizon: all their data and history go.
         stats.bytes += sum(GC_DELETED_BLOBS, &mut other)?;
+        stats.bytes += sum(GC_DELETED_PATCHES, &mut other)?;
         sum(GC_DELETED_CURRENT, &mut other)?;
         stats.bytes += sum(GC_DELETED_UNDO, &mut versions)?;
         stats.block_versions = versions;
@@ -782,9 +893,10 @@ impl Store for SqliteStore {
 }
 
 /// Versions in history (one undo record per commit that changed a block) and the bytes of
-/// current contents and undo records.
+/// current contents (payloads and pending patches) and undo records.
 const STATS: &str = "SELECT (SELECT count(*) FROM outcore_undo),
-    (SELECT coalesce(sum(length(data)), 0) FROM outcore_undo) + (SELECT coalesce(sum(length(data)), 0) FROM outcore_blob)";
+    (SELECT coalesce(sum(length(data)), 0) FROM outcore_undo) + (SELECT coalesce(sum(length(data)), 0) FROM outcore_blob)
+    + (SELECT coalesce(sum(length(data)), 0) FROM outcore_patch)";
 
 /// gc, first step: undo records that only snapshots before `keep_after` need (a snapshot `s`
 /// applies the records with tid > `s`).
@@ -805,6 +917,8 @@ const GC_DELETED_BLOBS: &str = concat!(
     deleted_arrays!(),
     ")) RETURNING length(data)"
 );
+const GC_DELETED_PATCHES: &str =
+    concat!("DELETE FROM outcore_patch WHERE array_id IN (", deleted_arrays!(), ") RETURNING length(data)");
 const GC_DELETED_CURRENT: &str =
     concat!("DELETE FROM outcore_current WHERE array_id IN (", deleted_arrays!(), ") RETURNING 0");
 /// ...and their history.

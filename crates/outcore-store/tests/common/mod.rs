@@ -39,8 +39,8 @@ impl Fixture {
         open(&self.url).expect("reopen store")
     }
 
-    /// Every stored payload of a current version belongs to exactly one current row: none is
-    /// leaked by rewrites, emptied blocks or gc (SQLite keeps payloads in `outcore_blob` rows;
+    /// Every stored payload of a current version (and every pending patch) belongs to exactly one
+    /// current row: none is leaked by rewrites, merges, emptied blocks or gc (SQLite keeps payloads in `outcore_blob` rows;
     /// PostgreSQL stores them inline, so there is nothing to leak).
     #[allow(dead_code)]
     pub fn assert_no_leaked_payloads(&self) {
@@ -52,6 +52,12 @@ impl Fixture {
         let (payloads, referenced) =
             (q("SELECT count(*) FROM outcore_blob"), q("SELECT count(data_id) FROM outcore_current"));
         assert_eq!(payloads, referenced, "stored payloads vs current rows referring to one");
+        // Pending patches: exactly those the current rows count, each between its row's payload
+        // and its newest version.
+        let counted = q("SELECT coalesce(sum(patches), 0) FROM outcore_current");
+        let placed = q("SELECT count(*) FROM outcore_patch p JOIN outcore_current c USING (array_id, blk)
+                        WHERE p.tid > c.base_tid AND p.tid <= c.tid");
+        assert_eq!((q("SELECT count(*) FROM outcore_patch"), placed), (counted, counted), "pending patches");
     }
 }
 

@@ -1,0 +1,147 @@
+//! Pending patches (SQLite): small scattered commits keep their pages beside the block's stored
+//! payload, and a later commit merges them. Every version stays readable, damage is detected.
+
+mod common;
+
+use outcore_store::{ArrayId, ArrayMeta, Codec, Commit, Error, Order, Store};
+
+const BS: u64 = 256 << 10;
+const PAGE: usize = 4096;
+
+fn meta(nbytes: u64, codec: Codec) -> ArrayMeta {
+    ArrayMeta { dtype: "|u1".into(), shape: vec![nbytes], order: Order::C, blksize: BS, codec, nbytes }
+}
+
+fn sql(f: &common::Fixture) -> rusqlite::Connection {
+    rusqlite::Connection::open(&f.url).unwrap()
+}
+
+fn count(f: &common::Fixture, q: &str) -> i64 {
+    sql(f).query_row(q, [], |r| r.get(0)).unwrap()
+}
+
+fn load(s: &dyn Store, id: ArrayId, at: u64) -> Result<Vec<u8>, Error> {
+    let mut buf = vec![0xAAu8; BS as usize];
+    s.load(id, 0, at, &mut buf).map(|_| buf)
+}
+
+/// A block with distinct bytes everywhere, then commits that each change two scattered pages:
+/// they become patches (the payload is not rewritten) until their budget is spent, and a commit
+/// then merges them. Returns the array, and every (tid, content) in order.
+fn history(s: &dyn Store, codec: Codec) -> (ArrayId, Vec<(u64, Vec<u8>)>) {
+    let id = ArrayId::random();
+    let mut c = Commit::new();
+    c.put_array(id, "a", meta(BS, codec));
+    let mut tid = s.commit(s.head().unwrap(), c).unwrap();
+    let mut content: Vec<u8> = (0..BS as usize).map(|i| (i * 7 % 251) as u8).collect();
+    let mut versions = Vec::new();
+    let mut c = Commit::new();
+    c.write_block(id, 0, content.clone());
+    tid = s.commit(tid, c).unwrap();
+    versions.push((tid, content.clone()));
+    for i in 0..12usize {
+        for p in [(i * 5) % 64, (i * 11 + 3) % 64] {
+            content[p * PAGE + 100..p * PAGE + 200].fill(i as u8 + 1);
+        }
+        let mut c = Commit::new();
+        c.write_block(id, 0, content.clone());
+        tid = s.commit(tid, c).unwrap();
+        versions.push((tid, content.clone()));
+    }
+    (id, versions)
+}
+
+fn check_versions(s: &dyn Store, id: ArrayId, versions: &[(u64, Vec<u8>)]) {
+    for (tid, want) in versions {
+        assert!(load(s, id, *tid).unwrap() == *want, "version at tid {tid}");
+    }
+}
+
+#[test]
+fn scattered_small_commits_become_patches_then_merge() {
+    for codec in [Codec::None, Codec::Zstd { level: 3 }] {
+        let f = common::sqlite();
+        let s = &*f.store;
+        let (id, versions) = history(s, codec);
+        // A quarter of the block holds 64 KiB: 7 raw two-page patches fit, the 8th commit merges,
+        // and 4 are pending at the end.
+        let stored: i64 = count(&f, "SELECT coalesce(sum(patches), 0) FROM outcore_current");
+        assert!(stored > 0, "{codec:?}: {stored} pending patches");
+        if codec == Codec::None {
+            assert_eq!(stored, 4);
+        }
+        assert_eq!(count(&f, "SELECT count(*) FROM outcore_patch"), stored);
+        f.assert_no_leaked_payloads();
+        check_versions(s, id, &versions);
+        check_versions(&*f.reopen(), id, &versions);
+
+        // A commit that rewrites most of the block merges the patches into the payload.
+        let mut whole = versions.last().unwrap().1.clone();
+        whole.iter_mut().for_each(|b| *b = b.wrapping_add(1));
+        let mut c = Commit::new();
+        c.write_block(id, 0, whole.clone());
+        let t = s.commit(versions.last().unwrap().0, c).unwrap();
+        assert_eq!(count(&f, "SELECT count(*) FROM outcore_patch"), 0);
+        assert_eq!(count(&f, "SELECT coalesce(sum(patches), 0) FROM outcore_current"), 0);
+        f.assert_no_leaked_payloads();
+        let mut all = versions.clone();
+        all.push((t, whole));
+        check_versions(&*f.reopen(), id, &all);
+    }
+}
+
+#[test]
+fn a_patch_only_holds_the_pages_it_changes() {
+    let f = common::sqlite();
+    let s = &*f.store;
+    let (_, versions) = history(s, Codec::None);
+    let (rows, bytes): (i64, i64) = sql(&f)
+        .query_row("SELECT count(*), sum(length(data)) FROM outcore_patch", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
+    assert!(rows > 0);
+    // Two pages of data plus a 12-byte header each.
+    assert_eq!(bytes, rows * (2 * PAGE as i64 + 12), "{versions:?}", versions = versions.len());
+}
+
+#[test]
+fn a_damaged_or_missing_patch_is_detected() {
+    let f = common::sqlite();
+    let s = &*f.store;
+    let (id, versions) = history(s, Codec::None);
+    let head = versions.last().unwrap().0;
+    let c = sql(&f);
+    let newest: i64 = c.query_row("SELECT max(tid) FROM outcore_patch", [], |r| r.get(0)).unwrap();
+    assert_eq!(newest as u64, head, "the newest commit is a pending patch");
+    // Flip a byte of the newest patch: the head (and every snapshot, which starts from it) is
+    // corrupt, never wrong data.
+    let mut data: Vec<u8> =
+        c.query_row("SELECT data FROM outcore_patch WHERE tid = ?1", [newest], |r| r.get(0)).unwrap();
+    data[100] ^= 0xFF;
+    c.execute("UPDATE outcore_patch SET data = ?1 WHERE tid = ?2", rusqlite::params![data, newest]).unwrap();
+    match load(&*f.reopen(), id, head) {
+        Err(e @ Error::Corrupt { .. }) => assert!(e.to_string().contains(&format!("tid {head}")), "{e}"),
+        other => panic!("expected Corrupt, got {:?}", other.map(|_| ())),
+    }
+    // A missing patch in the middle breaks the chain.
+    let oldest: i64 = c.query_row("SELECT min(tid) FROM outcore_patch", [], |r| r.get(0)).unwrap();
+    c.execute("DELETE FROM outcore_patch WHERE tid = ?1", [oldest]).unwrap();
+    match load(&*f.reopen(), id, head) {
+        Err(e @ Error::Corrupt { .. }) => assert!(e.to_string().contains("pending patch"), "{e}"),
+        other => panic!("expected Corrupt, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[test]
+fn deleting_an_array_and_gc_drop_its_patches() {
+    let f = common::sqlite();
+    let s = &*f.store;
+    let (id, versions) = history(s, Codec::None);
+    assert!(count(&f, "SELECT count(*) FROM outcore_patch") > 0);
+    let mut c = Commit::new();
+    c.delete_array(id);
+    let t = s.commit(versions.last().unwrap().0, c).unwrap();
+    s.gc(t).unwrap();
+    assert_eq!(count(&f, "SELECT count(*) FROM outcore_patch"), 0);
+    assert_eq!(count(&f, "SELECT count(*) FROM outcore_current"), 0);
+    f.assert_no_leaked_payloads();
+}
