@@ -668,6 +668,24 @@ impl FileHandle {
         r.map_err(|e| PagerError::io(format!("reading block {blk} from the page cache"), e))
     }
 
+    /// Copies the current cached content of the 4 KiB pages `pages` (indices within the block,
+    /// ascending) of block `blk` into their places in `buf` (`blksize` bytes), leaving the rest of
+    /// `buf` alone; a block not cached is loaded from the source first.
+    pub fn read_pages(&self, blk: u64, pages: &[u32], buf: &mut [u8]) -> Result<(), PagerError> {
+        let f = &self.inner;
+        if buf.len() as u64 != f.blksize || pages.iter().any(|p| (u64::from(*p) + 1) * PAGE as u64 > f.blksize) {
+            return Err(PagerError::InvalidArgument(format!(
+                "pages {pages:?} into a buffer of {} bytes for blocks of {}",
+                buf.len(),
+                f.blksize
+            )));
+        }
+        f.pin_resident(blk)?;
+        let r = f.memfd.read_pages_mapped(buf, blk * f.blksize, pages, PAGE);
+        f.unpin(blk);
+        r.map_err(|e| PagerError::io(format!("reading block {blk} from the page cache"), e))
+    }
+
     /// After a successful commit of `blks`: forgets their dirty pages and re-arms write
     /// tracking in every view. Pages written since the last [`dirty`](Self::dirty) stay dirty.
     pub fn mark_clean(&self, blks: &[u64]) -> Result<(), PagerError> {

@@ -93,6 +93,42 @@ impl Memfd {
         Ok(())
     }
 
+    /// Like [`read_mapped`](Self::read_mapped) for some `page`-sized pages only: copies each page
+    /// `i` of `pages` from `offset + i * page` into `buf[i * page..]`; the rest of `buf` is left
+    /// alone. The caller keeps every page within `buf` and the memfd's length.
+    pub fn read_pages_mapped(&self, buf: &mut [u8], offset: u64, pages: &[u32], page: usize) -> io::Result<()> {
+        if buf.is_empty() || pages.is_empty() {
+            return Ok(());
+        }
+        if pages.iter().any(|p| (*p as usize + 1) * page > buf.len()) {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        // SAFETY: a fresh read-only mapping at an address the kernel chooses; nothing else is
+        // touched. The caller keeps the range within the memfd's length (resident blocks).
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                buf.len(),
+                libc::PROT_READ,
+                libc::MAP_SHARED | libc::MAP_NORESERVE,
+                self.raw(),
+                offset as libc::off_t,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        for &i in pages {
+            let at = i as usize * page;
+            // SAFETY: `p` maps `buf.len()` readable bytes and `at + page <= buf.len()` (checked
+            // above); `buf` is a distinct writable slice.
+            unsafe { std::ptr::copy_nonoverlapping(p.cast::<u8>().add(at), buf.as_mut_ptr().add(at), page) };
+        }
+        // SAFETY: unmaps exactly the mapping made above.
+        unsafe { libc::munmap(p, buf.len()) };
+        Ok(())
+    }
+
     /// Frees the pages of `[offset, offset+len)` (the range then reads as a hole) and drops their
     /// page-table entries in every mapping.
     pub fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {

@@ -21,8 +21,8 @@ pub(crate) const KIND_UNDO_FULL: i64 = 2;
 /// of rewriting it (a pending patch, merged into the current version by a later commit).
 pub(crate) const KIND_PATCH: i64 = 3;
 
-/// Most pending patches of one block: a head read applies them all.
-pub(crate) const MAX_PATCHES: i64 = 64;
+/// Most pending patches of one block: a head read fetches each (a small random read when cold).
+pub(crate) const MAX_PATCHES: i64 = 4;
 /// Pending patches of one block may hold up to this fraction of its block size: a head read
 /// fetches at most that much more than the current version.
 pub(crate) const PATCH_BUDGET_DIVISOR: u64 = 4;
@@ -181,6 +181,24 @@ pub(crate) fn changed_pages(old: &[u8], new: &[u8]) -> Vec<u32> {
             a[..common] != b[..common] || a[common..].iter().any(|x| *x != 0) || b[common..].iter().any(|x| *x != 0)
         })
         .map(|p| p as u32)
+        .collect()
+}
+
+/// Which of `pages` differ between `old` and `new` (both zero beyond their length; `new` is
+/// only read at `pages`): the changed pages when no other page can differ.
+pub(crate) fn changed_pages_of(old: &[u8], new: &[u8], pages: &[u32]) -> Vec<u32> {
+    fn page(d: &[u8], p: usize) -> &[u8] {
+        let start = (p * PAGE).min(d.len());
+        &d[start..((p + 1) * PAGE).min(d.len())]
+    }
+    pages
+        .iter()
+        .copied()
+        .filter(|&p| {
+            let (a, b) = (page(old, p as usize), page(new, p as usize));
+            let common = a.len().min(b.len());
+            a[..common] != b[..common] || a[common..].iter().any(|x| *x != 0) || b[common..].iter().any(|x| *x != 0)
+        })
         .collect()
 }
 

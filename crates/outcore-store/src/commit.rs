@@ -47,10 +47,39 @@ where
     }
 }
 
+/// The new content of some pages of a block, read when the commit stores that block.
+///
+/// Closures `FnMut(&[u32], &mut [u8]) -> Result<(), Box<dyn Error + Send + Sync>>` are sources.
+pub trait PageSource: Send {
+    /// Write the new content of each 4 KiB page in `pages` (ascending indices) into its place in
+    /// `block` (a buffer of the block size holding the block's current content), leaving every
+    /// other byte alone. An error aborts the commit ([`Error::BlockSource`]); nothing is written.
+    fn read_pages(
+        &mut self,
+        pages: &[u32],
+        block: &mut [u8],
+    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>;
+}
+
+impl<F> PageSource for F
+where
+    F: FnMut(&[u32], &mut [u8]) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> + Send,
+{
+    fn read_pages(
+        &mut self,
+        pages: &[u32],
+        block: &mut [u8],
+    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self(pages, block)
+    }
+}
+
 /// A block write: its content, or where to read it from at commit.
 pub(crate) enum BlockData {
     Bytes(Vec<u8>),
     Source(Box<dyn BlockSource>),
+    /// Only these pages may differ from the block's content at the commit's base snapshot.
+    Pages(Vec<u32>, Box<dyn PageSource>),
 }
 
 impl std::fmt::Debug for BlockData {
@@ -58,6 +87,7 @@ impl std::fmt::Debug for BlockData {
         match self {
             BlockData::Bytes(b) => write!(f, "Bytes({} bytes)", b.len()),
             BlockData::Source(_) => f.write_str("Source"),
+            BlockData::Pages(pages, _) => write!(f, "Pages({} pages)", pages.len()),
         }
     }
 }
@@ -140,6 +170,27 @@ impl Commit {
     /// commit stores the block (into a buffer the commit reuses).
     pub fn write_block_from(&mut self, array: ArrayId, blk: u64, source: impl BlockSource + 'static) -> &mut Self {
         self.blocks.insert((array, blk), BlockData::Source(Box::new(source)));
+        self
+    }
+
+    /// Like [`write_block_from`](Commit::write_block_from) for a block of which only `pages`
+    /// (4 KiB page indices) may differ from its content at the commit's base snapshot: the
+    /// commit takes every other page from the stored version, so `source` copies only those.
+    ///
+    /// The caller must know the written pages exactly (the pager does: the kernel reports every
+    /// first write to a page). A change outside `pages` would be lost; pages in `pages` that did
+    /// not change cost nothing, since the store still compares the result with its version.
+    pub fn write_pages_from(
+        &mut self,
+        array: ArrayId,
+        blk: u64,
+        pages: impl IntoIterator<Item = u32>,
+        source: impl PageSource + 'static,
+    ) -> &mut Self {
+        let mut pages: Vec<u32> = pages.into_iter().collect();
+        pages.sort_unstable();
+        pages.dedup();
+        self.blocks.insert((array, blk), BlockData::Pages(pages, Box::new(source)));
         self
     }
 
@@ -233,6 +284,11 @@ pub(crate) trait WriteTxn {
     fn undo_chain(&mut self, id: ArrayId, blk: u64, tid: Tid) -> Result<Option<block::UndoChain>>;
     /// Record the undo record of commit `tid` for a block.
     fn insert_undo(&mut self, id: ArrayId, blk: u64, tid: Tid, undo: &Encoded) -> Result<()>;
+    /// The content of a block's stored payload, without its pending patches (verified).
+    fn load_base(&mut self, id: ArrayId, blk: u64, buf: &mut [u8]) -> Result<()> {
+        let _ = (id, blk, buf);
+        Err(Error::Invalid("this backend keeps no pending patches".into()))
+    }
     /// Replace a block's current version (`prev`, if any, with its pending patches) by `new`.
     fn write_current(
         &mut self,
@@ -268,6 +324,14 @@ fn read_source_into(
     Ok(buf)
 }
 
+/// Overlay the pages a page source provides on `buf` (the block's content, `blksize` bytes).
+fn read_pages_into(array: ArrayId, blk: u64, pages: &[u32], src: &mut dyn PageSource, buf: &mut [u8]) -> Result<()> {
+    if let Some(p) = pages.iter().find(|p| (**p as usize + 1) * block::PAGE > buf.len()) {
+        return Err(Error::Invalid(format!("page {p} of block {blk} of array {array} lies beyond the block")));
+    }
+    src.read_pages(pages, buf).map_err(|source| Error::BlockSource { array, blk, source })
+}
+
 fn read_source(array: ArrayId, blk: u64, src: &mut dyn BlockSource, blksize: u64) -> Result<Vec<u8>> {
     read_source_into(array, blk, src, blksize, Vec::new())
 }
@@ -298,6 +362,66 @@ pub(crate) fn validate_meta(name: &str, meta: &ArrayMeta) -> Result<()> {
         return Err(Error::Invalid(format!("dtype of array '{name}' must not be empty")));
     }
     Ok(())
+}
+
+/// Record the undo record of commit `tid` for a block whose content was `old` (its current
+/// version `cur`) and whose pages `changed` change.
+#[allow(clippy::too_many_arguments)]
+fn record_undo(
+    txn: &mut dyn WriteTxn,
+    id: ArrayId,
+    blk: u64,
+    tid: Tid,
+    cur: Option<&CurrentRow>,
+    old: &[u8],
+    changed: &[u32],
+    meta: &ArrayMeta,
+) -> Result<()> {
+    let prev_tid = cur.map_or(0, |c| c.tid);
+    let prev_chain = match cur {
+        Some(c) if !old.is_empty() => txn.undo_chain(id, blk, c.tid)?,
+        _ => None,
+    };
+    let undo = block::encode_undo(id, blk, tid, old, changed, prev_tid, prev_chain, meta.codec);
+    txn.insert_undo(id, blk, tid, &undo)
+}
+
+/// Store the new content `data` of a block (its pages `changed` differ from the current version
+/// `cur`): as a pending patch when that pays, else as the new current version. `base` is a
+/// reused buffer.
+#[allow(clippy::too_many_arguments)]
+fn store_new(
+    txn: &mut dyn WriteTxn,
+    id: ArrayId,
+    blk: u64,
+    tid: Tid,
+    cur: Option<&CurrentRow>,
+    data: &[u8],
+    changed: &[u32],
+    meta: &ArrayMeta,
+    base: &mut Vec<u8>,
+) -> Result<()> {
+    if let Some(c) = cur.filter(|c| patch_pays(txn.patch_granule(), c, changed, data, meta)) {
+        let patch = block::encode_patch(id, blk, tid, data, changed, c.tid, meta.codec);
+        return txn.write_patch(id, blk, tid, &patch);
+    }
+    let enc = block::encode_current(id, blk, tid, data, meta.codec);
+    // With pending patches, the stored payload differs from the new content in more pages than
+    // `changed`: those are what an in-place rewrite writes.
+    let vs_base: Vec<u32>;
+    let changed = match cur {
+        Some(c) if c.patches > 0 => {
+            base.clear();
+            base.resize(meta.blksize as usize, 0);
+            txn.load_base(id, blk, base)?;
+            base.truncate(c.base_len as usize);
+            vs_base = block::changed_pages(base, data);
+            &vs_base
+        }
+        _ => changed,
+    };
+    let new = CurrentWrite { data, enc, changed, blksize: meta.blksize };
+    txn.write_current(id, blk, tid, cur, &new)
 }
 
 /// Whether a commit that changes `changed` pages of a block (new content `data`) should keep them
@@ -364,7 +488,8 @@ pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result
     let (changed_blocks, changed_arrays) = txn.changed_since(base)?;
     let changed_arrays: HashMap<ArrayId, Tid> = changed_arrays.into_iter().collect();
 
-    // Validate array changes and derive truncations.
+    // Validate array changes and derive truncations (and where each truncated array is cut).
+    let mut cuts: HashMap<ArrayId, u64> = HashMap::new();
     let mut extra_blocks: Vec<(ArrayId, u64, Vec<u8>)> = Vec::new();
     for (id, change) in &arrays {
         if let Some(tid) = changed_arrays.get(id) {
@@ -387,6 +512,7 @@ pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result
         if cut >= old.nbytes {
             continue;
         }
+        cuts.insert(*id, cut);
         let bs = meta.blksize;
         for (blk, len) in txn.stored_blocks_from(*id, cut / bs)? {
             if blocks.contains_key(&(*id, blk)) {
@@ -434,8 +560,14 @@ pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result
         let within = (meta.nbytes - start.min(meta.nbytes)).min(meta.blksize) as usize;
         if start >= meta.nbytes {
             // A write beyond the size only matters if it is not zeros: read a source now.
-            if let BlockData::Source(src) = data {
-                *data = BlockData::Bytes(read_source(*id, *blk, src.as_mut(), meta.blksize)?);
+            match data {
+                BlockData::Source(src) => *data = BlockData::Bytes(read_source(*id, *blk, src.as_mut(), meta.blksize)?),
+                BlockData::Pages(pages, src) => {
+                    let mut buf = vec![0u8; meta.blksize as usize];
+                    read_pages_into(*id, *blk, pages, src.as_mut(), &mut buf)?;
+                    *data = BlockData::Bytes(buf);
+                }
+                BlockData::Bytes(_) => {}
             }
         }
         let BlockData::Bytes(bytes) = data else {
@@ -521,6 +653,7 @@ pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result
     // the new current version. A write that changes nothing leaves no version.
     let mut old = Vec::new();
     let mut from_source = Vec::new();
+    let mut base = Vec::new();
     for ((id, blk), data) in blocks.iter_mut() {
         let meta = match arrays.get(id).map(|c| &c.state) {
             Some(ArrayState::Live { meta, .. }) => meta,
@@ -528,14 +661,6 @@ pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result
                 Some(Some(ArrayVersion { state: Some((_, meta)), .. })) => meta,
                 _ => return Err(Error::NoSuchArray(*id)),
             },
-        };
-        let data: &[u8] = match data {
-            BlockData::Bytes(bytes) => bytes,
-            BlockData::Source(src) => {
-                from_source = read_source_into(*id, *blk, src.as_mut(), meta.blksize, from_source)?;
-                from_source.truncate(limit.get(&(*id, *blk)).copied().unwrap_or(0));
-                &from_source
-            }
         };
         let cur = txn.current(*id, *blk)?;
         old.clear();
@@ -545,34 +670,56 @@ pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result
             txn.load(*id, *blk, head.tid, &mut old)?;
             old.truncate(c.len as usize);
         }
-        let changed = block::changed_pages(&old, data);
+        let limit = limit.get(&(*id, *blk)).copied().unwrap_or(0);
+        let changed;
+        let data: &[u8] = match data {
+            BlockData::Pages(pages, src) if !cuts.contains_key(id) => {
+                // The written pages land in a scratch buffer and are compared with the stored
+                // content there; only the changed ones are copied over it, after the undo
+                // record took their old bytes (no copy of the whole block).
+                from_source.resize(meta.blksize as usize, 0);
+                read_pages_into(*id, *blk, pages, src.as_mut(), &mut from_source)?;
+                changed = block::changed_pages_of(&old, &from_source[..limit], pages);
+                if changed.is_empty() {
+                    continue;
+                }
+                record_undo(txn, *id, *blk, tid, cur.as_ref(), &old, &changed, meta)?;
+                old.resize(limit.max(old.len()), 0);
+                for p in &changed {
+                    let start = *p as usize * block::PAGE;
+                    let end = (start + block::PAGE).min(limit);
+                    old[start..end].copy_from_slice(&from_source[start..end]);
+                }
+                old.truncate(limit);
+                store_new(txn, *id, *blk, tid, cur.as_ref(), &old, &changed, meta, &mut base)?;
+                continue;
+            }
+            BlockData::Pages(pages, src) => {
+                // In a truncated array: the stored content cut, with the pages written.
+                from_source.clear();
+                from_source.extend_from_slice(&old);
+                from_source.resize(meta.blksize as usize, 0);
+                if let Some(cut) = cuts.get(id) {
+                    let keep = cut.saturating_sub(blk * meta.blksize).min(meta.blksize) as usize;
+                    from_source[keep..].fill(0);
+                }
+                read_pages_into(*id, *blk, pages, src.as_mut(), &mut from_source)?;
+                from_source.truncate(limit);
+                &from_source
+            }
+            BlockData::Bytes(bytes) => bytes,
+            BlockData::Source(src) => {
+                from_source = read_source_into(*id, *blk, src.as_mut(), meta.blksize, from_source)?;
+                from_source.truncate(limit);
+                &from_source
+            }
+        };
+        changed = block::changed_pages(&old, data);
         if changed.is_empty() {
             continue;
         }
-        let prev_tid = cur.map_or(0, |c| c.tid);
-        let prev_chain = match cur {
-            Some(c) if !old.is_empty() => txn.undo_chain(*id, *blk, c.tid)?,
-            _ => None,
-        };
-        let undo = block::encode_undo(*id, *blk, tid, &old, &changed, prev_tid, prev_chain, meta.codec);
-        txn.insert_undo(*id, *blk, tid, &undo)?;
-        if let Some(c) = cur.as_ref().filter(|c| patch_pays(txn.patch_granule(), c, &changed, data, meta)) {
-            let patch = block::encode_patch(*id, *blk, tid, data, &changed, c.tid, meta.codec);
-            txn.write_patch(*id, *blk, tid, &patch)?;
-            continue;
-        }
-        let enc = block::encode_current(*id, *blk, tid, data, meta.codec);
-        // Pending patches changed pages the stored payload still has: rewrite it all.
-        let all: Vec<u32>;
-        let changed = match cur {
-            Some(c) if c.patches > 0 => {
-                all = (0..(enc.len.max(c.base_len) as usize).div_ceil(block::PAGE) as u32).collect();
-                &all
-            }
-            _ => &changed,
-        };
-        let new = CurrentWrite { data, enc, changed, blksize: meta.blksize };
-        txn.write_current(*id, *blk, tid, cur.as_ref(), &new)?;
+        record_undo(txn, *id, *blk, tid, cur.as_ref(), &old, &changed, meta)?;
+        store_new(txn, *id, *blk, tid, cur.as_ref(), data, &changed, meta, &mut base)?;
     }
     txn.set_head(tid, time_us)?;
     Ok(tid)

@@ -35,7 +35,7 @@ mod types;
 
 pub use backend::postgres::PgStore;
 pub use backend::sqlite::SqliteStore;
-pub use commit::{ArrayState, BlockSource, Commit};
+pub use commit::{ArrayState, BlockSource, Commit, PageSource};
 pub use error::{Conflict, ConflictItem, Error, Result};
 pub use store::{Store, Subscription};
 pub use types::{

@@ -65,6 +65,7 @@ conformance!(
     default_block_size_round_trip,
     compression_is_recorded_per_version,
     block_sources_are_read_at_commit,
+    page_sources_write_only_their_pages,
 );
 
 fn fresh_store_is_empty(f: &Fixture) {
@@ -632,4 +633,75 @@ fn block_sources_are_read_at_commit(f: &Fixture) {
     });
     assert!(matches!(s.commit(t1, c), Err(Error::Invalid(_))));
     assert_eq!(s.head().unwrap(), t1);
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A page source that copies `pages` of `content`, counting its calls.
+fn pages_of(content: Vec<u8>) -> impl FnMut(&[u32], &mut [u8]) -> Result<(), BoxError> + Send {
+    move |pages: &[u32], buf: &mut [u8]| {
+        for p in pages {
+            let r = *p as usize * 4096..(*p as usize + 1) * 4096;
+            buf[r.clone()].copy_from_slice(&content[r]);
+        }
+        Ok(())
+    }
+}
+
+fn page_sources_write_only_their_pages(f: &Fixture) {
+    let s = &*f.store;
+    let (id, t0) = create(s, "pages", 2 * BS);
+    let v1: Vec<u8> = (0..BS as usize).map(|i| (i % 251) as u8 + 1).collect();
+    let t1 = write(s, t0, id, &[(0, v1.clone())]).unwrap();
+    // The source's content differs from the stored one on pages 1, 3 and 7; only 1 and 3 are
+    // named: the rest of the block comes from the store, page 7's change is not taken.
+    let mut src = v1.clone();
+    for p in [1usize, 3, 7] {
+        src[p * 4096..(p + 1) * 4096].fill(p as u8);
+    }
+    let mut c = Commit::new();
+    c.write_pages_from(id, 0, [3, 1, 1], pages_of(src.clone()));
+    let t2 = s.commit(t1, c).unwrap();
+    let mut want = v1.clone();
+    for p in [1usize, 3] {
+        want[p * 4096..(p + 1) * 4096].fill(p as u8);
+    }
+    assert_eq!(load(&*f.reopen(), id, 0, t2), want);
+    assert_eq!(load(&*f.reopen(), id, 0, t1), v1, "history");
+    // Named pages that did not change make no version.
+    let before = s.stats().unwrap().block_versions;
+    let mut c = Commit::new();
+    c.write_pages_from(id, 0, [1, 2], pages_of(want.clone()));
+    let t3 = s.commit(t2, c).unwrap();
+    assert_eq!(s.stats().unwrap().block_versions, before);
+    assert_eq!(s.changes(t2, t3).unwrap().blocks.len(), 0);
+    // A page beyond the block, or a failing source, aborts the commit.
+    let mut c = Commit::new();
+    c.write_pages_from(id, 0, [(BS / 4096) as u32], pages_of(want.clone()));
+    assert!(matches!(s.commit(t3, c), Err(Error::Invalid(_))));
+    let mut c = Commit::new();
+    c.write_pages_from(id, 1, [0], |_: &[u32], _: &mut [u8]| -> Result<(), BoxError> { Err("gone".into()) });
+    assert!(matches!(s.commit(t3, c), Err(Error::BlockSource { blk: 1, .. })));
+    assert_eq!(s.head().unwrap(), t3);
+    // Shrunk then grown in the same commit: the stored content beyond the cut reads zeros, the
+    // written page is taken.
+    let mut c = Commit::new();
+    c.put_array(id, "pages", meta(2 * BS));
+    c.truncate(id, 4096 + 10);
+    let mut src = vec![0u8; BS as usize];
+    src[5 * 4096..6 * 4096].fill(0x55);
+    c.write_pages_from(id, 0, [5], pages_of(src));
+    let t4 = s.commit(t3, c).unwrap();
+    let mut want4 = vec![0u8; BS as usize];
+    want4[..4096 + 10].copy_from_slice(&want[..4096 + 10]);
+    want4[5 * 4096..6 * 4096].fill(0x55);
+    assert_eq!(load(&*f.reopen(), id, 0, t4), want4);
+    // Pages of a block beyond the array's size: zeros are dropped, data is refused.
+    let mut c = Commit::new();
+    c.write_pages_from(id, 5, [0], pages_of(vec![0u8; BS as usize]));
+    let t5 = s.commit(t4, c).unwrap();
+    let mut c = Commit::new();
+    c.write_pages_from(id, 5, [0], pages_of(vec![1u8; BS as usize]));
+    assert!(matches!(s.commit(t5, c), Err(Error::Invalid(_))));
+    f.assert_no_leaked_payloads();
 }

@@ -36,6 +36,8 @@ fn check_snapshot(s: &dyn Store, id: ArrayId, tid: u64, want: &[u8], seed: u64) 
     }
 }
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 fn run(f: &Fixture, seed: u64, ops: usize) {
     let mut rng = StdRng::seed_from_u64(seed);
     let codecs = [Codec::None, Codec::Lz4, Codec::Zstd { level: 1 }];
@@ -60,12 +62,14 @@ fn run(f: &Fixture, seed: u64, ops: usize) {
                 if (b * BS) as u64 >= size {
                     continue;
                 }
+                let mut written: Vec<u32> = Vec::new();
                 for _ in 0..rng.random_range(1..4) {
                     let p = rng.random_range(0..BS / PAGE);
                     let at = b * BS + p * PAGE;
                     if at as u64 >= size {
                         continue;
                     }
+                    written.push(p as u32);
                     let end = (at + PAGE).min(size as usize);
                     if rng.random_range(0..5) == 0 {
                         cur[at..end].fill(0);
@@ -76,7 +80,25 @@ fn run(f: &Fixture, seed: u64, ops: usize) {
                     }
                 }
                 let mut c = Commit::new();
-                c.write_block(id, b as u64, cur[b * BS..(b + 1) * BS].to_vec());
+                if rng.random_range(0..2) == 0 {
+                    c.write_block(id, b as u64, cur[b * BS..(b + 1) * BS].to_vec());
+                } else {
+                    // Only the written pages (and an unwritten one), as the pager reports them.
+                    written.push(rng.random_range(0..BS / PAGE) as u32);
+                    let content = cur[b * BS..(b + 1) * BS].to_vec();
+                    c.write_pages_from(
+                        id,
+                        b as u64,
+                        written,
+                        move |pages: &[u32], buf: &mut [u8]| -> Result<(), BoxError> {
+                            for p in pages {
+                                let r = *p as usize * PAGE..(*p as usize + 1) * PAGE;
+                                buf[r.clone()].copy_from_slice(&content[r]);
+                            }
+                            Ok(())
+                        },
+                    );
+                }
                 let t = store.commit(head, c).unwrap();
                 model.snapshots.insert(t, cur.clone());
             }

@@ -490,16 +490,21 @@ impl Connection {
                     beyond.push(d.blk);
                     continue;
                 }
-                // Read from the page cache when the store takes the block, into a buffer it
-                // reuses: a commit holds one block in memory, however many it writes. The store
-                // finds the changed pages itself (and keeps and rewrites only those).
-                let (file, blk, len) = (oa.file.clone(), d.blk, (meta.nbytes - start).min(bs as u64) as usize);
-                c.write_block_from(*id, d.blk, move |buf: &mut Vec<u8>| -> std::result::Result<(), BoxError> {
-                    buf.resize(file.blksize(), 0);
-                    file.read_block(blk, buf)?;
-                    buf.truncate(len);
-                    Ok(())
-                });
+                // Only the written pages are read from the page cache, when the store takes the
+                // block (into its buffer, over the stored content): a commit holds one block in
+                // memory, however many it writes. The kernel reports every first write to a page,
+                // so the other pages hold the stored content; the store still compares the
+                // result with it and keeps only pages that changed.
+                let (file, blk) = (oa.file.clone(), d.blk);
+                c.write_pages_from(
+                    *id,
+                    d.blk,
+                    d.pages.iter(),
+                    move |pages: &[u32], buf: &mut [u8]| -> std::result::Result<(), BoxError> {
+                        file.read_pages(blk, pages, buf)?;
+                        Ok(())
+                    },
+                );
                 ok.push(d.blk);
             }
             written.push((*id, ok));

@@ -479,6 +479,21 @@ struct SqliteTxn<'a> {
     reader: Option<crate::pool::Pooled<'a, Connection>>,
 }
 
+impl SqliteTxn<'_> {
+    /// The reader in its read transaction (started on first use).
+    fn reader(&mut self) -> Result<&Connection> {
+        let r = match &mut self.reader {
+            Some(r) => r,
+            none => {
+                let r = self.store.reader()?;
+                r.execute_batch("BEGIN DEFERRED").map_err(err("commit"))?;
+                none.insert(r)
+            }
+        };
+        Ok(r)
+    }
+}
+
 impl WriteTxn for SqliteTxn<'_> {
     fn head(&mut self) -> Result<Head> {
         q_head(&self.tx)
@@ -529,15 +544,18 @@ impl WriteTxn for SqliteTxn<'_> {
     }
 
     fn load(&mut self, id: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> Result<()> {
-        let r = match &mut self.reader {
-            Some(r) => r,
-            none => {
-                let r = self.store.reader()?;
-                r.execute_batch("BEGIN DEFERRED").map_err(err("commit"))?;
-                none.insert(r)
+        q_load(self.reader()?, id, blk, at, buf)
+    }
+
+    fn load_base(&mut self, id: ArrayId, blk: u64, buf: &mut [u8]) -> Result<()> {
+        let r = self.reader()?;
+        match q_current(r, id, blk).map_err(err("commit"))? {
+            Some(cur) if cur.data_id != 0 => read_base(r, id, blk, &cur, buf),
+            _ => {
+                buf.fill(0);
+                Ok(())
             }
-        };
-        q_load(r, id, blk, at, buf)
+        }
     }
 
     fn current(&mut self, id: ArrayId, blk: u64) -> Result<Option<CurrentRow>> {
