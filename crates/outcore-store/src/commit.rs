@@ -426,9 +426,10 @@ fn store_new(
 
 /// Whether a commit that changes `changed` pages of a block (new content `data`) should keep them
 /// as a pending patch rather than rewrite the current version `cur`: when the backend keeps
-/// patches, the block keeps content, the patch takes at most half of what rewriting in place
-/// would write (a compressed version is rewritten whole), and the block's pending patches stay
-/// within their bounds (count, and a quarter of the block size: head reads stay cheap).
+/// patches, the block keeps content, the changed pages lie in at least two of the database pages
+/// an in-place rewrite would write and the patch takes at most half of those (a compressed
+/// version is rewritten whole), and the block's pending patches stay within their bounds
+/// (count, and a quarter of the block size: head reads stay cheap).
 fn patch_pays(granule: Option<u64>, cur: &CurrentRow, changed: &[u32], data: &[u8], meta: &ArrayMeta) -> bool {
     let Some(granule) = granule else { return false };
     if cur.base_len == 0 || block::content_len(data) == 0 {
@@ -439,15 +440,16 @@ fn patch_pays(granule: Option<u64>, cur: &CurrentRow, changed: &[u32], data: &[u
     {
         return false;
     }
-    let rewrite = if cur.codec == block::CODEC_RAW {
-        let per = (granule as usize / block::PAGE).max(1) as u32;
-        let mut granules: Vec<u32> = changed.iter().map(|p| p / per).collect();
-        granules.dedup();
-        granules.len() as u64 * granule
-    } else {
-        cur.base_len
-    };
-    2 * patch <= rewrite
+    if cur.codec != block::CODEC_RAW {
+        // A compressed version is rewritten (and compressed) whole.
+        return 2 * patch <= cur.base_len;
+    }
+    let per = (granule as usize / block::PAGE).max(1) as u32;
+    let mut granules: Vec<u32> = changed.iter().map(|p| p / per).collect();
+    granules.dedup();
+    // Rewriting one database page in place is cheap enough: a patch would cost every cold
+    // read of the block one more small read until it is merged.
+    granules.len() >= 2 && 2 * patch <= granules.len() as u64 * granule
 }
 
 fn now_us() -> i64 {

@@ -40,7 +40,8 @@ fn history(s: &dyn Store, codec: Codec) -> (ArrayId, Vec<(u64, Vec<u8>)>) {
     tid = s.commit(tid, c).unwrap();
     versions.push((tid, content.clone()));
     for i in 0..12usize {
-        for p in [(i * 5) % 64, (i * 11 + 3) % 64] {
+        // Two pages in different 64 KiB database pages (an in-place rewrite writes two).
+        for p in [(i * 5) % 16, 32 + (i * 11 + 3) % 16] {
             content[p * PAGE + 100..p * PAGE + 200].fill(i as u8 + 1);
         }
         let mut c = Commit::new();
@@ -162,13 +163,17 @@ fn patches_that_shrink_and_regrow_the_content_merge_exactly() {
         versions.push((tid, content.to_vec()));
     };
     commit(&content, &mut versions);
+    // Each commit also changes a page of the first 64 KiB, so that it takes a patch.
     // Shrink: the last page becomes zeros (content ends one page earlier), then the last two.
     content[63 * PAGE..].fill(0);
+    content[PAGE] = 1;
     commit(&content, &mut versions);
     content[62 * PAGE..].fill(0);
+    content[2 * PAGE] = 1;
     commit(&content, &mut versions);
     // Regrow with one byte in the last page: pages 62 is zeros in the head, not in the payload.
     content[BS as usize - 1] = 5;
+    content[3 * PAGE] = 1;
     commit(&content, &mut versions);
     assert!(count(&f, "SELECT count(*) FROM outcore_patch") >= 2, "patches were kept");
     // Merge by changing most pages, except page 62: the payload must not keep its old bytes.
@@ -183,4 +188,24 @@ fn patches_that_shrink_and_regrow_the_content_merge_exactly() {
     commit(&content, &mut versions);
     check_versions(&*f.reopen(), id, &versions);
     f.assert_no_leaked_payloads();
+}
+
+#[test]
+fn a_change_within_one_database_page_is_written_in_place() {
+    let f = common::sqlite();
+    let s = &*f.store;
+    let id = ArrayId::random();
+    let mut c = Commit::new();
+    c.put_array(id, "a", meta(BS, Codec::None));
+    let mut tid = s.commit(s.head().unwrap(), c).unwrap();
+    let mut content = vec![4u8; BS as usize];
+    for i in 0..6 {
+        // Pages 0-15 share a 64 KiB database page.
+        content[(i % 16) * PAGE] = i as u8;
+        let mut c = Commit::new();
+        c.write_block(id, 0, content.clone());
+        tid = s.commit(tid, c).unwrap();
+    }
+    assert_eq!(count(&f, "SELECT count(*) FROM outcore_patch"), 0);
+    assert!(load(&*f.reopen(), id, tid).unwrap() == content);
 }
