@@ -679,7 +679,17 @@ pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result
                 // The written pages land in a scratch buffer and are compared with the stored
                 // content there; only the changed ones are copied over it, after the undo
                 // record took their old bytes (no copy of the whole block).
+                // The source sees the stored content at its pages (it may write part of one).
                 from_source.resize(meta.blksize as usize, 0);
+                let bs = meta.blksize as usize;
+                for p in pages.iter().map(|p| *p as usize).filter(|p| (p + 1) * block::PAGE <= bs) {
+                    let (start, end) = (p * block::PAGE, (p + 1) * block::PAGE);
+                    let have = old.len().clamp(start, end);
+                    if have > start {
+                        from_source[start..have].copy_from_slice(&old[start..have]);
+                    }
+                    from_source[have..end].fill(0);
+                }
                 read_pages_into(*id, *blk, pages, src.as_mut(), &mut from_source)?;
                 changed = block::changed_pages_of(&old, &from_source[..limit], pages);
                 if changed.is_empty() {

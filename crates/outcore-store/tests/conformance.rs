@@ -66,6 +66,7 @@ conformance!(
     compression_is_recorded_per_version,
     block_sources_are_read_at_commit,
     page_sources_write_only_their_pages,
+    page_sources_see_the_stored_content,
 );
 
 fn fresh_store_is_empty(f: &Fixture) {
@@ -704,4 +705,33 @@ fn page_sources_write_only_their_pages(f: &Fixture) {
     c.write_pages_from(id, 5, [0], pages_of(vec![1u8; BS as usize]));
     assert!(matches!(s.commit(t5, c), Err(Error::Invalid(_))));
     f.assert_no_leaked_payloads();
+}
+
+/// A page source may write part of a page: the rest of it is the stored content, never bytes of
+/// another block written in the same commit.
+fn page_sources_see_the_stored_content(f: &Fixture) {
+    let s = &*f.store;
+    let (id, t0) = create(s, "partial", 3 * BS);
+    let t1 = write(s, t0, id, &[(2, block(3, BS as usize))]).unwrap();
+    let mut c = Commit::new();
+    c.write_block_from(id, 0, |buf: &mut Vec<u8>| -> Result<(), BoxError> {
+        buf.resize(BS as usize, 0xAA);
+        Ok(())
+    });
+    for blk in [1u64, 2] {
+        c.write_pages_from(id, blk, [0u32, 2], |_: &[u32], b: &mut [u8]| -> Result<(), BoxError> {
+            b[..10].fill(7);
+            b[2 * 4096 + 5] = 8;
+            Ok(())
+        });
+    }
+    let t2 = s.commit(t1, c).unwrap();
+    let mut want1 = vec![0u8; BS as usize];
+    want1[..10].fill(7);
+    want1[2 * 4096 + 5] = 8;
+    assert_eq!(load(&*f.reopen(), id, 1, t2), want1, "a block with no stored content");
+    let mut want2 = block(3, BS as usize);
+    want2[..10].fill(7);
+    want2[2 * 4096 + 5] = 8;
+    assert_eq!(load(&*f.reopen(), id, 2, t2), want2, "a stored block");
 }

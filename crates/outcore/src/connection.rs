@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use outcore_pager::FileHandle;
+use outcore_pager::{FileHandle, PAGE};
 use outcore_store::{ArrayId, ArrayInfo, ArrayMeta, Changes, Codec, Commit, Order, Tid};
 use parking_lot::{Mutex, MutexGuard};
 
@@ -495,13 +495,20 @@ impl Connection {
                 // memory, however many it writes. The kernel reports every first write to a page,
                 // so the other pages hold the stored content; the store still compares the
                 // result with it and keeps only pages that changed.
-                let (file, blk) = (oa.file.clone(), d.blk);
+                // Only this connection's own size counts: bytes beyond it (written through a view
+                // older than a shrink) are dropped, even if another connection grew the array
+                // since; there the store keeps what it has.
+                let (file, blk, len) = (oa.file.clone(), d.blk, (meta.nbytes - start).min(bs as u64) as usize);
+                let pages: Vec<u32> = d.pages.iter().filter(|p| (*p as usize) * PAGE < len).collect();
                 c.write_pages_from(
                     *id,
                     d.blk,
-                    d.pages.iter(),
+                    pages,
                     move |pages: &[u32], buf: &mut [u8]| -> std::result::Result<(), BoxError> {
+                        let tail_end = len.next_multiple_of(PAGE).min(buf.len());
+                        let tail = buf[len..tail_end].to_vec();
                         file.read_pages(blk, pages, buf)?;
+                        buf[len..tail_end].copy_from_slice(&tail);
                         Ok(())
                     },
                 );

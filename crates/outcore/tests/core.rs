@@ -381,6 +381,7 @@ backends!(
     commits_are_announced,
     regions_for_foreign_code,
     writes_beyond_the_size_through_old_views,
+    writes_beyond_own_size_stay_dropped_after_a_foreign_grow,
     small_writes_store_only_their_pages,
     savepoints_roll_back_data_and_metadata,
     create_write_commit_reopen,
@@ -484,4 +485,40 @@ fn handles_move_between_threads() {
     assert!(matches!(a.shape(), Err(Error::Closed)));
     assert!(matches!(a.append(&[0.0f64; 50]), Err(Error::Closed)));
     assert_eq!(get(&f.db.connect().expect("connect"), "a", 6, 6), value(6, 6));
+}
+
+/// Bytes written beyond a connection's size (through a view older than another connection's
+/// shrink) are not committed, even when a third connection has grown the array since.
+fn writes_beyond_own_size_stay_dropped_after_a_foreign_grow(f: &Fixture) {
+    let c0 = f.db.connect().unwrap();
+    let a0 = c0.create("a", ArraySpec::of::<f64>([100, 50])).unwrap();
+    a0.as_array_view_mut::<f64>().unwrap().view_mut().fill(1.0);
+    c0.commit().unwrap();
+
+    let ca = f.db.connect().unwrap();
+    let a = ca.open("a").unwrap();
+    let mut g = a.as_array_view_mut::<f64>().unwrap();
+    assert_eq!(g.view()[[95, 0]], 1.0);
+    // C shrinks to 90 rows; A moves to that state and keeps its old, longer view.
+    let cc = f.db.connect().unwrap();
+    cc.open("a").unwrap().resize(&[90, 50]).unwrap();
+    cc.commit().unwrap();
+    ca.sync().unwrap();
+    assert_eq!(a.shape().unwrap(), vec![90, 50]);
+    // A writes beyond its size through the old view (row 95), and within it (row 89, whose end
+    // shares a page with row 90).
+    g.view_mut()[[95, 0]] = 5.0;
+    g.view_mut()[[89, 49]] = 2.0;
+    g.view_mut()[[90, 0]] = 3.0;
+    // B grows back to 100 rows (zeros beyond 90 rows) and writes no block.
+    let cb = f.db.connect().unwrap();
+    cb.open("a").unwrap().resize(&[100, 50]).unwrap();
+    cb.commit().unwrap();
+
+    ca.commit().expect("A commits");
+    let fresh = f.reopen().connect().unwrap();
+    let v = fresh.open("a").unwrap().as_array_view::<f64>().unwrap();
+    assert_eq!(v.view()[[89, 49]], 2.0);
+    assert_eq!(v.view()[[90, 0]], 0.0, "a write beyond the writer's size was committed");
+    assert_eq!(v.view()[[95, 0]], 0.0, "a write beyond the writer's size was committed");
 }
