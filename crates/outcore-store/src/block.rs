@@ -1,11 +1,14 @@
-//! How block versions are encoded for storage (format v2, see `docs/design/001-block-versions.md`).
+//! How block versions are encoded for storage (format v3, see `docs/design/001-block-versions.md`).
 //!
 //! Each block has one **current** version (its newest content, trailing zeros stripped, raw so
 //! that small commits can rewrite only the changed pages in place, or compressed as a whole when
 //! the array asks for compression), and one **undo** record per commit that changed it: the
 //! previous content of the 4 KiB pages that commit changed. A read at the head is one read of the
 //! current version; a read at an older snapshot applies the undo records newer than it, newest
-//! first. Every stored payload carries a checksum binding it to its place (array, block, tid).
+//! first. On SQLite the current version may also have **pending patches** (the new bytes of the
+//! pages small scattered commits changed), applied in order after its stored payload until a
+//! commit merges them. Every stored payload carries a checksum binding it to its place (array,
+//! block, tid, kind).
 
 use crate::error::{Error, Result};
 use crate::types::{ArrayId, Codec, Tid};
