@@ -52,8 +52,10 @@ where
 /// Closures `FnMut(&[u32], &mut [u8]) -> Result<(), Box<dyn Error + Send + Sync>>` are sources.
 pub trait PageSource: Send {
     /// Write the new content of each 4 KiB page in `pages` (ascending indices) into its place in
-    /// `block` (a buffer of the block size holding the block's current content), leaving every
-    /// other byte alone. An error aborts the commit ([`Error::BlockSource`]); nothing is written.
+    /// `block`, a buffer of the block size. Before the call, those pages of `block` hold the
+    /// block's stored content (so a source may write part of a page); its other bytes are
+    /// unspecified and ignored. An error aborts the commit ([`Error::BlockSource`]); nothing is
+    /// written.
     fn read_pages(
         &mut self,
         pages: &[u32],
@@ -245,7 +247,8 @@ pub(crate) struct CurrentWrite<'a> {
     pub data: &'a [u8],
     /// Length, codec, checksum and (if compressed) the payload.
     pub enc: CurrentEnc,
-    /// The pages that differ from the previous current version: all a raw in-place update writes.
+    /// The pages that differ from the stored payload (the previous current version without its
+    /// pending patches): all a raw in-place update writes.
     pub changed: &'a [u32],
     /// The array's block size.
     pub blksize: u64,
