@@ -678,6 +678,14 @@ pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result
         let limit = limit.get(&(*id, *blk)).copied().unwrap_or(0);
         let changed;
         let data: &[u8] = match data {
+            BlockData::Pages(pages, src) if old.is_empty() => {
+                // No stored content (a new block): zeros with the pages written.
+                from_source.clear();
+                from_source.resize(meta.blksize as usize, 0);
+                read_pages_into(*id, *blk, pages, src.as_mut(), &mut from_source)?;
+                from_source.truncate(limit);
+                &from_source
+            }
             BlockData::Pages(pages, src) if !cuts.contains_key(id) => {
                 // The written pages land in a scratch buffer and are compared with the stored
                 // content there; only the changed ones are copied over it, after the undo

@@ -442,6 +442,26 @@ fn put_blob(c: &Connection, id: i64, payload: &[u8]) -> Result<i64> {
     Ok(c.last_insert_rowid())
 }
 
+/// Store raw `content` with room for `room` bytes (zeros beyond the content) in blob row `id`
+/// (0: a new row); returns the row. The row is created as a zero blob and the content written
+/// into it with incremental blob I/O: no copies of the content besides SQLite's own pages.
+fn put_raw_blob(c: &Connection, id: i64, content: &[u8], room: usize) -> Result<i64> {
+    let id = if id != 0 {
+        c.prepare_cached("UPDATE outcore_blob SET data = zeroblob(?2) WHERE id = ?1")
+            .and_then(|mut st| st.execute(params![id, room as i64]))
+            .map_err(err("commit"))?;
+        id
+    } else {
+        c.prepare_cached("INSERT INTO outcore_blob (data) VALUES (zeroblob(?1))")
+            .and_then(|mut st| st.execute(params![room as i64]))
+            .map_err(err("commit"))?;
+        c.last_insert_rowid()
+    };
+    let mut blob = c.blob_open(rusqlite::MAIN_DB, c"outcore_blob", c"data", id, false).map_err(err("commit"))?;
+    blob.write_at(content, 0).map_err(err("commit"))?;
+    Ok(id)
+}
+
 /// Write the `changed` pages of `data` (zero beyond its end) into a blob of `cap` bytes,
 /// one write per run of adjacent pages.
 fn write_pages(blob: &mut rusqlite::blob::Blob<'_>, cap: usize, data: &[u8], changed: &[u32]) -> Result<()> {
@@ -713,10 +733,7 @@ impl WriteTxn for SqliteTxn<'_> {
                 _ => {
                     drop(blob);
                     let room = grown_room(cap, len, new.blksize as usize);
-                    let mut payload = Vec::with_capacity(room);
-                    payload.extend_from_slice(&new.data[..len]);
-                    payload.resize(room, 0);
-                    data_id = put_blob(c, data_id, &payload)?;
+                    data_id = put_raw_blob(c, data_id, &new.data[..len], room)?;
                 }
             }
         }
