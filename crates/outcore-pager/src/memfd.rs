@@ -71,25 +71,7 @@ impl Memfd {
         if buf.is_empty() {
             return Ok(());
         }
-        // SAFETY: a fresh read-only mapping at an address the kernel chooses; nothing else is
-        // touched. The caller keeps the range within the memfd's length (resident blocks).
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                buf.len(),
-                libc::PROT_READ,
-                libc::MAP_SHARED | libc::MAP_NORESERVE,
-                self.raw(),
-                offset as libc::off_t,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `p` maps `buf.len()` readable bytes; `buf` is a distinct writable slice.
-        unsafe { std::ptr::copy_nonoverlapping(p.cast::<u8>(), buf.as_mut_ptr(), buf.len()) };
-        // SAFETY: unmaps exactly the mapping made above.
-        unsafe { libc::munmap(p, buf.len()) };
+        ReadMapping::new(self, offset, buf.len())?.copy_out(0, buf);
         Ok(())
     }
 
@@ -103,29 +85,11 @@ impl Memfd {
         if pages.iter().any(|p| (*p as usize + 1) * page > buf.len()) {
             return Err(io::Error::from(io::ErrorKind::InvalidInput));
         }
-        // SAFETY: a fresh read-only mapping at an address the kernel chooses; nothing else is
-        // touched. The caller keeps the range within the memfd's length (resident blocks).
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                buf.len(),
-                libc::PROT_READ,
-                libc::MAP_SHARED | libc::MAP_NORESERVE,
-                self.raw(),
-                offset as libc::off_t,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
+        let m = ReadMapping::new(self, offset, buf.len())?;
         for &i in pages {
             let at = i as usize * page;
-            // SAFETY: `p` maps `buf.len()` readable bytes and `at + page <= buf.len()` (checked
-            // above); `buf` is a distinct writable slice.
-            unsafe { std::ptr::copy_nonoverlapping(p.cast::<u8>().add(at), buf.as_mut_ptr().add(at), page) };
+            m.copy_out(at, &mut buf[at..at + page]);
         }
-        // SAFETY: unmaps exactly the mapping made above.
-        unsafe { libc::munmap(p, buf.len()) };
         Ok(())
     }
 
@@ -145,5 +109,50 @@ impl Memfd {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+}
+
+/// A temporary read-only shared mapping of part of a memfd, unmapped on drop.
+struct ReadMapping {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl ReadMapping {
+    /// Maps `len` (> 0) bytes of `fd` at page-aligned `offset`. The caller keeps the range within
+    /// the memfd's length (resident blocks), so every byte of the mapping is readable.
+    fn new(fd: &Memfd, offset: u64, len: usize) -> io::Result<Self> {
+        // SAFETY: a fresh read-only mapping at an address the kernel chooses; nothing else is
+        // touched.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED | libc::MAP_NORESERVE,
+                fd.raw(),
+                offset as libc::off_t,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self { ptr, len })
+    }
+
+    /// Copies the mapped bytes at `at..at + dst.len()` into `dst`. (A raw copy, not a slice:
+    /// views of the same memfd may be written meanwhile.)
+    fn copy_out(&self, at: usize, dst: &mut [u8]) {
+        assert!(at.checked_add(dst.len()).is_some_and(|end| end <= self.len), "copy beyond the mapping");
+        // SAFETY: `ptr` maps `len` readable bytes while `self` lives and the range was checked
+        // above; `dst` is a distinct writable slice.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.cast::<u8>().add(at), dst.as_mut_ptr(), dst.len()) };
+    }
+}
+
+impl Drop for ReadMapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`.
+        unsafe { libc::munmap(self.ptr, self.len) };
     }
 }

@@ -329,6 +329,32 @@ fn read_block_returns_cached_content() {
     assert!(matches!(f.read_block(3, &mut buf[..10]), Err(PagerError::InvalidArgument(_))));
 }
 
+/// `read_pages` copies only the asked pages of the cached content, leaving the rest of the
+/// buffer alone; bad pages or buffers are refused.
+#[test]
+fn read_pages_copies_only_those_pages() {
+    let p = pager(1 << 30);
+    let src = MemSource::new();
+    let f = p.open_file(src.clone(), BS, 4 * BS as u64).unwrap();
+    let v = f.map(0..4).unwrap();
+    wr(&v, BS + 2 * 4096 + 5, 0x42);
+    let mut buf = vec![0xEEu8; BS];
+    f.read_pages(1, &[0, 2], &mut buf).unwrap();
+    for (i, b) in buf.iter().enumerate() {
+        let want = if i == 2 * 4096 + 5 {
+            0x42
+        } else if matches!(i / 4096, 0 | 2) {
+            src.expected(1, i)
+        } else {
+            0xEE
+        };
+        assert_eq!(*b, want, "byte {i}");
+    }
+    let last = (BS / 4096) as u32;
+    assert!(matches!(f.read_pages(1, &[last], &mut buf), Err(PagerError::InvalidArgument(_))));
+    assert!(matches!(f.read_pages(1, &[0], &mut buf[..4096]), Err(PagerError::InvalidArgument(_))));
+}
+
 /// The global pager exists and capabilities describe themselves.
 #[test]
 fn global_pager_and_capabilities() {

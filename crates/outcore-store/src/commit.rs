@@ -327,10 +327,29 @@ fn read_source_into(
     Ok(buf)
 }
 
-/// Overlay the pages a page source provides on `buf` (the block's content, `blksize` bytes).
-fn read_pages_into(array: ArrayId, blk: u64, pages: &[u32], src: &mut dyn PageSource, buf: &mut [u8]) -> Result<()> {
+/// Overlay the pages a page source provides on `buf` (`blksize` bytes). `buf` holds the block's
+/// stored content, at least at `pages`; with `stored`, those pages are first copied from it
+/// (zeros beyond its end), the rest of `buf` being scratch.
+fn read_pages_into(
+    array: ArrayId,
+    blk: u64,
+    pages: &[u32],
+    src: &mut dyn PageSource,
+    stored: Option<&[u8]>,
+    buf: &mut [u8],
+) -> Result<()> {
     if let Some(p) = pages.iter().find(|p| (**p as usize + 1) * block::PAGE > buf.len()) {
         return Err(Error::Invalid(format!("page {p} of block {blk} of array {array} lies beyond the block")));
+    }
+    if let Some(stored) = stored {
+        for p in pages {
+            let (start, end) = (*p as usize * block::PAGE, (*p as usize + 1) * block::PAGE);
+            let have = stored.len().clamp(start, end);
+            if have > start {
+                buf[start..have].copy_from_slice(&stored[start..have]);
+            }
+            buf[have..end].fill(0);
+        }
     }
     src.read_pages(pages, buf).map_err(|source| Error::BlockSource { array, blk, source })
 }
@@ -569,7 +588,7 @@ pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result
                 BlockData::Source(src) => *data = BlockData::Bytes(read_source(*id, *blk, src.as_mut(), meta.blksize)?),
                 BlockData::Pages(pages, src) => {
                     let mut buf = vec![0u8; meta.blksize as usize];
-                    read_pages_into(*id, *blk, pages, src.as_mut(), &mut buf)?;
+                    read_pages_into(*id, *blk, pages, src.as_mut(), None, &mut buf)?;
                     *data = BlockData::Bytes(buf);
                 }
                 BlockData::Bytes(_) => {}
@@ -682,7 +701,7 @@ pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result
                 // No stored content (a new block): zeros with the pages written.
                 from_source.clear();
                 from_source.resize(meta.blksize as usize, 0);
-                read_pages_into(*id, *blk, pages, src.as_mut(), &mut from_source)?;
+                read_pages_into(*id, *blk, pages, src.as_mut(), None, &mut from_source)?;
                 from_source.truncate(limit);
                 &from_source
             }
@@ -692,16 +711,7 @@ pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result
                 // record took their old bytes (no copy of the whole block).
                 // The source sees the stored content at its pages (it may write part of one).
                 from_source.resize(meta.blksize as usize, 0);
-                let bs = meta.blksize as usize;
-                for p in pages.iter().map(|p| *p as usize).filter(|p| (p + 1) * block::PAGE <= bs) {
-                    let (start, end) = (p * block::PAGE, (p + 1) * block::PAGE);
-                    let have = old.len().clamp(start, end);
-                    if have > start {
-                        from_source[start..have].copy_from_slice(&old[start..have]);
-                    }
-                    from_source[have..end].fill(0);
-                }
-                read_pages_into(*id, *blk, pages, src.as_mut(), &mut from_source)?;
+                read_pages_into(*id, *blk, pages, src.as_mut(), Some(&old), &mut from_source)?;
                 changed = block::changed_pages_of(&old, &from_source[..limit], pages);
                 if changed.is_empty() {
                     continue;
@@ -726,7 +736,7 @@ pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result
                     let keep = cut.saturating_sub(blk * meta.blksize).min(meta.blksize) as usize;
                     from_source[keep..].fill(0);
                 }
-                read_pages_into(*id, *blk, pages, src.as_mut(), &mut from_source)?;
+                read_pages_into(*id, *blk, pages, src.as_mut(), None, &mut from_source)?;
                 from_source.truncate(limit);
                 &from_source
             }

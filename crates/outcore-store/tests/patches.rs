@@ -25,28 +25,36 @@ fn load(s: &dyn Store, id: ArrayId, at: u64) -> Result<Vec<u8>, Error> {
     s.load(id, 0, at, &mut buf).map(|_| buf)
 }
 
+/// A new one-block array: (id, tid).
+fn create(s: &dyn Store, codec: Codec) -> (ArrayId, u64) {
+    let id = ArrayId::random();
+    let mut c = Commit::new();
+    c.put_array(id, "a", meta(BS, codec));
+    (id, s.commit(s.head().unwrap(), c).unwrap())
+}
+
+/// Commit `content` as block 0 of `id` on top of `base`: the new tid.
+fn put(s: &dyn Store, id: ArrayId, base: u64, content: &[u8]) -> u64 {
+    let mut c = Commit::new();
+    c.write_block(id, 0, content.to_vec());
+    s.commit(base, c).unwrap()
+}
+
 /// A block with distinct bytes everywhere, then commits that each change two scattered pages:
 /// they become patches (the payload is not rewritten) until their budget is spent, and a commit
 /// then merges them. Returns the array, and every (tid, content) in order.
 fn history(s: &dyn Store, codec: Codec) -> (ArrayId, Vec<(u64, Vec<u8>)>) {
-    let id = ArrayId::random();
-    let mut c = Commit::new();
-    c.put_array(id, "a", meta(BS, codec));
-    let mut tid = s.commit(s.head().unwrap(), c).unwrap();
+    let (id, mut tid) = create(s, codec);
     let mut content: Vec<u8> = (0..BS as usize).map(|i| (i * 7 % 251) as u8).collect();
     let mut versions = Vec::new();
-    let mut c = Commit::new();
-    c.write_block(id, 0, content.clone());
-    tid = s.commit(tid, c).unwrap();
+    tid = put(s, id, tid, &content);
     versions.push((tid, content.clone()));
     for i in 0..12usize {
         // Two pages in different 64 KiB database pages (an in-place rewrite writes two).
         for p in [(i * 5) % 16, 32 + (i * 11 + 3) % 16] {
             content[p * PAGE + 100..p * PAGE + 200].fill(i as u8 + 1);
         }
-        let mut c = Commit::new();
-        c.write_block(id, 0, content.clone());
-        tid = s.commit(tid, c).unwrap();
+        tid = put(s, id, tid, &content);
         versions.push((tid, content.clone()));
     }
     (id, versions)
@@ -78,9 +86,7 @@ fn scattered_small_commits_become_patches_then_merge() {
         // A commit that rewrites most of the block merges the patches into the payload.
         let mut whole = versions.last().unwrap().1.clone();
         whole.iter_mut().for_each(|b| *b = b.wrapping_add(1));
-        let mut c = Commit::new();
-        c.write_block(id, 0, whole.clone());
-        let t = s.commit(versions.last().unwrap().0, c).unwrap();
+        let t = put(s, id, versions.last().unwrap().0, &whole);
         assert_eq!(count(&f, "SELECT count(*) FROM outcore_patch"), 0);
         assert_eq!(count(&f, "SELECT coalesce(sum(patches), 0) FROM outcore_current"), 0);
         f.assert_no_leaked_payloads();
@@ -150,16 +156,11 @@ fn deleting_an_array_and_gc_drop_its_patches() {
 fn patches_that_shrink_and_regrow_the_content_merge_exactly() {
     let f = common::sqlite();
     let s = &*f.store;
-    let id = ArrayId::random();
-    let mut c = Commit::new();
-    c.put_array(id, "a", meta(BS, Codec::None));
-    let mut tid = s.commit(s.head().unwrap(), c).unwrap();
+    let (id, mut tid) = create(s, Codec::None);
     let mut content = vec![9u8; BS as usize];
     let mut versions = Vec::new();
     let mut commit = |content: &[u8], versions: &mut Vec<(u64, Vec<u8>)>| {
-        let mut c = Commit::new();
-        c.write_block(id, 0, content.to_vec());
-        tid = s.commit(tid, c).unwrap();
+        tid = put(s, id, tid, content);
         versions.push((tid, content.to_vec()));
     };
     commit(&content, &mut versions);
@@ -194,17 +195,12 @@ fn patches_that_shrink_and_regrow_the_content_merge_exactly() {
 fn a_change_within_one_database_page_is_written_in_place() {
     let f = common::sqlite();
     let s = &*f.store;
-    let id = ArrayId::random();
-    let mut c = Commit::new();
-    c.put_array(id, "a", meta(BS, Codec::None));
-    let mut tid = s.commit(s.head().unwrap(), c).unwrap();
+    let (id, mut tid) = create(s, Codec::None);
     let mut content = vec![4u8; BS as usize];
     for i in 0..6 {
         // Pages 0-15 share a 64 KiB database page.
         content[(i % 16) * PAGE] = i as u8;
-        let mut c = Commit::new();
-        c.write_block(id, 0, content.clone());
-        tid = s.commit(tid, c).unwrap();
+        tid = put(s, id, tid, &content);
     }
     assert_eq!(count(&f, "SELECT count(*) FROM outcore_patch"), 0);
     assert!(load(&*f.reopen(), id, tid).unwrap() == content);
