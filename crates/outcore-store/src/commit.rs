@@ -109,6 +109,8 @@ pub struct Commit {
     pub extension: serde_json::Value,
     pub(crate) arrays: BTreeMap<ArrayId, ArrayChange>,
     pub(crate) blocks: BTreeMap<(ArrayId, u64), BlockData>,
+    /// The committer's own snapshot registration (not counted as another reader).
+    pub(crate) by: u64,
 }
 
 impl Commit {
@@ -132,6 +134,14 @@ impl Commit {
     /// Set the JSON extension.
     pub fn with_extension(mut self, extension: serde_json::Value) -> Self {
         self.extension = extension;
+        self
+    }
+
+    /// Name the committer's own snapshot (from [`Store::snapshot`](crate::Store::snapshot)): a
+    /// local store then does not count it as another reader, so it may update blocks in place.
+    /// The committer must remap or drop what it maps of the blocks it commits.
+    pub fn by(mut self, snapshot: &crate::types::Snapshot) -> Self {
+        self.by = snapshot.id();
         self
     }
 
@@ -239,6 +249,8 @@ pub(crate) struct CurrentRow {
     pub patches: i64,
     /// Their stored bytes.
     pub patch_bytes: i64,
+    /// The data-file extent holding it (local stores, uncompressed arrays).
+    pub extent: Option<u64>,
 }
 
 /// A new current version of a block, handed to the backend.
@@ -252,6 +264,8 @@ pub(crate) struct CurrentWrite<'a> {
     pub changed: &'a [u32],
     /// The array's block size.
     pub blksize: u64,
+    /// The array is uncompressed (a local store keeps its blocks in data-file extents).
+    pub raw_array: bool,
 }
 
 /// Changed blocks `(array, blk, newest tid)` and arrays `(array, newest tid)`.
@@ -423,7 +437,7 @@ fn store_new(
     meta: &ArrayMeta,
     base: &mut Vec<u8>,
 ) -> Result<()> {
-    if let Some(c) = cur.filter(|c| patch_pays(txn.patch_granule(), c, changed, data, meta)) {
+    if let Some(c) = cur.filter(|c| c.extent.is_none() && patch_pays(txn.patch_granule(), c, changed, data, meta)) {
         let patch = block::encode_patch(id, blk, tid, data, changed, c.tid, meta.codec);
         return txn.write_patch(id, blk, tid, &patch);
     }
@@ -442,7 +456,7 @@ fn store_new(
         }
         _ => changed,
     };
-    let new = CurrentWrite { data, enc, changed, blksize: meta.blksize };
+    let new = CurrentWrite { data, enc, changed, blksize: meta.blksize, raw_array: meta.codec == Codec::None };
     txn.write_current(id, blk, tid, cur, &new)
 }
 
@@ -488,7 +502,7 @@ pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result
     if base < head.horizon {
         return Err(Error::SnapshotGone { at: base, horizon: head.horizon });
     }
-    let Commit { user, description, extension, arrays, mut blocks } = commit;
+    let Commit { user, description, extension, arrays, mut blocks, by: _ } = commit;
 
     // The state at head of every array this commit touches.
     let mut at_head: HashMap<ArrayId, Option<ArrayVersion>> = HashMap::new();

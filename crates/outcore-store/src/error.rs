@@ -103,7 +103,7 @@ pub enum Error {
         reason: String,
     },
     /// The store was written by a newer (or unknown) format version.
-    #[error("{location} has store format version {found}; this outcore supports version {supported}: upgrade outcore")]
+    #[error("{location} has store format version {found}; this outcore reads version {supported}: {}", version_advice(*found, *supported))]
     UnsupportedVersion {
         /// Path or redacted URL.
         location: String,
@@ -181,6 +181,26 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The local store's data file (block extents) or reader registry failed.
+    #[error("{op} on {path}: {source}")]
+    Io {
+        /// What the store was doing.
+        op: &'static str,
+        /// The file.
+        path: String,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store handle was opened by another process and inherited across `fork()`: SQLite
+    /// connections and file locks cannot be shared with a child.
+    #[error("this store handle ({location}) was opened by process {opened_by} before a fork(); open the store again in this process")]
+    Forked {
+        /// Where the store lives.
+        location: String,
+        /// The process that opened it.
+        opened_by: u32,
+    },
     /// Stored metadata could not be decoded.
     #[error("bad stored metadata of array {array} at tid {tid}: {detail}")]
     BadMeta {
@@ -191,6 +211,16 @@ pub enum Error {
         /// What is wrong.
         detail: String,
     },
+}
+
+/// What to do about a store of another format version.
+fn version_advice(found: u32, supported: u32) -> &'static str {
+    if found > supported {
+        "upgrade outcore"
+    } else {
+        "the store was written by an earlier outcore (before block bytes moved to a data file); \
+         copy its arrays out with that version, or recreate the store"
+    }
 }
 
 impl Error {

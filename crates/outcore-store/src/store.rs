@@ -2,7 +2,7 @@
 
 use crate::commit::Commit;
 use crate::error::Result;
-use crate::types::{ArrayId, ArrayInfo, Changes, GcStats, StoreStats, Tid, TxnInfo};
+use crate::types::{ArrayId, ArrayInfo, Changes, GcStats, Location, Snapshot, StoreStats, Tid, TxnInfo};
 use std::time::{Duration, SystemTime};
 
 /// A durable, versioned store of named arrays of fixed-size blocks.
@@ -38,6 +38,33 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Read block `blk` of `array` as of `at` into `buf` (exactly the array's block size; the
     /// zero tail is filled in). A block never written reads as zeros.
     fn load(&self, array: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> Result<()>;
+
+    /// Start a snapshot at the newest tid (or at `at`): while the returned [`Snapshot`] lives,
+    /// the block bytes [`locate`](Store::locate) reports for its tid stay where they are (a
+    /// local store registers it in its reader registry; other stores need nothing).
+    fn snapshot(&self, at: Option<Tid>) -> Result<Snapshot> {
+        Ok(Snapshot::unregistered(match at {
+            Some(t) => t,
+            None => self.head()?,
+        }))
+    }
+
+    /// Where the bytes of the stored blocks in `blks` of `array` are as of `at`, for mapping
+    /// (`blksize` bytes at each location; blocks not listed read zeros). `None` when this store
+    /// keeps the array's blocks in a form that cannot be mapped (a remote store, a compressed
+    /// array): read them with [`load`](Store::load). Only valid for a tid a live [`Snapshot`]
+    /// holds.
+    fn locate(&self, array: ArrayId, blks: std::ops::Range<u64>, at: Tid) -> Result<Option<Vec<(u64, Location)>>> {
+        let _ = (array, blks, at);
+        Ok(None)
+    }
+
+    /// Whether [`locate`](Store::locate) serves arrays with this metadata (a local store's
+    /// uncompressed arrays), so they can be mapped rather than loaded.
+    fn can_locate(&self, meta: &crate::types::ArrayMeta) -> bool {
+        let _ = meta;
+        false
+    }
 
     /// Commit `commit` on top of snapshot `base`; returns the new tid.
     fn commit(&self, base: Tid, commit: Commit) -> Result<Tid>;

@@ -161,3 +161,67 @@ pub struct StoreStats {
     /// Bytes of stored block payload (after zero stripping and compression).
     pub stored_bytes: u64,
 }
+
+/// Where a block version's bytes sit in a local store's data file: `blksize` bytes of `file` at
+/// `offset` (page aligned), to be mapped `MAP_PRIVATE` and never written.
+#[derive(Clone, Debug)]
+pub struct Location {
+    /// The data file.
+    pub file: std::sync::Arc<std::fs::File>,
+    /// Byte offset of the extent.
+    pub offset: u64,
+}
+
+impl PartialEq for Location {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.file, &other.file) && self.offset == other.offset
+    }
+}
+
+/// Releases a registered snapshot.
+pub(crate) trait Unpin: Send + Sync {
+    fn unpin(&self, id: u64);
+}
+
+/// A snapshot a connection reads (see [`Store::snapshot`](crate::Store::snapshot)); released
+/// on drop.
+pub struct Snapshot {
+    tid: Tid,
+    id: u64,
+    owner: Option<std::sync::Arc<dyn Unpin>>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot").field("tid", &self.tid).field("id", &self.id).finish()
+    }
+}
+
+impl Snapshot {
+    /// A snapshot nothing needs to register (stores whose bytes never move under readers).
+    pub fn unregistered(tid: Tid) -> Snapshot {
+        Snapshot { tid, id: 0, owner: None }
+    }
+
+    pub(crate) fn registered(tid: Tid, id: u64, owner: std::sync::Arc<dyn Unpin>) -> Snapshot {
+        Snapshot { tid, id, owner: Some(owner) }
+    }
+
+    /// The tid it reads.
+    pub fn tid(&self) -> Tid {
+        self.tid
+    }
+
+    /// Its registration (0 when unregistered), for [`Commit::by`](crate::Commit::by).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        if let Some(o) = &self.owner {
+            o.unpin(self.id);
+        }
+    }
+}

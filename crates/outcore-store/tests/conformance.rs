@@ -405,9 +405,12 @@ fn corrupt_block_is_detected(f: &Fixture) {
     let mut bad = block(7, 1000);
     bad[500] = 8;
     if f.backend == "sqlite" {
+        // Uncompressed blocks live in the data file beside the database.
         let c = rusqlite::Connection::open(&f.url).unwrap();
-        let sql = "UPDATE outcore_blob SET data = ?1 WHERE id = (SELECT data_id FROM outcore_current WHERE blk = 2)";
-        assert_eq!(c.execute(sql, [&bad]).unwrap(), 1);
+        let off: i64 = c.query_row("SELECT ext_off FROM outcore_current WHERE blk = 2", [], |r| r.get(0)).unwrap();
+        use std::os::unix::fs::FileExt;
+        let data = std::fs::OpenOptions::new().write(true).open(format!("{}.blocks", f.url)).unwrap();
+        data.write_all_at(&bad, off as u64).unwrap();
     } else {
         let mut c = ::postgres::Client::connect(&f.url, ::postgres::NoTls).unwrap();
         let sql = "UPDATE outcore_segment SET data = $1 WHERE blk = 2 AND seg = 0";

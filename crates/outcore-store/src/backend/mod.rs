@@ -1,6 +1,7 @@
 //! Backends: one module per database, each implementing [`Store`](crate::Store).
 
 mod checkpoint;
+pub(crate) mod local;
 mod pg_config;
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
@@ -10,11 +11,15 @@ use crate::types::{ArrayId, ArrayInfo, ArrayMeta, Tid};
 
 /// The store format this build writes and the highest it reads.
 pub(crate) const FORMAT_NAME: &str = "outcore-store";
-/// Format version 3: tables outcore_{meta,head,txn,array,current,undo} (+ outcore_blob and
-/// outcore_patch on SQLite, outcore_segment on PostgreSQL): each block's current content (on
-/// SQLite: a payload plus pending patches) and undo records. Versions 1 (forward delta chains)
-/// and 2 (no pending patches) were never released; they are refused like any other version.
-pub(crate) const FORMAT_VERSION: u32 = 3;
+/// PostgreSQL format version 3: tables outcore_{meta,head,txn,array,current,undo,segment}: each
+/// block's current content and undo records. Versions 1 (forward delta chains) and 2 were never
+/// released; they are refused like any other version.
+pub(crate) const PG_FORMAT_VERSION: u32 = 3;
+/// SQLite (local store) format version 4: as 3, but the current content of blocks of
+/// uncompressed arrays lives in block extents of the data file `<store>.blocks`
+/// (`outcore_current.ext_off`), with retired and free extents, redo records of in-place
+/// updates, and the reader registry `<store>.readers`. Version 3 kept all bytes in SQLite.
+pub(crate) const SQLITE_FORMAT_VERSION: u32 = 4;
 
 /// Decode a stored metadata JSON document.
 pub(crate) fn decode_meta(id: ArrayId, tid: Tid, json: &str) -> Result<ArrayMeta> {

@@ -4,7 +4,7 @@
 
 use super::pg_config::{self, Target};
 use super::sqlite::check_format;
-use super::{array_info, encode_meta, time_to_us, FORMAT_NAME, FORMAT_VERSION};
+use super::{array_info, encode_meta, time_to_us, FORMAT_NAME, PG_FORMAT_VERSION};
 use crate::block::{self, Encoded, Stored};
 use crate::commit::{self, ArrayVersion, ChangedSets, Commit, CurrentRow, CurrentWrite, Head, WriteTxn};
 use crate::error::{Error, Result};
@@ -118,7 +118,7 @@ impl PgStore {
             tx.batch_execute(SCHEMA).map_err(err("create schema"))?;
             tx.execute(
                 "INSERT INTO outcore_meta (key, value) VALUES ('format', $1), ('version', $2)",
-                &[&FORMAT_NAME, &FORMAT_VERSION.to_string()],
+                &[&FORMAT_NAME, &PG_FORMAT_VERSION.to_string()],
             )
             .map_err(err("create schema"))?;
             tx.commit().map_err(err("create schema"))?;
@@ -132,7 +132,7 @@ impl PgStore {
         };
         let format = get(&mut tx, "format")?;
         let version = get(&mut tx, "version")?;
-        check_format(&self.location, format, version)
+        check_format(&self.location, format, version, PG_FORMAT_VERSION)
     }
 
     /// Run `f` on a pooled connection; a connection that failed is not reused.
@@ -377,6 +377,7 @@ impl WriteTxn for PgTxn<'_> {
             base_len: r.get::<_, i64>(2) as u64,
             patches: 0,
             patch_bytes: 0,
+            extent: None,
         }))
     }
 

@@ -1,16 +1,29 @@
-//! SQLite backend: the embedded default, one file. WAL mode with `synchronous=FULL`; commits
-//! take SQLite's write lock (`BEGIN IMMEDIATE`), so tid order is commit order across processes.
+//! SQLite backend: the embedded default. Metadata in one SQLite file (WAL mode,
+//! `synchronous=FULL`); the bytes of uncompressed arrays in block extents of the data file
+//! `<store>.blocks` (see `local`), which views map. Commits take SQLite's write lock
+//! (`BEGIN IMMEDIATE`), so tid order is commit order across processes.
+//!
+//! A commit writes a changed block of an uncompressed array either **in place** (only the
+//! changed pages, when no other snapshot is open anywhere, under the registry's exclusive gate:
+//! the new bytes go into redo rows of the SQLite commit, then home, then the data file is synced
+//! and the redo rows dropped) or to a **new extent** (written and synced before the SQLite
+//! commit; the old extent is retired at the commit's tid and reused once no open snapshot is
+//! older than that tid). Redo rows left by a crash are replayed by the next commit or snapshot.
 
-use super::{array_info, encode_meta, FORMAT_NAME, FORMAT_VERSION};
+use super::local::{self, datafile::DataFile, registry::Registry};
+use super::{array_info, encode_meta, FORMAT_NAME, SQLITE_FORMAT_VERSION};
 use crate::block::{self, Encoded, Stored};
 use crate::commit::{self, ArrayVersion, ChangedSets, Commit, CurrentRow, CurrentWrite, Head, WriteTxn};
 use crate::error::{Error, Result};
 use crate::pool::Pool;
 use crate::store::{Store, Subscription};
-use crate::types::{ArrayId, ArrayInfo, ArrayMeta, Changes, GcStats, StoreStats, Tid, TxnInfo};
+use crate::types::{
+    ArrayId, ArrayInfo, ArrayMeta, Changes, Codec, GcStats, Location, Snapshot, StoreStats, Tid, TxnInfo,
+};
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 const SCHEMA: &str = "
@@ -30,8 +43,16 @@ CREATE TABLE outcore_current (
     array_id INTEGER NOT NULL, blk INTEGER NOT NULL, tid INTEGER NOT NULL,
     len INTEGER NOT NULL, base_tid INTEGER NOT NULL, base_len INTEGER NOT NULL,
     codec INTEGER NOT NULL, checksum INTEGER NOT NULL, data_id INTEGER,
-    patches INTEGER NOT NULL, patch_bytes INTEGER NOT NULL,
+    patches INTEGER NOT NULL, patch_bytes INTEGER NOT NULL, ext_off INTEGER,
     PRIMARY KEY (array_id, blk)) WITHOUT ROWID;
+CREATE TABLE outcore_retired (
+    ext_off INTEGER PRIMARY KEY, size INTEGER NOT NULL, array_id INTEGER NOT NULL, blk INTEGER NOT NULL,
+    since_tid INTEGER NOT NULL, retired_tid INTEGER NOT NULL);
+CREATE INDEX outcore_retired_blk ON outcore_retired (array_id, blk);
+CREATE TABLE outcore_free (size INTEGER NOT NULL, ext_off INTEGER NOT NULL, PRIMARY KEY (size, ext_off)) WITHOUT ROWID;
+CREATE TABLE outcore_redo (tid INTEGER NOT NULL, off INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (tid, off));
+CREATE TABLE outcore_local (id INTEGER PRIMARY KEY CHECK (id = 1), data_end INTEGER NOT NULL, redo INTEGER NOT NULL);
+INSERT INTO outcore_local (id, data_end, redo) VALUES (1, 0, 0);
 CREATE TABLE outcore_blob (id INTEGER PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE outcore_patch (
     array_id INTEGER NOT NULL, blk INTEGER NOT NULL, tid INTEGER NOT NULL, prev_tid INTEGER NOT NULL,
@@ -59,10 +80,12 @@ fn err(op: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
     move |e| Error::Backend { backend: "sqlite", op, source: Box::new(e) }
 }
 
-/// A store in one SQLite file.
+/// A local store: SQLite metadata, a data file of block extents, a reader registry.
 pub struct SqliteStore {
     path: PathBuf,
     location: String,
+    data: DataFile,
+    registry: Arc<Registry>,
     writer: Mutex<Connection>,
     readers: Pool<Connection>,
     checkpointer: super::checkpoint::Checkpointer,
@@ -114,9 +137,19 @@ impl SqliteStore {
         Self::init_schema(&mut writer, &location)?;
         // Commits leave copying the WAL into the database file to a background thread.
         writer.pragma_update(None, "wal_autocheckpoint", 0).map_err(err("open"))?;
+        let data = DataFile::open(&local::data_path(&path))?;
+        let registry = Arc::new(Registry::open(&local::readers_path(&path))?);
         let checkpointer = super::checkpoint::Checkpointer::start(&path)
             .map_err(|e| Error::BadLocation { location: location.clone(), reason: e.to_string() })?;
-        Ok(SqliteStore { path, location, writer: Mutex::new(writer), readers: Pool::new(16), checkpointer })
+        Ok(SqliteStore {
+            path,
+            location,
+            data,
+            registry,
+            writer: Mutex::new(writer),
+            readers: Pool::new(16),
+            checkpointer,
+        })
     }
 
     fn init_schema(conn: &mut Connection, location: &str) -> Result<()> {
@@ -138,7 +171,7 @@ impl SqliteStore {
             tx.execute_batch(SCHEMA).map_err(err("create schema"))?;
             tx.execute(
                 "INSERT INTO outcore_meta (key, value) VALUES ('format', ?1), ('version', ?2)",
-                params![FORMAT_NAME, FORMAT_VERSION.to_string()],
+                params![FORMAT_NAME, SQLITE_FORMAT_VERSION.to_string()],
             )
             .map_err(err("create schema"))?;
             tx.commit().map_err(err("create schema"))?;
@@ -155,7 +188,7 @@ impl SqliteStore {
                 .optional()
                 .map_err(err("open"))
         };
-        check_format(location, get("format")?, get("version")?)
+        check_format(location, get("format")?, get("version")?, SQLITE_FORMAT_VERSION)
     }
 
     fn reader(&self) -> Result<crate::pool::Pooled<'_, Connection>> {
@@ -164,7 +197,12 @@ impl SqliteStore {
 }
 
 /// Check the format marker and version found in a store.
-pub(crate) fn check_format(location: &str, format: Option<String>, version: Option<String>) -> Result<()> {
+pub(crate) fn check_format(
+    location: &str,
+    format: Option<String>,
+    version: Option<String>,
+    supported: u32,
+) -> Result<()> {
     if format.as_deref() != Some(FORMAT_NAME) {
         return Err(Error::NotAStore {
             location: location.to_string(),
@@ -175,8 +213,8 @@ pub(crate) fn check_format(location: &str, format: Option<String>, version: Opti
         location: location.to_string(),
         reason: format!("unreadable format version {version:?}"),
     })?;
-    if found != FORMAT_VERSION {
-        return Err(Error::UnsupportedVersion { location: location.to_string(), found, supported: FORMAT_VERSION });
+    if found != supported {
+        return Err(Error::UnsupportedVersion { location: location.to_string(), found, supported });
     }
     Ok(())
 }
@@ -193,13 +231,13 @@ fn q_head(c: &Connection) -> Result<Head> {
         .map_err(err("read head"))
 }
 
-fn q_load(c: &Connection, array: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> Result<()> {
+fn q_load(c: &Connection, data: &DataFile, array: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> Result<()> {
     if !c.is_autocommit() {
-        return q_load_in_txn(c, array, blk, at, buf);
+        return q_load_in_txn(c, data, array, blk, at, buf);
     }
     // One read transaction: the version row, its payload and the gc horizon from one snapshot.
     c.execute_batch("BEGIN DEFERRED").map_err(err("load"))?;
-    let r = q_load_in_txn(c, array, blk, at, buf);
+    let r = q_load_in_txn(c, data, array, blk, at, buf);
     c.execute_batch("COMMIT").map_err(err("load"))?;
     r
 }
@@ -216,11 +254,13 @@ struct CurrentRowSql {
     /// Pending patches (taking the payload's version to the newest) and their bytes.
     patches: i64,
     patch_bytes: i64,
+    /// The data-file extent holding the content (instead of a blob).
+    ext_off: Option<u64>,
 }
 
 fn q_current(c: &Connection, array: ArrayId, blk: u64) -> rusqlite::Result<Option<CurrentRowSql>> {
     c.prepare_cached(
-        "SELECT tid, len, base_tid, base_len, codec, checksum, coalesce(data_id, 0), patches, patch_bytes
+        "SELECT tid, len, base_tid, base_len, codec, checksum, coalesce(data_id, 0), patches, patch_bytes, ext_off
          FROM outcore_current WHERE array_id = ?1 AND blk = ?2",
     )?
     .query_row(params![array.0 as i64, blk as i64], |r| {
@@ -239,12 +279,13 @@ fn q_current(c: &Connection, array: ArrayId, blk: u64) -> rusqlite::Result<Optio
             data_id: r.get(6)?,
             patches: r.get(7)?,
             patch_bytes: r.get(8)?,
+            ext_off: r.get::<_, Option<i64>>(9)?.map(|o| o as u64),
         })
     })
     .optional()
 }
 
-fn q_load_in_txn(c: &Connection, array: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> Result<()> {
+fn q_load_in_txn(c: &Connection, data: &DataFile, array: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> Result<()> {
     let cur = q_current(c, array, blk).map_err(err("load"))?;
     let horizon = q_head(c)?.horizon;
     if at < horizon {
@@ -252,7 +293,7 @@ fn q_load_in_txn(c: &Connection, array: ArrayId, blk: u64, at: Tid, buf: &mut [u
     }
     let current_tid = cur.as_ref().map_or(0, |c| c.tid);
     let read_current = |buf: &mut [u8]| match &cur {
-        Some(cur) if cur.data_id != 0 => read_current(c, array, blk, cur, buf),
+        Some(cur) if cur.data_id != 0 || cur.ext_off.is_some() => read_current(c, data, array, blk, cur, buf),
         _ => {
             buf.fill(0);
             Ok(())
@@ -300,8 +341,15 @@ const UNDO_SINCE: &str = "SELECT tid, kind, prev_tid, codec, len, checksum, data
      ORDER BY tid DESC";
 
 /// Read a block's current version into `buf`: its stored payload, then its pending patches.
-fn read_current(c: &Connection, array: ArrayId, blk: u64, cur: &CurrentRowSql, buf: &mut [u8]) -> Result<()> {
-    read_base(c, array, blk, cur, buf)?;
+fn read_current(
+    c: &Connection,
+    data: &DataFile,
+    array: ArrayId,
+    blk: u64,
+    cur: &CurrentRowSql,
+    buf: &mut [u8],
+) -> Result<()> {
+    read_base(c, data, array, blk, cur, buf)?;
     if cur.patches == 0 && cur.stored.tid == cur.tid {
         return Ok(());
     }
@@ -340,7 +388,27 @@ fn read_current(c: &Connection, array: ArrayId, blk: u64, cur: &CurrentRowSql, b
 }
 
 /// Read a block's stored payload (the current version without its pending patches) into `buf`.
-fn read_base(c: &Connection, array: ArrayId, blk: u64, cur: &CurrentRowSql, buf: &mut [u8]) -> Result<()> {
+fn read_base(
+    c: &Connection,
+    data: &DataFile,
+    array: ArrayId,
+    blk: u64,
+    cur: &CurrentRowSql,
+    buf: &mut [u8],
+) -> Result<()> {
+    if let Some(off) = cur.ext_off {
+        let len = cur.stored.len as usize;
+        if cur.stored.codec != block::CODEC_RAW || len > buf.len() {
+            return Err(block::corrupt(
+                array,
+                blk,
+                cur.tid,
+                format!("extent row of {len} bytes, codec {}", cur.stored.codec),
+            ));
+        }
+        data.read_at(off, &mut buf[..len])?;
+        return block::verify_in_place(array, blk, &cur.stored, buf);
+    }
     let blob = c.blob_open(rusqlite::MAIN_DB, c"outcore_blob", c"data", cur.data_id, true).map_err(err("load"))?;
     let len = cur.stored.len as usize;
     if cur.stored.codec != block::CODEC_RAW || blob.len() < len || len > buf.len() {
@@ -497,6 +565,14 @@ struct SqliteTxn<'a> {
     /// from it stay direct (SQLite reads overflow pages straight into the buffer only while the
     /// connection has no dirty pages; the write transaction soon has some).
     reader: Option<crate::pool::Pooled<'a, Connection>>,
+    /// No other snapshot is open: changed blocks may be updated in place.
+    in_place: bool,
+    /// End of the allocated part of the data file.
+    data_end: u64,
+    /// New extents were written: sync the data file before the SQLite commit.
+    wrote_extents: bool,
+    /// Redo rows were written: their bytes go home after the SQLite commit.
+    redo: bool,
 }
 
 impl SqliteTxn<'_> {
@@ -512,6 +588,123 @@ impl SqliteTxn<'_> {
         };
         Ok(r)
     }
+}
+
+/// Pages of a block written in place at most (more: a new extent, written once and synced,
+/// instead of redo rows plus home writes): a quarter of the block.
+const IN_PLACE_MAX_DIVISOR: usize = 4;
+
+impl SqliteTxn<'_> {
+    /// Store the raw content `new.data` of a block of an uncompressed array in an extent: the
+    /// changed pages in place (as redo rows, written home after the SQLite commit) when no other
+    /// snapshot can map its extent and the change is small; else a new extent. Returns the
+    /// extent's offset.
+    fn write_extent(
+        &mut self,
+        id: ArrayId,
+        blk: u64,
+        tid: Tid,
+        prev: Option<(u64, Tid)>,
+        new: &CurrentWrite<'_>,
+    ) -> Result<u64> {
+        let bs = new.blksize as usize;
+        let page = block::PAGE;
+        if let Some((off, _)) = prev.filter(|_| self.in_place && new.changed.len() * page * IN_PLACE_MAX_DIVISOR <= bs)
+        {
+            let c = &*self.tx;
+            let mut st = c
+                .prepare_cached("INSERT INTO outcore_redo (tid, off, data) VALUES (?1, ?2, ?3)")
+                .map_err(err("commit"))?;
+            let mut buf = Vec::with_capacity(page);
+            for run in page_runs(new.changed) {
+                let (start, end) = (run.start as usize * page, (run.end as usize * page).min(bs));
+                if start >= end {
+                    continue;
+                }
+                buf.clear();
+                buf.extend_from_slice(new.data.get(start..end.min(new.data.len())).unwrap_or(&[]));
+                buf.resize(end - start, 0);
+                // Space for pages beyond the old content is reserved now, so that the home
+                // writes after the commit cannot fail for lack of space.
+                self.store.data.reserve(off + start as u64, (end - start) as u64)?;
+                st.execute(params![tid as i64, (off + start as u64) as i64, &buf]).map_err(err("commit"))?;
+            }
+            self.redo = true;
+            return Ok(off);
+        }
+        let off = self.allocate(new.blksize)?;
+        let len = new.enc.len as usize;
+        self.store.data.write_at(off, &new.data[..len])?;
+        self.wrote_extents = true;
+        if let Some((old, since)) = prev {
+            self.retire(id, blk, old, new.blksize, since, tid)?;
+        }
+        Ok(off)
+    }
+
+    /// A free extent of `size` bytes (aligned to it): a reused one, else new space at the end.
+    /// Punched first, so that bytes beyond the content written into it read zeros.
+    fn allocate(&mut self, size: u64) -> Result<u64> {
+        let c = &*self.tx;
+        let reused: Option<i64> = c
+            .prepare_cached("SELECT ext_off FROM outcore_free WHERE size = ?1 LIMIT 1")
+            .and_then(|mut st| st.query_row([size as i64], |r| r.get(0)).optional())
+            .map_err(err("allocate an extent"))?;
+        let off = match reused {
+            Some(off) => {
+                c.prepare_cached("DELETE FROM outcore_free WHERE size = ?1 AND ext_off = ?2")
+                    .and_then(|mut st| st.execute(params![size as i64, off]))
+                    .map_err(err("allocate an extent"))?;
+                off as u64
+            }
+            None => {
+                let off = self.data_end.div_ceil(size) * size;
+                self.data_end = off + size;
+                self.store.data.ensure_len(self.data_end)?;
+                off
+            }
+        };
+        self.store.data.punch(off, size)?;
+        Ok(off)
+    }
+
+    /// Record that extent `off` (holding the version `since` of a block) stops being current at
+    /// `tid`: it is reused once no open snapshot is older than `tid`.
+    fn retire(&mut self, id: ArrayId, blk: u64, off: u64, size: u64, since: Tid, tid: Tid) -> Result<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO outcore_retired (ext_off, size, array_id, blk, since_tid, retired_tid)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![off as i64, size as i64, id.0 as i64, blk as i64, since as i64, tid as i64])
+            })
+            .map(|_| ())
+            .map_err(err("commit"))
+    }
+}
+
+/// Crash tests: `OUTCORE_FAILPOINT=<name>` makes the process abort at that point of a commit.
+fn failpoint(name: &str) {
+    if std::env::var_os("OUTCORE_FAILPOINT").is_some_and(|v| v == name) {
+        eprintln!("outcore: failpoint {name}: aborting");
+        std::process::abort();
+    }
+}
+
+/// Runs of consecutive page indices, as half-open ranges.
+fn page_runs(pages: &[u32]) -> impl Iterator<Item = std::ops::Range<u32>> + '_ {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        let first = *pages.get(i)?;
+        let mut last = first;
+        i += 1;
+        while pages.get(i) == Some(&(last + 1)) {
+            last += 1;
+            i += 1;
+        }
+        Some(first..last + 1)
+    })
 }
 
 impl WriteTxn for SqliteTxn<'_> {
@@ -564,13 +757,15 @@ impl WriteTxn for SqliteTxn<'_> {
     }
 
     fn load(&mut self, id: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> Result<()> {
-        q_load(self.reader()?, id, blk, at, buf)
+        let data = &self.store.data;
+        q_load(self.reader()?, data, id, blk, at, buf)
     }
 
     fn load_base(&mut self, id: ArrayId, blk: u64, buf: &mut [u8]) -> Result<()> {
+        let data = &self.store.data;
         let r = self.reader()?;
         match q_current(r, id, blk).map_err(err("commit"))? {
-            Some(cur) if cur.data_id != 0 => read_base(r, id, blk, &cur, buf),
+            Some(cur) if cur.data_id != 0 || cur.ext_off.is_some() => read_base(r, data, id, blk, &cur, buf),
             _ => {
                 buf.fill(0);
                 Ok(())
@@ -588,6 +783,7 @@ impl WriteTxn for SqliteTxn<'_> {
             base_len: r.stored.len,
             patches: r.patches,
             patch_bytes: r.patch_bytes,
+            extent: r.ext_off,
         }))
     }
 
@@ -701,15 +897,30 @@ impl WriteTxn for SqliteTxn<'_> {
         prev: Option<&CurrentRow>,
         new: &CurrentWrite<'_>,
     ) -> Result<()> {
-        let c = &*self.tx;
         if prev.is_some_and(|p| p.patches > 0) {
-            c.prepare_cached("DELETE FROM outcore_patch WHERE array_id = ?1 AND blk = ?2")
+            self.tx
+                .prepare_cached("DELETE FROM outcore_patch WHERE array_id = ?1 AND blk = ?2")
                 .and_then(|mut st| st.execute(params![id.0 as i64, blk as i64]))
                 .map_err(err("commit"))?;
         }
         let len = new.enc.len as usize;
         let mut data_id = prev.map_or(0, |p| p.handle);
-        if len == 0 {
+        let prev_ext = prev.and_then(|p| p.extent.map(|e| (e, p.tid)));
+        let mut ext_off: Option<u64> = None;
+        if len > 0 && new.enc.compressed.is_none() && new.raw_array {
+            // Uncompressed array: the content lives in a data-file extent.
+            if data_id != 0 {
+                self.tx.execute("DELETE FROM outcore_blob WHERE id = ?1", [data_id]).map_err(err("commit"))?;
+                data_id = 0;
+            }
+            ext_off = Some(self.write_extent(id, blk, tid, prev_ext, new)?);
+        } else if let Some((off, since)) = prev_ext {
+            self.retire(id, blk, off, new.blksize, since, tid)?;
+        }
+        let c = &*self.tx;
+        if ext_off.is_some() {
+            // stored in the extent
+        } else if len == 0 {
             if data_id != 0 {
                 c.execute("DELETE FROM outcore_blob WHERE id = ?1", [data_id]).map_err(err("commit"))?;
             }
@@ -739,11 +950,12 @@ impl WriteTxn for SqliteTxn<'_> {
         }
         c.prepare_cached(
             "INSERT INTO outcore_current
-                 (array_id, blk, tid, len, base_tid, base_len, codec, checksum, data_id, patches, patch_bytes)
-             VALUES (?1, ?2, ?3, ?5, ?3, ?5, ?4, ?6, nullif(?7, 0), 0, 0)
+                 (array_id, blk, tid, len, base_tid, base_len, codec, checksum, data_id, patches, patch_bytes, ext_off)
+             VALUES (?1, ?2, ?3, ?5, ?3, ?5, ?4, ?6, nullif(?7, 0), 0, 0, ?8)
              ON CONFLICT (array_id, blk) DO UPDATE SET tid = excluded.tid, len = excluded.len,
                  base_tid = excluded.base_tid, base_len = excluded.base_len, codec = excluded.codec,
-                 checksum = excluded.checksum, data_id = excluded.data_id, patches = 0, patch_bytes = 0",
+                 checksum = excluded.checksum, data_id = excluded.data_id, patches = 0, patch_bytes = 0,
+                 ext_off = excluded.ext_off",
         )
         .and_then(|mut st| {
             st.execute(params![
@@ -753,7 +965,8 @@ impl WriteTxn for SqliteTxn<'_> {
                 new.enc.codec,
                 len as i64,
                 new.enc.checksum,
-                data_id
+                data_id,
+                ext_off.map(|o| o as i64)
             ])
         })
         .map(|_| ())
@@ -766,6 +979,129 @@ impl WriteTxn for SqliteTxn<'_> {
             .map(|_| ())
             .map_err(err("commit"))
     }
+}
+
+impl SqliteStore {
+    /// A registration of `at` for the duration of a read.
+    fn pin_at(&self, at: Tid) -> Result<Snapshot> {
+        self.snapshot(Some(at))
+    }
+}
+
+impl crate::types::Unpin for Registry {
+    fn unpin(&self, id: u64) {
+        Registry::unpin(self, id);
+    }
+}
+
+/// Write every pending redo row home, sync the data file, drop the rows (inside the caller's
+/// write transaction, under the exclusive gate). Returns the allocated end of the data file.
+fn replay_redo(tx: &Connection, data: &DataFile) -> Result<u64> {
+    let (data_end, redo): (i64, i64) = tx
+        .query_row("SELECT data_end, redo FROM outcore_local WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(err("read the local head"))?;
+    if redo == 0 {
+        return Ok(data_end as u64);
+    }
+    {
+        let mut st = tx.prepare_cached("SELECT off, data FROM outcore_redo ORDER BY tid, off").map_err(err("redo"))?;
+        let mut rows = st.query([]).map_err(err("redo"))?;
+        while let Some(r) = rows.next().map_err(err("redo"))? {
+            let off: i64 = r.get(0).map_err(err("redo"))?;
+            let bytes = r.get_ref(1).map_err(err("redo"))?.as_blob().map_err(|e| err("redo")(e.into()))?;
+            data.write_at(off as u64, bytes)?;
+        }
+    }
+    data.sync()?;
+    tx.execute_batch("DELETE FROM outcore_redo; UPDATE outcore_local SET redo = 0 WHERE id = 1")
+        .map_err(err("redo"))?;
+    Ok(data_end as u64)
+}
+
+/// Move retired extents that no open snapshot can map (all retired before the oldest open
+/// snapshot `min_tid`; all of them when none is open) to the free list, releasing their space.
+fn free_retired(tx: &Connection, data: &DataFile, min_tid: Option<Tid>) -> Result<()> {
+    let limit = min_tid.map_or(i64::MAX, |t| t as i64);
+    let freed: Vec<(i64, i64)> = tx
+        .prepare_cached("DELETE FROM outcore_retired WHERE retired_tid <= ?1 RETURNING ext_off, size")
+        .and_then(|mut st| st.query_map([limit], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+        .map_err(err("free extents"))?;
+    for (off, size) in freed {
+        data.punch(off as u64, size as u64)?;
+        tx.prepare_cached("INSERT INTO outcore_free (size, ext_off) VALUES (?1, ?2)")
+            .and_then(|mut st| st.execute(params![size, off]))
+            .map_err(err("free extents"))?;
+    }
+    Ok(())
+}
+
+/// The extents of the stored blocks in `blks` of `array` as of `at` (see `Store::locate`).
+fn q_locate(
+    c: &Connection,
+    data: &DataFile,
+    array: ArrayId,
+    blks: std::ops::Range<u64>,
+    at: Tid,
+) -> Result<Option<Vec<(u64, Location)>>> {
+    check_at(c, at)?;
+    let meta = q_arrays(c, &format!("{LIVE_ARRAYS} AND v.array_id = ?2"), &[&(at as i64), &(array.0 as i64)])?.pop();
+    match meta {
+        Some(a) if a.meta.codec == Codec::None => {}
+        _ => return Ok(None),
+    }
+    let rows: Vec<(i64, i64, Option<i64>, i64)> = c
+        .prepare_cached(
+            "SELECT blk, tid, ext_off, len FROM outcore_current WHERE array_id = ?1 AND blk >= ?2 AND blk < ?3 ORDER BY blk",
+        )
+        .and_then(|mut st| {
+            st.query_map(params![array.0 as i64, blks.start as i64, blks.end.min(i64::MAX as u64) as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect()
+        })
+        .map_err(err("locate"))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (blk, tid, ext, len) in rows {
+        let place = if tid as u64 <= at {
+            match ext {
+                Some(off) => Some(off as u64),
+                None if len == 0 => None,
+                None => return Ok(None), // kept in a blob (written while the array was compressed)
+            }
+        } else {
+            // Changed since `at`: the extent retired by that change, if it held the version
+            // `at` sees; else the block was empty at `at`.
+            let retired: Option<i64> = c
+                .prepare_cached(
+                    "SELECT ext_off FROM outcore_retired WHERE array_id = ?1 AND blk = ?2
+                     AND since_tid <= ?3 AND retired_tid > ?3",
+                )
+                .and_then(|mut st| st.query_row(params![array.0 as i64, blk, at as i64], |r| r.get(0)).optional())
+                .map_err(err("locate"))?;
+            match retired {
+                Some(off) => Some(off as u64),
+                None => {
+                    let prev_len: Option<i64> = c
+                        .prepare_cached(
+                            "SELECT len FROM outcore_undo WHERE array_id = ?1 AND blk = ?2 AND tid > ?3
+                             ORDER BY tid LIMIT 1",
+                        )
+                        .and_then(|mut st| {
+                            st.query_row(params![array.0 as i64, blk, at as i64], |r| r.get(0)).optional()
+                        })
+                        .map_err(err("locate"))?;
+                    match prev_len {
+                        Some(0) => None,
+                        _ => return Ok(None), // its bytes at `at` live only in history
+                    }
+                }
+            }
+        };
+        if let Some(offset) = place {
+            out.push((blk as u64, Location { file: data.file().clone(), offset }));
+        }
+    }
+    Ok(Some(out))
 }
 
 impl Store for SqliteStore {
@@ -804,8 +1140,10 @@ impl Store for SqliteStore {
     }
 
     fn load(&self, array: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> Result<()> {
+        // Registered while it reads, so that no commit updates the extent in place meanwhile.
+        let _pin = self.pin_at(at)?;
         let c = self.reader()?;
-        match q_load(&c, array, blk, at, buf) {
+        match q_load(&c, &self.data, array, blk, at, buf) {
             Err(Error::Corrupt { array, blk, tid, detail, .. }) => {
                 let name =
                     q_arrays(&c, &format!("{LIVE_ARRAYS} AND v.array_id = ?2"), &[&(at as i64), &(array.0 as i64)])
@@ -820,16 +1158,101 @@ impl Store for SqliteStore {
 
     fn commit(&self, base: Tid, commit: Commit) -> Result<Tid> {
         let mut w = self.writer.lock();
-        let tx = w.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err("begin commit"))?;
-        let mut txn = SqliteTxn { tx, store: self, reader: None };
-        let tid = commit::apply(&mut txn, base, commit);
-        if let Some(r) = txn.reader.take() {
-            r.execute_batch("COMMIT").map_err(err("commit"))?;
+        // The gate, then the write lock (the order every path takes): no snapshot starts while
+        // this commit may write in place, until its bytes are home.
+        let gate = self.registry.gate_exclusive()?;
+        let (tid, redo) = {
+            let tx = w.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err("begin commit"))?;
+            let data_end = replay_redo(&tx, &self.data)?;
+            let readers = self.registry.readers(Some(commit.by).filter(|b| *b != 0))?;
+            free_retired(&tx, &self.data, readers.min_tid)?;
+            let mut txn = SqliteTxn {
+                tx,
+                store: self,
+                reader: None,
+                in_place: readers.others == 0,
+                data_end,
+                wrote_extents: false,
+                redo: false,
+            };
+            let tid = commit::apply(&mut txn, base, commit);
+            if let Some(r) = txn.reader.take() {
+                r.execute_batch("COMMIT").map_err(err("commit"))?;
+            }
+            let tid = tid?;
+            if txn.wrote_extents {
+                // New extents are durable before the metadata that refers to them.
+                self.data.sync()?;
+            }
+            txn.tx
+                .execute(
+                    "UPDATE outcore_local SET data_end = ?1, redo = ?2 WHERE id = 1",
+                    params![txn.data_end as i64, txn.redo as i64],
+                )
+                .map_err(err("commit"))?;
+            let SqliteTxn { tx, redo, .. } = txn;
+            tx.commit().map_err(err("commit"))?;
+            (tid, redo)
+        };
+        if redo {
+            failpoint("commit-before-home");
+            // Committed: the redo rows hold the new bytes. Write them home now, while the gate
+            // still keeps snapshots from starting; a failure leaves them for the next commit or
+            // snapshot to replay.
+            let done =
+                w.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err("write home")).and_then(|tx| {
+                    replay_redo(&tx, &self.data)?;
+                    tx.commit().map_err(err("write home"))
+                });
+            if let Err(e) = done {
+                tracing::error!(
+                    "commit {tid} of {} is durable but its in-place bytes are not home yet: {e}",
+                    self.location
+                );
+            }
         }
-        let tid = tid?;
-        txn.tx.commit().map_err(err("commit"))?;
+        drop(gate);
         self.checkpointer.poke();
         Ok(tid)
+    }
+
+    fn snapshot(&self, at: Option<Tid>) -> Result<Snapshot> {
+        loop {
+            let gate = self.registry.gate_shared()?;
+            let c = self.reader()?;
+            let redo: i64 = c
+                .query_row("SELECT redo FROM outcore_local WHERE id = 1", [], |r| r.get(0))
+                .map_err(err("snapshot"))?;
+            if redo != 0 {
+                // A committer died between its commit and its home writes: finish them.
+                drop(c);
+                drop(gate);
+                let mut w = self.writer.lock();
+                let _x = self.registry.gate_exclusive()?;
+                let tx = w.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err("recover"))?;
+                replay_redo(&tx, &self.data)?;
+                tx.commit().map_err(err("recover"))?;
+                continue;
+            }
+            let tid = match at {
+                Some(t) => t,
+                None => q_head(&c)?.tid,
+            };
+            let id = self.registry.pin(&gate, tid)?;
+            return Ok(Snapshot::registered(tid, id, self.registry.clone()));
+        }
+    }
+
+    fn can_locate(&self, meta: &ArrayMeta) -> bool {
+        meta.codec == Codec::None
+    }
+
+    fn locate(&self, array: ArrayId, blks: std::ops::Range<u64>, at: Tid) -> Result<Option<Vec<(u64, Location)>>> {
+        let c = self.reader()?;
+        c.execute_batch("BEGIN DEFERRED").map_err(err("locate"))?;
+        let r = q_locate(&c, &self.data, array, blks, at);
+        c.execute_batch("COMMIT").map_err(err("locate"))?;
+        r
     }
 
     fn changes(&self, after: Tid, upto: Tid) -> Result<Changes> {
@@ -897,7 +1320,26 @@ impl Store for SqliteStore {
         let mut other = 0;
         stats.bytes += sum(GC_UNDO, &mut versions)?;
         sum(GC_EMPTY, &mut other)?;
-        // Arrays deleted at or before the horizon: all their data and history go.
+        // Arrays deleted at or before the horizon: all their data and history go. Their extents
+        // are retired (open snapshots may still map them), reused once none is that old.
+        let extents: Vec<(i64, i64, i64, i64, Option<String>)> = tx
+            .prepare(GC_DELETED_EXTENTS)
+            .and_then(|mut st| {
+                st.query_map([k], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?.collect()
+            })
+            .map_err(err("gc"))?;
+        for (array_id, blk, tid, off, meta) in extents {
+            let size = meta
+                .and_then(|m| super::decode_meta(ArrayId(array_id as u64), tid as u64, &m).ok())
+                .map_or(crate::types::MAX_BLKSIZE, |m| m.blksize);
+            tx.execute(
+                "INSERT INTO outcore_retired (ext_off, size, array_id, blk, since_tid, retired_tid)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![off, size as i64, array_id, blk, tid, head.tid as i64 + 1],
+            )
+            .map_err(err("gc"))?;
+            stats.bytes += size;
+        }
         stats.bytes += sum(GC_DELETED_BLOBS, &mut other)?;
         stats.bytes += sum(GC_DELETED_PATCHES, &mut other)?;
         sum(GC_DELETED_CURRENT, &mut other)?;
@@ -931,6 +1373,7 @@ impl Store for SqliteStore {
 /// current contents (payloads and pending patches) and undo records.
 const STATS: &str = "SELECT (SELECT count(*) FROM outcore_undo),
     (SELECT coalesce(sum(length(data)), 0) FROM outcore_undo) + (SELECT coalesce(sum(length(data)), 0) FROM outcore_blob)
+    + (SELECT coalesce(sum(len), 0) FROM outcore_current WHERE ext_off IS NOT NULL)
     + (SELECT coalesce(sum(length(data)), 0) FROM outcore_patch)";
 
 /// gc, first step: undo records that only snapshots before `keep_after` need (a snapshot `s`
@@ -947,6 +1390,13 @@ macro_rules! deleted_arrays {
 }
 pub(crate) use deleted_arrays;
 /// gc, third step: the current contents of arrays deleted at or before `keep_after`...
+const GC_DELETED_EXTENTS: &str = concat!(
+    "SELECT c.array_id, c.blk, c.tid, c.ext_off, (SELECT a.meta FROM outcore_array a WHERE a.array_id = c.array_id
+         AND a.meta IS NOT NULL ORDER BY a.tid DESC LIMIT 1)
+     FROM outcore_current c WHERE c.ext_off IS NOT NULL AND c.array_id IN (",
+    deleted_arrays!(),
+    ")"
+);
 const GC_DELETED_BLOBS: &str = concat!(
     "DELETE FROM outcore_blob WHERE id IN (SELECT data_id FROM outcore_current WHERE array_id IN (",
     deleted_arrays!(),

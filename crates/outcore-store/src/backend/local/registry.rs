@@ -1,0 +1,325 @@
+//! The reader registry of a local store (`<store>.readers`): which snapshots are open, in every
+//! process on this host, so that a commit knows whether it may update block extents in place and
+//! when a retired extent may be reused. Modelled on LMDB's reader table.
+//!
+//! Layout: byte 0 is the **gate**; from [`SLOTS_AT`] one [`SLOT`]-byte slot per process holding
+//! the store open: `pid u32, pins u32, min_tid u64` (little endian).
+//!
+//! - A process claims a free slot at open by taking an OFD write lock on it and keeps the lock
+//!   while the store is open; the kernel drops it when the process dies (or closes the file), so
+//!   liveness is the lock, never a pid (pids are reused and differ across namespaces).
+//! - A snapshot starts under the gate held shared: read the head, record the pin in the slot.
+//!   A commit that wants to write in place holds the gate exclusively from its decision until
+//!   its bytes are home, so no snapshot starts in between.
+//! - Slots of dead processes are ignored (their lock is gone) and reclaimed by the next opener.
+
+use crate::error::{Error, Result};
+use crate::types::Tid;
+use nix::fcntl::{fcntl, FcntlArg};
+use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// Offset of slot 0.
+const SLOTS_AT: u64 = 4096;
+/// Bytes per slot.
+const SLOT: u64 = 16;
+/// Most processes that may hold one store open at once.
+const MAX_SLOTS: u64 = 16384;
+
+/// One process's view of the registry.
+pub(crate) struct Registry {
+    path: PathBuf,
+    /// Holds this process's slot lock (and is used for slot writes).
+    slot_fd: File,
+    /// Separate open file descriptions for the gate: OFD locks of one description never conflict
+    /// with each other, so shared and exclusive holders in this process need their own.
+    gate_shared_fd: File,
+    gate_excl_fd: File,
+    slot: u64,
+    /// Threads of this process holding the gate: readers share, a committer excludes.
+    gate: RwLock<()>,
+    /// How many threads of this process hold the gate shared (the OFD read lock is taken by the
+    /// first and released by the last).
+    shared_holders: Mutex<u32>,
+    /// This process's pins: pin id -> tid.
+    pins: Mutex<Pins>,
+    /// The process that opened the registry (a forked child must not use it).
+    pid: u32,
+}
+
+#[derive(Default)]
+struct Pins {
+    next: u64,
+    by_id: BTreeMap<u64, Tid>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").field("path", &self.path).field("slot", &self.slot).finish()
+    }
+}
+
+/// A `struct flock` for an OFD lock request on `[start, start+len)`.
+fn flock(kind: libc::c_short, start: u64, len: u64) -> libc::flock {
+    libc::flock {
+        l_type: kind,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: start as libc::off_t,
+        l_len: len as libc::off_t,
+        l_pid: 0, // required by OFD locks
+    }
+}
+
+/// What the gate protects: a shared holder may start snapshots; an exclusive one may change
+/// extents that open snapshots could map.
+pub(crate) enum Gate<'a> {
+    Shared(&'a Registry, #[allow(dead_code)] RwLockReadGuard<'a, ()>),
+    Exclusive(&'a Registry, #[allow(dead_code)] RwLockWriteGuard<'a, ()>),
+}
+
+impl Drop for Gate<'_> {
+    fn drop(&mut self) {
+        match self {
+            Gate::Shared(r, _) => {
+                let mut n = r.shared_holders.lock();
+                *n -= 1;
+                if *n == 0 {
+                    let _ = r.lock(&r.gate_shared_fd, libc::F_UNLCK as _, 0, 1, false);
+                }
+            }
+            Gate::Exclusive(r, _) => {
+                let _ = r.lock(&r.gate_excl_fd, libc::F_UNLCK as _, 0, 1, false);
+            }
+        }
+    }
+}
+
+/// What the other snapshots look like to a committer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Readers {
+    /// Open snapshots other than the excluded pin (all processes).
+    pub others: u64,
+    /// The oldest tid any open snapshot (the excluded pin included) reads, if any.
+    pub min_tid: Option<Tid>,
+}
+
+impl Registry {
+    /// Open (creating) the registry beside the store and claim a slot.
+    pub fn open(path: &Path) -> Result<Registry> {
+        let io = |op: &'static str| move |source| Error::Io { op, path: path.display().to_string(), source };
+        let open = || OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path);
+        let slot_fd = open().map_err(io("open the reader registry"))?;
+        let gate_shared_fd = open().map_err(io("open the reader registry"))?;
+        let gate_excl_fd = open().map_err(io("open the reader registry"))?;
+        let pid = std::process::id();
+        let mut reg = Registry {
+            path: path.to_path_buf(),
+            slot_fd,
+            gate_shared_fd,
+            gate_excl_fd,
+            slot: u64::MAX,
+            gate: RwLock::new(()),
+            shared_holders: Mutex::new(0),
+            pins: Mutex::new(Pins::default()),
+            pid,
+        };
+        for slot in 0..MAX_SLOTS {
+            let at = SLOTS_AT + slot * SLOT;
+            if reg.lock(&reg.slot_fd, libc::F_WRLCK as _, at, SLOT, false).map_err(io("claim a reader slot"))? {
+                reg.slot = slot;
+                reg.write_slot(0, 0)?;
+                return Ok(reg);
+            }
+        }
+        Err(Error::Io {
+            op: "claim a reader slot",
+            path: path.display().to_string(),
+            source: std::io::Error::other(format!("all {MAX_SLOTS} slots are held by live processes")),
+        })
+    }
+
+    /// Set (or clear, with `F_UNLCK`) an OFD lock; `wait` blocks until granted. Returns false
+    /// when a non-blocking request conflicts.
+    fn lock(&self, fd: &File, kind: libc::c_short, start: u64, len: u64, wait: bool) -> std::io::Result<bool> {
+        let l = flock(kind, start, len);
+        loop {
+            let arg = if wait { FcntlArg::F_OFD_SETLKW(&l) } else { FcntlArg::F_OFD_SETLK(&l) };
+            match fcntl(fd, arg) {
+                Ok(_) => return Ok(true),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) if !wait => return Ok(false),
+                Err(e) => return Err(std::io::Error::from(e)),
+            }
+        }
+    }
+
+    fn check_process(&self) -> Result<()> {
+        if std::process::id() != self.pid {
+            return Err(Error::Forked { location: self.path.display().to_string(), opened_by: self.pid });
+        }
+        Ok(())
+    }
+
+    fn io_err(&self, op: &'static str) -> impl FnOnce(std::io::Error) -> Error + '_ {
+        move |source| Error::Io { op, path: self.path.display().to_string(), source }
+    }
+
+    /// Hold the gate shared (snapshot starts).
+    pub fn gate_shared(&self) -> Result<Gate<'_>> {
+        self.check_process()?;
+        let g = self.gate.read();
+        let mut n = self.shared_holders.lock();
+        if *n == 0 {
+            self.lock(&self.gate_shared_fd, libc::F_RDLCK as _, 0, 1, true).map_err(self.io_err("take the gate"))?;
+        }
+        *n += 1;
+        Ok(Gate::Shared(self, g))
+    }
+
+    /// Hold the gate exclusively (a commit that may write in place).
+    pub fn gate_exclusive(&self) -> Result<Gate<'_>> {
+        self.check_process()?;
+        let g = self.gate.write();
+        self.lock(&self.gate_excl_fd, libc::F_WRLCK as _, 0, 1, true).map_err(self.io_err("take the gate"))?;
+        Ok(Gate::Exclusive(self, g))
+    }
+
+    fn write_slot(&self, pins: u32, min_tid: Tid) -> Result<()> {
+        let mut b = [0u8; SLOT as usize];
+        b[0..4].copy_from_slice(&self.pid.to_le_bytes());
+        b[4..8].copy_from_slice(&pins.to_le_bytes());
+        b[8..16].copy_from_slice(&min_tid.to_le_bytes());
+        self.slot_fd.write_all_at(&b, SLOTS_AT + self.slot * SLOT).map_err(self.io_err("write a reader slot"))
+    }
+
+    fn publish(&self, pins: &Pins) -> Result<()> {
+        let min = pins.by_id.values().min().copied().unwrap_or(0);
+        self.write_slot(pins.by_id.len() as u32, min)
+    }
+
+    /// Record a snapshot at `tid`; the caller holds the gate (shared or exclusive) and read `tid`
+    /// under it. Returns the pin's id.
+    pub fn pin(&self, _gate: &Gate<'_>, tid: Tid) -> Result<u64> {
+        let mut pins = self.pins.lock();
+        pins.next += 1;
+        let id = pins.next;
+        pins.by_id.insert(id, tid);
+        if let Err(e) = self.publish(&pins) {
+            pins.by_id.remove(&id);
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    /// Forget a pin (its snapshot ended).
+    pub fn unpin(&self, id: u64) {
+        if std::process::id() != self.pid {
+            return; // a forked child never owned the slot
+        }
+        let mut pins = self.pins.lock();
+        if pins.by_id.remove(&id).is_some() {
+            // A failed slot write leaves the slot more conservative than needed, never less.
+            let _ = self.publish(&pins);
+        }
+    }
+
+    /// The open snapshots of every live process, not counting pin `exclude`.
+    pub fn readers(&self, exclude: Option<u64>) -> Result<Readers> {
+        self.check_process()?;
+        let mut out = Readers::default();
+        {
+            let pins = self.pins.lock();
+            for (id, tid) in &pins.by_id {
+                if Some(*id) != exclude {
+                    out.others += 1;
+                }
+                out.min_tid = Some(out.min_tid.map_or(*tid, |m: Tid| m.min(*tid)));
+            }
+        }
+        let len = self.slot_fd.metadata().map_err(self.io_err("read the reader registry"))?.len();
+        let n = (len.saturating_sub(SLOTS_AT) / SLOT).min(MAX_SLOTS);
+        let mut table = vec![0u8; (n * SLOT) as usize];
+        self.slot_fd.read_exact_at(&mut table, SLOTS_AT).map_err(self.io_err("read the reader registry"))?;
+        for slot in 0..n {
+            if slot == self.slot {
+                continue;
+            }
+            let b = &table[(slot * SLOT) as usize..((slot + 1) * SLOT) as usize];
+            let pins = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+            if pins == 0 || !self.slot_alive(slot)? {
+                continue;
+            }
+            let mut t = [0u8; 8];
+            t.copy_from_slice(&b[8..16]);
+            let tid = u64::from_le_bytes(t);
+            out.others += u64::from(pins);
+            out.min_tid = Some(out.min_tid.map_or(tid, |m| m.min(tid)));
+        }
+        Ok(out)
+    }
+
+    /// Whether a live process holds `slot` (its OFD lock is held).
+    fn slot_alive(&self, slot: u64) -> Result<bool> {
+        let mut l = flock(libc::F_WRLCK as _, SLOTS_AT + slot * SLOT, SLOT);
+        fcntl(&self.gate_excl_fd, FcntlArg::F_OFD_GETLK(&mut l)).map_err(|e| Error::Io {
+            op: "read the reader registry",
+            path: self.path.display().to_string(),
+            source: e.into(),
+        })?;
+        Ok(l.l_type != libc::F_UNLCK as libc::c_short)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_of_this_and_other_handles_are_counted_and_dead_ones_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.readers");
+        let a = Registry::open(&p).unwrap();
+        let b = Registry::open(&p).unwrap();
+        assert_ne!(a.slot, b.slot);
+        let g = a.gate_shared().unwrap();
+        let pa = a.pin(&g, 7).unwrap();
+        drop(g);
+        assert_eq!(a.readers(Some(pa)).unwrap(), Readers { others: 0, min_tid: Some(7) });
+        assert_eq!(b.readers(None).unwrap(), Readers { others: 1, min_tid: Some(7) });
+        let g = b.gate_shared().unwrap();
+        let pb = b.pin(&g, 5).unwrap();
+        drop(g);
+        assert_eq!(a.readers(Some(pa)).unwrap(), Readers { others: 1, min_tid: Some(5) });
+        b.unpin(pb);
+        assert_eq!(a.readers(Some(pa)).unwrap(), Readers { others: 0, min_tid: Some(7) });
+        let g = b.gate_shared().unwrap();
+        b.pin(&g, 3).unwrap();
+        drop(g);
+        drop(b); // its lock goes with it: the slot is no longer live
+        assert_eq!(a.readers(Some(pa)).unwrap(), Readers { others: 0, min_tid: Some(7) });
+        let c = Registry::open(&p).unwrap();
+        assert_eq!(c.readers(None).unwrap(), Readers { others: 1, min_tid: Some(7) });
+    }
+
+    #[test]
+    fn the_exclusive_gate_waits_for_shared_holders_of_other_handles() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.readers");
+        let a = std::sync::Arc::new(Registry::open(&p).unwrap());
+        let b = Registry::open(&p).unwrap();
+        let g = b.gate_shared().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let a2 = a.clone();
+        let t = std::thread::spawn(move || {
+            let _x = a2.gate_exclusive().unwrap();
+            tx.send(()).unwrap();
+        });
+        assert!(rx.recv_timeout(std::time::Duration::from_millis(200)).is_err(), "exclusive while shared held");
+        drop(g);
+        rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        t.join().unwrap();
+    }
+}
