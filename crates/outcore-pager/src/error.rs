@@ -105,6 +105,31 @@ pub enum PagerError {
     /// The pager is shutting down.
     #[error("the pager is shutting down")]
     ShuttingDown,
+    /// An [`ExtentSource`](crate::ExtentSource) could not say where blocks are.
+    #[error("asking where blocks {blks:?} of {label} are failed: {error}")]
+    Extents {
+        /// The file's label.
+        label: String,
+        /// The blocks asked for.
+        blks: std::ops::Range<u64>,
+        /// What the source said.
+        #[source]
+        error: SourceError,
+    },
+    /// A page-cache file grew beyond the address range reserved for it at open, and the range
+    /// right after it is taken.
+    #[error(
+        "{label} outgrew its address reservation ({reserved} bytes; {needed} bytes needed) and \
+         the addresses after it are in use: reopen the connection to map it anew"
+    )]
+    ReservationExceeded {
+        /// The file's label.
+        label: String,
+        /// Bytes reserved.
+        reserved: u64,
+        /// Bytes needed.
+        needed: u64,
+    },
 }
 
 impl PagerError {

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::block::{BlockState, Waiter};
-use crate::file::FileInner;
 use crate::pager::{FillMode, Job, Shared};
 use crate::stats::Counters;
+use crate::uffd_file::FileInner;
 
 pub(crate) fn run(shared: &Arc<Shared>, rx: &crossbeam_channel::Receiver<Job>) {
     let mut buf = Vec::new();

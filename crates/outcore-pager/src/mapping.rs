@@ -80,12 +80,14 @@ pub struct Region {
 }
 
 /// What a `PAGEMAP_SCAN` looks for.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Scan {
     /// `PM_SCAN_*` flags.
     pub flags: u64,
     /// Categories a page must all have.
     pub all_of: u64,
+    /// Categories a page must have none of (`category_inverted`, also added to the mask).
+    pub none_of: u64,
     /// Categories a page must have one of (0: no condition).
     pub any_of: u64,
     /// Categories reported.
@@ -99,6 +101,10 @@ impl Pagemap {
     }
 
     /// Runs `PAGEMAP_SCAN` over `[start, end)`, calling `f` for every region matching `spec`.
+    ///
+    /// When the output vector fills, the kernel's `walk_end` can be stale (it made a 1 GiB scan
+    /// report the same regions twice), so the walk resumes at the larger of `walk_end` and the
+    /// end of the last region, and stops as soon as a call returns fewer regions than fit.
     pub fn scan(&self, start: u64, end: u64, spec: Scan, mut f: impl FnMut(Region)) -> io::Result<()> {
         let mut vec = [sys::PageRegion::default(); 256];
         let mut cur = start;
@@ -112,8 +118,8 @@ impl Pagemap {
                 vec: vec.as_mut_ptr() as u64,
                 vec_len: vec.len() as u64,
                 max_pages: 0,
-                category_inverted: 0,
-                category_mask: spec.all_of,
+                category_inverted: spec.none_of,
+                category_mask: spec.all_of | spec.none_of,
                 category_anyof_mask: spec.any_of,
                 return_mask: spec.report,
             };
@@ -123,13 +129,18 @@ impl Pagemap {
             if n < 0 {
                 return Err(io::Error::last_os_error());
             }
-            for r in &vec[..n as usize] {
+            let n = n as usize;
+            for r in &vec[..n] {
                 f(Region { start: r.start, end: r.end, categories: r.categories });
             }
-            if arg.walk_end <= cur {
+            if n < vec.len() {
                 break;
             }
-            cur = arg.walk_end;
+            let next = arg.walk_end.max(vec[n - 1].end);
+            if next <= cur {
+                break;
+            }
+            cur = next;
         }
         Ok(())
     }
@@ -138,7 +149,7 @@ impl Pagemap {
     pub fn supported(&self) -> bool {
         let page = [0u8; 1];
         let a = page.as_ptr() as u64 & !(crate::PAGE as u64 - 1);
-        let spec = Scan { flags: 0, all_of: 0, any_of: 0, report: sys::PAGE_IS_PRESENT };
+        let spec = Scan { report: sys::PAGE_IS_PRESENT, ..Scan::default() };
         self.scan(a, a + crate::PAGE as u64, spec, |_| {}).is_ok()
     }
 }

@@ -9,9 +9,11 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::cache::Lru;
 use crate::engine::{self, Capabilities, FaultEngine, UffdEngine};
-use crate::file::{FileHandle, FileInner};
+use crate::file::FileHandle;
+use crate::mapped::ExtentSource;
 use crate::mapping::Pagemap;
 use crate::stats::{Counters, Stats};
+use crate::uffd_file::FileInner;
 use crate::view::ViewReg;
 use crate::{fault_thread, loader, BlockSource, PagerError, PAGE};
 
@@ -244,6 +246,24 @@ impl Pager {
         FileHandle::open(self.clone(), source, blksize as u64, size)
     }
 
+    /// Opens a file of `size` bytes made of blocks of `blksize` bytes (a multiple of 4 KiB) whose
+    /// committed bytes already lie, uncompressed and page aligned, in data files: the page-cache
+    /// engine ([`FileEngine::PageCache`](crate::FileEngine)). Views map the blocks' extents
+    /// (asked from `source`) `MAP_PRIVATE`; the pager never writes the data files. `label` names
+    /// the file in errors and SIGBUS reports (e.g. `array 'signal'`).
+    pub fn open_mapped_file(
+        &self,
+        source: Arc<dyn ExtentSource>,
+        blksize: usize,
+        size: u64,
+        label: &str,
+    ) -> Result<FileHandle, PagerError> {
+        if blksize == 0 || blksize % PAGE != 0 {
+            return Err(PagerError::InvalidArgument(format!("blksize {blksize} is not a positive multiple of {PAGE}")));
+        }
+        FileHandle::open_mapped(self.shared.clone(), source, blksize as u64, size, label)
+    }
+
     /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
         let c = &self.shared.counters;
@@ -259,6 +279,9 @@ impl Pager {
             bytes_resident: Counters::get(&c.resident),
             bytes_dirty,
             cache_budget: self.shared.budget.load(Ordering::Relaxed),
+            extent_mmaps: Counters::get(&c.extent_mmaps),
+            blocks_remapped: Counters::get(&c.blocks_remapped),
+            pages_discarded: Counters::get(&c.pages_discarded),
         }
     }
 

@@ -24,6 +24,12 @@ pub struct Stats {
     pub bytes_dirty: u64,
     /// The cache budget in bytes.
     pub cache_budget: u64,
+    /// Page-cache engine: `mmap` calls that mapped extents or holes (at open, remap, shrink).
+    pub extent_mmaps: u64,
+    /// Page-cache engine: blocks re-mapped by `mark_clean`, `invalidate` and `discard`.
+    pub blocks_remapped: u64,
+    /// Page-cache engine: written pages dropped by `discard`.
+    pub pages_discarded: u64,
 }
 
 #[derive(Debug, Default)]
@@ -35,11 +41,17 @@ pub(crate) struct Counters {
     pub evictions: AtomicU64,
     pub faults: AtomicU64,
     pub resident: AtomicU64,
+    pub extent_mmaps: AtomicU64,
+    pub blocks_remapped: AtomicU64,
+    pub pages_discarded: AtomicU64,
 }
 
 impl Counters {
     pub fn inc(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
     }
     pub fn get(c: &AtomicU64) -> u64 {
         c.load(Ordering::Relaxed)

@@ -182,6 +182,8 @@ pub const PAGE_IS_WRITTEN: u64 = 1 << 1;
 pub const PAGE_IS_FILE: u64 = 1 << 2;
 pub const PAGE_IS_PRESENT: u64 = 1 << 3;
 pub const PAGE_IS_SWAPPED: u64 = 1 << 4;
+pub const PAGE_IS_PFNZERO: u64 = 1 << 5;
+pub const PAGE_IS_HUGE: u64 = 1 << 6;
 
 const _: () = assert!(std::mem::size_of::<UffdMsg>() == 32);
 const _: () = assert!(std::mem::size_of::<PmScanArg>() == 96);

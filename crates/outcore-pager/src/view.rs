@@ -1,12 +1,13 @@
-//! Views: shared mappings of a block range of a file's page cache.
+//! Views: a block range of a file mapped into memory (either engine).
 
 use std::sync::{Arc, Weak};
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::file::{FileHandle, FileInner};
+use crate::file::{FileHandle, FileKind};
 use crate::mapping::Mapping;
 use crate::readahead::Readahead;
+use crate::uffd_file::FileInner;
 
 /// What the fault thread needs to know about a view (owned by the registries).
 #[derive(Debug)]
@@ -39,35 +40,55 @@ impl ViewReg {
 }
 
 /// A mapping of blocks `[first, end)` of a file: plain memory to any code (pointers, slices,
-/// system calls). Reads load blocks on first touch; writes are tracked at 4 KiB granularity.
-/// Unmapped on drop; keeps its file alive. Views of the same file alias each other.
+/// system calls). Views of the same file alias each other; a view keeps its file alive.
+///
+/// - Userfaultfd engine: a `MAP_SHARED` mapping of the file's memfd, unmapped on drop; reads
+///   load blocks on first touch; writes are tracked at 4 KiB granularity.
+/// - Page-cache engine: a sub-range of the file's one address reservation, where the blocks'
+///   extents are mapped `MAP_PRIVATE`; the memory stays mapped until the file and all its views
+///   are dropped.
 #[derive(Debug)]
 pub struct View {
-    pub(crate) reg: Arc<ViewReg>,
-    pub(crate) mapping: Option<Mapping>,
+    pub(crate) kind: ViewKind,
     pub(crate) file: FileHandle,
+}
+
+/// The engine-specific part of a view.
+#[derive(Debug)]
+pub(crate) enum ViewKind {
+    Uffd { reg: Arc<ViewReg>, mapping: Option<Mapping> },
+    Mapped { start: u64, len: u64, first_blk: u64 },
 }
 
 impl View {
     /// Start of the view. Valid for `len()` bytes while the view lives; may be read and written
     /// from any thread. Bytes of block `b` are at `as_ptr() + (b - first_block) * blksize`.
     pub fn as_ptr(&self) -> *mut u8 {
-        self.reg.start as *mut u8
+        match &self.kind {
+            ViewKind::Uffd { reg, .. } => reg.start as *mut u8,
+            ViewKind::Mapped { start, .. } => *start as *mut u8,
+        }
     }
 
     /// Length in bytes.
     pub fn len(&self) -> usize {
-        self.reg.len as usize
+        match &self.kind {
+            ViewKind::Uffd { reg, .. } => reg.len as usize,
+            ViewKind::Mapped { len, .. } => *len as usize,
+        }
     }
 
     /// Whether the view is empty (never: views cover at least one block).
     pub fn is_empty(&self) -> bool {
-        self.reg.len == 0
+        self.len() == 0
     }
 
     /// The block range mapped.
     pub fn blocks(&self) -> std::ops::Range<u64> {
-        self.reg.blocks()
+        match &self.kind {
+            ViewKind::Uffd { reg, .. } => reg.blocks(),
+            ViewKind::Mapped { len, first_blk, .. } => *first_blk..*first_blk + *len / self.file.blksize() as u64,
+        }
     }
 
     /// The file this view maps.
@@ -78,8 +99,11 @@ impl View {
 
 impl Drop for View {
     fn drop(&mut self) {
-        self.file.inner.detach_view(&self.reg);
-        // The mapping (and its uffd registration) goes away after its dirty pages were recorded.
-        drop(self.mapping.take());
+        if let (ViewKind::Uffd { reg, mapping }, FileKind::Uffd(f)) = (&mut self.kind, &self.file.kind) {
+            f.inner.detach_view(reg);
+            // The mapping (and its uffd registration) goes away after its dirty pages were
+            // recorded.
+            drop(mapping.take());
+        }
     }
 }
