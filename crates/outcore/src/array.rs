@@ -118,6 +118,13 @@ impl Array {
         Ok(self.get()?.itemsize)
     }
 
+    /// How its memory is served: the kernel page cache over the store's data file (a local
+    /// store's uncompressed arrays) or userfaultfd loads (historical snapshots, compressed
+    /// arrays, remote stores).
+    pub fn engine(&self) -> Result<outcore_pager::FileEngine> {
+        Ok(self.get()?.file.engine())
+    }
+
     /// Current shape.
     pub fn shape(&self) -> Result<Vec<u64>> {
         Ok(self.get()?.meta.shape)

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use outcore_pager::{FileHandle, PAGE};
-use outcore_store::{ArrayId, ArrayInfo, ArrayMeta, Changes, Codec, Commit, Order, Tid};
+use outcore_store::{ArrayId, ArrayInfo, ArrayMeta, Changes, Codec, Commit, Order, Snapshot, Tid};
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::array::{nbytes_of, Array};
@@ -124,6 +124,9 @@ impl OpenArray {
 /// Everything a connection knows, under one mutex.
 pub(crate) struct ConnState {
     pub tid: Tid,
+    /// The store's registration of the snapshot `tid` (a local store keeps the extents it maps
+    /// in place while it lives).
+    pub snapshot: Snapshot,
     pub read_only: bool,
     pub needs_abort: bool,
     /// The `Connection` was dropped: handles fail with `Closed`.
@@ -176,6 +179,8 @@ impl ConnState {
 
 pub(crate) struct ConnShared {
     pub db: Db,
+    /// A historical (read-only) connection.
+    pub read_only: bool,
     /// The snapshot the sources load at (equal to `state.tid`, readable without the lock).
     pub tid_cell: Arc<AtomicU64>,
     pub state: Mutex<ConnState>,
@@ -227,9 +232,11 @@ impl Drop for Connection {
 }
 
 impl Connection {
-    pub(crate) fn new(db: Db, tid: Tid, read_only: bool) -> Result<Connection> {
+    pub(crate) fn new(db: Db, snapshot: Snapshot, read_only: bool) -> Result<Connection> {
+        let tid = snapshot.tid();
         let state = ConnState {
             tid,
+            snapshot,
             read_only,
             needs_abort: false,
             closed: false,
@@ -241,7 +248,12 @@ impl Connection {
             generation: 0,
         };
         Ok(Connection {
-            shared: Arc::new(ConnShared { db, tid_cell: Arc::new(AtomicU64::new(tid)), state: Mutex::new(state) }),
+            shared: Arc::new(ConnShared {
+                db,
+                read_only,
+                tid_cell: Arc::new(AtomicU64::new(tid)),
+                state: Mutex::new(state),
+            }),
         })
     }
 
@@ -455,8 +467,11 @@ impl Connection {
         let mut st = self.shared.lock();
         st.check_writable("commit")?;
         let base = st.tid;
-        let mut c =
-            Commit::new().with_user(info.user).with_description(info.description).with_extension(info.extension);
+        let mut c = Commit::new()
+            .with_user(info.user)
+            .with_description(info.description)
+            .with_extension(info.extension)
+            .by(&st.snapshot);
         for (id, change) in &st.txn {
             match change {
                 Change::Live { name, meta } => {
@@ -541,16 +556,6 @@ impl Connection {
         // Loads from now on see this commit (it hides nothing any more: truncations are stored).
         self.shared.tid_cell.store(tid, Ordering::SeqCst);
         tracing::debug!(base, tid, arrays = st.txn.len(), "committed");
-        for (id, blks) in &written {
-            if let Some(oa) = st.open.get(id) {
-                oa.file.mark_clean(blks)?;
-            }
-        }
-        for (id, blks) in &stray {
-            if let Some(oa) = st.open.get(id) {
-                oa.file.invalidate(blks)?;
-            }
-        }
         let txn = std::mem::take(&mut st.txn);
         for (id, change) in txn {
             if let Some(oa) = st.open.get_mut(&id) {
@@ -564,6 +569,18 @@ impl Connection {
         st.truncated.clear();
         for oa in st.open.values() {
             oa.source.reset(oa.committed_nbytes());
+        }
+        // The sources now describe the committed state (the page-cache engine maps what they
+        // list): only then are the written blocks marked clean (remapped).
+        for (id, blks) in &written {
+            if let Some(oa) = st.open.get(id) {
+                oa.file.mark_clean(blks)?;
+            }
+        }
+        for (id, blks) in &stray {
+            if let Some(oa) = st.open.get(id) {
+                oa.file.invalidate(blks)?;
+            }
         }
         if let Err(e) = self.advance(&mut st, base, Some(tid)) {
             // The commit is durable; only the move to the new snapshot failed.
@@ -640,7 +657,9 @@ impl Connection {
     fn advance(&self, st: &mut ConnState, old: Tid, mine: Option<Tid>) -> Result<()> {
         st.generation += 1;
         let store = &self.shared.db.inner.store;
-        let head = store.head()?;
+        // Registered before the old snapshot is released, so nothing either maps is reused.
+        let snapshot = store.snapshot(None)?;
+        let head = snapshot.tid();
         let mut changes = Changes::default();
         let mut add = |after: Tid, upto: Tid| -> Result<()> {
             if after < upto {
@@ -690,6 +709,7 @@ impl Connection {
         }
         // Only now: if anything above failed, the next `abort` redoes the move from `old`.
         st.tid = head;
+        st.snapshot = snapshot;
         tracing::trace!(old, head, "moved to new snapshot");
         Ok(())
     }
@@ -740,10 +760,24 @@ impl Connection {
         zero_from: u64,
     ) -> Result<OpenArray> {
         let inner = &self.shared.db.inner;
-        let source = Arc::new(StoreSource::new(inner.store.clone(), id, self.shared.tid_cell.clone(), zero_from));
+        let source =
+            Arc::new(StoreSource::new(inner.store.clone(), id, self.shared.tid_cell.clone(), zero_from, meta.blksize));
         let bs = usize::try_from(meta.blksize)
             .map_err(|_| Error::InvalidArgument(format!("block size {} too large", meta.blksize)))?;
-        let file = inner.pager.open_file(source.clone(), bs, meta.nbytes)?;
+        // A local store's uncompressed arrays are mapped from its data file (the page-cache
+        // engine); historical snapshots, compressed arrays and remote stores load through
+        // userfaultfd.
+        let mut file = None;
+        if !self.shared.read_only && inner.store.can_locate(meta) {
+            match inner.pager.open_mapped_file(source.clone(), bs, meta.nbytes, &format!("array '{name}'")) {
+                Ok(f) => file = Some(f),
+                Err(e) => tracing::debug!("array '{name}' is not mappable, loading it instead: {e}"),
+            }
+        }
+        let file = match file {
+            Some(f) => f,
+            None => inner.pager.open_file(source.clone(), bs, meta.nbytes)?,
+        };
         Ok(OpenArray { file, source, committed, itemsize, last_name: name.into() })
     }
 }

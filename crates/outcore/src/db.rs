@@ -102,8 +102,8 @@ impl Db {
 
     /// A connection reading the newest snapshot, ready for a read-write transaction.
     pub fn connect(&self) -> Result<Connection> {
-        let tid = self.inner.store.head()?;
-        Connection::new(self.clone(), tid, false)
+        let snapshot = self.inner.store.snapshot(None)?;
+        Connection::new(self.clone(), snapshot, false)
     }
 
     /// A read-only connection to the historical snapshot at `tid`.
@@ -117,7 +117,7 @@ impl Db {
         if tid < horizon {
             return Err(outcore_store::Error::SnapshotGone { at: tid, horizon }.into());
         }
-        Connection::new(self.clone(), tid, true)
+        Connection::new(self.clone(), store.snapshot(Some(tid))?, true)
     }
 
     /// A read-only connection to the snapshot that was newest at `time`.

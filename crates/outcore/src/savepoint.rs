@@ -85,20 +85,22 @@ impl Savepoint {
                 .map(|d| d.blk)
                 .filter(|b| saved.is_none_or(|s| !s.blocks.contains_key(b)))
                 .collect();
-            oa.file.invalidate(&revert)?;
             let (size, zero_from) = match saved {
                 Some(s) => (s.size, s.zero_from),
                 None => (oa.committed_nbytes(), oa.committed_nbytes()),
             };
-            // Blocks that loaded as zeros because of a shrink after the savepoint reload.
+            // The source describes the savepoint's state before blocks reload (or are remapped)
+            // from it.
             let now_zero = oa.source.zero_from();
+            oa.source.reset(zero_from);
+            oa.file.invalidate(&revert)?;
+            // Blocks that loaded as zeros because of a shrink after the savepoint reload.
             if now_zero < zero_from {
                 let end = oa.file.size().max(size).div_ceil(bs);
                 let blks: Vec<u64> =
                     (now_zero / bs..end).filter(|b| saved.is_none_or(|s| !s.blocks.contains_key(b))).collect();
                 oa.file.invalidate(&blks)?;
             }
-            oa.source.reset(zero_from);
             oa.file.set_size(size)?;
             // Dirty blocks at the savepoint get its content back (changed pages only, so only
             // those stay dirty).

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use outcore_pager::{BlockSource, SourceError};
+use outcore_pager::{BlockSource, Extent, ExtentSource, SourceError};
 use outcore_store::{ArrayId, Store};
 
 /// Loads blocks of one array from the store at the connection's current snapshot.
@@ -20,11 +20,12 @@ pub(crate) struct StoreSource {
     array: ArrayId,
     tid: Arc<AtomicU64>,
     zero_from: AtomicU64,
+    blksize: u64,
 }
 
 impl StoreSource {
-    pub fn new(store: Arc<dyn Store>, array: ArrayId, tid: Arc<AtomicU64>, zero_from: u64) -> Self {
-        StoreSource { store, array, tid, zero_from: AtomicU64::new(zero_from) }
+    pub fn new(store: Arc<dyn Store>, array: ArrayId, tid: Arc<AtomicU64>, zero_from: u64, blksize: u64) -> Self {
+        StoreSource { store, array, tid, zero_from: AtomicU64::new(zero_from), blksize }
     }
 
     /// Lowers the size beyond which stored data is hidden.
@@ -43,6 +44,43 @@ impl StoreSource {
     }
 }
 
+impl StoreSource {
+    fn failure(&self, what: &str, blk: u64, tid: u64, e: outcore_store::Error) -> SourceError {
+        let msg = format!("{what} block {blk} of array {} at tid {tid} in {}", self.array, self.store.location());
+        let se = match &e {
+            outcore_store::Error::Backend { .. } => SourceError::transient(msg),
+            _ => SourceError::permanent(msg),
+        };
+        se.with_cause(e)
+    }
+}
+
+/// The page-cache engine asks where blocks are: the store's extents at the snapshot, except
+/// blocks wholly beyond `zero_from` (hidden by a shrink in this transaction: zeros).
+impl ExtentSource for StoreSource {
+    fn extents(&self, blks: std::ops::Range<u64>) -> Result<Vec<(u64, Extent)>, SourceError> {
+        let tid = self.tid.load(Ordering::SeqCst);
+        let bs = self.blksize;
+        let zero_from = self.zero_from.load(Ordering::SeqCst);
+        let end = blks.end.min(zero_from.div_ceil(bs));
+        if blks.start >= end {
+            return Ok(Vec::new());
+        }
+        match self.store.locate(self.array, blks.start..end, tid) {
+            Ok(Some(v)) => {
+                Ok(v.into_iter().map(|(b, l)| (b, Extent::File { file: l.file, offset: l.offset })).collect())
+            }
+            Ok(None) => Err(SourceError::permanent(format!(
+                "blocks {}..{end} of array {} at tid {tid} cannot be mapped from {}",
+                blks.start,
+                self.array,
+                self.store.location()
+            ))),
+            Err(e) => Err(self.failure("locating", blks.start, tid, e)),
+        }
+    }
+}
+
 impl BlockSource for StoreSource {
     fn load(&self, blk: u64, buf: &mut [u8]) -> Result<(), SourceError> {
         let bs = buf.len() as u64;
@@ -53,14 +91,7 @@ impl BlockSource for StoreSource {
             return Ok(());
         }
         let tid = self.tid.load(Ordering::SeqCst);
-        self.store.load(self.array, blk, tid, buf).map_err(|e| {
-            let msg = format!("block {blk} of array {} at tid {tid} in {}", self.array, self.store.location());
-            let se = match &e {
-                outcore_store::Error::Backend { .. } => SourceError::transient(msg),
-                _ => SourceError::permanent(msg),
-            };
-            se.with_cause(e)
-        })?;
+        self.store.load(self.array, blk, tid, buf).map_err(|e| self.failure("loading", blk, tid, e))?;
         if zero_from - start < bs {
             buf[(zero_from - start) as usize..].fill(0);
         }
