@@ -1,0 +1,124 @@
+"""Local stores map uncompressed arrays from the data file (the page-cache engine): views work
+with system calls for any user, in forked children, and are shared between processes."""
+
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import transaction
+
+import outcore
+
+N = 3 * 2**20 // 8 + 123  # a bit over 3 MiB of float64: two full blocks and a partial one
+
+
+def _fill(path):
+    db = outcore.open(path)
+    conn = db.connect()
+    A = conn.root.create("x", shape=(N,), dtype="f8")
+    A[:] = np.arange(N, dtype="f8")
+    transaction.commit()
+    conn.close() if hasattr(conn, "close") else None
+    del A, conn, db
+    import gc
+
+    gc.collect()
+
+
+CHILD = textwrap.dedent(
+    """
+    import os, socket, sys
+    import numpy as np
+    import outcore
+    path, out = sys.argv[1], sys.argv[2]
+    conn = outcore.open(path).connect()
+    a = conn.root["x"][:]          # untouched: nothing read yet
+    np.save(out + ".npy", a)
+    conn.root["x"][:].tofile(out + ".tofile")
+    with open(out + ".write", "wb") as f:
+        os.write(f.fileno(), memoryview(conn.root["x"][:]).cast("B"))
+    s1, s2 = socket.socketpair()
+    got = bytearray()
+    import threading
+    def rd():
+        while True:
+            b = s2.recv(1 << 20)
+            if not b:
+                break
+            got.extend(b)
+    t = threading.Thread(target=rd); t.start()
+    s1.sendall(memoryview(conn.root["x"][:]).cast("B")); s1.shutdown(socket.SHUT_WR); t.join()
+    with open(out + ".socket", "wb") as f:
+        f.write(got)
+    print("ok", os.getuid())
+    """
+)
+
+
+def _run_child(path, out, unprivileged):
+    cmd = [sys.executable, "-c", CHILD, path, out]
+    if unprivileged:
+        cmd = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", *cmd]
+    env = dict(os.environ)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+
+
+@pytest.mark.parametrize("unprivileged", [False, True])
+def test_system_calls_read_untouched_views(tmp_path, unprivileged):
+    if unprivileged and (os.geteuid() != 0 or shutil.which("setpriv") is None):
+        pytest.skip("dropping privileges needs root and setpriv")
+    os.chmod(tmp_path, 0o777)
+    path = str(tmp_path / "s.outcore")
+    _fill(path)
+    for f in os.listdir(tmp_path):
+        os.chmod(tmp_path / f, 0o666)
+    out = str(tmp_path / "out")
+    r = _run_child(path, out, unprivileged)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[-1] == ("65534" if unprivileged else str(os.getuid()))
+    want = np.arange(N, dtype="f8").tobytes()
+    assert np.load(out + ".npy").tobytes() == want
+    for suffix in (".tofile", ".write", ".socket"):
+        with open(out + suffix, "rb") as f:
+            assert f.read() == want, suffix
+
+
+_inherited = None
+
+
+def _sum_slice(bounds):
+    lo, hi = bounds
+    return float(_inherited[lo:hi].sum())
+
+
+def test_fork_pool_sums_slices_of_inherited_views(tmp_path):
+    global _inherited
+    path = str(tmp_path / "s.outcore")
+    _fill(path)
+    conn = outcore.open(path).connect()
+    A = conn.root["x"]
+    _inherited = A[:]
+    _inherited[5] = 1000.0  # an uncommitted write the children see as of the fork
+    chunks = [(i, min(i + 100_000, N)) for i in range(0, N, 100_000)]
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(2) as pool:
+        sums = pool.map(_sum_slice, chunks, chunksize=1)
+    want = np.arange(N, dtype="f8")
+    want[5] = 1000.0
+    assert sums == [float(want[lo:hi].sum()) for lo, hi in chunks]
+    transaction.abort()
+    assert _inherited[5] == 5.0
+    _inherited = None
+
+
+def test_uncompressed_arrays_use_the_page_cache_engine(tmp_path):
+    path = str(tmp_path / "s.outcore")
+    _fill(path)
+    assert os.path.exists(path + ".blocks")
+    # The data file holds the bytes; SQLite only metadata.
+    assert os.path.getsize(path + ".blocks") >= N * 8
