@@ -3,7 +3,9 @@ with system calls for any user, in forked children, and are shared between proce
 
 import multiprocessing
 import os
+import pathlib
 import shutil
+import tempfile
 import subprocess
 import sys
 import textwrap
@@ -14,7 +16,15 @@ import transaction
 
 import outcore
 
-N = 3 * 2**20 // 8 + 123  # a bit over 3 MiB of float64: two full blocks and a partial one
+N = 3 * 2**20 // 8 + 123
+request_cleanup: list = []
+
+
+@pytest.fixture(autouse=True)
+def _cleanup():
+    yield
+    while request_cleanup:
+        shutil.rmtree(request_cleanup.pop(), ignore_errors=True)  # a bit over 3 MiB of float64: two full blocks and a partial one
 
 
 def _fill(path):
@@ -23,7 +33,6 @@ def _fill(path):
     A = conn.root.create("x", shape=(N,), dtype="f8")
     A[:] = np.arange(N, dtype="f8")
     transaction.commit()
-    conn.close() if hasattr(conn, "close") else None
     del A, conn, db
     import gc
 
@@ -69,9 +78,12 @@ def _run_child(path, out, unprivileged):
 
 
 @pytest.mark.parametrize("unprivileged", [False, True])
-def test_system_calls_read_untouched_views(tmp_path, unprivileged):
+def test_system_calls_read_untouched_views(unprivileged):
     if unprivileged and (os.geteuid() != 0 or shutil.which("setpriv") is None):
         pytest.skip("dropping privileges needs root and setpriv")
+    # pytest's own temporary directories are private to their owner.
+    tmp_path = pathlib.Path(tempfile.mkdtemp(prefix="outcore-unpriv-"))
+    request_cleanup.append(tmp_path)
     os.chmod(tmp_path, 0o777)
     path = str(tmp_path / "s.outcore")
     _fill(path)

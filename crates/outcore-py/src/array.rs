@@ -118,6 +118,7 @@ fn map_error(py: Python<'_>, what: &str, e: outcore::Error) -> PyErr {
     use std::io::ErrorKind;
     let too_big = match &e {
         outcore::Error::Pager(outcore::pager::PagerError::InvalidArgument(_)) => true,
+        outcore::Error::Pager(outcore::pager::PagerError::ReservationExceeded { .. }) => true,
         outcore::Error::Pager(outcore::pager::PagerError::Io { source, .. }) => {
             matches!(source.kind(), ErrorKind::OutOfMemory | ErrorKind::FileTooLarge | ErrorKind::InvalidInput)
         }

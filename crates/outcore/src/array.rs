@@ -279,7 +279,18 @@ impl Array {
             return Err(Error::OutOfRange(format!("bytes {range:?} of array '{}' of {} bytes", s.name, s.meta.nbytes)));
         }
         let bs = s.meta.blksize;
-        s.file.prefetch(range.start / bs..range.end.div_ceil(bs))?;
+        let blocks = range.start / bs..range.end.div_ceil(bs);
+        if s.file.engine() == outcore_pager::FileEngine::PageCache {
+            // A mapping cannot verify bytes on access: read and check the blocks' stored bytes
+            // (page-cache hits that also warm the mapping), so corruption is an error here.
+            let store = &self.conn.db.inner.store;
+            let tid = self.conn.tid_cell.load(std::sync::atomic::Ordering::SeqCst);
+            let mut buf = vec![0u8; bs as usize];
+            for blk in blocks.clone() {
+                store.load(self.id, blk, tid, &mut buf)?;
+            }
+        }
+        s.file.prefetch(blocks)?;
         Ok(())
     }
 

@@ -175,9 +175,18 @@ impl MappedFile {
         size: u64,
         label: &str,
     ) -> Result<Arc<Self>, PagerError> {
-        let want = size.saturating_mul(4).max(MIN_RESERVATION).next_multiple_of(blksize);
-        let res =
-            Reservation::new(want).map_err(|e| PagerError::io(format!("reserving {want} bytes for {label}"), e))?;
+        // Room to grow 4x (at least 64 GiB of addresses); just the size when that does not fit.
+        let too_big =
+            || PagerError::io(format!("reserving {size} bytes for {label}"), std::io::ErrorKind::OutOfMemory.into());
+        let needed = size.max(1).checked_next_multiple_of(blksize).ok_or_else(too_big)?;
+        let want = size
+            .checked_mul(4)
+            .map(|w| w.max(MIN_RESERVATION))
+            .and_then(|w| w.checked_next_multiple_of(blksize))
+            .unwrap_or(needed);
+        let res = Reservation::new(want)
+            .or_else(|_| Reservation::new(needed))
+            .map_err(|e| PagerError::io(format!("reserving {needed} bytes for {label}"), e))?;
         let sigbus = sigbus::register(res.base(), res.base() + res.len(), blksize, label);
         let f = Arc::new(Self {
             shared,
@@ -205,8 +214,14 @@ impl MappedFile {
         if bytes <= self.res.len() {
             return Ok(());
         }
-        let needed = bytes.next_multiple_of(self.blksize);
-        let generous = needed.saturating_mul(2).next_multiple_of(self.blksize);
+        let Some(needed) = bytes.checked_next_multiple_of(self.blksize) else {
+            return Err(PagerError::ReservationExceeded {
+                label: self.label.clone(),
+                reserved: self.res.len(),
+                needed: bytes,
+            });
+        };
+        let generous = needed.checked_mul(2).unwrap_or(needed);
         let r = self.res.extend(generous).or_else(|_| self.res.extend(needed));
         if let Err(e) = r {
             tracing::debug!("extending the reservation of {}: {e}", self.label);
