@@ -177,3 +177,27 @@ fn a_crash_between_commit_and_home_writes_is_repaired() {
     assert_eq!(bytes[0], 4);
     assert_eq!(load(&*r, id, 0, t1)[4096 * 7 + 1], 4, "history");
 }
+
+#[test]
+fn an_old_snapshot_costs_one_new_extent_per_block_then_updates_go_in_place_again() {
+    let f = common::sqlite();
+    let s = &*f.store;
+    let (id, t0) = create(s, 4);
+    let mut content = vec![1u8; BS as usize];
+    let mut tid = put(s, t0, id, 0, &content, None);
+    let old_reader = f.reopen();
+    let old = old_reader.snapshot(None).unwrap();
+    let old_loc = old_reader.locate(id, 0..1, old.tid()).unwrap().unwrap();
+    for i in 0..10u8 {
+        let mine = s.snapshot(None).unwrap();
+        content[4096 * (i as usize % 8) + 1] = i + 2;
+        tid = put(s, mine.tid(), id, 0, &content, Some(&mine));
+    }
+    // One new extent for the block (the old reader keeps the first), then in place.
+    assert_eq!(data_len(&f), 2 * BS);
+    assert!(at_location(&old_loc[0].1) == vec![1u8; BS as usize], "the old snapshot's bytes");
+    assert!(load(s, id, 0, tid) == content);
+    drop(old);
+    put(s, tid, id, 1, &content, None);
+    assert_eq!(data_len(&f), 2 * BS, "the old extent was reused once the reader ended");
+}

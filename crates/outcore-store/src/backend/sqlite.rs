@@ -10,7 +10,11 @@
 //! commit; the old extent is retired at the commit's tid and reused once no open snapshot is
 //! older than that tid). Redo rows left by a crash are replayed by the next commit or snapshot.
 
-use super::local::{self, datafile::DataFile, registry::Registry};
+use super::local::{
+    self,
+    datafile::DataFile,
+    registry::{Readers, Registry},
+};
 use super::{array_info, encode_meta, FORMAT_NAME, SQLITE_FORMAT_VERSION};
 use crate::block::{self, Encoded, Stored};
 use crate::commit::{self, ArrayVersion, ChangedSets, Commit, CurrentRow, CurrentWrite, Head, WriteTxn};
@@ -565,8 +569,8 @@ struct SqliteTxn<'a> {
     /// from it stay direct (SQLite reads overflow pages straight into the buffer only while the
     /// connection has no dirty pages; the write transaction soon has some).
     reader: Option<crate::pool::Pooled<'a, Connection>>,
-    /// No other snapshot is open: changed blocks may be updated in place.
-    in_place: bool,
+    /// The open snapshots: who may map which extents (decides in place vs new extents).
+    readers: Readers,
     /// End of the allocated part of the data file.
     data_end: u64,
     /// New extents were written: sync the data file before the SQLite commit.
@@ -609,8 +613,8 @@ impl SqliteTxn<'_> {
     ) -> Result<u64> {
         let bs = new.blksize as usize;
         let page = block::PAGE;
-        if let Some((off, _)) = prev.filter(|_| self.in_place && new.changed.len() * page * IN_PLACE_MAX_DIVISOR <= bs)
-        {
+        let small = new.changed.len() * page * IN_PLACE_MAX_DIVISOR <= bs;
+        if let Some((off, _)) = prev.filter(|(_, v)| small && !self.readers.block_in_place(*v)) {
             let c = &*self.tx;
             let mut st = c
                 .prepare_cached("INSERT INTO outcore_redo (tid, off, data) VALUES (?1, ?2, ?3)")
@@ -1018,16 +1022,20 @@ fn replay_redo(tx: &Connection, data: &DataFile) -> Result<u64> {
     Ok(data_end as u64)
 }
 
-/// Move retired extents that no open snapshot can map (all retired before the oldest open
-/// snapshot `min_tid`; all of them when none is open) to the free list, releasing their space.
-fn free_retired(tx: &Connection, data: &DataFile, min_tid: Option<Tid>) -> Result<()> {
-    let limit = min_tid.map_or(i64::MAX, |t| t as i64);
-    let freed: Vec<(i64, i64)> = tx
-        .prepare_cached("DELETE FROM outcore_retired WHERE retired_tid <= ?1 RETURNING ext_off, size")
-        .and_then(|mut st| st.query_map([limit], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+/// Move retired extents that no open snapshot can map to the free list, releasing their space.
+fn free_retired(tx: &Connection, data: &DataFile, readers: &Readers) -> Result<()> {
+    let retired: Vec<(i64, i64, i64, i64)> = tx
+        .prepare_cached("SELECT ext_off, size, since_tid, retired_tid FROM outcore_retired")
+        .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect())
         .map_err(err("free extents"))?;
-    for (off, size) in freed {
+    for (off, size, since, retired) in retired {
+        if readers.maps_retired(since as u64, retired as u64) {
+            continue;
+        }
         data.punch(off as u64, size as u64)?;
+        tx.prepare_cached("DELETE FROM outcore_retired WHERE ext_off = ?1")
+            .and_then(|mut st| st.execute([off]))
+            .map_err(err("free extents"))?;
         tx.prepare_cached("INSERT INTO outcore_free (size, ext_off) VALUES (?1, ?2)")
             .and_then(|mut st| st.execute(params![size, off]))
             .map_err(err("free extents"))?;
@@ -1165,16 +1173,9 @@ impl Store for SqliteStore {
             let tx = w.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err("begin commit"))?;
             let data_end = replay_redo(&tx, &self.data)?;
             let readers = self.registry.readers(Some(commit.by).filter(|b| *b != 0))?;
-            free_retired(&tx, &self.data, readers.min_tid)?;
-            let mut txn = SqliteTxn {
-                tx,
-                store: self,
-                reader: None,
-                in_place: readers.others == 0,
-                data_end,
-                wrote_extents: false,
-                redo: false,
-            };
+            free_retired(&tx, &self.data, &readers)?;
+            let mut txn =
+                SqliteTxn { tx, store: self, reader: None, readers, data_end, wrote_extents: false, redo: false };
             let tid = commit::apply(&mut txn, base, commit);
             if let Some(r) = txn.reader.take() {
                 r.execute_batch("COMMIT").map_err(err("commit"))?;
@@ -1234,12 +1235,11 @@ impl Store for SqliteStore {
                 tx.commit().map_err(err("recover"))?;
                 continue;
             }
-            let tid = match at {
-                Some(t) => t,
-                None => q_head(&c)?.tid,
-            };
-            let id = self.registry.pin(&gate, tid)?;
-            return Ok(Snapshot::registered(tid, id, self.registry.clone()));
+            // The pin is the head: a snapshot maps the extents current at its tid, and a read of
+            // an older tid rebuilds it from the current extents and undo records.
+            let head = q_head(&c)?.tid;
+            let id = self.registry.pin(&gate, head)?;
+            return Ok(Snapshot::registered(at.unwrap_or(head), id, self.registry.clone()));
         }
     }
 

@@ -3,7 +3,15 @@
 //! when a retired extent may be reused. Modelled on LMDB's reader table.
 //!
 //! Layout: byte 0 is the **gate**; from [`SLOTS_AT`] one [`SLOT`]-byte slot per process holding
-//! the store open: `pid u32, pins u32, min_tid u64` (little endian).
+//! the store open: `pid u32, n u32, tids [u64; 7]` (little endian): the distinct tids the
+//! process's snapshots pin, ascending, or, when there are more than fit (`n` = [`OVERFLOW`]),
+//! their minimum (then any tid from it on counts as pinned).
+//!
+//! A pin at `t` means: this snapshot may map the extents that are current at `t` (a snapshot
+//! registers the head tid it read under the gate, also when it reads history: history is
+//! rebuilt from the current extents and undo records). So an extent whose current version was
+//! written at `v` may be updated in place only if no other pin is `>= v`, and an extent retired
+//! at `r` that held the version `v` may be reused only if no pin lies in `[v, r)`.
 //!
 //! - A process claims a free slot at open by taking an OFD write lock on it and keeps the lock
 //!   while the store is open; the kernel drops it when the process dies (or closes the file), so
@@ -25,7 +33,11 @@ use std::path::{Path, PathBuf};
 /// Offset of slot 0.
 const SLOTS_AT: u64 = 4096;
 /// Bytes per slot.
-const SLOT: u64 = 16;
+const SLOT: u64 = 64;
+/// Tids a slot lists.
+const SLOT_TIDS: usize = 7;
+/// `n` of a slot listing only the minimum of more tids than fit.
+const OVERFLOW: u32 = u32::MAX;
 /// Most processes that may hold one store open at once.
 const MAX_SLOTS: u64 = 16384;
 
@@ -97,13 +109,28 @@ impl Drop for Gate<'_> {
     }
 }
 
-/// What the other snapshots look like to a committer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The open snapshots of every process, as a committer sees them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Readers {
-    /// Open snapshots other than the excluded pin (all processes).
-    pub others: u64,
-    /// The oldest tid any open snapshot (the excluded pin included) reads, if any.
-    pub min_tid: Option<Tid>,
+    /// The committer's own pin (not another reader, but it still maps its snapshot's extents).
+    pub own: Option<Tid>,
+    /// Exact pins of every other snapshot.
+    pub others: Vec<Tid>,
+    /// Processes with more pins than their slot lists: any tid from each floor on may be pinned.
+    pub floors: Vec<Tid>,
+}
+
+impl Readers {
+    /// Whether another snapshot may map an extent whose current version was written at `v`.
+    pub fn block_in_place(&self, v: Tid) -> bool {
+        !self.floors.is_empty() || self.others.iter().any(|t| *t >= v)
+    }
+
+    /// Whether any snapshot may still map an extent retired at `retired` holding the version
+    /// written at `v`.
+    pub fn maps_retired(&self, v: Tid, retired: Tid) -> bool {
+        self.own.iter().chain(&self.others).any(|t| *t >= v && *t < retired) || self.floors.iter().any(|f| *f < retired)
+    }
 }
 
 impl Registry {
@@ -130,7 +157,7 @@ impl Registry {
             let at = SLOTS_AT + slot * SLOT;
             if reg.lock(&reg.slot_fd, libc::F_WRLCK as _, at, SLOT, false).map_err(io("claim a reader slot"))? {
                 reg.slot = slot;
-                reg.write_slot(0, 0)?;
+                reg.write_slot(0, &[])?;
                 return Ok(reg);
             }
         }
@@ -187,17 +214,25 @@ impl Registry {
         Ok(Gate::Exclusive(self, g))
     }
 
-    fn write_slot(&self, pins: u32, min_tid: Tid) -> Result<()> {
+    fn write_slot(&self, n: u32, tids: &[Tid]) -> Result<()> {
         let mut b = [0u8; SLOT as usize];
         b[0..4].copy_from_slice(&self.pid.to_le_bytes());
-        b[4..8].copy_from_slice(&pins.to_le_bytes());
-        b[8..16].copy_from_slice(&min_tid.to_le_bytes());
+        b[4..8].copy_from_slice(&n.to_le_bytes());
+        for (i, t) in tids.iter().take(SLOT_TIDS).enumerate() {
+            b[8 + 8 * i..16 + 8 * i].copy_from_slice(&t.to_le_bytes());
+        }
         self.slot_fd.write_all_at(&b, SLOTS_AT + self.slot * SLOT).map_err(self.io_err("write a reader slot"))
     }
 
     fn publish(&self, pins: &Pins) -> Result<()> {
-        let min = pins.by_id.values().min().copied().unwrap_or(0);
-        self.write_slot(pins.by_id.len() as u32, min)
+        let mut tids: Vec<Tid> = pins.by_id.values().copied().collect();
+        tids.sort_unstable();
+        tids.dedup();
+        if tids.len() > SLOT_TIDS {
+            self.write_slot(OVERFLOW, &tids[..1])
+        } else {
+            self.write_slot(tids.len() as u32, &tids)
+        }
     }
 
     /// Record a snapshot at `tid`; the caller holds the gate (shared or exclusive) and read `tid`
@@ -233,10 +268,11 @@ impl Registry {
         {
             let pins = self.pins.lock();
             for (id, tid) in &pins.by_id {
-                if Some(*id) != exclude {
-                    out.others += 1;
+                if Some(*id) == exclude {
+                    out.own = Some(*tid);
+                } else {
+                    out.others.push(*tid);
                 }
-                out.min_tid = Some(out.min_tid.map_or(*tid, |m: Tid| m.min(*tid)));
             }
         }
         let len = self.slot_fd.metadata().map_err(self.io_err("read the reader registry"))?.len();
@@ -248,15 +284,20 @@ impl Registry {
                 continue;
             }
             let b = &table[(slot * SLOT) as usize..((slot + 1) * SLOT) as usize];
-            let pins = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
-            if pins == 0 || !self.slot_alive(slot)? {
+            let n = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+            if n == 0 || !self.slot_alive(slot)? {
                 continue;
             }
-            let mut t = [0u8; 8];
-            t.copy_from_slice(&b[8..16]);
-            let tid = u64::from_le_bytes(t);
-            out.others += u64::from(pins);
-            out.min_tid = Some(out.min_tid.map_or(tid, |m| m.min(tid)));
+            let tid = |i: usize| {
+                let mut t = [0u8; 8];
+                t.copy_from_slice(&b[8 + 8 * i..16 + 8 * i]);
+                u64::from_le_bytes(t)
+            };
+            if n == OVERFLOW {
+                out.floors.push(tid(0));
+            } else {
+                out.others.extend((0..(n as usize).min(SLOT_TIDS)).map(tid));
+            }
         }
         Ok(out)
     }
@@ -287,21 +328,37 @@ mod tests {
         let g = a.gate_shared().unwrap();
         let pa = a.pin(&g, 7).unwrap();
         drop(g);
-        assert_eq!(a.readers(Some(pa)).unwrap(), Readers { others: 0, min_tid: Some(7) });
-        assert_eq!(b.readers(None).unwrap(), Readers { others: 1, min_tid: Some(7) });
+        let r = |own: Option<Tid>, others: &[Tid], floors: &[Tid]| Readers {
+            own,
+            others: others.to_vec(),
+            floors: floors.to_vec(),
+        };
+        assert_eq!(a.readers(Some(pa)).unwrap(), r(Some(7), &[], &[]));
+        assert_eq!(b.readers(None).unwrap(), r(None, &[7], &[]));
         let g = b.gate_shared().unwrap();
         let pb = b.pin(&g, 5).unwrap();
         drop(g);
-        assert_eq!(a.readers(Some(pa)).unwrap(), Readers { others: 1, min_tid: Some(5) });
+        assert_eq!(a.readers(Some(pa)).unwrap(), r(Some(7), &[5], &[]));
+        let ra = a.readers(Some(pa)).unwrap();
+        assert!(ra.block_in_place(5) && !ra.block_in_place(6));
+        assert!(ra.maps_retired(4, 6) && !ra.maps_retired(6, 7) && ra.maps_retired(6, 8) && !ra.maps_retired(8, 9));
         b.unpin(pb);
-        assert_eq!(a.readers(Some(pa)).unwrap(), Readers { others: 0, min_tid: Some(7) });
+        assert_eq!(a.readers(Some(pa)).unwrap(), r(Some(7), &[], &[]));
         let g = b.gate_shared().unwrap();
         b.pin(&g, 3).unwrap();
         drop(g);
         drop(b); // its lock goes with it: the slot is no longer live
-        assert_eq!(a.readers(Some(pa)).unwrap(), Readers { others: 0, min_tid: Some(7) });
+        assert_eq!(a.readers(Some(pa)).unwrap(), r(Some(7), &[], &[]));
         let c = Registry::open(&p).unwrap();
-        assert_eq!(c.readers(None).unwrap(), Readers { others: 1, min_tid: Some(7) });
+        assert_eq!(c.readers(None).unwrap(), r(None, &[7], &[]));
+        // More distinct pins than a slot lists: only their minimum, as a floor.
+        let g = c.gate_shared().unwrap();
+        for t in 10..20 {
+            c.pin(&g, t).unwrap();
+        }
+        drop(g);
+        assert_eq!(a.readers(Some(pa)).unwrap(), r(Some(7), &[], &[10]));
+        assert!(a.readers(Some(pa)).unwrap().block_in_place(100));
     }
 
     #[test]
