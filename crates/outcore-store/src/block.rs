@@ -41,6 +41,12 @@ const UNDO_BUDGET_FACTOR: i64 = 4;
 pub(crate) const PAGE: usize = 4096;
 /// Flag on an undo entry: the page was all zeros (no bytes stored).
 const ZERO_PAGE: u32 = 1 << 31;
+/// Flag on an undo entry: only byte ranges of the page are stored (the next word counts them,
+/// then one word per range: `start | len << 16`; their bytes follow in the body). Applied to
+/// the newer version, which differs from the older one in exactly those bytes of the page.
+const RANGES: u32 = 1 << 30;
+/// Bytes of identical content that may sit between two ranges of one record (joined).
+const RANGE_GAP: usize = 32;
 /// Codec tags recorded per stored payload.
 pub(crate) const CODEC_RAW: i64 = 0;
 /// zstd frame.
@@ -253,6 +259,157 @@ pub(crate) fn encode_undo(
     rec
 }
 
+/// Like [`encode_undo`], for a commit whose new content `new` differs from the old one in
+/// `pages` only, knowing only those pages of `old` (the rest of `old` is unspecified) and the
+/// old content length `old_len` (bytes at or beyond it are zero; an upper bound is fine). Pages
+/// whose change is small store only the changed byte ranges. `None` when the record must be a
+/// full one (the caller then reads the whole old content and uses [`encode_undo`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn encode_undo_diff(
+    array: ArrayId,
+    blk: u64,
+    tid: Tid,
+    old: &[u8],
+    old_len: usize,
+    new: &[u8],
+    pages: &[u32],
+    prev_tid: Tid,
+    prev: Option<UndoChain>,
+    codec: Codec,
+) -> Option<Encoded> {
+    let prev = prev.unwrap_or_default();
+    if old_len == 0 || prev.depth >= MAX_UNDO_DEPTH {
+        return None;
+    }
+    let kept: Vec<u32> = pages.iter().copied().filter(|p| (*p as usize) * PAGE < old_len).collect();
+    let mut raw = Vec::with_capacity(4 + kept.len() * 16);
+    raw.extend_from_slice(&(kept.len() as u32).to_le_bytes());
+    let mut body = Vec::new();
+    let at = |d: &[u8], i: usize| d.get(i).copied().unwrap_or(0);
+    for &p in &kept {
+        let start = p as usize * PAGE;
+        let end = (start + PAGE).min(old_len);
+        let page = &old[start..end.min(old.len())];
+        if page.iter().all(|b| *b == 0) && end <= old.len() {
+            raw.extend_from_slice(&(p | ZERO_PAGE).to_le_bytes());
+            continue;
+        }
+        // Runs of differing bytes within the page (gaps of up to RANGE_GAP joined).
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        let mut i = start;
+        while i < start + PAGE {
+            if at(old, i) == at(new, i) {
+                i += 1;
+                continue;
+            }
+            let a = i;
+            let mut b = i + 1;
+            let mut same = 0;
+            let mut j = i + 1;
+            while j < start + PAGE && same <= RANGE_GAP {
+                if at(old, j) == at(new, j) {
+                    same += 1;
+                } else {
+                    same = 0;
+                    b = j + 1;
+                }
+                j += 1;
+            }
+            runs.push((a - start, b - a));
+            i = b;
+        }
+        let range_bytes: usize = runs.iter().map(|r| r.1 + 4).sum::<usize>() + 4;
+        if runs.is_empty() || range_bytes >= end - start {
+            raw.extend_from_slice(&p.to_le_bytes());
+            body.extend_from_slice(&old[start..end]);
+        } else {
+            raw.extend_from_slice(&(p | RANGES).to_le_bytes());
+            raw.extend_from_slice(&(runs.len() as u32).to_le_bytes());
+            for (a, n) in &runs {
+                raw.extend_from_slice(&((*a as u32) | ((*n as u32) << 16)).to_le_bytes());
+                body.extend((start + a..start + a + n).map(|k| at(old, k)));
+            }
+        }
+    }
+    raw.extend_from_slice(&body);
+    let (codec, data) = compress(&raw, codec).unwrap_or((CODEC_RAW, raw));
+    let chain = UndoChain { depth: prev.depth + 1, bytes: prev.bytes + data.len() as i64 };
+    if chain.bytes > UNDO_BUDGET_FACTOR * old_len.max(256 << 10) as i64 {
+        return None;
+    }
+    let place = Place { array, blk, tid, kind: KIND_UNDO, codec, len: old_len as u64, prev_tid };
+    let checksum = place.checksum(&data);
+    Some(Encoded { kind: KIND_UNDO, chain, codec, len: old_len as u64, checksum, data, prev_tid })
+}
+
+/// The checksum of page `p` of a block in a data-file extent (4 KiB; zero beyond the content),
+/// bound to its place: the lower 32 bits of xxh3 seeded with (array, block, page).
+pub(crate) fn page_sum(array: ArrayId, blk: u64, p: u32, page: &[u8]) -> u32 {
+    let mut key = [0u8; 24];
+    key[..8].copy_from_slice(&array.0.to_le_bytes());
+    key[8..16].copy_from_slice(&blk.to_le_bytes());
+    key[16..24].copy_from_slice(&u64::from(p).to_le_bytes());
+    let seed = XxHash3_64::oneshot_with_seed(0x7061_6765_7375_6d73, &key);
+    if page.len() == PAGE {
+        return XxHash3_64::oneshot_with_seed(seed, page) as u32;
+    }
+    let mut full = [0u8; PAGE];
+    full[..page.len()].copy_from_slice(page);
+    XxHash3_64::oneshot_with_seed(seed, &full) as u32
+}
+
+/// The page checksums of a block whose content is `content[..len]` (one little-endian `u32` per
+/// page up to the one holding byte `len - 1`).
+pub(crate) fn page_sums(array: ArrayId, blk: u64, content: &[u8], len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len.div_ceil(PAGE) * 4);
+    for p in 0..len.div_ceil(PAGE) {
+        let start = p * PAGE;
+        let page = &content[start..(start + PAGE).min(len)];
+        out.extend_from_slice(&page_sum(array, blk, p as u32, page).to_le_bytes());
+    }
+    out
+}
+
+/// The checksum of a current version kept in an extent: over its page checksums, bound to its
+/// place (tid, length).
+pub(crate) fn extent_checksum(array: ArrayId, blk: u64, tid: Tid, len: u64, sums: &[u8]) -> i64 {
+    Place { array, blk, tid, kind: KIND_CURRENT, codec: CODEC_RAW, len, prev_tid: 0 }.checksum(sums)
+}
+
+/// Verify pages of a current version kept in an extent: `sums` (checked against `checksum`)
+/// and each page in `pages` of `buf` (which holds those pages; zero beyond `len`).
+pub(crate) fn verify_extent_pages(
+    array: ArrayId,
+    blk: u64,
+    s: &Stored<'_>,
+    sums: &[u8],
+    buf: &[u8],
+    pages: impl IntoIterator<Item = u32>,
+) -> Result<()> {
+    let len = s.len as usize;
+    if len > buf.len() || sums.len() != len.div_ceil(PAGE) * 4 {
+        return Err(corrupt(array, blk, s.tid, format!("{} page checksums for {len} bytes", sums.len() / 4)));
+    }
+    let want = extent_checksum(array, blk, s.tid, s.len, sums);
+    if want != s.checksum {
+        return Err(corrupt(array, blk, s.tid, format!("page checksums damaged ({:#x} vs {want:#x})", s.checksum)));
+    }
+    for p in pages {
+        let start = p as usize * PAGE;
+        if start >= len {
+            continue; // beyond the content: zeros (not read)
+        }
+        let page = &buf[start..(start + PAGE).min(len)];
+        let i = p as usize * 4;
+        let stored = u32::from_le_bytes([sums[i], sums[i + 1], sums[i + 2], sums[i + 3]]);
+        let got = page_sum(array, blk, p, page);
+        if got != stored {
+            return Err(corrupt(array, blk, s.tid, format!("page {p} fails its checksum ({stored:#x} vs {got:#x})")));
+        }
+    }
+    Ok(())
+}
+
 /// The bytes of `pages` of `content` (zero beyond `len`), as a page record stores them: a page
 /// count, one word per page (its index, flagged when all zeros: no bytes stored), then the bytes
 /// of the other pages, the page that holds the end of the content only up to it. Pages at or
@@ -411,16 +568,41 @@ fn apply_pages(array: ArrayId, blk: u64, s: &Stored<'_>, kind: i64, buf: &mut [u
         Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     };
     let count = word(0).ok_or_else(|| bad("undo record shorter than its header".into()))? as usize;
-    let mut at = 4usize.saturating_add(count.saturating_mul(4));
-    for i in 0..count {
-        let e = word(4 + 4 * i).ok_or_else(|| bad("undo header cut short".into()))?;
-        let p = (e & !ZERO_PAGE) as usize;
+    // The header: one word per page, plus the range words of pages stored as ranges.
+    let mut head = 4usize;
+    let mut at = 4usize;
+    for _ in 0..count {
+        let e = word(at).ok_or_else(|| bad("undo header cut short".into()))?;
+        at += 4;
+        if e & RANGES != 0 {
+            let n = word(at).ok_or_else(|| bad("undo header cut short".into()))? as usize;
+            at = at.saturating_add(4).saturating_add(n.saturating_mul(4));
+        }
+    }
+    for _ in 0..count {
+        let e = word(head).ok_or_else(|| bad("undo header cut short".into()))?;
+        head += 4;
+        let p = (e & !(ZERO_PAGE | RANGES)) as usize;
         let start = p * PAGE;
         let end = (start + PAGE).min(buf.len());
         if start >= buf.len() {
             return Err(bad(format!("undo page {p} lies beyond the block")));
         }
-        if e & ZERO_PAGE != 0 {
+        if e & RANGES != 0 {
+            let n = word(head).ok_or_else(|| bad("undo header cut short".into()))? as usize;
+            head += 4;
+            for _ in 0..n {
+                let r = word(head).ok_or_else(|| bad("undo header cut short".into()))?;
+                head += 4;
+                let (a, len) = ((r & 0xffff) as usize, (r >> 16) as usize);
+                if a + len > PAGE || start + a + len > buf.len() {
+                    return Err(bad(format!("undo range {a}+{len} of page {p} lies beyond it")));
+                }
+                let src = raw.get(at..at + len).ok_or_else(|| bad("undo range data cut short".into()))?;
+                buf[start + a..start + a + len].copy_from_slice(src);
+                at += len;
+            }
+        } else if e & ZERO_PAGE != 0 {
             buf[start..end].fill(0);
         } else {
             let n = end.min(s.len as usize).saturating_sub(start);
@@ -716,5 +898,61 @@ mod tests {
         // Records of a block whose history was gc'd start a new chain.
         let u = encode_undo(ArrayId(1), 0, 5000, &old, &[0], 4999, None, Codec::None);
         assert_eq!(u.chain, UndoChain { depth: 1, bytes: u.data.len() as i64 });
+    }
+
+    #[test]
+    fn a_diff_undo_record_stores_changed_bytes_and_restores_the_old_version() {
+        let n = 16 * PAGE;
+        let old: Vec<u8> = (0..n).map(|i| (i % 251) as u8 + 1).collect();
+        let mut new = old.clone();
+        new[3 * PAGE + 10..3 * PAGE + 18].copy_from_slice(&[0xEE; 8]); // one float
+        new[7 * PAGE + 100] = 0; // one byte
+        new[9 * PAGE..10 * PAGE].fill(0); // a whole page
+        let pages = changed_pages(&old, &new);
+        assert_eq!(pages, vec![3, 7, 9]);
+        // Only the changed pages of `old` are known to the encoder.
+        let mut sparse = vec![0x55u8; n];
+        for p in &pages {
+            let a = *p as usize * PAGE;
+            sparse[a..a + PAGE].copy_from_slice(&old[a..a + PAGE]);
+        }
+        let u =
+            encode_undo_diff(ArrayId(1), 0, 5, &sparse, n, &new, &pages, 4, None, Codec::None).expect("page record");
+        assert!(u.data.len() < PAGE + 100, "{} bytes", u.data.len()); // ranges + one whole page
+        let mut buf = new.clone();
+        apply_undo(ArrayId(1), 0, &undo(&u, 5), &mut buf).unwrap();
+        assert!(buf == old);
+        // Damage is detected.
+        let mut bad = u.clone();
+        bad.data[10] ^= 1;
+        assert!(apply_undo(ArrayId(1), 0, &undo(&bad, 5), &mut new.clone()).is_err());
+    }
+
+    #[test]
+    fn extent_pages_are_verified_one_by_one() {
+        let n = 4 * PAGE + 100;
+        let content: Vec<u8> = (0..n).map(|i| (i % 7) as u8 + 1).collect();
+        let sums = page_sums(ArrayId(3), 9, &content, n);
+        let s = Stored {
+            tid: 4,
+            kind: KIND_CURRENT,
+            codec: CODEC_RAW,
+            len: n as u64,
+            checksum: extent_checksum(ArrayId(3), 9, 4, n as u64, &sums),
+            prev_tid: 0,
+            data: &[],
+        };
+        let mut buf = content.clone();
+        buf.resize(8 * PAGE, 0);
+        verify_extent_pages(ArrayId(3), 9, &s, &sums, &buf, 0..8).unwrap();
+        buf[2 * PAGE + 5] ^= 1;
+        verify_extent_pages(ArrayId(3), 9, &s, &sums, &buf, [0, 1, 3, 4]).unwrap();
+        let e = verify_extent_pages(ArrayId(3), 9, &s, &sums, &buf, [2]).unwrap_err();
+        assert!(e.to_string().contains("page 2"), "{e}");
+        // Sums bound to another block, or damaged, are refused.
+        assert!(verify_extent_pages(ArrayId(3), 10, &s, &sums, &buf, [0]).is_err());
+        let mut bad = sums.clone();
+        bad[0] ^= 1;
+        assert!(verify_extent_pages(ArrayId(3), 9, &s, &bad, &buf, [1]).is_err());
     }
 }

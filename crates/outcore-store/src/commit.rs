@@ -316,6 +316,31 @@ pub(crate) trait WriteTxn {
         new: &CurrentWrite<'_>,
     ) -> Result<()>;
     fn set_head(&mut self, tid: Tid, time_us: i64) -> Result<()>;
+    /// Read only `pages` of a block's current version `cur` into their places in `buf` (a
+    /// buffer of the block size; verified, zero beyond the content); `Ok(false)` when this
+    /// backend cannot (the caller then reads the whole block).
+    fn load_pages(&mut self, id: ArrayId, blk: u64, cur: &CurrentRow, pages: &[u32], buf: &mut [u8]) -> Result<bool> {
+        let _ = (id, blk, cur, pages, buf);
+        Ok(false)
+    }
+    /// Replace a block's current version `cur` by one that differs from it in the `changed`
+    /// pages only: `old` and `new` hold those pages' bytes (block-size buffers), `len` bounds
+    /// the new content (zeros from it on). Only for backends whose `load_pages` works.
+    #[allow(clippy::too_many_arguments)]
+    fn write_pages(
+        &mut self,
+        id: ArrayId,
+        blk: u64,
+        tid: Tid,
+        cur: &CurrentRow,
+        changed: &[u32],
+        old: &[u8],
+        new: &[u8],
+        len: u64,
+    ) -> Result<()> {
+        let _ = (id, blk, tid, cur, changed, old, new, len);
+        Err(Error::Invalid("this backend cannot write single pages".into()))
+    }
 }
 
 fn check_len(array: ArrayId, blk: u64, len: usize, blksize: u64) -> Result<()> {
@@ -701,6 +726,63 @@ pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result
             },
         };
         let cur = txn.current(*id, *blk)?;
+        let limit = limit.get(&(*id, *blk)).copied().unwrap_or(0);
+        if let (BlockData::Pages(pages, src), Some(c)) = (&mut *data, cur.as_ref()) {
+            if c.extent.is_some() && c.len > 0 && !cuts.contains_key(id) {
+                let bs = meta.blksize as usize;
+                old.clear();
+                old.resize(bs, 0);
+                if txn.load_pages(*id, *blk, c, pages, &mut old)? {
+                    // Only the written pages are read, compared and written: no whole block.
+                    from_source.clear();
+                    from_source.resize(bs, 0);
+                    read_pages_into(*id, *blk, pages, src.as_mut(), Some(&old), &mut from_source)?;
+                    for p in pages.iter() {
+                        let (a, b) = (*p as usize * block::PAGE, (*p as usize + 1) * block::PAGE);
+                        if b > limit {
+                            from_source[a.max(limit)..b].fill(0);
+                        }
+                    }
+                    let changed = block::changed_pages_of(&old, &from_source, pages);
+                    if changed.is_empty() {
+                        continue;
+                    }
+                    let mut len = c.len as usize;
+                    for p in &changed {
+                        let a = *p as usize * block::PAGE;
+                        let n = block::content_len(&from_source[a..a + block::PAGE]);
+                        if n > 0 {
+                            len = len.max(a + n);
+                        }
+                    }
+                    let chain = txn.undo_chain(*id, *blk, c.tid)?;
+                    let undo = block::encode_undo_diff(
+                        *id,
+                        *blk,
+                        tid,
+                        &old,
+                        c.len as usize,
+                        &from_source,
+                        &changed,
+                        c.tid,
+                        chain,
+                        meta.codec,
+                    );
+                    match undo {
+                        Some(u) => txn.insert_undo(*id, *blk, tid, &u)?,
+                        None => {
+                            // A checkpoint: the whole previous version.
+                            let mut whole = vec![0u8; bs];
+                            txn.load(*id, *blk, head.tid, &mut whole)?;
+                            whole.truncate(c.len as usize);
+                            record_undo(txn, *id, *blk, tid, Some(c), &whole, &changed, meta)?;
+                        }
+                    }
+                    txn.write_pages(*id, *blk, tid, c, &changed, &old, &from_source, len as u64)?;
+                    continue;
+                }
+            }
+        }
         old.clear();
         if let Some(c) = cur.filter(|c| c.len > 0) {
             // Verified against its checksum before any of it becomes history.
@@ -708,7 +790,6 @@ pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result
             txn.load(*id, *blk, head.tid, &mut old)?;
             old.truncate(c.len as usize);
         }
-        let limit = limit.get(&(*id, *blk)).copied().unwrap_or(0);
         let changed;
         let data: &[u8] = match data {
             BlockData::Pages(pages, src) if old.is_empty() => {

@@ -201,3 +201,32 @@ fn an_old_snapshot_costs_one_new_extent_per_block_then_updates_go_in_place_again
     put(s, tid, id, 1, &content, None);
     assert_eq!(data_len(&f), 2 * BS, "the old extent was reused once the reader ended");
 }
+
+#[test]
+fn a_small_change_keeps_only_its_bytes_in_history() {
+    let f = common::sqlite();
+    let s = &*f.store;
+    let (id, t0) = create(s, 1);
+    let content: Vec<u8> = (0..BS as usize).map(|i| (i % 253) as u8 + 1).collect();
+    let t1 = put(s, t0, id, 0, &content, None);
+    let mut new = content.clone();
+    let pages = [1u32, 9, 20, 33, 60];
+    for p in pages {
+        new[p as usize * 4096 + 64..p as usize * 4096 + 72].copy_from_slice(&7.5f64.to_le_bytes());
+    }
+    let snap = s.snapshot(None).unwrap();
+    let mut c = Commit::new().by(&snap);
+    let src = new.clone();
+    c.write_pages_from(id, 0, pages, move |pages: &[u32], buf: &mut [u8]| {
+        for p in pages {
+            let a = *p as usize * 4096;
+            buf[a..a + 4096].copy_from_slice(&src[a..a + 4096]);
+        }
+        Ok(())
+    });
+    let t2 = s.commit(t1, c).unwrap();
+    let undo: i64 = sql_count(&f, &format!("SELECT sum(length(data)) FROM outcore_undo WHERE tid = {t2}"));
+    assert!(undo < 200, "undo record of {undo} bytes for 5 changed floats");
+    let r = f.reopen();
+    assert!(load(&*r, id, 0, t2) == new && load(&*r, id, 0, t1) == content);
+}

@@ -47,7 +47,7 @@ CREATE TABLE outcore_current (
     array_id INTEGER NOT NULL, blk INTEGER NOT NULL, tid INTEGER NOT NULL,
     len INTEGER NOT NULL, base_tid INTEGER NOT NULL, base_len INTEGER NOT NULL,
     codec INTEGER NOT NULL, checksum INTEGER NOT NULL, data_id INTEGER,
-    patches INTEGER NOT NULL, patch_bytes INTEGER NOT NULL, ext_off INTEGER,
+    patches INTEGER NOT NULL, patch_bytes INTEGER NOT NULL, ext_off INTEGER, page_sums BLOB,
     PRIMARY KEY (array_id, blk)) WITHOUT ROWID;
 CREATE TABLE outcore_retired (
     ext_off INTEGER PRIMARY KEY, size INTEGER NOT NULL, array_id INTEGER NOT NULL, blk INTEGER NOT NULL,
@@ -258,13 +258,15 @@ struct CurrentRowSql {
     /// Pending patches (taking the payload's version to the newest) and their bytes.
     patches: i64,
     patch_bytes: i64,
-    /// The data-file extent holding the content (instead of a blob).
+    /// The data-file extent holding the content (instead of a blob), and its page checksums.
     ext_off: Option<u64>,
+    page_sums: Option<Vec<u8>>,
 }
 
 fn q_current(c: &Connection, array: ArrayId, blk: u64) -> rusqlite::Result<Option<CurrentRowSql>> {
     c.prepare_cached(
-        "SELECT tid, len, base_tid, base_len, codec, checksum, coalesce(data_id, 0), patches, patch_bytes, ext_off
+        "SELECT tid, len, base_tid, base_len, codec, checksum, coalesce(data_id, 0), patches, patch_bytes, ext_off,
+                page_sums
          FROM outcore_current WHERE array_id = ?1 AND blk = ?2",
     )?
     .query_row(params![array.0 as i64, blk as i64], |r| {
@@ -284,6 +286,7 @@ fn q_current(c: &Connection, array: ArrayId, blk: u64) -> rusqlite::Result<Optio
             patches: r.get(7)?,
             patch_bytes: r.get(8)?,
             ext_off: r.get::<_, Option<i64>>(9)?.map(|o| o as u64),
+            page_sums: r.get(10)?,
         })
     })
     .optional()
@@ -411,7 +414,9 @@ fn read_base(
             ));
         }
         data.read_at(off, &mut buf[..len])?;
-        return block::verify_in_place(array, blk, &cur.stored, buf);
+        buf[len..].fill(0);
+        let sums = cur.page_sums.as_deref().unwrap_or(&[]);
+        return block::verify_extent_pages(array, blk, &cur.stored, sums, buf, 0..len.div_ceil(block::PAGE) as u32);
     }
     let blob = c.blob_open(rusqlite::MAIN_DB, c"outcore_blob", c"data", cur.data_id, true).map_err(err("load"))?;
     let len = cur.stored.len as usize;
@@ -577,6 +582,8 @@ struct SqliteTxn<'a> {
     wrote_extents: bool,
     /// Redo rows were written: their bytes go home after the SQLite commit.
     redo: bool,
+    /// Page checksums of the block `load_pages` read last, for `write_pages`.
+    sums: Option<(ArrayId, u64, Vec<u8>)>,
 }
 
 impl SqliteTxn<'_> {
@@ -646,6 +653,69 @@ impl SqliteTxn<'_> {
         Ok(off)
     }
 
+    /// The current row of a block kept in extent `off`.
+    #[allow(clippy::too_many_arguments)]
+    fn put_extent_row(
+        &self,
+        id: ArrayId,
+        blk: u64,
+        tid: Tid,
+        len: u64,
+        checksum: i64,
+        off: u64,
+        sums: &[u8],
+    ) -> Result<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO outcore_current
+                     (array_id, blk, tid, len, base_tid, base_len, codec, checksum, data_id, patches, patch_bytes,
+                      ext_off, page_sums)
+                 VALUES (?1, ?2, ?3, ?4, ?3, ?4, 0, ?5, NULL, 0, 0, ?6, ?7)
+                 ON CONFLICT (array_id, blk) DO UPDATE SET tid = excluded.tid, len = excluded.len,
+                     base_tid = excluded.base_tid, base_len = excluded.base_len, codec = 0,
+                     checksum = excluded.checksum, data_id = NULL, patches = 0, patch_bytes = 0,
+                     ext_off = excluded.ext_off, page_sums = excluded.page_sums",
+            )
+            .and_then(|mut st| {
+                st.execute(params![id.0 as i64, blk as i64, tid as i64, len as i64, checksum, off as i64, sums])
+            })
+            .map(|_| ())
+            .map_err(err("commit"))
+    }
+
+    /// Redo rows for the bytes in which `new` differs from `old` within `pages` of the extent at
+    /// `off` (runs of changed bytes, nearby runs joined), their space reserved.
+    fn redo_ranges(&mut self, tid: Tid, off: u64, pages: &[u32], old: &[u8], new: &[u8]) -> Result<()> {
+        let c = &*self.tx;
+        let mut st =
+            c.prepare_cached("INSERT INTO outcore_redo (tid, off, data) VALUES (?1, ?2, ?3)").map_err(err("commit"))?;
+        for &p in pages {
+            let (a, b) = (p as usize * block::PAGE, (p as usize + 1) * block::PAGE);
+            let mut i = a;
+            while i < b {
+                if old[i] == new[i] {
+                    i += 1;
+                    continue;
+                }
+                let start = i;
+                let mut end = i + 1;
+                let mut j = i + 1;
+                while j < b && j - end <= REDO_GAP {
+                    if old[j] != new[j] {
+                        end = j + 1;
+                    }
+                    j += 1;
+                }
+                self.store.data.reserve(off + start as u64, (end - start) as u64)?;
+                st.execute(params![tid as i64, (off + start as u64) as i64, &new[start..end]])
+                    .map_err(err("commit"))?;
+                i = end;
+            }
+        }
+        self.redo = true;
+        Ok(())
+    }
+
     /// A free extent of `size` bytes (aligned to it): a reused one, else new space at the end.
     /// Punched first, so that bytes beyond the content written into it read zeros.
     fn allocate(&mut self, size: u64) -> Result<u64> {
@@ -695,6 +765,9 @@ fn failpoint(name: &str) {
         std::process::abort();
     }
 }
+
+/// Unchanged bytes that may sit inside one redo row (between two changed runs).
+const REDO_GAP: usize = 32;
 
 /// Runs of consecutive page indices, as half-open ranges.
 fn page_runs(pages: &[u32]) -> impl Iterator<Item = std::ops::Range<u32>> + '_ {
@@ -863,6 +936,78 @@ impl WriteTxn for SqliteTxn<'_> {
         Some(PAGE_SIZE)
     }
 
+    fn load_pages(&mut self, id: ArrayId, blk: u64, cur: &CurrentRow, pages: &[u32], buf: &mut [u8]) -> Result<bool> {
+        let Some(row) = q_current(&self.tx, id, blk).map_err(err("commit"))? else { return Ok(false) };
+        let (Some(off), Some(sums)) = (row.ext_off, row.page_sums.as_deref()) else { return Ok(false) };
+        if row.tid != cur.tid {
+            return Ok(false);
+        }
+        let len = row.stored.len as usize;
+        for run in page_runs(pages) {
+            let (a, b) = (run.start as usize * block::PAGE, (run.end as usize * block::PAGE).min(buf.len()));
+            let have = b.min(len);
+            if have > a {
+                self.store.data.read_at(off + a as u64, &mut buf[a..have])?;
+            }
+            buf[have.max(a)..b].fill(0);
+        }
+        block::verify_extent_pages(id, blk, &row.stored, sums, buf, pages.iter().copied())?;
+        self.sums = Some((id, blk, sums.to_vec()));
+        Ok(true)
+    }
+
+    fn write_pages(
+        &mut self,
+        id: ArrayId,
+        blk: u64,
+        tid: Tid,
+        cur: &CurrentRow,
+        changed: &[u32],
+        old: &[u8],
+        new: &[u8],
+        len: u64,
+    ) -> Result<()> {
+        let bs = new.len();
+        let Some(prev_off) = cur.extent else { return Err(Error::Invalid("write_pages: no extent".into())) };
+        let mut sums = match self.sums.take() {
+            Some((i, b, s)) if i == id && b == blk => s,
+            _ => return Err(Error::Invalid("write_pages: pages not loaded".into())),
+        };
+        // Page checksums: pages newly within the content are zeros unless written (below).
+        let npages = (len as usize).div_ceil(block::PAGE);
+        while sums.len() / 4 < npages {
+            let p = (sums.len() / 4) as u32;
+            sums.extend_from_slice(&block::page_sum(id, blk, p, &[]).to_le_bytes());
+        }
+        sums.truncate(npages * 4);
+        for &p in changed {
+            if (p as usize) < npages {
+                let a = p as usize * block::PAGE;
+                let page = &new[a..(a + block::PAGE).min(len as usize)];
+                sums[p as usize * 4..p as usize * 4 + 4]
+                    .copy_from_slice(&block::page_sum(id, blk, p, page).to_le_bytes());
+            }
+        }
+        let small = changed.len() * block::PAGE * IN_PLACE_MAX_DIVISOR <= bs;
+        let off = if small && !self.readers.block_in_place(cur.tid) {
+            self.redo_ranges(tid, prev_off, changed, old, new)?;
+            prev_off
+        } else {
+            // A new extent: the old content copied in the kernel, then the changed pages.
+            let off = self.allocate(bs as u64)?;
+            self.store.data.copy_from(prev_off, off, cur.len)?;
+            for run in page_runs(changed) {
+                let (a, b) = (run.start as usize * block::PAGE, (run.end as usize * block::PAGE).min(bs));
+                self.store.data.write_at(off + a as u64, &new[a..b])?;
+            }
+            self.wrote_extents = true;
+            self.retire(id, blk, prev_off, bs as u64, cur.tid, tid)?;
+            off
+        };
+        let checksum = block::extent_checksum(id, blk, tid, len, &sums);
+        self.put_extent_row(id, blk, tid, len, checksum, off, &sums)
+    }
+
     fn write_patch(&mut self, id: ArrayId, blk: u64, tid: Tid, patch: &Encoded) -> Result<()> {
         let c = &*self.tx;
         c.prepare_cached(
@@ -910,21 +1055,20 @@ impl WriteTxn for SqliteTxn<'_> {
         let len = new.enc.len as usize;
         let mut data_id = prev.map_or(0, |p| p.handle);
         let prev_ext = prev.and_then(|p| p.extent.map(|e| (e, p.tid)));
-        let mut ext_off: Option<u64> = None;
         if len > 0 && new.enc.compressed.is_none() && new.raw_array {
             // Uncompressed array: the content lives in a data-file extent.
             if data_id != 0 {
                 self.tx.execute("DELETE FROM outcore_blob WHERE id = ?1", [data_id]).map_err(err("commit"))?;
-                data_id = 0;
             }
-            ext_off = Some(self.write_extent(id, blk, tid, prev_ext, new)?);
+            let off = self.write_extent(id, blk, tid, prev_ext, new)?;
+            let sums = block::page_sums(id, blk, new.data, len);
+            let checksum = block::extent_checksum(id, blk, tid, len as u64, &sums);
+            return self.put_extent_row(id, blk, tid, len as u64, checksum, off, &sums);
         } else if let Some((off, since)) = prev_ext {
             self.retire(id, blk, off, new.blksize, since, tid)?;
         }
         let c = &*self.tx;
-        if ext_off.is_some() {
-            // stored in the extent
-        } else if len == 0 {
+        if len == 0 {
             if data_id != 0 {
                 c.execute("DELETE FROM outcore_blob WHERE id = ?1", [data_id]).map_err(err("commit"))?;
             }
@@ -970,7 +1114,7 @@ impl WriteTxn for SqliteTxn<'_> {
                 len as i64,
                 new.enc.checksum,
                 data_id,
-                ext_off.map(|o| o as i64)
+                Option::<i64>::None
             ])
         })
         .map(|_| ())
@@ -1174,8 +1318,16 @@ impl Store for SqliteStore {
             let data_end = replay_redo(&tx, &self.data)?;
             let readers = self.registry.readers(Some(commit.by).filter(|b| *b != 0))?;
             free_retired(&tx, &self.data, &readers)?;
-            let mut txn =
-                SqliteTxn { tx, store: self, reader: None, readers, data_end, wrote_extents: false, redo: false };
+            let mut txn = SqliteTxn {
+                tx,
+                store: self,
+                reader: None,
+                readers,
+                data_end,
+                wrote_extents: false,
+                redo: false,
+                sums: None,
+            };
             let tid = commit::apply(&mut txn, base, commit);
             if let Some(r) = txn.reader.take() {
                 r.execute_batch("COMMIT").map_err(err("commit"))?;

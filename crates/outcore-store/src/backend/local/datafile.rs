@@ -50,6 +50,25 @@ impl DataFile {
         self.file.write_all_at(data, off).map_err(self.err("write a block extent"))
     }
 
+    /// Copy `len` bytes from `from` to `to` within the file, in the kernel (`copy_file_range`).
+    pub fn copy_from(&self, from: u64, to: u64, len: u64) -> Result<()> {
+        let (mut a, mut b, mut left) = (from as i64, to as i64, len as usize);
+        let fail = |source: std::io::Error| Error::Io {
+            op: "copy a block extent",
+            path: self.path.display().to_string(),
+            source,
+        };
+        while left > 0 {
+            let n = nix::fcntl::copy_file_range(self.file.as_fd(), Some(&mut a), self.file.as_fd(), Some(&mut b), left)
+                .map_err(|e| fail(e.into()))?;
+            if n == 0 {
+                return Err(fail(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            left -= n;
+        }
+        Ok(())
+    }
+
     /// Make `[off, off+len)` read zeros and release its disk space. Only for extents nobody maps.
     pub fn punch(&self, off: u64, len: u64) -> Result<()> {
         let flags = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
