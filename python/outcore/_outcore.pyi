@@ -2,7 +2,7 @@
 
 import contextlib
 import datetime
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Union
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -35,6 +35,8 @@ class Db:
     ) -> Connection: ...
     def transaction(self, note: Optional[str] = None) -> contextlib.AbstractContextManager[Connection]: ...
     def history(self, after: int = 0, upto: Optional[int] = None) -> list[dict[str, Any]]: ...
+    def check(self, progress: Optional[Callable[[int, int], Any]] = None) -> dict[str, int]: ...
+    def gc(self, keep_after: Optional[int] = None) -> dict[str, int]: ...
 
 @final
 class Connection:

@@ -134,3 +134,59 @@ def test_uncompressed_arrays_use_the_page_cache_engine(tmp_path):
     assert os.path.exists(path + ".blocks")
     # The data file holds the bytes; SQLite only metadata.
     assert os.path.getsize(path + ".blocks") >= N * 8
+
+
+def test_a_forked_child_reads_inherited_views_and_its_inherited_connection_refuses(tmp_path):
+    path = str(tmp_path / "s.outcore")
+    _fill(path)
+    conn = outcore.open(path).connect(transaction_manager=False)
+    a = conn.root["x"][:]
+    a[3] = -1.0  # uncommitted: the child sees it as of the fork
+    want = float(np.arange(N, dtype="f8").sum()) - 3.0 - 1.0
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: only report, never raise out of here
+        try:
+            ok = a[3] == -1.0 and a[N - 1] == N - 1 and float(a.sum()) == want
+            try:
+                conn.commit()
+                msg = "the inherited connection committed"
+            except outcore.Error as e:
+                msg = f"{type(e).__name__}: {e}"
+            os.write(w, f"{ok}|{msg}".encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    out = b""
+    while chunk := os.read(r, 65536):
+        out += chunk
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    assert status == 0
+    ok, msg = out.decode().split("|", 1)
+    assert ok == "True", msg
+    assert "fork" in msg and "StoreError" in msg, msg
+    # The parent's connection is unaffected.
+    conn.commit()
+    assert outcore.open(path).connect(transaction_manager=False).root["x"][3] == -1.0
+
+
+def test_check_and_gc(tmp_path):
+    path = str(tmp_path / "s.outcore")
+    _fill(path)
+    db = outcore.open(path)
+    calls = []
+    report = db.check(progress=lambda done, total: calls.append((done, total)))
+    assert report["blocks"] == 2 and report["bytes"] == N * 8 and calls[-1] == (2, 2)
+    conn = db.connect(transaction_manager=False)
+    conn.root["x"][7] = 1.0
+    conn.commit()
+    assert db.gc()["block_versions"] >= 1
+    # A flipped byte in the data file: reads through the mapping cannot see it, check does.
+    with open(path + ".blocks", "r+b") as f:
+        f.seek(100)
+        b = f.read(1)
+        f.seek(100)
+        f.write(bytes([b[0] ^ 1]))
+    with pytest.raises(outcore.CorruptError, match="block 0"):
+        outcore.open(path).check()

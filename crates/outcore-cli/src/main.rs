@@ -33,6 +33,12 @@ enum Cmd {
         #[arg(long, default_value_t = 20)]
         last: u64,
     },
+    /// Verify every stored block of every live array against its checksums (with a progress
+    /// bar); exits with status 1 listing the failures if any block fails.
+    Check {
+        /// Store location.
+        location: String,
+    },
     /// Remove history no snapshot at or after `--keep-after` needs.
     Gc {
         /// Store location.
@@ -49,6 +55,7 @@ fn main() -> Result<()> {
         Cmd::Demo(args) => demo::run(args),
         Cmd::Info { location } => info(&*open(&location)?),
         Cmd::History { location, last } => history(&*open(&location)?, last),
+        Cmd::Check { location } => check(&location),
         Cmd::Gc { location, keep_after } => {
             let s = open(&location)?;
             let k = match keep_after {
@@ -81,6 +88,33 @@ fn info(s: &dyn Store) -> Result<()> {
         );
     }
     Ok(())
+}
+
+fn check(location: &str) -> Result<()> {
+    let db =
+        outcore::Db::open(location, outcore::DbOptions::default()).with_context(|| format!("opening {location}"))?;
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("checking {bar:40} {pos}/{len} blocks ({eta} left)")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let report = db.check(|p| {
+        bar.set_length(p.total);
+        bar.set_position(p.done);
+    })?;
+    bar.finish_and_clear();
+    println!(
+        "{location} at tid {}: {} arrays, {} blocks, {} bytes verified",
+        report.tid, report.arrays, report.blocks, report.bytes
+    );
+    if report.ok() {
+        println!("no errors");
+        return Ok(());
+    }
+    for (name, blk, e) in &report.errors {
+        println!("FAILED array '{name}' block {blk}: {e}");
+    }
+    std::process::exit(1);
 }
 
 fn history(s: &dyn Store, last: u64) -> Result<()> {

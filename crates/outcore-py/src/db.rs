@@ -158,6 +158,62 @@ impl PyDb {
         Ok(out)
     }
 
+    /// Verify every stored block of every live array against its checksums (mapped arrays are
+    /// read straight from the page cache, where nothing can be verified on access: this is the
+    /// sweep that does). Returns a dict (`tid`, `arrays`, `blocks`, `bytes`); raises
+    /// `outcore.CorruptError` listing every failure if any block fails. `progress`, if given, is
+    /// called with (blocks done, blocks in all).
+    #[pyo3(signature = (progress=None))]
+    fn check<'py>(&self, py: Python<'py>, progress: Option<Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyDict>> {
+        let db = self.db.clone();
+        let report = match &progress {
+            None => py.detach(|| db.check(|_| {})).py(py)?,
+            Some(cb) => {
+                let mut failed = None;
+                let r = db.check(|p| {
+                    if failed.is_none() {
+                        if let Err(e) = cb.call1((p.done, p.total)) {
+                            failed = Some(e);
+                        }
+                    }
+                });
+                if let Some(e) = failed {
+                    return Err(e);
+                }
+                r.py(py)?
+            }
+        };
+        if !report.ok() {
+            let lines: Vec<String> =
+                report.errors.iter().map(|(name, blk, e)| format!("array '{name}' block {blk}: {e}")).collect();
+            let cls = py.import("outcore")?.getattr("CorruptError")?;
+            return Err(PyErr::from_value(cls.call1((format!(
+                "{} of {} blocks failed their check:\n{}",
+                report.errors.len(),
+                report.blocks,
+                lines.join("\n")
+            ),))?));
+        }
+        let d = PyDict::new(py);
+        d.set_item("tid", report.tid)?;
+        d.set_item("arrays", report.arrays)?;
+        d.set_item("blocks", report.blocks)?;
+        d.set_item("bytes", report.bytes)?;
+        Ok(d)
+    }
+
+    /// Remove history no snapshot at or after `keep_after` (default: the newest tid) needs.
+    /// Returns a dict of what was freed (`block_versions`, `array_versions`, `bytes`).
+    #[pyo3(signature = (keep_after=None))]
+    fn gc<'py>(&self, py: Python<'py>, keep_after: Option<u64>) -> PyResult<Bound<'py, PyDict>> {
+        let st = py.detach(|| self.db.gc(keep_after)).py(py)?;
+        let d = PyDict::new(py);
+        d.set_item("block_versions", st.block_versions)?;
+        d.set_item("array_versions", st.array_versions)?;
+        d.set_item("bytes", st.bytes)?;
+        Ok(d)
+    }
+
     /// The newest committed tid.
     #[getter]
     fn head(&self, py: Python<'_>) -> PyResult<u64> {

@@ -186,9 +186,30 @@ pub(crate) struct ConnShared {
     pub state: Mutex<ConnState>,
 }
 
+/// A connection's state, locked (with the fork gate held shared: see `fork.rs`).
+pub(crate) struct ConnGuard<'a> {
+    // Field order: the state unlocks before the gate is released.
+    state: MutexGuard<'a, ConnState>,
+    _fork: crate::fork::ForkGate,
+}
+
+impl std::ops::Deref for ConnGuard<'_> {
+    type Target = ConnState;
+    fn deref(&self) -> &ConnState {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for ConnGuard<'_> {
+    fn deref_mut(&mut self) -> &mut ConnState {
+        &mut self.state
+    }
+}
+
 impl ConnShared {
-    pub fn lock(&self) -> MutexGuard<'_, ConnState> {
-        self.state.lock()
+    pub fn lock(&self) -> ConnGuard<'_> {
+        let fork = crate::fork::shared();
+        ConnGuard { state: self.state.lock(), _fork: fork }
     }
 }
 

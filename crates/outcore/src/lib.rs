@@ -66,15 +66,18 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 mod array;
+mod check;
 mod connection;
 mod db;
 mod dtype;
 mod error;
+mod fork;
 mod mem;
 mod savepoint;
 mod source;
 
 pub use array::Array;
+pub use check::{CheckProgress, CheckReport};
 pub use connection::{ArraySpec, CommitInfo, Connection};
 pub use db::{Db, DbOptions};
 pub use dtype::{descr_itemsize, descr_of, Element};

@@ -90,6 +90,8 @@ pub struct SqliteStore {
     location: String,
     data: DataFile,
     registry: Arc<Registry>,
+    /// The process that opened the store.
+    pid: u32,
     writer: Mutex<Connection>,
     readers: Pool<Connection>,
     checkpointer: super::checkpoint::Checkpointer,
@@ -150,6 +152,7 @@ impl SqliteStore {
             location,
             data,
             registry,
+            pid: std::process::id(),
             writer: Mutex::new(writer),
             readers: Pool::new(16),
             checkpointer,
@@ -196,7 +199,17 @@ impl SqliteStore {
     }
 
     fn reader(&self) -> Result<crate::pool::Pooled<'_, Connection>> {
+        self.check_process()?;
         self.readers.get(|| connect(&self.path, false).map_err(err("connect")))
+    }
+
+    /// SQLite connections and file locks cannot cross `fork()`: a child using its parent's
+    /// handle gets [`Error::Forked`] (it must open the store again), never a corrupted database.
+    fn check_process(&self) -> Result<()> {
+        if std::process::id() != self.pid {
+            return Err(Error::Forked { location: self.location.clone(), opened_by: self.pid });
+        }
+        Ok(())
     }
 }
 
@@ -1309,6 +1322,7 @@ impl Store for SqliteStore {
     }
 
     fn commit(&self, base: Tid, commit: Commit) -> Result<Tid> {
+        self.check_process()?;
         let mut w = self.writer.lock();
         // The gate, then the write lock (the order every path takes): no snapshot starts while
         // this commit may write in place, until its bytes are home.
@@ -1447,6 +1461,7 @@ impl Store for SqliteStore {
     }
 
     fn gc(&self, keep_after: Tid) -> Result<GcStats> {
+        self.check_process()?;
         let mut w = self.writer.lock();
         let tx = w.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err("begin gc"))?;
         let head = q_head(&tx)?;
