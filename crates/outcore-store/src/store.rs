@@ -69,7 +69,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Commit `commit` on top of snapshot `base`; returns the new tid.
     fn commit(&self, base: Tid, commit: Commit) -> Result<Tid>;
 
-    /// What changed in `(after, upto]`.
+    /// What changed in `(after, upto]`. `SnapshotGone` when `after` is older than the gc
+    /// horizon (the history that would tell is gone: treat everything as changed).
     fn changes(&self, after: Tid, upto: Tid) -> Result<Changes>;
 
     /// Transactions with tid in `(after, upto]`, oldest first.

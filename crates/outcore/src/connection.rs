@@ -682,11 +682,18 @@ impl Connection {
         let snapshot = store.snapshot(None)?;
         let head = snapshot.tid();
         let mut changes = Changes::default();
+        // Set when history since `old` was collected: every open array may have changed.
+        let mut everything = false;
         let mut add = |after: Tid, upto: Tid| -> Result<()> {
             if after < upto {
-                let c = store.changes(after, upto)?;
-                changes.blocks.extend(c.blocks);
-                changes.arrays.extend(c.arrays);
+                match store.changes(after, upto) {
+                    Ok(c) => {
+                        changes.blocks.extend(c.blocks);
+                        changes.arrays.extend(c.arrays);
+                    }
+                    Err(outcore_store::Error::SnapshotGone { .. }) => everything = true,
+                    Err(e) => return Err(e.into()),
+                }
             }
             Ok(())
         };
@@ -696,6 +703,9 @@ impl Connection {
                 add(t, head)?;
             }
             None => add(old, head)?,
+        }
+        if everything {
+            changes.arrays.extend(st.open.keys().copied());
         }
         changes.arrays.sort_unstable();
         changes.arrays.dedup();
@@ -716,6 +726,14 @@ impl Connection {
             }
             oa.source.reset(oa.committed_nbytes());
             oa.file.set_size(oa.committed_nbytes())?;
+        }
+        if everything {
+            // Every block of every open array, at its new size.
+            for oa in st.open.values() {
+                let bs = oa.file.blksize() as u64;
+                let blks: Vec<u64> = (0..oa.file.size().div_ceil(bs)).collect();
+                oa.file.invalidate(&blks)?;
+            }
         }
         let mut by_array: HashMap<ArrayId, Vec<u64>> = HashMap::new();
         for (id, blk) in changes.blocks {

@@ -569,6 +569,11 @@ impl Store for PgStore {
 
     fn changes(&self, after: Tid, upto: Tid) -> Result<Changes> {
         self.with_conn(|c| {
+            // History before the horizon is gone: what changed since `after` cannot be told.
+            let horizon = q_head(&mut c.client, &mut c.stmts, HEAD)?.horizon;
+            if after < horizon {
+                return Err(Error::SnapshotGone { at: after, horizon });
+            }
             let (blocks, arrays) = q_changes(&mut c.client, &mut c.stmts, after, upto)?;
             Ok(Changes {
                 blocks: blocks.into_iter().map(|(a, b, _)| (a, b)).collect(),

@@ -597,6 +597,8 @@ struct SqliteTxn<'a> {
     redo: bool,
     /// Page checksums of the block `load_pages` read last, for `write_pages`.
     sums: Option<(ArrayId, u64, Vec<u8>)>,
+    /// Extents this commit allocated (punched again if it fails).
+    allocated: Vec<(u64, u64)>,
 }
 
 impl SqliteTxn<'_> {
@@ -752,6 +754,7 @@ impl SqliteTxn<'_> {
             }
         };
         self.store.data.punch(off, size)?;
+        self.allocated.push((off, size));
         Ok(off)
     }
 
@@ -1341,25 +1344,37 @@ impl Store for SqliteStore {
                 wrote_extents: false,
                 redo: false,
                 sums: None,
+                allocated: Vec::new(),
             };
             let tid = commit::apply(&mut txn, base, commit);
             if let Some(r) = txn.reader.take() {
-                r.execute_batch("COMMIT").map_err(err("commit"))?;
+                let _ = r.execute_batch("COMMIT");
             }
-            let tid = tid?;
-            if txn.wrote_extents {
-                // New extents are durable before the metadata that refers to them.
-                self.data.sync()?;
+            let done = tid.and_then(|tid| {
+                if txn.wrote_extents {
+                    // New extents are durable before the metadata that refers to them.
+                    self.data.sync()?;
+                }
+                txn.tx
+                    .execute(
+                        "UPDATE outcore_local SET data_end = ?1, redo = ?2 WHERE id = 1",
+                        params![txn.data_end as i64, txn.redo as i64],
+                    )
+                    .map_err(err("commit"))?;
+                Ok(tid)
+            });
+            let SqliteTxn { tx, redo, allocated, .. } = txn;
+            match done.and_then(|tid| tx.commit().map_err(err("commit")).map(|_| tid)) {
+                Ok(tid) => (tid, redo),
+                Err(e) => {
+                    // Nothing refers to the extents this commit filled: give their space back
+                    // (a full disk must not stay full because of a failed commit).
+                    for (off, size) in allocated {
+                        let _ = self.data.punch(off, size);
+                    }
+                    return Err(e);
+                }
             }
-            txn.tx
-                .execute(
-                    "UPDATE outcore_local SET data_end = ?1, redo = ?2 WHERE id = 1",
-                    params![txn.data_end as i64, txn.redo as i64],
-                )
-                .map_err(err("commit"))?;
-            let SqliteTxn { tx, redo, .. } = txn;
-            tx.commit().map_err(err("commit"))?;
-            (tid, redo)
         };
         if redo {
             failpoint("commit-before-home");
@@ -1422,7 +1437,17 @@ impl Store for SqliteStore {
     }
 
     fn changes(&self, after: Tid, upto: Tid) -> Result<Changes> {
-        let (blocks, arrays) = q_changes(&*self.reader()?, after, upto)?;
+        let c = self.reader()?;
+        c.execute_batch("BEGIN DEFERRED").map_err(err("changes"))?;
+        let r = q_head(&c).and_then(|head| {
+            // History before the horizon is gone: what changed since `after` cannot be told.
+            if after < head.horizon {
+                return Err(Error::SnapshotGone { at: after, horizon: head.horizon });
+            }
+            q_changes(&c, after, upto)
+        });
+        c.execute_batch("COMMIT").map_err(err("changes"))?;
+        let (blocks, arrays) = r?;
         Ok(Changes {
             blocks: blocks.into_iter().map(|(a, b, _)| (a, b)).collect(),
             arrays: arrays.into_iter().map(|(a, _)| a).collect(),
