@@ -190,3 +190,15 @@ def test_check_and_gc(tmp_path):
         f.write(bytes([b[0] ^ 1]))
     with pytest.raises(outcore.CorruptError, match="block 0"):
         outcore.open(path).check()
+
+
+def test_the_engine_is_visible(tmp_path):
+    db = outcore.open(str(tmp_path / "e.outcore"))
+    conn = db.connect(transaction_manager=False)
+    A = conn.root.create("raw", (10,), "f8")
+    Z = conn.root.create("packed", (10,), "f8", compression="zstd")
+    assert A.engine == "page cache" and "engine=page cache" in repr(A)
+    assert Z.engine == "userfaultfd"
+    conn.commit()
+    old = db.connect(at=conn.tid, transaction_manager=False)
+    assert old.root["raw"].engine == "userfaultfd"  # history loads through the fault engine

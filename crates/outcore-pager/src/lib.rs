@@ -88,7 +88,7 @@
 //!   load per block, loads of different blocks in parallel; clean blocks are evicted least
 //!   recently used first with `fallocate(PUNCH_HOLE)`; dirty ones never are.
 //! - A page-cache file owns one address reservation (anonymous `MAP_NORESERVE`, at least
-//!   64 GiB, so it grows in place); its views are sub-ranges of it, so they alias. Extents are
+//!   1 TiB, so it grows in place); its views are sub-ranges of it, so they alias. Extents are
 //!   mapped `MAP_PRIVATE | MAP_FIXED` over it (consecutive ones in one call); written pages are
 //!   the present pages that are neither file pages nor the zero page (`PAGEMAP_SCAN`);
 //!   `mark_clean`/`invalidate` map the new extents, `discard` drops written pages with

@@ -280,6 +280,14 @@ impl PyArray {
         self.arr.name().py(py)
     }
 
+    /// How its memory is served: "page cache" (a local store's uncompressed arrays: views map
+    /// the store's data file) or "userfaultfd" (compressed arrays, historical snapshots,
+    /// PostgreSQL).
+    #[getter]
+    fn engine(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(self.arr.engine().py(py)?.to_string())
+    }
+
     /// Stable id of the array (survives renames).
     #[getter]
     fn id(&self) -> u64 {
@@ -548,8 +556,9 @@ impl PyArray {
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         let meta = self.meta(py)?;
         let name = self.arr.name().py(py)?;
+        let engine = self.arr.engine().py(py)?;
         Ok(format!(
-            "<outcore.Array '{name}' shape={} dtype={} order={}>",
+            "<outcore.Array '{name}' shape={} dtype={} order={} engine={engine}>",
             PyTuple::new(py, &meta.shape)?.repr()?,
             self.dtype.bind(py).str()?,
             order_name(meta.order)

@@ -286,6 +286,13 @@ pub(crate) fn encode_undo_diff(
     raw.extend_from_slice(&(kept.len() as u32).to_le_bytes());
     let mut body = Vec::new();
     let at = |d: &[u8], i: usize| d.get(i).copied().unwrap_or(0);
+    // Page `start..start + PAGE` of `d`, zero beyond its end.
+    let padded = |d: &[u8], start: usize| -> [u8; PAGE] {
+        let mut page = [0u8; PAGE];
+        let have = d.len().clamp(start, start + PAGE);
+        page[..have - start].copy_from_slice(&d[start..have]);
+        page
+    };
     for &p in &kept {
         let start = p as usize * PAGE;
         let end = (start + PAGE).min(old_len);
@@ -295,29 +302,7 @@ pub(crate) fn encode_undo_diff(
             continue;
         }
         // Runs of differing bytes within the page (gaps of up to RANGE_GAP joined).
-        let mut runs: Vec<(usize, usize)> = Vec::new();
-        let mut i = start;
-        while i < start + PAGE {
-            if at(old, i) == at(new, i) {
-                i += 1;
-                continue;
-            }
-            let a = i;
-            let mut b = i + 1;
-            let mut same = 0;
-            let mut j = i + 1;
-            while j < start + PAGE && same <= RANGE_GAP {
-                if at(old, j) == at(new, j) {
-                    same += 1;
-                } else {
-                    same = 0;
-                    b = j + 1;
-                }
-                j += 1;
-            }
-            runs.push((a - start, b - a));
-            i = b;
-        }
+        let runs = changed_runs(&padded(old, start), &padded(new, start), RANGE_GAP);
         let range_bytes: usize = runs.iter().map(|r| r.1 + 4).sum::<usize>() + 4;
         if runs.is_empty() || range_bytes >= end - start {
             raw.extend_from_slice(&p.to_le_bytes());
@@ -340,6 +325,42 @@ pub(crate) fn encode_undo_diff(
     let place = Place { array, blk, tid, kind: KIND_UNDO, codec, len: old_len as u64, prev_tid };
     let checksum = place.checksum(&data);
     Some(Encoded { kind: KIND_UNDO, chain, codec, len: old_len as u64, checksum, data, prev_tid })
+}
+
+/// Runs `(start, len)` of bytes where `old` and `new` (equal lengths) differ; runs separated by
+/// at most `gap` equal bytes are joined. Compares 8 bytes at a time.
+pub(crate) fn changed_runs(old: &[u8], new: &[u8], gap: usize) -> Vec<(usize, usize)> {
+    debug_assert_eq!(old.len(), new.len());
+    let n = old.len().min(new.len());
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    let mut i = 0;
+    while i < n {
+        // Skip equal words, then equal bytes.
+        while i + 8 <= n && old[i..i + 8] == new[i..i + 8] {
+            i += 8;
+        }
+        while i < n && old[i] == new[i] {
+            i += 1;
+        }
+        if i >= n {
+            break;
+        }
+        let start = i;
+        let mut end = i + 1;
+        let mut j = i + 1;
+        while j < n && j - end <= gap {
+            if old[j] != new[j] {
+                end = j + 1;
+            }
+            j += 1;
+        }
+        match runs.last_mut() {
+            Some((s, l)) if start - (*s + *l) <= gap => *l = end - *s,
+            _ => runs.push((start, end - start)),
+        }
+        i = end;
+    }
+    runs
 }
 
 /// The checksum of page `p` of a block in a data-file extent (4 KiB; zero beyond the content),
@@ -954,5 +975,19 @@ mod tests {
         let mut bad = sums.clone();
         bad[0] ^= 1;
         assert!(verify_extent_pages(ArrayId(3), 9, &s, &bad, &buf, [1]).is_err());
+    }
+
+    #[test]
+    fn changed_runs_find_and_join_differences() {
+        let old = vec![0u8; 200];
+        let mut new = old.clone();
+        assert!(changed_runs(&old, &new, 4).is_empty());
+        new[3] = 1;
+        new[5] = 1; // 1 equal byte between: joined
+        new[100] = 2;
+        new[199] = 3;
+        assert_eq!(changed_runs(&old, &new, 4), vec![(3, 3), (100, 1), (199, 1)]);
+        assert_eq!(changed_runs(&old, &new, 0), vec![(3, 1), (5, 1), (100, 1), (199, 1)]);
+        assert_eq!(changed_runs(&old, &new, 200), vec![(3, 197)]);
     }
 }

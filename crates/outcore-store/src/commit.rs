@@ -284,6 +284,11 @@ pub(crate) trait WriteTxn {
         let _ = (id, blk, tid, patch);
         Err(Error::Invalid("this backend keeps no pending patches".into()))
     }
+    /// Whether uncompressed arrays keep their current versions in data-file extents (with page
+    /// checksums of their own).
+    fn keeps_extents(&self) -> bool {
+        false
+    }
     fn head(&mut self) -> Result<Head>;
     /// Blocks and arrays with versions newer than `base`, with the newest such tid.
     fn changed_since(&mut self, base: Tid) -> Result<ChangedSets>;
@@ -466,7 +471,18 @@ fn store_new(
         let patch = block::encode_patch(id, blk, tid, data, changed, c.tid, meta.codec);
         return txn.write_patch(id, blk, tid, &patch);
     }
-    let enc = block::encode_current(id, blk, tid, data, meta.codec);
+    let enc = if meta.codec == Codec::None && txn.keeps_extents() {
+        // Kept in a data-file extent with page checksums (computed by the backend): no
+        // whole-content checksum to compute.
+        block::CurrentEnc {
+            codec: block::CODEC_RAW,
+            len: block::content_len(data) as u64,
+            checksum: 0,
+            compressed: None,
+        }
+    } else {
+        block::encode_current(id, blk, tid, data, meta.codec)
+    };
     // With pending patches, the stored payload differs from the new content in more pages than
     // `changed`: those are what an in-place rewrite writes.
     let vs_base: Vec<u32>;
@@ -730,11 +746,11 @@ pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result
         if let (BlockData::Pages(pages, src), Some(c)) = (&mut *data, cur.as_ref()) {
             if c.extent.is_some() && c.len > 0 && !cuts.contains_key(id) {
                 let bs = meta.blksize as usize;
-                old.clear();
+                // Only the pages in `pages` of these buffers are used, and each is filled before
+                // use: no need to clear them (a block's worth of memset per block otherwise).
                 old.resize(bs, 0);
                 if txn.load_pages(*id, *blk, c, pages, &mut old)? {
                     // Only the written pages are read, compared and written: no whole block.
-                    from_source.clear();
                     from_source.resize(bs, 0);
                     read_pages_into(*id, *blk, pages, src.as_mut(), Some(&old), &mut from_source)?;
                     for p in pages.iter() {

@@ -50,8 +50,8 @@ pub trait ExtentSource: Send + Sync + 'static {
     fn extents(&self, blks: Range<u64>) -> Result<Vec<(u64, Extent)>, SourceError>;
 }
 
-/// Smallest reservation: 64 GiB of addresses (`MAP_NORESERVE` memory is not charged).
-const MIN_RESERVATION: u64 = 64 << 30;
+/// Smallest reservation tried first: 1 TiB of addresses (`MAP_NORESERVE` memory is not charged).
+const MIN_RESERVATION: u64 = 1 << 40;
 
 /// Mutable state of a page-cache file (under its mutex).
 #[derive(Debug)]
@@ -175,18 +175,27 @@ impl MappedFile {
         size: u64,
         label: &str,
     ) -> Result<Arc<Self>, PagerError> {
-        // Room to grow 4x (at least 64 GiB of addresses); just the size when that does not fit.
+        // Room to grow: 4x the size, at least 1 TiB of addresses (views keep their addresses,
+        // so the file can never move: growing past the reservation needs a new connection).
+        // Addresses cost nothing until used (`MAP_NORESERVE`, page tables on demand); when the
+        // address space is short, smaller reservations are tried, down to the size itself.
         let too_big =
             || PagerError::io(format!("reserving {size} bytes for {label}"), std::io::ErrorKind::OutOfMemory.into());
         let needed = size.max(1).checked_next_multiple_of(blksize).ok_or_else(too_big)?;
-        let want = size
+        let mut want = size
             .checked_mul(4)
             .map(|w| w.max(MIN_RESERVATION))
             .and_then(|w| w.checked_next_multiple_of(blksize))
             .unwrap_or(needed);
-        let res = Reservation::new(want)
-            .or_else(|_| Reservation::new(needed))
-            .map_err(|e| PagerError::io(format!("reserving {needed} bytes for {label}"), e))?;
+        let res = loop {
+            match Reservation::new(want) {
+                Ok(r) => break r,
+                Err(e) if want <= needed => {
+                    return Err(PagerError::io(format!("reserving {needed} bytes for {label}"), e));
+                }
+                Err(_) => want = (want / 2).next_multiple_of(blksize).max(needed),
+            }
+        };
         let sigbus = sigbus::register(res.base(), res.base() + res.len(), blksize, label);
         let f = Arc::new(Self {
             shared,

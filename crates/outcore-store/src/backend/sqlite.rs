@@ -699,32 +699,21 @@ impl SqliteTxn<'_> {
     }
 
     /// Redo rows for the bytes in which `new` differs from `old` within `pages` of the extent at
-    /// `off` (runs of changed bytes, nearby runs joined), their space reserved.
-    fn redo_ranges(&mut self, tid: Tid, off: u64, pages: &[u32], old: &[u8], new: &[u8]) -> Result<()> {
+    /// `off` (runs of changed bytes, nearby runs joined); space is reserved for the runs at or
+    /// beyond `stored` (the old content length: pages before it hold data already).
+    fn redo_ranges(&mut self, tid: Tid, off: u64, stored: u64, pages: &[u32], old: &[u8], new: &[u8]) -> Result<()> {
         let c = &*self.tx;
         let mut st =
             c.prepare_cached("INSERT INTO outcore_redo (tid, off, data) VALUES (?1, ?2, ?3)").map_err(err("commit"))?;
         for &p in pages {
             let (a, b) = (p as usize * block::PAGE, (p as usize + 1) * block::PAGE);
-            let mut i = a;
-            while i < b {
-                if old[i] == new[i] {
-                    i += 1;
-                    continue;
+            for (start, len) in block::changed_runs(&old[a..b], &new[a..b], REDO_GAP) {
+                let at = (a + start) as u64;
+                if at + len as u64 > stored {
+                    self.store.data.reserve(off + at, len as u64)?;
                 }
-                let start = i;
-                let mut end = i + 1;
-                let mut j = i + 1;
-                while j < b && j - end <= REDO_GAP {
-                    if old[j] != new[j] {
-                        end = j + 1;
-                    }
-                    j += 1;
-                }
-                self.store.data.reserve(off + start as u64, (end - start) as u64)?;
-                st.execute(params![tid as i64, (off + start as u64) as i64, &new[start..end]])
+                st.execute(params![tid as i64, (off + at) as i64, &new[a + start..a + start + len]])
                     .map_err(err("commit"))?;
-                i = end;
             }
         }
         self.redo = true;
@@ -952,6 +941,10 @@ impl WriteTxn for SqliteTxn<'_> {
         Some(PAGE_SIZE)
     }
 
+    fn keeps_extents(&self) -> bool {
+        true
+    }
+
     fn load_pages(&mut self, id: ArrayId, blk: u64, cur: &CurrentRow, pages: &[u32], buf: &mut [u8]) -> Result<bool> {
         let Some(row) = q_current(&self.tx, id, blk).map_err(err("commit"))? else { return Ok(false) };
         let (Some(off), Some(sums)) = (row.ext_off, row.page_sums.as_deref()) else { return Ok(false) };
@@ -1006,7 +999,7 @@ impl WriteTxn for SqliteTxn<'_> {
         }
         let small = changed.len() * block::PAGE * IN_PLACE_MAX_DIVISOR <= bs;
         let off = if small && !self.readers.block_in_place(cur.tid) {
-            self.redo_ranges(tid, prev_off, changed, old, new)?;
+            self.redo_ranges(tid, prev_off, cur.len, changed, old, new)?;
             prev_off
         } else {
             // A new extent: the old content copied in the kernel, then the changed pages.
