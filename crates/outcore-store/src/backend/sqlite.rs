@@ -1151,28 +1151,37 @@ impl crate::types::Unpin for Registry {
     }
 }
 
-/// Write every pending redo row home, sync the data file, drop the rows (inside the caller's
-/// write transaction, under the exclusive gate). Returns the allocated end of the data file.
-fn replay_redo(tx: &Connection, data: &DataFile) -> Result<u64> {
+/// Finish the in-place updates of earlier commits (inside the caller's write transaction, under
+/// the exclusive gate): write their redo rows home unless the registry says they already are
+/// (in this boot), sync the data file, drop the rows. Returns the allocated end of the data file.
+fn replay_redo(tx: &Connection, data: &DataFile, registry: &Registry) -> Result<u64> {
     let (data_end, redo): (i64, i64) = tx
         .query_row("SELECT data_end, redo FROM outcore_local WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
         .map_err(err("read the local head"))?;
     if redo == 0 {
         return Ok(data_end as u64);
     }
-    {
-        let mut st = tx.prepare_cached("SELECT off, data FROM outcore_redo ORDER BY tid, off").map_err(err("redo"))?;
-        let mut rows = st.query([]).map_err(err("redo"))?;
-        while let Some(r) = rows.next().map_err(err("redo"))? {
-            let off: i64 = r.get(0).map_err(err("redo"))?;
-            let bytes = r.get_ref(1).map_err(err("redo"))?.as_blob().map_err(|e| err("redo")(e.into()))?;
-            data.write_at(off as u64, bytes)?;
-        }
+    if registry.home()? < redo as u64 {
+        write_home(tx, data, None)?;
     }
     data.sync()?;
     tx.execute_batch("DELETE FROM outcore_redo; UPDATE outcore_local SET redo = 0 WHERE id = 1")
         .map_err(err("redo"))?;
     Ok(data_end as u64)
+}
+
+/// Write the redo rows (of commit `tid`, or all) to their place in the data file, oldest first.
+fn write_home(c: &Connection, data: &DataFile, tid: Option<Tid>) -> Result<()> {
+    let mut st = c
+        .prepare_cached("SELECT off, data FROM outcore_redo WHERE tid = ?1 OR ?1 IS NULL ORDER BY tid, off")
+        .map_err(err("redo"))?;
+    let mut rows = st.query([tid.map(|t| t as i64)]).map_err(err("redo"))?;
+    while let Some(r) = rows.next().map_err(err("redo"))? {
+        let off: i64 = r.get(0).map_err(err("redo"))?;
+        let bytes = r.get_ref(1).map_err(err("redo"))?.as_blob().map_err(|e| err("redo")(e.into()))?;
+        data.write_at(off as u64, bytes)?;
+    }
+    Ok(())
 }
 
 /// Move retired extents that no open snapshot can map to the free list, releasing their space.
@@ -1325,7 +1334,7 @@ impl Store for SqliteStore {
         let gate = self.registry.gate_exclusive()?;
         let (tid, redo) = {
             let tx = w.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err("begin commit"))?;
-            let data_end = replay_redo(&tx, &self.data)?;
+            let data_end = replay_redo(&tx, &self.data, &self.registry)?;
             let readers = self.registry.readers(Some(commit.by).filter(|b| *b != 0))?;
             free_retired(&tx, &self.data, &readers)?;
             let mut txn = SqliteTxn {
@@ -1351,7 +1360,7 @@ impl Store for SqliteStore {
                 txn.tx
                     .execute(
                         "UPDATE outcore_local SET data_end = ?1, redo = ?2 WHERE id = 1",
-                        params![txn.data_end as i64, txn.redo as i64],
+                        params![txn.data_end as i64, if txn.redo { tid as i64 } else { 0 }],
                     )
                     .map_err(err("commit"))?;
                 Ok(tid)
@@ -1371,14 +1380,11 @@ impl Store for SqliteStore {
         };
         if redo {
             failpoint("commit-before-home");
-            // Committed: the redo rows hold the new bytes. Write them home now, while the gate
-            // still keeps snapshots from starting; a failure leaves them for the next commit or
-            // snapshot to replay.
-            let done =
-                w.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err("write home")).and_then(|tx| {
-                    replay_redo(&tx, &self.data)?;
-                    tx.commit().map_err(err("write home"))
-                });
+            // Committed: the redo rows hold the new bytes. Write them home now (page cache),
+            // while the gate keeps snapshots from starting, and say so in the registry; the
+            // next commit syncs the data file and drops the rows. A failure here leaves them for
+            // the next commit or snapshot to replay.
+            let done = write_home(&w, &self.data, Some(tid)).and_then(|_| self.registry.set_home(&gate, tid));
             if let Err(e) = done {
                 tracing::error!(
                     "commit {tid} of {} is durable but its in-place bytes are not home yet: {e}",
@@ -1395,23 +1401,29 @@ impl Store for SqliteStore {
         loop {
             let gate = self.registry.gate_shared()?;
             let c = self.reader()?;
-            let redo: i64 = c
-                .query_row("SELECT redo FROM outcore_local WHERE id = 1", [], |r| r.get(0))
-                .map_err(err("snapshot"))?;
-            if redo != 0 {
-                // A committer died between its commit and its home writes: finish them.
+            // The head and the pending in-place commit, from one read transaction.
+            c.execute_batch("BEGIN DEFERRED").map_err(err("snapshot"))?;
+            let read = q_head(&c).and_then(|h| {
+                c.query_row("SELECT redo FROM outcore_local WHERE id = 1", [], |r| r.get::<_, i64>(0))
+                    .map(|redo| (h.tid, redo as u64))
+                    .map_err(err("snapshot"))
+            });
+            c.execute_batch("COMMIT").map_err(err("snapshot"))?;
+            let (head, redo) = read?;
+            if redo != 0 && self.registry.home()? < redo {
+                // A committer died between its commit and its home writes (or the machine
+                // restarted since): finish them.
                 drop(c);
                 drop(gate);
                 let mut w = self.writer.lock();
                 let _x = self.registry.gate_exclusive()?;
                 let tx = w.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err("recover"))?;
-                replay_redo(&tx, &self.data)?;
+                replay_redo(&tx, &self.data, &self.registry)?;
                 tx.commit().map_err(err("recover"))?;
                 continue;
             }
             // The pin is the head: a snapshot maps the extents current at its tid, and a read of
             // an older tid rebuilds it from the current extents and undo records.
-            let head = q_head(&c)?.tid;
             let id = self.registry.pin(&gate, head)?;
             return Ok(Snapshot::registered(at.unwrap_or(head), id, self.registry.clone()));
         }

@@ -2,7 +2,10 @@
 //! process on this host, so that a commit knows whether it may update block extents in place and
 //! when a retired extent may be reused. Modelled on LMDB's reader table.
 //!
-//! Layout: byte 0 is the **gate**; from [`SLOTS_AT`] one [`SLOT`]-byte slot per process holding
+//! Layout: byte 0 is the **gate**; bytes 8..24 the **home marker** (`boot u64, tid u64`: the
+//! redo rows of commits up to `tid` were written home during the boot `boot`, so readers need
+//! not replay them; after a reboot the page cache, and with it any home write not yet synced,
+//! may be gone, and the marker no longer counts); from [`SLOTS_AT`] one [`SLOT`]-byte slot per process holding
 //! the store open: `pid u32, n u32, tids [u64; 7]` (little endian): the distinct tids the
 //! process's snapshots pin, ascending, or, when there are more than fit (`n` = [`OVERFLOW`]),
 //! their minimum (then any tid from it on counts as pinned).
@@ -60,6 +63,8 @@ pub(crate) struct Registry {
     pins: Mutex<Pins>,
     /// The process that opened the registry (a forked child must not use it).
     pid: u32,
+    /// This boot (a hash of the kernel's boot id).
+    boot: u64,
 }
 
 #[derive(Default)]
@@ -142,6 +147,9 @@ impl Registry {
         let gate_shared_fd = open().map_err(io("open the reader registry"))?;
         let gate_excl_fd = open().map_err(io("open the reader registry"))?;
         let pid = std::process::id();
+        let boot_id = std::fs::read("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+        // 0 marks "no marker"; an unreadable boot id disables the marker (every reader replays).
+        let boot = if boot_id.is_empty() { 0 } else { twox_hash::XxHash3_64::oneshot(&boot_id) | 1 };
         let mut reg = Registry {
             path: path.to_path_buf(),
             slot_fd,
@@ -152,6 +160,7 @@ impl Registry {
             shared_holders: Mutex::new(0),
             pins: Mutex::new(Pins::default()),
             pid,
+            boot,
         };
         for slot in 0..MAX_SLOTS {
             let at = SLOTS_AT + slot * SLOT;
@@ -233,6 +242,30 @@ impl Registry {
         } else {
             self.write_slot(tids.len() as u32, &tids)
         }
+    }
+
+    /// Record that the redo rows of commits up to `tid` are home (in the page cache) in this
+    /// boot. Called by a committer under the exclusive gate.
+    pub fn set_home(&self, _gate: &Gate<'_>, tid: Tid) -> Result<()> {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&self.boot.to_le_bytes());
+        b[8..].copy_from_slice(&tid.to_le_bytes());
+        self.slot_fd.write_all_at(&b, 8).map_err(self.io_err("write the home marker"))
+    }
+
+    /// Up to which tid redo rows are known to be home in this boot (0: none).
+    pub fn home(&self) -> Result<Tid> {
+        let mut b = [0u8; 16];
+        match self.slot_fd.read_exact_at(&mut b, 8) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(0),
+            Err(e) => return Err(self.io_err("read the home marker")(e)),
+        }
+        let (boot, tid) = (
+            u64::from_le_bytes(b[..8].try_into().unwrap_or_default()),
+            u64::from_le_bytes(b[8..].try_into().unwrap_or_default()),
+        );
+        Ok(if self.boot != 0 && boot == self.boot { tid } else { 0 })
     }
 
     /// Record a snapshot at `tid`; the caller holds the gate (shared or exclusive) and read `tid`
