@@ -64,6 +64,9 @@ CHILD = textwrap.dedent(
     s1.sendall(memoryview(conn.root["x"][:]).cast("B")); s1.shutdown(socket.SHUT_WR); t.join()
     with open(out + ".socket", "wb") as f:
         f.write(got)
+    import h5py
+    with h5py.File(out + ".h5", "w") as f:
+        f.create_dataset("x", data=conn.root["x"][:])
     print("ok", os.getuid())
     """
 )
@@ -98,6 +101,10 @@ def test_system_calls_read_untouched_views(unprivileged):
     for suffix in (".tofile", ".write", ".socket"):
         with open(out + suffix, "rb") as f:
             assert f.read() == want, suffix
+    import h5py
+
+    with h5py.File(out + ".h5", "r") as f:
+        assert f["x"][:].tobytes() == want
 
 
 _inherited = None
