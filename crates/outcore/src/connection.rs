@@ -593,15 +593,26 @@ impl Connection {
         }
         // The sources now describe the committed state (the page-cache engine maps what they
         // list): only then are the written blocks marked clean (remapped).
-        for (id, blks) in &written {
-            if let Some(oa) = st.open.get(id) {
-                oa.file.mark_clean(blks)?;
+        let remapped = (|| -> Result<()> {
+            for (id, blks) in &written {
+                if let Some(oa) = st.open.get(id) {
+                    oa.file.mark_clean(blks)?;
+                }
             }
-        }
-        for (id, blks) in &stray {
-            if let Some(oa) = st.open.get(id) {
-                oa.file.invalidate(blks)?;
+            for (id, blks) in &stray {
+                if let Some(oa) = st.open.get(id) {
+                    oa.file.invalidate(blks)?;
+                }
             }
+            Ok(())
+        })();
+        if let Err(e) = remapped {
+            // The commit is durable, and the written pages still hold its bytes; the connection
+            // keeps its old snapshot (so nothing it maps can be reused) until an abort retries
+            // the move, which remaps every block this commit changed.
+            tracing::warn!("committed tid {tid}, but remapping its blocks failed: {e}");
+            st.stale = Some(format!("committed tid {tid}, but remapping its blocks failed: {e}"));
+            return Ok(tid);
         }
         if let Err(e) = self.advance(&mut st, base, Some(tid)) {
             // The commit is durable; only the move to the new snapshot failed.
