@@ -81,10 +81,21 @@ fn info(s: &dyn Store) -> Result<()> {
     let st = s.stats()?;
     println!("{}: head tid {head}, gc horizon {}", s.location(), s.gc_horizon()?);
     println!("stored: {} block versions, {} bytes", st.block_versions, st.stored_bytes);
+    if !store::is_postgres_url(s.location()) {
+        let files: Vec<String> = ["", "-wal", ".blocks", ".readers"]
+            .iter()
+            .filter_map(|sfx| {
+                let p = format!("{}{sfx}", s.location());
+                std::fs::metadata(&p).ok().map(|m| format!("{p} {} bytes", m.len()))
+            })
+            .collect();
+        println!("files: {}", files.join(", "));
+    }
     for a in s.arrays(head)? {
+        let engine = if s.can_locate(&a.meta) { "page cache" } else { "userfaultfd" };
         println!(
-            "  {:<24} dtype {:<8} shape {:?} order {:?} blksize {} ({} bytes, changed at tid {})",
-            a.name, a.meta.dtype, a.meta.shape, a.meta.order, a.meta.blksize, a.meta.nbytes, a.tid
+            "  {:<24} dtype {:<8} shape {:?} order {:?} blksize {} codec {:?} engine {engine} ({} bytes, changed at tid {})",
+            a.name, a.meta.dtype, a.meta.shape, a.meta.order, a.meta.blksize, a.meta.codec, a.meta.nbytes, a.tid
         );
     }
     Ok(())

@@ -72,6 +72,10 @@ fn open(
         opts = opts.blksize(b);
     }
     let db = py.detach(|| Db::open(url, opts)).py(py)?;
+    if let Some(w) = db.engine_warning() {
+        let warn = py.import("warnings")?.getattr("warn")?;
+        warn.call1((w, py.get_type::<pyo3::exceptions::PyRuntimeWarning>()))?;
+    }
     Ok(PyDb { db })
 }
 

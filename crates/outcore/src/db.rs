@@ -100,6 +100,31 @@ impl Db {
         Ok(Db { inner: Arc::new(DbInner { store, pager, options, subscription: Mutex::new(None) }) })
     }
 
+    /// A warning for the user when the arrays of this database (a remote store) will be served
+    /// by the userfaultfd engine while only user-mode faults are handled (`vm.unprivileged_userfaultfd=0`
+    /// and no access to `/dev/userfaultfd`): system calls that read such views before they were
+    /// touched (`np.save`, `os.write`, sockets) then fail with EFAULT. Local stores serve their
+    /// uncompressed arrays through the page cache and are not affected.
+    pub fn engine_warning(&self) -> Option<String> {
+        let caps = self.inner.pager.capabilities();
+        if caps.kernel_mode_faults {
+            return None;
+        }
+        let raw = outcore_store::ArrayMeta::new("|u1", vec![0], outcore_store::Order::C, 0);
+        if self.inner.store.can_locate(&raw) {
+            // A local store: its uncompressed arrays go through the page cache; compressed
+            // arrays are an explicit choice, documented.
+            return None;
+        }
+        Some(format!(
+            "{}: arrays load through userfaultfd, which serves only user-mode faults for this \
+             user: system calls reading views not touched yet (np.save, file.write, sockets) fail \
+             with EFAULT. Touch or `A.load()` the data first, or allow kernel-mode faults: \
+             `sysctl vm.unprivileged_userfaultfd=1`, or read/write access to /dev/userfaultfd",
+            self.inner.store.location()
+        ))
+    }
+
     /// A connection reading the newest snapshot, ready for a read-write transaction.
     pub fn connect(&self) -> Result<Connection> {
         let snapshot = self.inner.store.snapshot(None)?;
