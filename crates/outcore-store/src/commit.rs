@@ -82,6 +82,11 @@ pub(crate) enum BlockData {
     Source(Box<dyn BlockSource>),
     /// Only these pages may differ from the block's content at the commit's base snapshot.
     Pages(Vec<u32>, Box<dyn PageSource>),
+    /// The content (`len` bytes) is in a staged extent at this offset of the data file.
+    Staged {
+        off: u64,
+        len: u64,
+    },
 }
 
 impl std::fmt::Debug for BlockData {
@@ -90,6 +95,7 @@ impl std::fmt::Debug for BlockData {
             BlockData::Bytes(b) => write!(f, "Bytes({} bytes)", b.len()),
             BlockData::Source(_) => f.write_str("Source"),
             BlockData::Pages(pages, _) => write!(f, "Pages({} pages)", pages.len()),
+            BlockData::Staged { off, len } => write!(f, "Staged({len} bytes at {off})"),
         }
     }
 }
@@ -206,6 +212,14 @@ impl Commit {
         self
     }
 
+    /// Make the staged extent `staged` (from [`Store::stage`](crate::Store::stage) of the same
+    /// store handle, holding `len` bytes of content) the new version of a block that has no
+    /// stored content. Its bytes are not copied: the extent becomes the block's place.
+    pub fn write_staged(&mut self, array: ArrayId, blk: u64, staged: &crate::types::Staged, len: u64) -> &mut Self {
+        self.blocks.insert((array, blk), BlockData::Staged { off: staged.location.offset, len });
+        self
+    }
+
     /// True when the commit changes nothing (it still records a transaction).
     pub fn is_empty(&self) -> bool {
         self.arrays.is_empty() && self.blocks.is_empty()
@@ -283,6 +297,12 @@ pub(crate) trait WriteTxn {
     fn write_patch(&mut self, id: ArrayId, blk: u64, tid: Tid, patch: &Encoded) -> Result<()> {
         let _ = (id, blk, tid, patch);
         Err(Error::Invalid("this backend keeps no pending patches".into()))
+    }
+    /// Make the staged extent at `off` (holding `len` bytes) the current version of a block
+    /// that has none.
+    fn adopt_staged(&mut self, id: ArrayId, blk: u64, tid: Tid, off: u64, len: u64, blksize: u64) -> Result<()> {
+        let _ = (id, blk, tid, off, len, blksize);
+        Err(Error::Invalid("this backend stages no extents".into()))
     }
     /// Whether uncompressed arrays keep their current versions in data-file extents (with page
     /// checksums of their own).
@@ -647,6 +667,7 @@ pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result
                     *data = BlockData::Bytes(buf);
                 }
                 BlockData::Bytes(_) => {}
+                BlockData::Staged { .. } => *data = BlockData::Bytes(Vec::new()),
             }
         }
         let BlockData::Bytes(bytes) = data else {
@@ -743,6 +764,16 @@ pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result
         };
         let cur = txn.current(*id, *blk)?;
         let limit = limit.get(&(*id, *blk)).copied().unwrap_or(0);
+        if let BlockData::Staged { off, len } = data {
+            if cur.is_some_and(|c| c.len > 0) || cuts.contains_key(id) || meta.codec != Codec::None {
+                return Err(Error::Invalid(format!(
+                    "block {blk} of array {id}: a staged extent can only become a block without stored content"
+                )));
+            }
+            record_undo(txn, *id, *blk, tid, cur.as_ref(), &[], &[], meta)?;
+            txn.adopt_staged(*id, *blk, tid, *off, (*len).min(limit as u64), meta.blksize)?;
+            continue;
+        }
         if let (BlockData::Pages(pages, src), Some(c)) = (&mut *data, cur.as_ref()) {
             if c.extent.is_some() && c.len > 0 && !cuts.contains_key(id) {
                 let bs = meta.blksize as usize;
@@ -852,6 +883,7 @@ pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result
                 &from_source
             }
             BlockData::Bytes(bytes) => bytes,
+            BlockData::Staged { .. } => unreachable!("staged blocks are adopted above"),
             BlockData::Source(src) => {
                 from_source = read_source_into(*id, *blk, src.as_mut(), meta.blksize, from_source)?;
                 from_source.truncate(limit);

@@ -39,8 +39,8 @@ pub use commit::{ArrayState, BlockSource, Commit, PageSource};
 pub use error::{Conflict, ConflictItem, Error, Result};
 pub use store::{Store, Subscription};
 pub use types::{
-    ArrayId, ArrayInfo, ArrayMeta, Changes, Codec, GcStats, Location, Order, Snapshot, StoreStats, Tid, TxnInfo,
-    DEFAULT_BLKSIZE, MAX_BLKSIZE, MIN_BLKSIZE,
+    ArrayId, ArrayInfo, ArrayMeta, Changes, Codec, GcStats, Location, Order, Snapshot, Staged, StoreStats, Tid,
+    TxnInfo, DEFAULT_BLKSIZE, MAX_BLKSIZE, MIN_BLKSIZE,
 };
 
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 
 use crate::commit::Commit;
 use crate::error::Result;
-use crate::types::{ArrayId, ArrayInfo, Changes, GcStats, Location, Snapshot, StoreStats, Tid, TxnInfo};
+use crate::types::{ArrayId, ArrayInfo, Changes, GcStats, Location, Snapshot, Staged, StoreStats, Tid, TxnInfo};
 use std::time::{Duration, SystemTime};
 
 /// A durable, versioned store of named arrays of fixed-size blocks.
@@ -64,6 +64,27 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn can_locate(&self, meta: &crate::types::ArrayMeta) -> bool {
         let _ = meta;
         false
+    }
+
+    /// Reserve a fresh extent of `size` bytes for a block this handle will commit with
+    /// [`Commit::write_staged`](crate::Commit::write_staged) (appends: each byte is written once,
+    /// straight to its place). `None` when this store has no extents. It stays reserved until
+    /// committed or [released](Store::release_staged), or until this handle's process ends.
+    fn stage(&self, size: u64) -> Result<Option<Staged>> {
+        let _ = size;
+        Ok(None)
+    }
+
+    /// Write `bytes` at `at` into a staged extent.
+    fn write_staged(&self, staged: &Staged, at: u64, bytes: &[u8]) -> Result<()> {
+        let _ = (staged, at, bytes);
+        Err(crate::Error::Invalid("this store stages no extents".into()))
+    }
+
+    /// Give a staged extent back (the transaction that would have committed it ended).
+    fn release_staged(&self, staged: &Staged) -> Result<()> {
+        let _ = staged;
+        Ok(())
     }
 
     /// Commit `commit` on top of snapshot `base`; returns the new tid.

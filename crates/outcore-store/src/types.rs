@@ -178,6 +178,17 @@ impl PartialEq for Location {
     }
 }
 
+/// A fresh extent reserved for one block this handle is about to commit (see
+/// [`Store::stage`](crate::Store::stage)): written with `write_staged`, mapped from `location`,
+/// made a block's current version by [`Commit::write_staged`](crate::Commit::write_staged).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Staged {
+    /// Where it is (`size` bytes, zero until written).
+    pub location: Location,
+    /// Its size (the array's block size).
+    pub size: u64,
+}
+
 /// Releases a registered snapshot.
 pub(crate) trait Unpin: Send + Sync {
     fn unpin(&self, id: u64);

@@ -257,3 +257,39 @@ fn after_a_restart_pending_home_writes_are_replayed() {
     assert_eq!(sql_count(&f, "SELECT count(*) FROM outcore_redo"), 0, "replayed");
     assert!(load(&*r, id, 0, snap.tid()) == content && snap.tid() == t2);
 }
+
+#[test]
+fn staged_extents_become_blocks_without_a_copy_and_are_reclaimed_when_unused() {
+    let f = common::sqlite();
+    let s = &*f.store;
+    let (id, t0) = create(s, 4);
+    let st = s.stage(BS).unwrap().expect("local stores stage");
+    let content: Vec<u8> = (0..BS as usize - 5000).map(|i| (i % 251) as u8 + 1).collect();
+    s.write_staged(&st, 0, &content[..1000]).unwrap();
+    s.write_staged(&st, 1000, &content[1000..]).unwrap();
+    assert!(s.write_staged(&st, BS - 10, &[1u8; 20]).is_err(), "beyond the extent");
+    let mut c = Commit::new();
+    c.write_staged(id, 2, &st, BS);
+    let t1 = s.commit(t0, c).unwrap();
+    let mut want = content.clone();
+    want.resize(BS as usize, 0);
+    assert!(load(&*f.reopen(), id, 2, t1) == want);
+    let locs = s.locate(id, 0..4, t1).unwrap().unwrap();
+    assert_eq!(locs.len(), 1);
+    assert_eq!((locs[0].0, locs[0].1.offset), (2, st.location.offset), "the staged extent itself");
+    // Only the handle that staged an extent may commit it.
+    let other = f.reopen();
+    let theirs = other.stage(BS).unwrap().unwrap();
+    let mut c = Commit::new();
+    c.write_staged(id, 3, &theirs, BS);
+    assert!(s.commit(t1, c).is_err());
+    // Released extents are reused; those of a handle that is gone are reclaimed by a commit.
+    let mine = s.stage(BS).unwrap().unwrap();
+    s.release_staged(&mine).unwrap();
+    let len = data_len(&f);
+    drop(other);
+    let t2 = put(s, t1, id, 0, &vec![7u8; BS as usize], None);
+    put(s, t2, id, 1, &vec![8u8; BS as usize], None);
+    assert_eq!(data_len(&f), len, "released and abandoned staged extents were reused");
+    assert_eq!(sql_count(&f, "SELECT count(*) FROM outcore_staged"), 0);
+}

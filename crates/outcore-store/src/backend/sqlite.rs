@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::pool::Pool;
 use crate::store::{Store, Subscription};
 use crate::types::{
-    ArrayId, ArrayInfo, ArrayMeta, Changes, Codec, GcStats, Location, Snapshot, StoreStats, Tid, TxnInfo,
+    ArrayId, ArrayInfo, ArrayMeta, Changes, Codec, GcStats, Location, Snapshot, Staged, StoreStats, Tid, TxnInfo,
 };
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
@@ -54,6 +54,7 @@ CREATE TABLE outcore_retired (
     since_tid INTEGER NOT NULL, retired_tid INTEGER NOT NULL);
 CREATE INDEX outcore_retired_blk ON outcore_retired (array_id, blk);
 CREATE TABLE outcore_free (size INTEGER NOT NULL, ext_off INTEGER NOT NULL, PRIMARY KEY (size, ext_off)) WITHOUT ROWID;
+CREATE TABLE outcore_staged (ext_off INTEGER PRIMARY KEY, size INTEGER NOT NULL, slot INTEGER NOT NULL, nonce INTEGER NOT NULL);
 CREATE TABLE outcore_redo (tid INTEGER NOT NULL, off INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (tid, off));
 CREATE TABLE outcore_local (id INTEGER PRIMARY KEY CHECK (id = 1), data_end INTEGER NOT NULL, redo INTEGER NOT NULL);
 INSERT INTO outcore_local (id, data_end, redo) VALUES (1, 0, 0);
@@ -720,29 +721,9 @@ impl SqliteTxn<'_> {
         Ok(())
     }
 
-    /// A free extent of `size` bytes (aligned to it): a reused one, else new space at the end.
-    /// Punched first, so that bytes beyond the content written into it read zeros.
+    /// A free extent of `size` bytes for this commit (see [`allocate`]).
     fn allocate(&mut self, size: u64) -> Result<u64> {
-        let c = &*self.tx;
-        let reused: Option<i64> = c
-            .prepare_cached("SELECT ext_off FROM outcore_free WHERE size = ?1 LIMIT 1")
-            .and_then(|mut st| st.query_row([size as i64], |r| r.get(0)).optional())
-            .map_err(err("allocate an extent"))?;
-        let off = match reused {
-            Some(off) => {
-                c.prepare_cached("DELETE FROM outcore_free WHERE size = ?1 AND ext_off = ?2")
-                    .and_then(|mut st| st.execute(params![size as i64, off]))
-                    .map_err(err("allocate an extent"))?;
-                off as u64
-            }
-            None => {
-                let off = self.data_end.div_ceil(size) * size;
-                self.data_end = off + size;
-                self.store.data.ensure_len(self.data_end)?;
-                off
-            }
-        };
-        self.store.data.punch(off, size)?;
+        let off = allocate(&self.tx, &self.store.data, &mut self.data_end, size)?;
         self.allocated.push((off, size));
         Ok(off)
     }
@@ -769,6 +750,32 @@ fn failpoint(name: &str) {
         eprintln!("outcore: failpoint {name}: aborting");
         std::process::abort();
     }
+}
+
+/// A free extent of `size` bytes (aligned to it): a reused one, else new space at the end
+/// (`data_end` moves). Punched first, so that bytes beyond the content written into it read
+/// zeros. Inside the caller's write transaction.
+fn allocate(c: &Connection, data: &DataFile, data_end: &mut u64, size: u64) -> Result<u64> {
+    let reused: Option<i64> = c
+        .prepare_cached("SELECT ext_off FROM outcore_free WHERE size = ?1 LIMIT 1")
+        .and_then(|mut st| st.query_row([size as i64], |r| r.get(0)).optional())
+        .map_err(err("allocate an extent"))?;
+    let off = match reused {
+        Some(off) => {
+            c.prepare_cached("DELETE FROM outcore_free WHERE size = ?1 AND ext_off = ?2")
+                .and_then(|mut st| st.execute(params![size as i64, off]))
+                .map_err(err("allocate an extent"))?;
+            off as u64
+        }
+        None => {
+            let off = data_end.div_ceil(size) * size;
+            *data_end = off + size;
+            data.ensure_len(*data_end)?;
+            off
+        }
+    };
+    data.punch(off, size)?;
+    Ok(off)
 }
 
 /// Unchanged bytes that may sit inside one redo row (between two changed runs).
@@ -943,6 +950,33 @@ impl WriteTxn for SqliteTxn<'_> {
 
     fn keeps_extents(&self) -> bool {
         true
+    }
+
+    fn adopt_staged(&mut self, id: ArrayId, blk: u64, tid: Tid, off: u64, len: u64, blksize: u64) -> Result<()> {
+        let (slot, nonce) = self.store.registry.owner();
+        let gone = self
+            .tx
+            .prepare_cached("DELETE FROM outcore_staged WHERE ext_off = ?1 AND size = ?2 AND slot = ?3 AND nonce = ?4")
+            .and_then(|mut st| st.execute(params![off as i64, blksize as i64, slot as i64, nonce as i64]))
+            .map_err(err("commit"))?;
+        if gone != 1 {
+            return Err(Error::Invalid(format!(
+                "block {blk} of array {id}: the extent at {off} is not staged by this store handle"
+            )));
+        }
+        // The page checksums of what is there (read back from the page cache).
+        let mut buf = vec![0u8; len as usize];
+        self.store.data.read_at(off, &mut buf)?;
+        let n = block::content_len(&buf);
+        let sums = block::page_sums(id, blk, &buf, n);
+        let checksum = block::extent_checksum(id, blk, tid, n as u64, &sums);
+        if n < buf.len() {
+            // Bytes beyond the content must read zeros: they are (the extent was punched, and
+            // zeros were written), but a shorter content keeps the tail out of the checksum.
+        }
+        self.wrote_extents = true;
+        self.allocated.push((off, blksize));
+        self.put_extent_row(id, blk, tid, n as u64, checksum, off, &sums)
     }
 
     fn load_pages(&mut self, id: ArrayId, blk: u64, cur: &CurrentRow, pages: &[u32], buf: &mut [u8]) -> Result<bool> {
@@ -1185,7 +1219,21 @@ fn write_home(c: &Connection, data: &DataFile, tid: Option<Tid>) -> Result<()> {
 }
 
 /// Move retired extents that no open snapshot can map to the free list, releasing their space.
-fn free_retired(tx: &Connection, data: &DataFile, readers: &Readers) -> Result<()> {
+fn free_retired(tx: &Connection, data: &DataFile, readers: &Readers, registry: &Registry) -> Result<()> {
+    // Staged extents of handles that are gone (their process ended) are free again.
+    let staged: Vec<(i64, i64, i64, i64)> = tx
+        .prepare_cached("SELECT ext_off, size, slot, nonce FROM outcore_staged")
+        .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect())
+        .map_err(err("free extents"))?;
+    for (off, size, slot, nonce) in staged {
+        if registry.owner_alive(slot as u64, nonce as u64)? {
+            continue;
+        }
+        data.punch(off as u64, size as u64)?;
+        tx.execute("DELETE FROM outcore_staged WHERE ext_off = ?1", [off]).map_err(err("free extents"))?;
+        tx.execute("INSERT INTO outcore_free (size, ext_off) VALUES (?1, ?2)", params![size, off])
+            .map_err(err("free extents"))?;
+    }
     let retired: Vec<(i64, i64, i64, i64)> = tx
         .prepare_cached("SELECT ext_off, size, since_tid, retired_tid FROM outcore_retired")
         .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect())
@@ -1336,7 +1384,7 @@ impl Store for SqliteStore {
             let tx = w.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err("begin commit"))?;
             let data_end = replay_redo(&tx, &self.data, &self.registry)?;
             let readers = self.registry.readers(Some(commit.by).filter(|b| *b != 0))?;
-            free_retired(&tx, &self.data, &readers)?;
+            free_retired(&tx, &self.data, &readers, &self.registry)?;
             let mut txn = SqliteTxn {
                 tx,
                 store: self,
@@ -1427,6 +1475,72 @@ impl Store for SqliteStore {
             let id = self.registry.pin(&gate, head)?;
             return Ok(Snapshot::registered(at.unwrap_or(head), id, self.registry.clone()));
         }
+    }
+
+    fn stage(&self, size: u64) -> Result<Option<Staged>> {
+        self.check_process()?;
+        let mut w = self.writer.lock();
+        let (slot, nonce) = self.registry.owner();
+        // The reservation only has to outlive this process: no sync of the WAL for it.
+        w.pragma_update(None, "synchronous", "NORMAL").map_err(err("stage an extent"))?;
+        let r = (|| {
+            let tx = w.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err("stage an extent"))?;
+            let mut data_end: u64 = tx
+                .query_row("SELECT data_end FROM outcore_local WHERE id = 1", [], |r| r.get::<_, i64>(0))
+                .map_err(err("stage an extent"))? as u64;
+            let off = allocate(&tx, &self.data, &mut data_end, size)?;
+            tx.execute("UPDATE outcore_local SET data_end = ?1 WHERE id = 1", [data_end as i64])
+                .map_err(err("stage an extent"))?;
+            tx.execute(
+                "INSERT INTO outcore_staged (ext_off, size, slot, nonce) VALUES (?1, ?2, ?3, ?4)",
+                params![off as i64, size as i64, slot as i64, nonce as i64],
+            )
+            .map_err(err("stage an extent"))?;
+            tx.commit().map_err(err("stage an extent"))?;
+            Ok(off)
+        })();
+        w.pragma_update(None, "synchronous", "FULL").map_err(err("stage an extent"))?;
+        let off = r?;
+        Ok(Some(Staged { location: Location { file: self.data.file().clone(), offset: off }, size }))
+    }
+
+    fn write_staged(&self, staged: &Staged, at: u64, bytes: &[u8]) -> Result<()> {
+        self.check_process()?;
+        if at + bytes.len() as u64 > staged.size || !Arc::ptr_eq(&staged.location.file, self.data.file()) {
+            return Err(Error::Invalid(format!(
+                "a write of {} bytes at {at} into a staged extent of {}",
+                bytes.len(),
+                staged.size
+            )));
+        }
+        self.data.write_at(staged.location.offset + at, bytes)
+    }
+
+    fn release_staged(&self, staged: &Staged) -> Result<()> {
+        self.check_process()?;
+        let mut w = self.writer.lock();
+        let (slot, nonce) = self.registry.owner();
+        w.pragma_update(None, "synchronous", "NORMAL").map_err(err("release an extent"))?;
+        let r = (|| {
+            let tx = w.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err("release an extent"))?;
+            let n = tx
+                .execute(
+                    "DELETE FROM outcore_staged WHERE ext_off = ?1 AND slot = ?2 AND nonce = ?3",
+                    params![staged.location.offset as i64, slot as i64, nonce as i64],
+                )
+                .map_err(err("release an extent"))?;
+            if n == 1 {
+                self.data.punch(staged.location.offset, staged.size)?;
+                tx.execute(
+                    "INSERT INTO outcore_free (size, ext_off) VALUES (?1, ?2)",
+                    params![staged.size as i64, staged.location.offset as i64],
+                )
+                .map_err(err("release an extent"))?;
+            }
+            tx.commit().map_err(err("release an extent"))
+        })();
+        w.pragma_update(None, "synchronous", "FULL").map_err(err("release an extent"))?;
+        r
     }
 
     fn can_locate(&self, meta: &ArrayMeta) -> bool {

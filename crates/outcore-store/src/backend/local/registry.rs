@@ -6,7 +6,8 @@
 //! redo rows of commits up to `tid` were written home during the boot `boot`, so readers need
 //! not replay them; after a reboot the page cache, and with it any home write not yet synced,
 //! may be gone, and the marker no longer counts); from [`SLOTS_AT`] one [`SLOT`]-byte slot per process holding
-//! the store open: `pid u32, n u32, tids [u64; 7]` (little endian): the distinct tids the
+//! the store open: `pid u32, n u32, nonce u64, tids [u64; 6]` (little endian; the nonce is
+//! random per open, so a reused slot is told apart from its previous owner): the distinct tids the
 //! process's snapshots pin, ascending, or, when there are more than fit (`n` = [`OVERFLOW`]),
 //! their minimum (then any tid from it on counts as pinned).
 //!
@@ -38,7 +39,9 @@ const SLOTS_AT: u64 = 4096;
 /// Bytes per slot.
 const SLOT: u64 = 64;
 /// Tids a slot lists.
-const SLOT_TIDS: usize = 7;
+const SLOT_TIDS: usize = 6;
+/// Offset of the tids in a slot.
+const TIDS_AT: usize = 16;
 /// `n` of a slot listing only the minimum of more tids than fit.
 const OVERFLOW: u32 = u32::MAX;
 /// Most processes that may hold one store open at once.
@@ -65,6 +68,8 @@ pub(crate) struct Registry {
     pid: u32,
     /// This boot (a hash of the kernel's boot id).
     boot: u64,
+    /// Random per open: tells this owner of the slot from earlier ones.
+    nonce: u64,
 }
 
 #[derive(Default)]
@@ -161,6 +166,7 @@ impl Registry {
             pins: Mutex::new(Pins::default()),
             pid,
             boot,
+            nonce: rand::random::<u64>() | 1,
         };
         for slot in 0..MAX_SLOTS {
             let at = SLOTS_AT + slot * SLOT;
@@ -227,8 +233,9 @@ impl Registry {
         let mut b = [0u8; SLOT as usize];
         b[0..4].copy_from_slice(&self.pid.to_le_bytes());
         b[4..8].copy_from_slice(&n.to_le_bytes());
+        b[8..16].copy_from_slice(&self.nonce.to_le_bytes());
         for (i, t) in tids.iter().take(SLOT_TIDS).enumerate() {
-            b[8 + 8 * i..16 + 8 * i].copy_from_slice(&t.to_le_bytes());
+            b[TIDS_AT + 8 * i..TIDS_AT + 8 + 8 * i].copy_from_slice(&t.to_le_bytes());
         }
         self.slot_fd.write_all_at(&b, SLOTS_AT + self.slot * SLOT).map_err(self.io_err("write a reader slot"))
     }
@@ -323,7 +330,7 @@ impl Registry {
             }
             let tid = |i: usize| {
                 let mut t = [0u8; 8];
-                t.copy_from_slice(&b[8 + 8 * i..16 + 8 * i]);
+                t.copy_from_slice(&b[TIDS_AT + 8 * i..TIDS_AT + 8 + 8 * i]);
                 u64::from_le_bytes(t)
             };
             if n == OVERFLOW {
@@ -333,6 +340,24 @@ impl Registry {
             }
         }
         Ok(out)
+    }
+
+    /// This handle's slot and nonce (owner of staged extents).
+    pub fn owner(&self) -> (u64, u64) {
+        (self.slot, self.nonce)
+    }
+
+    /// Whether the owner `(slot, nonce)` is this handle or a live one.
+    pub fn owner_alive(&self, slot: u64, nonce: u64) -> Result<bool> {
+        if slot == self.slot {
+            return Ok(nonce == self.nonce);
+        }
+        if slot >= MAX_SLOTS || !self.slot_alive(slot)? {
+            return Ok(false);
+        }
+        let mut b = [0u8; 8];
+        self.slot_fd.read_exact_at(&mut b, SLOTS_AT + slot * SLOT + 8).map_err(self.io_err("read a reader slot"))?;
+        Ok(u64::from_le_bytes(b) == nonce)
     }
 
     /// Whether a live process holds `slot` (its OFD lock is held).
