@@ -151,6 +151,15 @@ impl FileHandle {
         }
     }
 
+    /// Whether any page of `blocks` was written since it was last clean. Userfaultfd: always
+    /// `true` (unknown without a scan of every view; callers use it to skip work safely).
+    pub fn has_written(&self, blocks: Range<u64>) -> Result<bool, PagerError> {
+        match &self.kind {
+            FileKind::Uffd(_) => Ok(true),
+            FileKind::Mapped(f) => f.has_written(blocks),
+        }
+    }
+
     /// Copies the current content of block `blk` (committed bytes plus this process's writes)
     /// into `buf` (`blksize` bytes). Userfaultfd: without faulting; a block not cached is loaded
     /// from the source first.

@@ -765,7 +765,8 @@ pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result
         let cur = txn.current(*id, *blk)?;
         let limit = limit.get(&(*id, *blk)).copied().unwrap_or(0);
         if let BlockData::Staged { off, len } = data {
-            if cur.is_some_and(|c| c.len > 0) || cuts.contains_key(id) || meta.codec != Codec::None {
+            // (A shrink in this commit only rewrites blocks that held content: never this one.)
+            if cur.is_some_and(|c| c.len > 0) || meta.codec != Codec::None {
                 return Err(Error::Invalid(format!(
                     "block {blk} of array {id}: a staged extent can only become a block without stored content"
                 )));

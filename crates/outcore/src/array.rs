@@ -359,11 +359,60 @@ impl Array {
             .checked_add(len / row)
             .ok_or_else(|| Error::Shape(format!("appending to array '{}' overflows its shape", s.name)))?;
         let (old, _) = self.resize_locked(&mut st, &new_shape)?;
+        let through_views = self.stage_appended(&st, old, data)?;
         drop(st);
-        let (view, off, n) = map_range(&s.file, old..old + len)?;
-        let mut w = BytesViewMut::new(view, off, n)?;
-        w.as_mut_slice().copy_from_slice(data);
+        for (at, part) in through_views {
+            let (view, off, n) = map_range(&s.file, at..at + part.len() as u64)?;
+            let mut w = BytesViewMut::new(view, off, n)?;
+            w.as_mut_slice().copy_from_slice(&data[part]);
+        }
         Ok(())
+    }
+
+    /// Writes the parts of `data` (appended at byte `at`) that fall into blocks with no stored
+    /// content and no written pages straight into staged extents of the store (each byte written
+    /// once, to its place; the view then maps the extent), for arrays served by the page cache.
+    /// Returns the parts left to copy through the view: `(byte offset, range of data)`.
+    fn stage_appended(&self, st: &ConnState, at: u64, data: &[u8]) -> Result<Vec<(u64, Range<usize>)>> {
+        let all = vec![(at, 0..data.len())];
+        let Some(oa) = st.open.get(&self.id) else { return Ok(all) };
+        if oa.file.engine() != outcore_pager::FileEngine::PageCache {
+            return Ok(all);
+        }
+        let store = &self.conn.db.inner.store;
+        let bs = oa.file.blksize() as u64;
+        // Blocks from here on hold nothing stored at this snapshot.
+        let first_new = oa.committed_nbytes().div_ceil(bs);
+        let end = at + data.len() as u64;
+        let mut rest = Vec::new();
+        let mut pos = at;
+        while pos < end {
+            let blk = pos / bs;
+            let stop = ((blk + 1) * bs).min(end);
+            let part = (pos - at) as usize..(stop - at) as usize;
+            let off = pos - blk * bs;
+            let mut done = false;
+            if blk >= first_new && !oa.file.has_written(blk..blk + 1)? {
+                let (staged, written) = match oa.source.staged(blk) {
+                    Some(s) => (Some(s.0), s.1),
+                    None => (store.stage(bs)?, 0),
+                };
+                if let Some(staged) = staged {
+                    store.write_staged(&staged, off, &data[part.clone()])?;
+                    let fresh = written == 0 && oa.source.staged(blk).is_none();
+                    oa.source.set_staged(blk, staged, written.max(off + part.len() as u64));
+                    if fresh {
+                        oa.file.invalidate(&[blk])?; // map the staged extent
+                    }
+                    done = true;
+                }
+            }
+            if !done {
+                rest.push((pos, part));
+            }
+            pos = stop;
+        }
+        Ok(rest)
     }
 }
 

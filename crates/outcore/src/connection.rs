@@ -248,6 +248,10 @@ impl Drop for Connection {
             if let Err(e) = oa.file.discard() {
                 tracing::warn!("discarding changes of a dropped connection: {e}");
             }
+            let blks: Vec<u64> = oa.source.staged_blocks().into_keys().collect();
+            for (_, staged) in oa.source.take_staged(blks) {
+                let _ = self.shared.db.inner.store.release_staged(&staged);
+            }
         }
     }
 }
@@ -464,7 +468,7 @@ impl Connection {
             return Ok(true);
         }
         for oa in st.open.values() {
-            if !oa.file.dirty()?.is_empty() {
+            if !oa.file.dirty()?.is_empty() || !oa.source.staged_blocks().is_empty() {
                 return Ok(true);
             }
         }
@@ -509,17 +513,55 @@ impl Connection {
         // Written blocks of every live array, and stray written blocks beyond an array's size.
         let mut written: Vec<(ArrayId, Vec<u64>)> = Vec::new();
         let mut stray: Vec<(ArrayId, Vec<u64>)> = Vec::new();
+        // Staged blocks (appends): committed where they are; those beyond the end released.
+        let mut adopted: Vec<(ArrayId, Vec<u64>)> = Vec::new();
+        let mut unused: Vec<(ArrayId, Vec<u64>)> = Vec::new();
+        let store = &self.shared.db.inner.store;
         for (id, oa) in &st.open {
-            let dirty = oa.file.dirty()?;
-            if dirty.is_empty() {
+            let mut dirty = oa.file.dirty()?;
+            let staged = oa.source.staged_blocks();
+            if dirty.is_empty() && staged.is_empty() {
                 continue;
             }
             let Some((_, meta)) = st.current(*id) else {
                 stray.push((*id, dirty.iter().map(|d| d.blk).collect()));
+                unused.push((*id, staged.into_keys().collect()));
                 continue;
             };
             let bs = oa.file.blksize();
             let (mut ok, mut beyond) = (Vec::new(), Vec::new());
+            let (mut took, mut left) = (Vec::new(), Vec::new());
+            for (blk, (staged_ext, end)) in &staged {
+                let start = blk.saturating_mul(bs as u64);
+                if start >= meta.nbytes {
+                    left.push(*blk);
+                    continue;
+                }
+                let len = (meta.nbytes - start).min(bs as u64);
+                // Pages written through views since the block was staged go into its extent.
+                if let Some(d) = dirty.iter().find(|d| d.blk == *blk) {
+                    let pages: Vec<u32> = d.pages.iter().collect();
+                    let mut buf = vec![0u8; bs];
+                    oa.file.read_pages(*blk, &pages, &mut buf)?;
+                    for p in pages {
+                        let a = p as usize * PAGE;
+                        let b = (a + PAGE).min(len as usize);
+                        if a < b {
+                            store.write_staged(staged_ext, a as u64, &buf[a..b])?;
+                        }
+                    }
+                }
+                // Bytes cut off by a shrink in this transaction read zeros.
+                if *end > len {
+                    store.write_staged(staged_ext, len, &vec![0u8; (*end - len) as usize])?;
+                }
+                c.write_staged(*id, *blk, staged_ext, len);
+                took.push(*blk);
+            }
+            dirty.retain(|d| !staged.contains_key(&d.blk));
+            ok.extend(took.iter().copied());
+            adopted.push((*id, took));
+            unused.push((*id, left));
             for d in dirty {
                 let start = d.blk.saturating_mul(bs as u64);
                 if start >= meta.nbytes {
@@ -555,7 +597,20 @@ impl Connection {
                 stray.push((*id, beyond));
             }
         }
+        // Staged extents no block will use (beyond the end, or of deleted arrays).
+        let release_unused = |st: &ConnGuard<'_>| {
+            for (id, blks) in &unused {
+                if let Some(oa) = st.open.get(id) {
+                    for (_, staged) in oa.source.take_staged(blks.iter().copied()) {
+                        if let Err(e) = store.release_staged(&staged) {
+                            tracing::warn!("releasing a staged extent: {e}");
+                        }
+                    }
+                }
+            }
+        };
         if c.is_empty() {
+            release_unused(&st);
             for (id, blks) in stray {
                 if let Some(oa) = st.open.get(&id) {
                     oa.file.invalidate(&blks)?;
@@ -576,6 +631,13 @@ impl Connection {
         };
         // Loads from now on see this commit (it hides nothing any more: truncations are stored).
         self.shared.tid_cell.store(tid, Ordering::SeqCst);
+        // Adopted staged extents are now where the store locates those blocks.
+        for (id, blks) in &adopted {
+            if let Some(oa) = st.open.get(id) {
+                oa.source.take_staged(blks.iter().copied());
+            }
+        }
+        release_unused(&st);
         tracing::debug!(base, tid, arrays = st.txn.len(), "committed");
         let txn = std::mem::take(&mut st.txn);
         for (id, change) in txn {
@@ -628,6 +690,14 @@ impl Connection {
     pub fn abort(&self) -> Result<()> {
         let mut st = self.shared.lock();
         for oa in st.open.values() {
+            let blks: Vec<u64> = oa.source.staged_blocks().into_keys().collect();
+            for (_, staged) in oa.source.take_staged(blks) {
+                if let Err(e) = self.shared.db.inner.store.release_staged(&staged) {
+                    tracing::warn!("releasing a staged extent: {e}");
+                }
+            }
+        }
+        for oa in st.open.values() {
             oa.source.reset(oa.committed_nbytes());
         }
         for (id, oa) in &st.open {
@@ -674,7 +744,7 @@ impl Connection {
             return Err(Error::Uncommitted { op: "sync" });
         }
         for oa in st.open.values() {
-            if !oa.file.dirty()?.is_empty() {
+            if !oa.file.dirty()?.is_empty() || !oa.source.staged_blocks().is_empty() {
                 return Err(Error::Uncommitted { op: "sync" });
             }
         }

@@ -18,8 +18,10 @@ use std::sync::Arc;
 struct SavedFile {
     size: u64,
     zero_from: u64,
-    /// Dirty blocks at the savepoint and their content.
+    /// Dirty blocks at the savepoint (staged ones included) and their content.
     blocks: BTreeMap<u64, Vec<u8>>,
+    /// Blocks staged at the savepoint (appended into staged extents).
+    staged: BTreeSet<u64>,
 }
 
 /// A point inside a transaction to roll back to; see [`Connection::savepoint`].
@@ -48,12 +50,15 @@ impl Connection {
         for (id, oa) in &st.open {
             let bs = oa.file.blksize();
             let mut blocks = BTreeMap::new();
-            for d in oa.file.dirty()? {
-                let mut buf = vec![0u8; bs];
-                oa.file.read_block(d.blk, &mut buf)?;
-                blocks.insert(d.blk, buf);
+            let staged: BTreeSet<u64> = oa.source.staged_blocks().into_keys().collect();
+            for blk in oa.file.dirty()?.into_iter().map(|d| d.blk).chain(staged.iter().copied()) {
+                if let std::collections::btree_map::Entry::Vacant(e) = blocks.entry(blk) {
+                    let mut buf = vec![0u8; bs];
+                    oa.file.read_block(blk, &mut buf)?;
+                    e.insert(buf);
+                }
             }
-            files.insert(*id, SavedFile { size: oa.file.size(), zero_from: oa.source.zero_from(), blocks });
+            files.insert(*id, SavedFile { size: oa.file.size(), zero_from: oa.source.zero_from(), blocks, staged });
         }
         Ok(Savepoint {
             shared: self.shared.clone(),
@@ -77,6 +82,15 @@ impl Savepoint {
         for (id, oa) in &st.open {
             let saved = self.files.get(id);
             let bs = oa.file.blksize() as u64;
+            // Blocks staged since the savepoint go back to what they were (no stored content).
+            let since: Vec<u64> =
+                oa.source.staged_blocks().into_keys().filter(|b| saved.is_none_or(|s| !s.staged.contains(b))).collect();
+            for (_, staged) in oa.source.take_staged(since.iter().copied()) {
+                if let Err(e) = self.shared.db.inner.store.release_staged(&staged) {
+                    tracing::warn!("releasing a staged extent: {e}");
+                }
+            }
+            oa.file.invalidate(&since)?;
             // Blocks written since the savepoint (and not dirty at it) go back to committed data.
             let revert: Vec<u64> = oa
                 .file

@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use outcore_pager::{BlockSource, Extent, ExtentSource, SourceError};
-use outcore_store::{ArrayId, Store};
+use outcore_store::{ArrayId, Staged, Store};
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
 
 /// Loads blocks of one array from the store at the connection's current snapshot.
 ///
@@ -21,11 +23,21 @@ pub(crate) struct StoreSource {
     tid: Arc<AtomicU64>,
     zero_from: AtomicU64,
     blksize: u64,
+    /// Blocks of this transaction written straight into staged extents (appends), and how
+    /// many bytes of each were written: mapped from there until committed or released.
+    staged: Mutex<BTreeMap<u64, (Staged, u64)>>,
 }
 
 impl StoreSource {
     pub fn new(store: Arc<dyn Store>, array: ArrayId, tid: Arc<AtomicU64>, zero_from: u64, blksize: u64) -> Self {
-        StoreSource { store, array, tid, zero_from: AtomicU64::new(zero_from), blksize }
+        StoreSource {
+            store,
+            array,
+            tid,
+            zero_from: AtomicU64::new(zero_from),
+            blksize,
+            staged: Mutex::new(BTreeMap::new()),
+        }
     }
 
     /// Lowers the size beyond which stored data is hidden.
@@ -37,6 +49,27 @@ impl StoreSource {
     /// Where zeros start (bytes at or beyond it load as zeros without a store query).
     pub fn zero_from(&self) -> u64 {
         self.zero_from.load(Ordering::SeqCst)
+    }
+
+    /// The staged extent of block `blk` and the bytes written into it, if any.
+    pub fn staged(&self, blk: u64) -> Option<(Staged, u64)> {
+        self.staged.lock().get(&blk).cloned()
+    }
+
+    /// Every staged block.
+    pub fn staged_blocks(&self) -> BTreeMap<u64, (Staged, u64)> {
+        self.staged.lock().clone()
+    }
+
+    /// Records that block `blk` lives in `staged` with `end` bytes written.
+    pub fn set_staged(&self, blk: u64, staged: Staged, end: u64) {
+        self.staged.lock().insert(blk, (staged, end));
+    }
+
+    /// Forgets staged blocks (committed, or about to be released); returns them.
+    pub fn take_staged(&self, blks: impl IntoIterator<Item = u64>) -> Vec<(u64, Staged)> {
+        let mut m = self.staged.lock();
+        blks.into_iter().filter_map(|b| m.remove(&b).map(|(s, _)| (b, s))).collect()
     }
 
     pub fn reset(&self, stored: u64) {
@@ -63,12 +96,21 @@ impl ExtentSource for StoreSource {
         let bs = self.blksize;
         let zero_from = self.zero_from.load(Ordering::SeqCst);
         let end = blks.end.min(zero_from.div_ceil(bs));
+        let staged: Vec<(u64, Extent)> = self
+            .staged
+            .lock()
+            .range(blks.clone())
+            .map(|(b, (s, _))| (*b, Extent::File { file: s.location.file.clone(), offset: s.location.offset }))
+            .collect();
         if blks.start >= end {
-            return Ok(Vec::new());
+            return Ok(staged);
         }
         match self.store.locate(self.array, blks.start..end, tid) {
             Ok(Some(v)) => {
-                Ok(v.into_iter().map(|(b, l)| (b, Extent::File { file: l.file, offset: l.offset })).collect())
+                let mut out: BTreeMap<u64, Extent> =
+                    v.into_iter().map(|(b, l)| (b, Extent::File { file: l.file, offset: l.offset })).collect();
+                out.extend(staged);
+                Ok(out.into_iter().collect())
             }
             Ok(None) => Err(SourceError::permanent(format!(
                 "blocks {}..{end} of array {} at tid {tid} cannot be mapped from {}",

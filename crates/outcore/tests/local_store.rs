@@ -230,3 +230,62 @@ fn a_full_disk_fails_the_commit_and_leaves_the_store_intact() {
     a.as_array_view_mut::<f64>().expect("view").view_mut()[[5]] = 3.0;
     conn.commit().expect("commit after the failure");
 }
+
+fn sql(url: &str, q: &str) -> i64 {
+    rusqlite::Connection::open(url).expect("sqlite").query_row(q, [], |r| r.get(0)).expect(q)
+}
+
+fn data_len(url: &str) -> u64 {
+    std::fs::metadata(format!("{url}.blocks")).expect("data file").len()
+}
+
+#[test]
+fn appends_are_written_once_into_staged_extents() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = dir.path().join("a.outcore").to_str().expect("utf-8").to_string();
+    let db = Db::open(&url, options()).expect("open");
+    let conn = db.connect().expect("connect");
+    let a = conn.create("a", ArraySpec::of::<f64>([0])).expect("create");
+    assert_eq!(a.engine().expect("engine"), outcore::pager::FileEngine::PageCache);
+    let per_block = BS as usize / 8;
+    let values: Vec<f64> = (0..4 * per_block).map(|i| i as f64).collect();
+    a.append(&values[..per_block + 100]).expect("append");
+    a.append(&values[per_block + 100..]).expect("append");
+    assert_eq!(sql(&url, "SELECT count(*) FROM outcore_staged"), 4, "four staged blocks");
+    {
+        let g = a.as_array_view::<f64>().expect("view");
+        assert!(g.view().iter().copied().eq(values.iter().copied()), "the view shows the staged bytes");
+    }
+    // A write through the view into a staged block is committed with it.
+    a.as_array_view_mut::<f64>().expect("view").view_mut()[[per_block + 7]] = -1.0;
+    assert!(conn.has_changes().expect("has_changes"));
+    conn.commit().expect("commit");
+    assert_eq!(sql(&url, "SELECT count(*) FROM outcore_staged"), 0);
+    assert_eq!(data_len(&url), 4 * BS, "each block written once, where it stays");
+    let mut want = values.clone();
+    want[per_block + 7] = -1.0;
+    let fresh = Db::open(&url, options()).expect("reopen").connect().expect("connect");
+    let got: Vec<f64> = fresh.open("a").expect("a").as_array_view::<f64>().expect("view").view().iter().copied().collect();
+    assert!(got == want);
+    drop(fresh);
+
+    // Aborted appends give their extents back; so do appends cut by a shrink.
+    a.append(&values[..2 * per_block]).expect("append");
+    conn.abort().expect("abort");
+    assert_eq!(sql(&url, "SELECT count(*) FROM outcore_staged"), 0);
+    a.append(&values[..2 * per_block]).expect("append");
+    a.resize(&[(4 * per_block + 10) as u64]).expect("shrink");
+    conn.commit().expect("commit");
+    assert_eq!(sql(&url, "SELECT count(*) FROM outcore_staged"), 0);
+    assert!(data_len(&url) <= 6 * BS, "released extents are reused: {}", data_len(&url));
+    let got: Vec<f64> = a.as_array_view::<f64>().expect("view").view().iter().copied().collect();
+    assert_eq!(got.len(), 4 * per_block + 10);
+    assert!(got[..4 * per_block] == want[..] && got[4 * per_block..] == values[..10]);
+    // The tail cut by the shrink reads zeros when the array grows again.
+    a.resize(&[(5 * per_block) as u64]).expect("grow");
+    conn.commit().expect("commit");
+    let fresh = Db::open(&url, options()).expect("reopen").connect().expect("connect");
+    let got: Vec<f64> = fresh.open("a").expect("a").as_array_view::<f64>().expect("view").view().iter().copied().collect();
+    assert!(got[4 * per_block + 10..].iter().all(|v| *v == 0.0));
+    assert!(db.check(|_| {}).expect("check").ok());
+}

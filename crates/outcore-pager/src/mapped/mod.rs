@@ -412,6 +412,25 @@ impl MappedFile {
         Ok(out)
     }
 
+    /// Whether any page of `blocks` was written (a scan of just those blocks).
+    pub fn has_written(&self, blocks: Range<u64>) -> Result<bool, PagerError> {
+        let _st = self.state.lock();
+        let base = self.res.base();
+        let bs = self.blksize;
+        let start = base + (blocks.start * bs).min(self.res.len());
+        let end = base + (blocks.end.saturating_mul(bs)).min(self.res.len());
+        if start >= end {
+            return Ok(false);
+        }
+        let mut any = false;
+        let r = match scanner()? {
+            Scanner::Scan(pm) => scan_written_ioctl(pm, start, end, |_, _| any = true),
+            Scanner::Read(file) => scan_written_read(file, start, end, |_, _| any = true),
+        };
+        r.map_err(|e| PagerError::io(format!("finding the written pages of {}", self.label), e))?;
+        Ok(any)
+    }
+
     pub fn dirty(&self) -> Result<Vec<DirtyBlock>, PagerError> {
         let st = self.state.lock();
         Ok(self.written(&st)?.into_iter().map(|(blk, pages)| DirtyBlock { blk, pages }).collect())
