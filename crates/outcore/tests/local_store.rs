@@ -265,7 +265,8 @@ fn appends_are_written_once_into_staged_extents() {
     let mut want = values.clone();
     want[per_block + 7] = -1.0;
     let fresh = Db::open(&url, options()).expect("reopen").connect().expect("connect");
-    let got: Vec<f64> = fresh.open("a").expect("a").as_array_view::<f64>().expect("view").view().iter().copied().collect();
+    let got: Vec<f64> =
+        fresh.open("a").expect("a").as_array_view::<f64>().expect("view").view().iter().copied().collect();
     assert!(got == want);
     drop(fresh);
 
@@ -285,7 +286,8 @@ fn appends_are_written_once_into_staged_extents() {
     a.resize(&[(5 * per_block) as u64]).expect("grow");
     conn.commit().expect("commit");
     let fresh = Db::open(&url, options()).expect("reopen").connect().expect("connect");
-    let got: Vec<f64> = fresh.open("a").expect("a").as_array_view::<f64>().expect("view").view().iter().copied().collect();
+    let got: Vec<f64> =
+        fresh.open("a").expect("a").as_array_view::<f64>().expect("view").view().iter().copied().collect();
     assert!(got[4 * per_block + 10..].iter().all(|v| *v == 0.0));
     assert!(db.check(|_| {}).expect("check").ok());
 }

@@ -72,8 +72,14 @@ CREATE INDEX outcore_undo_tid ON outcore_undo (tid, array_id, blk);
 INSERT INTO outcore_head (id, tid, gc_horizon, time_us) VALUES (1, 0, 0, 0);
 ";
 
-/// SQLite page size of new databases: large pages keep block payloads in long contiguous runs.
-const PAGE_SIZE: u64 = 65536;
+/// SQLite page size of new databases: SQLite holds metadata (block bytes of uncompressed arrays
+/// live in the data file), so small pages keep small commits small in the WAL.
+const PAGE_SIZE: u64 = 4096;
+/// The granule of the pending-patch policy (compressed arrays' payloads in SQLite): patches are
+/// kept when a commit's changed pages are spread over several such runs of a payload.
+const PATCH_GRANULE: u64 = 65536;
+/// The WAL is truncated to this size when it restarts after a checkpoint.
+const WAL_SIZE_LIMIT: i64 = 16 << 20;
 
 /// SQLite's file header.
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
@@ -111,11 +117,12 @@ pub(crate) fn connect(path: &Path, create: bool) -> rusqlite::Result<Connection>
     }
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
-    // Large pages keep a 2 MiB block in few overflow pages; set before the file is created.
+    // Set before the file is created (metadata-sized pages; see PAGE_SIZE).
     conn.pragma_update(None, "page_size", PAGE_SIZE as i64)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "cache_size", -65536)?;
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
     Ok(conn)
 }
 
@@ -945,7 +952,7 @@ impl WriteTxn for SqliteTxn<'_> {
     }
 
     fn patch_granule(&self) -> Option<u64> {
-        Some(PAGE_SIZE)
+        Some(PATCH_GRANULE)
     }
 
     fn keeps_extents(&self) -> bool {
