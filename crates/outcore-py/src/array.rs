@@ -16,7 +16,7 @@ use outcore::{Array, ArrayMeta, Order};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyMemoryError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyEllipsis, PyInt, PySlice, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyEllipsis, PyInt, PySlice, PyString, PyTuple};
 
 use crate::connection::Ctx;
 use crate::dtype::integer_class;
@@ -442,26 +442,11 @@ impl PyArray {
             .ok_or_else(|| PyMemoryError::new_err(format!("appending {k} to array '{name}' overflows")))?;
         let itemsize = self.arr.itemsize().py(py)?;
         check_size(&new_shape, itemsize)?;
-        let old = meta.nbytes;
-        self.ctx.changing(py, || self.arr.resize(&new_shape))?;
-        let new = old + vshape.iter().product::<u64>() * itemsize;
-        // The appended part is contiguous in the array's order: map just those bytes.
-        let what = format!("appended part of array '{name}'");
-        let tail = self.arr.bytes_mut(old..new).map_err(|e| map_error(py, &what, e));
-        let written = tail.and_then(|tail| {
-            let flat =
-                np.call_method1("asarray", (Bound::new(py, Mapping::write(tail, self.origin(name.clone(), old)))?,))?;
-            let kw = PyDict::new(py);
-            kw.set_item("buffer", flat)?;
-            kw.set_item("order", order_name(meta.order))?;
-            let dst = np.getattr("ndarray")?.call((vals.getattr("shape")?, dtype), Some(&kw))?;
-            dst.call_method1("__setitem__", (PyEllipsis::get(py), &vals))
-        });
-        if let Err(e) = written {
-            self.ctx.changing(py, || self.arr.resize(&meta.shape))?;
-            return Err(e);
-        }
-        Ok(())
+        // The values' bytes in the array's order; the core writes blocks with no stored content
+        // straight into staged extents of the store (each byte once) and the rest through views.
+        let flat = vals.call_method1("tobytes", (order_name(meta.order),))?;
+        let data = flat.cast::<PyBytes>()?.as_bytes();
+        self.ctx.changing(py, || self.arr.append_bytes(data))
     }
 
     /// Loads the blocks under `A[idx]` (default: the whole array) now, with the GIL released,
