@@ -40,12 +40,12 @@ repeat (against the limits of the same repeat) and then summarized the same way.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import mmap
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -191,18 +191,6 @@ def files_usage(paths) -> tuple[int, int]:
         app += st.st_size
         alloc += st.st_blocks * 512
     return app, alloc
-
-
-def open_fds_to(prefix: str) -> int:
-    """Descriptors of this process open on files whose path starts with `prefix`."""
-    n = 0
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            if os.readlink(f"/proc/self/fd/{fd}").startswith(prefix):
-                n += 1
-        except OSError:
-            pass
-    return n
 
 
 def chunked_sum(a, n: int) -> float:
@@ -413,46 +401,99 @@ SYSTEMS = {c.name: c for c in (Outcore, Memmap, Zarr, H5)}
 KERNEL = "kernel"
 
 
-# -- child processes: cold/warm scans and cold random reads --------------------------------------
+# -- child processes: every phase that touches a system runs in one ---------------------------------
 
 
-def child(system: str, path: str, what: str, n: int) -> None:
-    """Runs in a new process; prints one JSON line."""
-    s = SYSTEMS[system](path)
-    t = time.perf_counter()
-    a = s.open_read()
-    out = {"open": time.perf_counter() - t}
-    assert a.shape[0] == n, (a.shape, n)
-    if what == "scan":
-        for label in ("cold", "warm"):
-            t = time.perf_counter()
-            out[label + "_sum"] = chunked_sum(a, n)
-            out[label] = time.perf_counter() - t
-    else:
-        rng = np.random.default_rng(3)
-        idx = rng.integers(0, n, NRAND)
-        lat = np.empty(NRAND)
-        got = np.empty(NRAND)
-        for k, i in enumerate(idx):
-            t = time.perf_counter()
-            got[k] = float(a[int(i)])
-            lat[k] = time.perf_counter() - t
-        out["mean_us"] = float(lat.mean()) * 1e6
-        out["median_us"] = float(np.median(lat)) * 1e6
-        out["values"] = got.tolist()
-    print(json.dumps(out))
-
-
-def run_child(system, path, what, n):
-    r = subprocess.run([sys.executable, __file__, "--child", system, path, what, str(n)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"{system} {what} child failed (rc {r.returncode}):\n{r.stderr[-4000:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
+def model(n: int):
+    """The random writes (idx, vals), the cold reads' indices and expected values after the
+    writes, and the expected first ABORT_BYTES after them (later writes of an index win)."""
+    rng = np.random.default_rng(1)
+    idx = rng.integers(0, n, NRAND)
+    vals = rng.random(NRAND)
+    last = {}
+    for i, v in zip(idx.tolist(), vals.tolist()):
+        last[i] = v
+    ridx = reads_index(n)
+    reads = np.array([last.get(int(i), float(i)) for i in ridx])
+    head = np.arange(min(ABORT_BYTES // 8, n), dtype=np.float64)
+    for i, v in last.items():
+        if i < head.size:
+            head[i] = v
+    return idx, vals, reads, head
 
 
 def reads_index(n: int) -> np.ndarray:
     return np.random.default_rng(3).integers(0, n, NRAND)
+
+
+def proc_write_bytes() -> int:
+    """Bytes this process (all its threads) caused to be written to storage (/proc/self/io)."""
+    with open("/proc/self/io") as f:
+        for line in f:
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+    return 0
+
+
+def child(system: str, path: str, what: str, n: int, written: bool) -> None:
+    """Runs one phase in a new process (so the bench process never maps a library that may be
+    rebuilt meanwhile); prints one JSON line. `written`: the random writes were made."""
+    s = SYSTEMS[system](path)
+    out = {}
+    idx, vals, reads, head = model(n)
+    if what == "ingest":
+
+        def chunks():
+            for i in range(0, n, CHUNK // 8):
+                yield np.arange(i, min(i + CHUNK // 8, n), dtype=np.float64)
+
+        t = time.perf_counter()
+        s.ingest(n, chunks())
+        out["s"] = time.perf_counter() - t
+    elif what == "writes":
+        t = time.perf_counter()
+        s.random_writes(idx, vals)
+        out["s"] = time.perf_counter() - t
+    elif what == "resize":
+        t = time.perf_counter()
+        s.resize()
+        out["s"] = time.perf_counter() - t
+    elif what == "abort":
+        out["s"] = s.abort(head.nbytes, head if written else np.arange(head.size, dtype=np.float64))
+    else:
+        t = time.perf_counter()
+        a = s.open_read()
+        out["open"] = time.perf_counter() - t
+        assert a.shape[0] == n, (a.shape, n)
+        if what == "scan":
+            for label in ("cold", "warm"):
+                t = time.perf_counter()
+                out[label + "_sum"] = chunked_sum(a, n)
+                out[label] = time.perf_counter() - t
+        else:
+            lat = np.empty(NRAND)
+            got = np.empty(NRAND)
+            for k, i in enumerate(reads_index(n)):
+                t = time.perf_counter()
+                got[k] = float(a[int(i)])
+                lat[k] = time.perf_counter() - t
+            out["mean_us"] = float(lat.mean()) * 1e6
+            out["median_us"] = float(np.median(lat)) * 1e6
+            want = reads if written else reads_index(n).astype(np.float64)
+            if not np.array_equal(got, want):
+                bad = np.flatnonzero(got != want)
+                out["wrong"] = (f"{bad.size} of {NRAND} random reads wrong, first #{bad[0]} (index "
+                                f"{reads_index(n)[bad[0]]}): {got[bad[0]]!r} != {want[bad[0]]!r}")
+    out["write_bytes"] = proc_write_bytes()
+    print(json.dumps(out))
+
+
+def run_child(system, path, what, n, written=True):
+    r = subprocess.run([sys.executable, __file__, "--child", system, path, what, str(n), str(int(written))],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"{system} {what} child failed (rc {r.returncode}):\n{r.stderr[-4000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 # -- kernel limits ------------------------------------------------------------------------------
@@ -464,6 +505,12 @@ def write_raw(path: str, n: int) -> None:
             f.write(np.arange(i, min(i + CHUNK // 8, n), dtype=np.float64).tobytes())
         f.flush()
         os.fsync(f.fileno())
+
+
+def _timed(f) -> float:
+    t = time.perf_counter()
+    f()
+    return time.perf_counter() - t
 
 
 def kernel_limits(raw: str, n: int) -> dict:
@@ -510,22 +557,34 @@ def kernel_limits(raw: str, n: int) -> dict:
     return r
 
 
-def _timed(f) -> float:
-    t = time.perf_counter()
-    f()
-    return time.perf_counter() - t
-
-
 # -- one system, one repeat -----------------------------------------------------------------------
 
 
-def run_system(name, base, n, idx, vals, model_reads, model_abort, do_writes, log):
-    """One system, one repeat (do_writes=False skips the random writes and the resize). A phase
-    that raises (an error or wrong data) is recorded in
+def ext_identity() -> str | None:
+    """mtime, size and inode of the outcore extension the children import (it may be rebuilt
+    during a run)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("outcore")
+    if not spec or not spec.submodule_search_locations:
+        return None
+    d = list(spec.submodule_search_locations)[0]
+    for f in sorted(os.listdir(d)):
+        if f.startswith("_outcore") and f.endswith(".so"):
+            st = os.stat(os.path.join(d, f))
+            return f"{time.strftime('%H:%M:%S', time.localtime(st.st_mtime))} size {st.st_size} ino {st.st_ino}"
+    return None
+
+
+def run_system(name, base, n, do_writes, log):
+    """One system, one repeat, each phase in a new process (do_writes=False skips the random
+    writes and the resize). A phase that raises (an error or wrong data) is recorded in
     r["errors"] with its traceback and shows as ERR; the later phases still run."""
     s = SYSTEMS[name](os.path.join(base, "a"))
     path = os.path.join(base, "a")
     r = {"errors": []}
+    if name == "outcore":
+        r["extension"] = ext_identity()
 
     def phase(label, fn) -> bool:
         try:
@@ -538,26 +597,19 @@ def run_system(name, base, n, idx, vals, model_reads, model_abort, do_writes, lo
             r["errors"].append({"phase": label, "error": f"{type(e).__name__}: {e}", "traceback": tb})
             log(f"#   {name}: {label} FAILED: {type(e).__name__}: {e}")
             return False
-        finally:
-            gc.collect()
-
-    def chunks():
-        for i in range(0, n, CHUNK // 8):
-            yield np.arange(i, min(i + CHUNK // 8, n), dtype=np.float64)
 
     def ingest():
         os.sync()
         w0 = disk_written()
-        t = time.perf_counter()
-        s.ingest(n, chunks())
-        r["ingest GB/s"] = n * 8 / (time.perf_counter() - t) / 1e9
-        gc.collect()
+        c = run_child(name, path, "ingest", n)
+        r["ingest GB/s"] = n * 8 / c["s"] / 1e9
+        r["ingest process write_bytes / data"] = c["write_bytes"] / (n * 8)
         os.sync()
         r["ingest device bytes / data"] = (disk_written() - w0) / (n * 8)
         app, alloc = files_usage(s.files())
         r["files after ingest: apparent / data"] = app / (n * 8)
         r["files after ingest: allocated / data"] = alloc / (n * 8)
-        log(f"#   {name}: ingest {r['ingest GB/s']:.3g} GB/s")
+        log(f"#   {name}: ingest {r['ingest GB/s']:.3g} GB/s, device {r['ingest device bytes / data']:.3g} x")
 
     def scan():
         drop_caches()
@@ -572,42 +624,33 @@ def run_system(name, base, n, idx, vals, model_reads, model_abort, do_writes, lo
                 raise AssertionError(f"{name}: {k} {sc[k]!r} != {exp!r}")
 
     def writes():
-        if name == "outcore" and open_fds_to(s.path):
-            log(f"#   WARNING: this process still has {open_fds_to(s.path)} descriptors open on the store")
         f0 = files_usage(s.files())
         os.sync()
         w0 = disk_written()
-        t = time.perf_counter()
-        s.random_writes(idx, vals)
-        r["10k writes s"] = time.perf_counter() - t
-        gc.collect()
+        c = run_child(name, path, "writes", n)
+        r["10k writes s"] = c["s"]
+        r["10k writes process write_bytes MiB"] = c["write_bytes"] / MiB
         f1 = files_usage(s.files())
         os.sync()
         r["10k writes device MiB"] = (disk_written() - w0) / MiB
         r["10k writes files growth apparent MiB"] = (f1[0] - f0[0]) / MiB
         r["10k writes files growth allocated MiB"] = (f1[1] - f0[1]) / MiB
-        log(f"#   {name}: 10k writes {r['10k writes s']:.3g} s, {r['10k writes device MiB']:.3g} MiB")
+        log(f"#   {name}: 10k writes {r['10k writes s']:.3g} s, device {r['10k writes device MiB']:.3g} MiB, "
+            f"process {r['10k writes process write_bytes MiB']:.3g} MiB")
 
     def reads():
         drop_caches()
-        rd = run_child(name, path, "reads", n)
+        rd = run_child(name, path, "reads", n, do_writes)
         r["cold read mean us"] = rd["mean_us"]
         r["cold read median us"] = rd["median_us"]
-        want = model_reads if do_writes else reads_index(n).astype(np.float64)
-        got = np.array(rd["values"])
-        if not np.array_equal(got, want):
-            bad = np.flatnonzero(got != want)
-            raise AssertionError(f"{name}: {bad.size} of {NRAND} random reads wrong, first #{bad[0]}: "
-                                 f"{got[bad[0]]} != {want[bad[0]]}")
+        if "wrong" in rd:
+            raise AssertionError(f"{name}: {rd['wrong']}")
 
     def resize():
-        t = time.perf_counter()
-        s.resize()
-        r["resize 1 TiB+back ms"] = (time.perf_counter() - t) * 1e3
+        r["resize 1 TiB+back ms"] = run_child(name, path, "resize", n)["s"] * 1e3
 
     def abort():
-        want = model_abort if do_writes else np.arange(model_abort.size, dtype=np.float64)
-        r["abort 100 MiB ms"] = s.abort(model_abort.nbytes, want) * 1e3
+        r["abort 100 MiB ms"] = run_child(name, path, "abort", n, do_writes)["s"] * 1e3
 
     if not phase("ingest", ingest):
         return r
@@ -619,6 +662,8 @@ def run_system(name, base, n, idx, vals, model_reads, model_abort, do_writes, lo
         phase("resize", resize)
     if s.abort:
         phase("abort", abort)
+    if name == "outcore" and ext_identity() != r["extension"]:
+        r["extension"] += f" -> {ext_identity()} (rebuilt during the unit)"
     return r
 
 
@@ -656,18 +701,17 @@ def table(header, rows) -> str:
     return "\n".join(out)
 
 
-SYS_COLS = ["ingest GB/s", "ingest device bytes / data", "open ms", "cold scan GB/s", "warm scan GB/s",
-            "10k writes s", "10k writes device MiB", "cold read mean us", "cold read median us",
+SYS_COLS = ["ingest GB/s", "ingest device bytes / data", "ingest process write_bytes / data", "open ms",
+            "cold scan GB/s", "warm scan GB/s", "10k writes s", "10k writes device MiB",
+            "10k writes process write_bytes MiB", "cold read mean us", "cold read median us",
             "resize 1 TiB+back ms", "abort 100 MiB ms"]
 KERNEL_COLS = ["memcpy GB/s", "raw seq read GB/s", "page-cache scan GB/s", "MADV_DONTNEED 100 MiB ms"]
-
-
 PHASE_COLS = {
     "ingest": ["ingest GB/s", "ingest device bytes / data", "files after ingest: apparent / data",
-               "files after ingest: allocated / data"],
+               "files after ingest: allocated / data", "ingest process write_bytes / data"],
     "scan": ["open ms", "cold scan GB/s", "warm scan GB/s"],
     "10k writes": ["10k writes s", "10k writes device MiB", "10k writes files growth apparent MiB",
-                   "10k writes files growth allocated MiB"],
+                   "10k writes files growth allocated MiB", "10k writes process write_bytes MiB"],
     "cold reads": ["cold read mean us", "cold read median us"],
     "resize": ["resize 1 TiB+back ms"],
     "abort": ["abort 100 MiB ms"],
@@ -722,7 +766,7 @@ def report(res: dict) -> str:
     if "outcore" in names:
         g = [r["outcore"] for r in reps if "outcore" in r]
         lines += ["", "outcore store files (path, .blocks, -wal, -shm, .readers):", ""]
-        cols = PHASE_COLS["ingest"][2:] + PHASE_COLS["10k writes"][2:]
+        cols = PHASE_COLS["ingest"][2:4] + PHASE_COLS["10k writes"][2:4]
         lines.append(table(cols, [[cell([val(x, c) for x in g]) for c in cols]]))
         rat = [ratios(r) for r in reps]
         keys = list(rat[0]) if rat else []
@@ -732,9 +776,9 @@ def report(res: dict) -> str:
     for i, r in enumerate(reps):
         for name in names:
             for e in r.get(name, {}).get("errors", []):
-                errs.setdefault((name, e["phase"], e["error"]), []).append(i + 1)
+                errs.setdefault((name, e["phase"], e["error"].strip().splitlines()[-1][:400]), []).append(i + 1)
     if errs:
-        lines += ["", "Errors:", ""]
+        lines += ["", "Errors (tracebacks in the --json file):", ""]
         for (name, ph, err), which in errs.items():
             lines.append(f"- {name}, {ph}, repeat(s) {', '.join(map(str, which))}: {err}")
     over = [f"repeat {i + 1}: {', '.join(u)}" for i, u in enumerate(res["build_overlap"]) if u]
@@ -744,6 +788,11 @@ def report(res: dict) -> str:
         lines += ["", "CPU used by other processes and kernel threads during each unit, cores (of "
                   f"{os.cpu_count()}), median (min-max): " +
                   "; ".join(f"{u} {cell([x.get(u) for x in res['other_load']])}" for u in units)]
+    exts = {r["outcore"].get("extension") for r in reps if "outcore" in r}
+    if res.get("extension at start"):
+        lines += ["", f"outcore extension (_outcore*.so mtime, size, inode) at start: {res['extension at start']}"
+                  + (f"; used by the outcore units: {', '.join(sorted(x for x in exts if x))}"
+                     if exts - {res["extension at start"]} else " (unchanged in every outcore unit)")]
     if res.get("notes"):
         lines += [""] + [f"Note: {x}" for x in res["notes"]]
     return "\n".join(lines)
@@ -762,12 +811,12 @@ def main() -> None:
     p.add_argument("--skip-zarr-writes", action="store_const", const="skip", dest="zarr_slow",
                    help="same as --zarr-slow skip")
     p.add_argument("--no-wait", action="store_true", help="do not wait for running Rust builds")
-    p.add_argument("--json", default=None, help="also write the raw results here")
-    p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    p.add_argument("--json", default=None, help="also write the raw results here (after every unit)")
+    p.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        sysname, path, what, n = args.child
-        return child(sysname, path, what, int(n))
+        sysname, path, what, n, written = args.child
+        return child(sysname, path, what, int(n), written == "1")
 
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
@@ -780,18 +829,6 @@ def main() -> None:
     units = [KERNEL] + names
     base = tempfile.mkdtemp(prefix="peers-", dir=args.dir or ".")
     dropped = drop_caches()
-    rng = np.random.default_rng(1)
-    idx = rng.integers(0, n, NRAND)
-    vals = rng.random(NRAND)
-    model_idx = {}
-    for i, v in zip(idx.tolist(), vals.tolist()):  # later writes of an index win, as in numpy
-        model_idx[i] = v
-    ridx = reads_index(n)
-    model_reads = np.array([model_idx.get(int(i), float(i)) for i in ridx])
-    model_abort = np.arange(min(ABORT_BYTES // 8, n), dtype=np.float64)
-    for i, v in model_idx.items():
-        if i < model_abort.size:
-            model_abort[i] = v
     raw = os.path.join(base, "raw.f8")
     write_raw(raw, n)
     res = {"size_mib": args.size, "n": n, "dropped": dropped, "systems": names, "repeats": [],
@@ -801,6 +838,19 @@ def main() -> None:
         res["notes"].append(f"zarr's 10k random writes and resize ran: {args.zarr_slow} "
                             "(where skipped, its cold reads see the unwritten array)")
     watch = BuildWatch()
+    res["extension at start"] = ext_identity()
+
+    def save():
+        if args.json:
+            with open(args.json + ".tmp", "w") as f:
+                json.dump(res, f, indent=1)
+            os.replace(args.json + ".tmp", args.json)
+
+    def on_term(signum, frame):
+        raise SystemExit(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_term)
     try:
         for rep in range(args.repeats):
             order = units[rep % len(units):] + units[: rep % len(units)]
@@ -816,7 +866,7 @@ def main() -> None:
                 else:
                     slow = not (u == "zarr" and (args.zarr_slow == "skip" or
                                                  (args.zarr_slow == "once" and rep > 0)))
-                    out[u] = run_system(u, base, n, idx, vals, model_reads, model_abort, slow, log)
+                    out[u] = run_system(u, base, n, slow, log)
                     for f in os.listdir(base):
                         full = os.path.join(base, f)
                         if full != raw:
@@ -824,15 +874,16 @@ def main() -> None:
                 if watch.seen:
                     over.append(u)
                 loads[u] = watch.other_load()
+                save()
             res["repeats"].append(out)
             res["other_load"].append(loads)
             res["build_overlap"].append(over)
+            save()
     finally:
         watch.stop()
         shutil.rmtree(base, ignore_errors=True)
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(res, f, indent=1)
+        res["extension at end"] = ext_identity()
+        save()
     print(report(res))
 
 

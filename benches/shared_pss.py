@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peers import BuildWatch, drop_caches, fmt, table, wait_for_no_build, write_raw  # noqa: E402
+from peers import BuildWatch, ext_identity, drop_caches, fmt, table, wait_for_no_build, write_raw  # noqa: E402
 
 MiB = 1 << 20
 
@@ -108,7 +108,7 @@ def main() -> None:
         return child(*args.child)
     n = args.mib * MiB // 8
     base = tempfile.mkdtemp(prefix="shared-pss-", dir=args.dir or ".")
-    out = {"mib": args.mib, "procs": args.procs, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "runs": []}
+    out = {"mib": args.mib, "procs": args.procs, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "runs": [], "extension": ext_identity()}
     watch = BuildWatch()
     try:
         import outcore
@@ -152,6 +152,9 @@ def main() -> None:
           "together after sync + drop_caches; smaps_rollup read while all are alive after their scans "
           "(goal for outcore: sum Pss / array < 1.5).\n")
     print(table(cols, rows))
+    end = ext_identity()
+    print(f"\noutcore extension (_outcore*.so mtime, size, inode): {out['extension']}"
+          + ("" if end == out["extension"] else f" -> {end} (rebuilt during the run)"))
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peers import BuildWatch, chunked_sum, drop_caches, files_usage, fmt, store_files, table, wait_for_no_build  # noqa: E402
+from peers import BuildWatch, ext_identity, chunked_sum, drop_caches, files_usage, fmt, store_files, table, wait_for_no_build  # noqa: E402
 
 MiB = 1 << 20
 
@@ -303,7 +303,7 @@ def main() -> None:
     base = tempfile.mkdtemp(prefix="small-commits-", dir=args.dir or ".")
     dropped = drop_caches()
     res = {"mib": args.mib, "n": n, "commits": args.commits, "elems": args.elems, "dropped": dropped,
-           "cases": [], "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+           "cases": [], "started": time.strftime("%Y-%m-%d %H:%M:%S"), "extension": ext_identity()}
     watch = BuildWatch()
     try:
         for with_reader in (False, True):
@@ -314,7 +314,10 @@ def main() -> None:
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(res, f, indent=1)
+    res["extension at end"] = ext_identity()
     print(report(res))
+    print(f"\noutcore extension (_outcore*.so mtime, size, inode): {res['extension']}"
+          + ("" if res["extension at end"] == res["extension"] else f" -> {res['extension at end']} (rebuilt during the run)"))
 
 
 if __name__ == "__main__":
