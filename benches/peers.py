@@ -31,10 +31,14 @@ Kernel limits, measured in the same run (one more unit of the rotation, per repe
 - MADV_DONTNEED: 100 MiB of a MAP_PRIVATE mapping of that file written (copy-on-write), then
   madvise(MADV_DONTNEED) timed.
 
-Before each unit the script waits while a Rust build (cargo, rustc, maturin, ...) runs, and it
-reports the units a build overlapped anyway (polled every 2 s). Each repeat runs every unit (kernel limits and each system) on fresh files, in an order rotated
+Each repeat runs every unit (kernel limits and each system) on fresh files, in an order rotated
 per repeat; the tables show the median over repeats and (min-max). Ratios are computed within a
-repeat (against the limits of the same repeat) and then summarized the same way.
+repeat (against the limits of the same repeat) and then summarized the same way. Every phase
+that touches a system runs in a new process, which also reports its /proc/self/io write_bytes
+beside the device counter (whole devices, so other writers count too). Before each unit the
+script waits while a Rust build (cargo, rustc, maturin, ...) runs; it reports the units a build
+overlapped anyway (polled every 2 s) and the CPU other processes used during each unit. A phase
+that fails or returns wrong data shows as ERR; its traceback is in the --json file.
 """
 
 from __future__ import annotations
