@@ -393,13 +393,12 @@ impl Array {
             let off = pos - blk * bs;
             let mut done = false;
             if blk >= first_new && !oa.file.has_written(blk..blk + 1)? {
-                let (staged, written) = match oa.source.staged(blk) {
-                    Some(s) => (Some(s.0), s.1),
-                    None => (store.stage(bs)?, 0),
+                let (staged, written, fresh) = match oa.source.staged(blk) {
+                    Some((s, written)) => (Some(s), written, false),
+                    None => (store.stage(bs)?, 0, true),
                 };
                 if let Some(staged) = staged {
                     store.write_staged(&staged, off, &data[part.clone()])?;
-                    let fresh = written == 0 && oa.source.staged(blk).is_none();
                     oa.source.set_staged(blk, staged, written.max(off + part.len() as u64));
                     if fresh {
                         oa.file.invalidate(&[blk])?; // map the staged extent

@@ -603,8 +603,9 @@ struct SqliteTxn<'a> {
     wrote_extents: bool,
     /// Redo rows were written: their bytes go home after the SQLite commit.
     redo: bool,
-    /// Page checksums of the block `load_pages` read last, for `write_pages`.
-    sums: Option<(ArrayId, u64, Vec<u8>)>,
+    /// The stored version and page checksums of the extent block `current` read last, for
+    /// `load_pages` and `write_pages`.
+    sums: Option<(ArrayId, u64, Stored<'static>, Vec<u8>)>,
     /// Extents this commit allocated (punched again if it fails).
     allocated: Vec<(u64, u64)>,
 }
@@ -871,6 +872,8 @@ impl WriteTxn for SqliteTxn<'_> {
 
     fn current(&mut self, id: ArrayId, blk: u64) -> Result<Option<CurrentRow>> {
         let row = q_current(&self.tx, id, blk).map_err(err("commit"))?;
+        // An extent block's page checksums, for `load_pages` (no second lookup of the row).
+        self.sums = row.as_ref().and_then(|r| r.page_sums.clone().map(|s| (id, blk, r.stored, s)));
         Ok(row.map(|r| CurrentRow {
             tid: r.tid,
             len: r.len,
@@ -977,22 +980,19 @@ impl WriteTxn for SqliteTxn<'_> {
         let n = block::content_len(&buf);
         let sums = block::page_sums(id, blk, &buf, n);
         let checksum = block::extent_checksum(id, blk, tid, n as u64, &sums);
-        if n < buf.len() {
-            // Bytes beyond the content must read zeros: they are (the extent was punched, and
-            // zeros were written), but a shorter content keeps the tail out of the checksum.
-        }
         self.wrote_extents = true;
         self.allocated.push((off, blksize));
         self.put_extent_row(id, blk, tid, n as u64, checksum, off, &sums)
     }
 
     fn load_pages(&mut self, id: ArrayId, blk: u64, cur: &CurrentRow, pages: &[u32], buf: &mut [u8]) -> Result<bool> {
-        let Some(row) = q_current(&self.tx, id, blk).map_err(err("commit"))? else { return Ok(false) };
-        let (Some(off), Some(sums)) = (row.ext_off, row.page_sums.as_deref()) else { return Ok(false) };
-        if row.tid != cur.tid {
+        // `cur` is the row `current` just read; it kept the page checksums.
+        let (Some(off), Some((_, _, stored, sums))) =
+            (cur.extent, self.sums.as_ref().filter(|s| s.0 == id && s.1 == blk && s.2.tid == cur.tid))
+        else {
             return Ok(false);
-        }
-        let len = row.stored.len as usize;
+        };
+        let len = stored.len as usize;
         for run in page_runs(pages) {
             let (a, b) = (run.start as usize * block::PAGE, (run.end as usize * block::PAGE).min(buf.len()));
             let have = b.min(len);
@@ -1001,8 +1001,7 @@ impl WriteTxn for SqliteTxn<'_> {
             }
             buf[have.max(a)..b].fill(0);
         }
-        block::verify_extent_pages(id, blk, &row.stored, sums, buf, pages.iter().copied())?;
-        self.sums = Some((id, blk, sums.to_vec()));
+        block::verify_extent_pages(id, blk, stored, sums, buf, pages.iter().copied())?;
         Ok(true)
     }
 
@@ -1020,7 +1019,7 @@ impl WriteTxn for SqliteTxn<'_> {
         let bs = new.len();
         let Some(prev_off) = cur.extent else { return Err(Error::Invalid("write_pages: no extent".into())) };
         let mut sums = match self.sums.take() {
-            Some((i, b, s)) if i == id && b == blk => s,
+            Some((i, b, _, s)) if i == id && b == blk => s,
             _ => return Err(Error::Invalid("write_pages: pages not loaded".into())),
         };
         // Page checksums: pages newly within the content are zeros unless written (below).
