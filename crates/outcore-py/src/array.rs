@@ -16,7 +16,7 @@ use outcore::{Array, ArrayMeta, Order};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyMemoryError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyEllipsis, PyInt, PySlice, PyString, PyTuple};
+use pyo3::types::{PyBool, PyDict, PyEllipsis, PyInt, PySlice, PyString, PyTuple};
 
 use crate::connection::Ctx;
 use crate::dtype::integer_class;
@@ -419,7 +419,12 @@ impl PyArray {
         }
         let np = py.import("numpy")?;
         let dtype = self.dtype.bind(py);
-        let vals = np.call_method1("asarray", (values, dtype))?;
+        let order = order_name(meta.order);
+        let kw = PyDict::new(py);
+        kw.set_item("dtype", dtype)?;
+        kw.set_item("order", order)?;
+        // Contiguous in the array's order: a copy only where `values` is not already.
+        let vals = np.call_method("asarray", (values,), Some(&kw))?;
         let vshape: Vec<u64> = vals.getattr("shape")?.extract()?;
         let major = Self::major(&meta);
         let fits = vshape.len() == meta.shape.len()
@@ -442,10 +447,10 @@ impl PyArray {
             .ok_or_else(|| PyMemoryError::new_err(format!("appending {k} to array '{name}' overflows")))?;
         let itemsize = self.arr.itemsize().py(py)?;
         check_size(&new_shape, itemsize)?;
-        // The values' bytes in the array's order; the core writes blocks with no stored content
-        // straight into staged extents of the store (each byte once) and the rest through views.
-        let flat = vals.call_method1("tobytes", (order_name(meta.order),))?;
-        let data = flat.cast::<PyBytes>()?.as_bytes();
+        // The values' bytes in place, in the array's order; the core writes blocks with no stored
+        // content straight into staged extents of the store (each byte once) and the rest
+        // through views.
+        let data = crate::borrow::contiguous_bytes(&vals, order)?;
         self.ctx.changing(py, || self.arr.append_bytes(data))
     }
 

@@ -11,6 +11,7 @@
 //! call Python.
 
 mod array;
+mod borrow;
 mod connection;
 mod db;
 mod dtype;

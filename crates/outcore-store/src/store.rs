@@ -66,12 +66,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         false
     }
 
-    /// Reserve a fresh extent of `size` bytes for a block this handle will commit with
-    /// [`Commit::write_staged`](crate::Commit::write_staged) (appends: each byte is written once,
-    /// straight to its place). `None` when this store has no extents. It stays reserved until
-    /// committed or [released](Store::release_staged), or until this handle's process ends.
-    fn stage(&self, size: u64) -> Result<Option<Staged>> {
-        let _ = size;
+    /// Reserve a fresh extent of `size` bytes for block `blk` of `array`, which this handle will
+    /// commit with [`Commit::write_staged`](crate::Commit::write_staged) (appends: each byte is
+    /// written once, straight to its place). `None` when this store has no extents. It stays
+    /// reserved until committed or [released](Store::release_staged), or until this handle's
+    /// process ends.
+    fn stage(&self, array: ArrayId, blk: u64, size: u64) -> Result<Option<Staged>> {
+        let _ = (array, blk, size);
         Ok(None)
     }
 

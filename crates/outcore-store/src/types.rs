@@ -183,6 +183,10 @@ impl PartialEq for Location {
 /// made a block's current version by [`Commit::write_staged`](crate::Commit::write_staged).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Staged {
+    /// The array whose block it will hold.
+    pub array: ArrayId,
+    /// The block it will hold.
+    pub blk: u64,
     /// Where it is (`size` bytes, zero until written).
     pub location: Location,
     /// Its size (the array's block size).

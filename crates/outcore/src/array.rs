@@ -395,7 +395,7 @@ impl Array {
             if blk >= first_new && !oa.file.has_written(blk..blk + 1)? {
                 let (staged, written, fresh) = match oa.source.staged(blk) {
                     Some((s, written)) => (Some(s), written, false),
-                    None => (store.stage(bs)?, 0, true),
+                    None => (store.stage(self.id, blk, bs)?, 0, true),
                 };
                 if let Some(staged) = staged {
                     store.write_staged(&staged, off, &data[part.clone()])?;

@@ -14,6 +14,7 @@ use super::local::{
     self,
     datafile::DataFile,
     registry::{Readers, Registry},
+    staged::StagedPages,
 };
 use super::{array_info, encode_meta, FORMAT_NAME, SQLITE_FORMAT_VERSION};
 use crate::block::{self, Encoded, Stored};
@@ -26,6 +27,7 @@ use crate::types::{
 };
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -102,6 +104,8 @@ pub struct SqliteStore {
     writer: Mutex<Connection>,
     readers: Pool<Connection>,
     checkpointer: super::checkpoint::Checkpointer,
+    /// The page checksums of this handle's staged extents, by offset.
+    staged: Mutex<HashMap<u64, StagedPages>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -164,6 +168,7 @@ impl SqliteStore {
             writer: Mutex::new(writer),
             readers: Pool::new(16),
             checkpointer,
+            staged: Mutex::new(HashMap::new()),
         })
     }
 
@@ -974,11 +979,26 @@ impl WriteTxn for SqliteTxn<'_> {
                 "block {blk} of array {id}: the extent at {off} is not staged by this store handle"
             )));
         }
-        // The page checksums of what is there (read back from the page cache).
-        let mut buf = vec![0u8; len as usize];
-        self.store.data.read_at(off, &mut buf)?;
-        let n = block::content_len(&buf);
-        let sums = block::page_sums(id, blk, &buf, n);
+        // The page checksums, as the writes computed them (the pages written in part are read
+        // back); all of the extent is read back where this handle did not track them.
+        let tracked = self.store.staged.lock().remove(&off).filter(|t| t.is_for(id, blk));
+        let (n, sums) = match tracked {
+            Some(t) => {
+                let data = &self.store.data;
+                t.finish(|p, page| data.read_at(off + (p * block::PAGE) as u64, page))?
+            }
+            None => {
+                let mut buf = vec![0u8; len as usize];
+                self.store.data.read_at(off, &mut buf)?;
+                let n = block::content_len(&buf);
+                (n, block::page_sums(id, blk, &buf, n))
+            }
+        };
+        if n as u64 > len {
+            return Err(Error::Invalid(format!(
+                "block {blk} of array {id}: the staged extent holds bytes beyond {len}"
+            )));
+        }
         let checksum = block::extent_checksum(id, blk, tid, n as u64, &sums);
         self.wrote_extents = true;
         self.allocated.push((off, blksize));
@@ -1483,7 +1503,7 @@ impl Store for SqliteStore {
         }
     }
 
-    fn stage(&self, size: u64) -> Result<Option<Staged>> {
+    fn stage(&self, array: ArrayId, blk: u64, size: u64) -> Result<Option<Staged>> {
         self.check_process()?;
         let mut w = self.writer.lock();
         let (slot, nonce) = self.registry.owner();
@@ -1507,7 +1527,8 @@ impl Store for SqliteStore {
         })();
         w.pragma_update(None, "synchronous", "FULL").map_err(err("stage an extent"))?;
         let off = r?;
-        Ok(Some(Staged { location: Location { file: self.data.file().clone(), offset: off }, size }))
+        self.staged.lock().insert(off, StagedPages::new(array, blk, size));
+        Ok(Some(Staged { array, blk, location: Location { file: self.data.file().clone(), offset: off }, size }))
     }
 
     fn write_staged(&self, staged: &Staged, at: u64, bytes: &[u8]) -> Result<()> {
@@ -1519,11 +1540,16 @@ impl Store for SqliteStore {
                 staged.size
             )));
         }
-        self.data.write_at(staged.location.offset + at, bytes)
+        self.data.write_new(staged.location.offset + at, bytes)?;
+        if let Some(t) = self.staged.lock().get_mut(&staged.location.offset) {
+            t.wrote(at as usize, bytes);
+        }
+        Ok(())
     }
 
     fn release_staged(&self, staged: &Staged) -> Result<()> {
         self.check_process()?;
+        self.staged.lock().remove(&staged.location.offset);
         let mut w = self.writer.lock();
         let (slot, nonce) = self.registry.owner();
         w.pragma_update(None, "synchronous", "NORMAL").map_err(err("release an extent"))?;

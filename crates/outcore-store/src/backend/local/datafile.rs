@@ -5,17 +5,41 @@
 
 use crate::error::{Error, Result};
 use nix::fcntl::{fallocate, FallocateFlags};
+use parking_lot::Mutex;
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsFd;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+/// Alignment of direct I/O: offsets, lengths and buffer addresses (the page size; a multiple
+/// of every logical block size in use).
+const ALIGN: usize = 4096;
+
+/// Bytes one direct write moves (the size of the bounce buffer).
+const DIRECT_CHUNK: usize = 2 << 20;
+
+/// Aligned runs shorter than this are written through the page cache.
+const DIRECT_MIN: usize = 256 << 10;
 
 /// The open data file.
 #[derive(Debug)]
 pub(crate) struct DataFile {
     path: PathBuf,
     file: Arc<File>,
+    /// The same file opened `O_DIRECT` (none where the file system refuses it).
+    direct: Option<Direct>,
+}
+
+/// Direct writes: a second descriptor and an aligned bounce buffer.
+#[derive(Debug)]
+struct Direct {
+    file: File,
+    /// `DIRECT_CHUNK + ALIGN` bytes, used from the first aligned address.
+    bounce: Mutex<Vec<u8>>,
+    /// Cleared when a direct write fails for alignment (the page cache serves from then on).
+    usable: AtomicBool,
 }
 
 impl DataFile {
@@ -28,7 +52,13 @@ impl DataFile {
             .truncate(false)
             .open(path)
             .map_err(|source| Error::Io { op: "open the data file", path: path.display().to_string(), source })?;
-        Ok(DataFile { path: path.to_path_buf(), file: Arc::new(file) })
+        let direct = OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::libc::O_DIRECT)
+            .open(path)
+            .ok()
+            .map(|file| Direct { file, bounce: Mutex::new(Vec::new()), usable: AtomicBool::new(true) });
+        Ok(DataFile { path: path.to_path_buf(), file: Arc::new(file), direct })
     }
 
     fn err(&self, op: &'static str) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -48,6 +78,48 @@ impl DataFile {
     /// Write `data` at `off`.
     pub fn write_at(&self, off: u64, data: &[u8]) -> Result<()> {
         self.file.write_all_at(data, off).map_err(self.err("write a block extent"))
+    }
+
+    /// Write `data` at `off` into an extent no snapshot maps yet (a staged extent): the
+    /// page-aligned middle of a large write goes around the page cache (`O_DIRECT`, through an
+    /// aligned bounce buffer), so ingest writes each byte once and fills no page-cache memory;
+    /// the kernel keeps the page cache coherent (it drops cached pages of the range and maps
+    /// the new bytes into views on their next fault). The unaligned head and tail, small writes,
+    /// and file systems without direct I/O take the page cache.
+    pub fn write_new(&self, off: u64, data: &[u8]) -> Result<()> {
+        let Some(d) = self.direct.as_ref().filter(|d| d.usable.load(Ordering::Relaxed)) else {
+            return self.write_at(off, data);
+        };
+        let start = (off as usize).next_multiple_of(ALIGN) - off as usize;
+        let end = ((off as usize + data.len()) / ALIGN * ALIGN).saturating_sub(off as usize);
+        if end < start + DIRECT_MIN {
+            return self.write_at(off, data);
+        }
+        self.write_at(off, &data[..start])?;
+        let mut bounce = d.bounce.lock();
+        if bounce.is_empty() {
+            bounce.resize(DIRECT_CHUNK + ALIGN, 0);
+        }
+        let skip = bounce.as_ptr().align_offset(ALIGN);
+        let buf = &mut bounce[skip..skip + DIRECT_CHUNK];
+        let mut at = start;
+        while at < end {
+            let n = (end - at).min(DIRECT_CHUNK);
+            buf[..n].copy_from_slice(&data[at..at + n]);
+            match d.file.write_all_at(&buf[..n], off + at as u64) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {
+                    // Alignment this file system does not accept: the page cache from now on.
+                    d.usable.store(false, Ordering::Relaxed);
+                    drop(bounce);
+                    return self.write_at(off + at as u64, &data[at..]);
+                }
+                Err(e) => return Err(self.err("write a block extent")(e)),
+            }
+            at += n;
+        }
+        drop(bounce);
+        self.write_at(off + end as u64, &data[end..])
     }
 
     /// Copy `len` bytes from `from` to `to` within the file, in the kernel (`copy_file_range`).

@@ -3,6 +3,7 @@
 
 pub(crate) mod datafile;
 pub(crate) mod registry;
+pub(crate) mod staged;
 
 use std::path::{Path, PathBuf};
 
