@@ -86,8 +86,16 @@ def disk_written() -> int:
     return total
 
 
-def drop_caches() -> bool:
+# Seconds to wait after `sync` before a cold phase (--settle): on this VM the disk is a file of
+# the host, whose own write-back of what a phase just wrote slows reads for some seconds (a cold
+# scan right after a 1 GiB write ran at 0.56 and 1.62 GB/s, 15 s later at 2.33 and 2.72).
+SETTLE_S = 10.0
+
+
+def drop_caches(settle: bool = True) -> bool:
     os.sync()
+    if settle:
+        time.sleep(SETTLE_S)
     try:
         with open("/proc/sys/vm/drop_caches", "w") as f:
             f.write("1\n")
@@ -803,6 +811,7 @@ def report(res: dict) -> str:
 
 
 def main() -> None:
+    global SETTLE_S
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", type=int, default=1024, help="MiB of float64 (default 1024)")
     p.add_argument("--repeats", type=int, default=5, help="repeats (default 5)")
@@ -814,10 +823,13 @@ def main() -> None:
                         "only (default), or never")
     p.add_argument("--skip-zarr-writes", action="store_const", const="skip", dest="zarr_slow",
                    help="same as --zarr-slow skip")
+    p.add_argument("--settle", type=float, default=SETTLE_S,
+                   help=f"seconds to let the disk settle before each cold phase (default {SETTLE_S:g})")
     p.add_argument("--no-wait", action="store_true", help="do not wait for running Rust builds")
     p.add_argument("--json", default=None, help="also write the raw results here (after every unit)")
     p.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args()
+    SETTLE_S = args.settle
     if args.child:
         sysname, path, what, n, written = args.child
         return child(sysname, path, what, int(n), written == "1")
@@ -832,7 +844,7 @@ def main() -> None:
             p.error(f"unknown system {nm}; known: {', '.join(SYSTEMS)}")
     units = [KERNEL] + names
     base = tempfile.mkdtemp(prefix="peers-", dir=args.dir or ".")
-    dropped = drop_caches()
+    dropped = drop_caches(settle=False)
     raw = os.path.join(base, "raw.f8")
     write_raw(raw, n)
     res = {"size_mib": args.size, "n": n, "dropped": dropped, "systems": names, "repeats": [],

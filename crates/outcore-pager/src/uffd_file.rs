@@ -123,6 +123,9 @@ impl FileInner {
                             }
                         }
                         Err(e) if !wp => {
+                            // The access can only fail with a signal: say why first, whether or
+                            // not a log subscriber listens (the process may die of it).
+                            eprintln!("outcore: {e}; the access at {addr:#x} gets SIGBUS");
                             tracing::error!(
                                 blk,
                                 addr = format_args!("{addr:#x}"),

@@ -25,7 +25,11 @@ fn class_name(e: &outcore::Error) -> &'static str {
         E::Dtype(_) => "DtypeError",
         E::OutOfRange(_) => "OutOfRangeError",
         E::InvalidArgument(_) => "InvalidArgumentError",
-        E::Store(outcore::store::Error::Corrupt { .. }) => "CorruptError",
+        E::Store(
+            outcore::store::Error::Corrupt { .. }
+            | outcore::store::Error::CorruptMeta { .. }
+            | outcore::store::Error::BadMeta { .. },
+        ) => "CorruptError",
         E::Store(outcore::store::Error::SnapshotGone { .. } | outcore::store::Error::FutureTid { .. }) => {
             "SnapshotError"
         }

@@ -201,6 +201,15 @@ pub enum Error {
         /// The process that opened it.
         opened_by: u32,
     },
+    /// A metadata row failed its checksum, or metadata contradict each other (a block the
+    /// store records as written has no index row, for example).
+    #[error("corrupt metadata: {what}: {detail}")]
+    CorruptMeta {
+        /// The row or record.
+        what: String,
+        /// What is wrong.
+        detail: String,
+    },
     /// Stored metadata could not be decoded.
     #[error("bad stored metadata of array {array} at tid {tid}: {detail}")]
     BadMeta {
@@ -218,7 +227,7 @@ fn version_advice(found: u32, supported: u32) -> &'static str {
     if found > supported {
         "upgrade outcore"
     } else {
-        "the store was written by an earlier outcore (before block bytes moved to a data file); \
+        "the store was written by an earlier outcore (before metadata rows carried checksums); \
          copy its arrays out with that version, or recreate the store"
     }
 }

@@ -30,6 +30,7 @@ mod block;
 mod commit;
 mod error;
 mod pool;
+mod rowsum;
 mod store;
 mod types;
 

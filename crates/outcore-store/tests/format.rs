@@ -50,7 +50,7 @@ fn a_newer_sqlite_format_is_refused() {
         .execute("UPDATE outcore_meta SET value = '99' WHERE key = 'version'", [])
         .unwrap();
     match open(&f.url) {
-        Err(Error::UnsupportedVersion { found: 99, supported: 4, .. }) => {}
+        Err(Error::UnsupportedVersion { found: 99, supported: 5, .. }) => {}
         other => panic!("expected UnsupportedVersion, got {other:?}"),
     }
 }
@@ -63,7 +63,22 @@ fn a_format_3_store_is_refused_with_advice() {
         .execute("UPDATE outcore_meta SET value = '3' WHERE key = 'version'", [])
         .unwrap();
     match open(&f.url) {
-        Err(e @ Error::UnsupportedVersion { found: 3, supported: 4, .. }) => {
+        Err(e @ Error::UnsupportedVersion { found: 3, supported: 5, .. }) => {
+            assert!(e.to_string().contains("earlier outcore"), "{e}")
+        }
+        other => panic!("expected UnsupportedVersion, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_format_4_store_is_refused_with_advice() {
+    let f = common::sqlite();
+    rusqlite::Connection::open(&f.url)
+        .unwrap()
+        .execute("UPDATE outcore_meta SET value = '4' WHERE key = 'version'", [])
+        .unwrap();
+    match open(&f.url) {
+        Err(e @ Error::UnsupportedVersion { found: 4, supported: 5, .. }) => {
             assert!(e.to_string().contains("earlier outcore"), "{e}")
         }
         other => panic!("expected UnsupportedVersion, got {other:?}"),

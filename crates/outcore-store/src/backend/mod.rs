@@ -15,11 +15,13 @@ pub(crate) const FORMAT_NAME: &str = "outcore-store";
 /// block's current content and undo records. Versions 1 (forward delta chains) and 2 were never
 /// released; they are refused like any other version.
 pub(crate) const PG_FORMAT_VERSION: u32 = 3;
-/// SQLite (local store) format version 4: as 3, but the current content of blocks of
-/// uncompressed arrays lives in block extents of the data file `<store>.blocks`
-/// (`outcore_current.ext_off`), with retired and free extents, redo records of in-place
-/// updates, and the reader registry `<store>.readers`. Version 3 kept all bytes in SQLite.
-pub(crate) const SQLITE_FORMAT_VERSION: u32 = 4;
+/// SQLite (local store) format version 5: the current content of blocks of uncompressed
+/// arrays lives in block extents of the data file `<store>.blocks` (`outcore_current.ext_off`),
+/// with retired and free extents, redo records of in-place updates, and the reader registry
+/// `<store>.readers`; every metadata row that decides what is read carries a row checksum
+/// (`row_sum`, see `rowsum`), and `outcore_blocks` records which blocks have an index row.
+/// Version 4 had no row checksums; version 3 kept all bytes in SQLite.
+pub(crate) const SQLITE_FORMAT_VERSION: u32 = 5;
 
 /// Decode a stored metadata JSON document.
 pub(crate) fn decode_meta(id: ArrayId, tid: Tid, json: &str) -> Result<ArrayMeta> {

@@ -21,6 +21,7 @@ use crate::block::{self, Encoded, Stored};
 use crate::commit::{self, ArrayVersion, ChangedSets, Commit, CurrentRow, CurrentWrite, Head, WriteTxn};
 use crate::error::{Error, Result};
 use crate::pool::Pool;
+use crate::rowsum::{self, CurrentCols};
 use crate::store::{Store, Subscription};
 use crate::types::{
     ArrayId, ArrayInfo, ArrayMeta, Changes, Codec, GcStats, Location, Snapshot, Staged, StoreStats, Tid, TxnInfo,
@@ -36,13 +37,14 @@ const SCHEMA: &str = "
 CREATE TABLE outcore_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE outcore_head (
     id INTEGER PRIMARY KEY CHECK (id = 1),
-    tid INTEGER NOT NULL, gc_horizon INTEGER NOT NULL, time_us INTEGER NOT NULL);
+    tid INTEGER NOT NULL, gc_horizon INTEGER NOT NULL, time_us INTEGER NOT NULL, row_sum INTEGER NOT NULL);
 CREATE TABLE outcore_txn (
     tid INTEGER PRIMARY KEY, time_us INTEGER NOT NULL,
-    user TEXT NOT NULL, description TEXT NOT NULL, extension TEXT NOT NULL);
+    user TEXT NOT NULL, description TEXT NOT NULL, extension TEXT NOT NULL, catalog INTEGER NOT NULL,
+    row_sum INTEGER NOT NULL);
 CREATE INDEX outcore_txn_time ON outcore_txn (time_us);
 CREATE TABLE outcore_array (
-    array_id INTEGER NOT NULL, tid INTEGER NOT NULL, name TEXT, meta TEXT,
+    array_id INTEGER NOT NULL, tid INTEGER NOT NULL, name TEXT, meta TEXT, row_sum INTEGER NOT NULL,
     PRIMARY KEY (array_id, tid)) WITHOUT ROWID;
 CREATE INDEX outcore_array_tid ON outcore_array (tid);
 CREATE TABLE outcore_current (
@@ -50,16 +52,27 @@ CREATE TABLE outcore_current (
     len INTEGER NOT NULL, base_tid INTEGER NOT NULL, base_len INTEGER NOT NULL,
     codec INTEGER NOT NULL, checksum INTEGER NOT NULL, data_id INTEGER,
     patches INTEGER NOT NULL, patch_bytes INTEGER NOT NULL, ext_off INTEGER, page_sums BLOB,
+    row_sum INTEGER NOT NULL,
     PRIMARY KEY (array_id, blk)) WITHOUT ROWID;
+CREATE TABLE outcore_blocks (
+    array_id INTEGER NOT NULL, seg INTEGER NOT NULL, bits BLOB NOT NULL, row_sum INTEGER NOT NULL,
+    PRIMARY KEY (array_id, seg)) WITHOUT ROWID;
 CREATE TABLE outcore_retired (
     ext_off INTEGER PRIMARY KEY, size INTEGER NOT NULL, array_id INTEGER NOT NULL, blk INTEGER NOT NULL,
-    since_tid INTEGER NOT NULL, retired_tid INTEGER NOT NULL);
+    since_tid INTEGER NOT NULL, retired_tid INTEGER NOT NULL, row_sum INTEGER NOT NULL);
 CREATE INDEX outcore_retired_blk ON outcore_retired (array_id, blk);
-CREATE TABLE outcore_free (size INTEGER NOT NULL, ext_off INTEGER NOT NULL, PRIMARY KEY (size, ext_off)) WITHOUT ROWID;
-CREATE TABLE outcore_staged (ext_off INTEGER PRIMARY KEY, size INTEGER NOT NULL, slot INTEGER NOT NULL, nonce INTEGER NOT NULL);
-CREATE TABLE outcore_redo (tid INTEGER NOT NULL, off INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (tid, off));
-CREATE TABLE outcore_local (id INTEGER PRIMARY KEY CHECK (id = 1), data_end INTEGER NOT NULL, redo INTEGER NOT NULL);
-INSERT INTO outcore_local (id, data_end, redo) VALUES (1, 0, 0);
+CREATE TABLE outcore_free (
+    size INTEGER NOT NULL, ext_off INTEGER NOT NULL, row_sum INTEGER NOT NULL,
+    PRIMARY KEY (size, ext_off)) WITHOUT ROWID;
+CREATE TABLE outcore_staged (
+    ext_off INTEGER PRIMARY KEY, size INTEGER NOT NULL, slot INTEGER NOT NULL, nonce INTEGER NOT NULL,
+    row_sum INTEGER NOT NULL);
+CREATE TABLE outcore_redo (
+    tid INTEGER NOT NULL, off INTEGER NOT NULL, data BLOB NOT NULL, row_sum INTEGER NOT NULL,
+    PRIMARY KEY (tid, off));
+CREATE TABLE outcore_local (
+    id INTEGER PRIMARY KEY CHECK (id = 1), data_end INTEGER NOT NULL, redo INTEGER NOT NULL,
+    row_sum INTEGER NOT NULL);
 CREATE TABLE outcore_blob (id INTEGER PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE outcore_patch (
     array_id INTEGER NOT NULL, blk INTEGER NOT NULL, tid INTEGER NOT NULL, prev_tid INTEGER NOT NULL,
@@ -71,7 +84,6 @@ CREATE TABLE outcore_undo (
     codec INTEGER NOT NULL, len INTEGER NOT NULL, checksum INTEGER NOT NULL, data BLOB NOT NULL,
     PRIMARY KEY (array_id, blk, tid));
 CREATE INDEX outcore_undo_tid ON outcore_undo (tid, array_id, blk);
-INSERT INTO outcore_head (id, tid, gc_horizon, time_us) VALUES (1, 0, 0, 0);
 ";
 
 /// SQLite page size of new databases: SQLite holds metadata (block bytes of uncompressed arrays
@@ -106,6 +118,8 @@ pub struct SqliteStore {
     checkpointer: super::checkpoint::Checkpointer,
     /// The page checksums of this handle's staged extents, by offset.
     staged: Mutex<HashMap<u64, StagedPages>>,
+    /// Recent verified array listings, by tid.
+    listings: Mutex<Vec<(Tid, Arc<Vec<ArrayInfo>>)>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -169,6 +183,7 @@ impl SqliteStore {
             readers: Pool::new(16),
             checkpointer,
             staged: Mutex::new(HashMap::new()),
+            listings: Mutex::new(Vec::new()),
         })
     }
 
@@ -189,6 +204,12 @@ impl SqliteStore {
         };
         if tables.is_empty() {
             tx.execute_batch(SCHEMA).map_err(err("create schema"))?;
+            tx.execute(
+                "INSERT INTO outcore_head (id, tid, gc_horizon, time_us, row_sum) VALUES (1, 0, 0, 0, ?1)",
+                [rowsum::head(0, 0, 0).finish()],
+            )
+            .map_err(err("create schema"))?;
+            set_local(&tx, 0, 0)?;
             tx.execute(
                 "INSERT INTO outcore_meta (key, value) VALUES ('format', ?1), ('version', ?2)",
                 params![FORMAT_NAME, SQLITE_FORMAT_VERSION.to_string()],
@@ -252,13 +273,103 @@ pub(crate) fn check_format(
 // ---- queries shared by readers and the commit transaction ----
 
 fn q_head(c: &Connection) -> Result<Head> {
-    c.prepare_cached("SELECT tid, gc_horizon, time_us FROM outcore_head WHERE id = 1")
+    let (head, sum) = c
+        .prepare_cached("SELECT tid, gc_horizon, time_us, row_sum FROM outcore_head WHERE id = 1")
         .and_then(|mut st| {
             st.query_row([], |r| {
-                Ok(Head { tid: r.get::<_, i64>(0)? as u64, horizon: r.get::<_, i64>(1)? as u64, time_us: r.get(2)? })
+                let head =
+                    Head { tid: r.get::<_, i64>(0)? as u64, horizon: r.get::<_, i64>(1)? as u64, time_us: r.get(2)? };
+                Ok((head, r.get::<_, i64>(3)?))
             })
         })
-        .map_err(err("read head"))
+        .map_err(err("read head"))?;
+    rowsum::verify(rowsum::head(head.tid, head.horizon, head.time_us), sum, || "the head row".into())?;
+    Ok(head)
+}
+
+/// Write the head row.
+fn set_head_row(c: &Connection, head: &Head) -> Result<()> {
+    c.prepare_cached("UPDATE outcore_head SET tid = ?1, gc_horizon = ?2, time_us = ?3, row_sum = ?4 WHERE id = 1")
+        .and_then(|mut st| {
+            let sum = rowsum::head(head.tid, head.horizon, head.time_us).finish();
+            st.execute(params![head.tid as i64, head.horizon as i64, head.time_us, sum])
+        })
+        .map(|_| ())
+        .map_err(err("write head"))
+}
+
+/// The catalog recorded with the newest commit at or before `at`: the sum of
+/// `rowsum::catalog_entry` over the array versions live at that commit (0 before the first).
+fn q_catalog(c: &Connection, at: Tid) -> Result<i64> {
+    let row: Option<(i64, i64, String, String, String, i64, i64)> = c
+        .prepare_cached(
+            "SELECT tid, time_us, user, description, extension, catalog, row_sum FROM outcore_txn
+             WHERE tid = (SELECT max(tid) FROM outcore_txn WHERE tid <= ?1)",
+        )
+        .and_then(|mut st| {
+            st.query_row([at.min(i64::MAX as u64) as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+            })
+            .optional()
+        })
+        .map_err(err("read a commit record"))?;
+    let Some((tid, time_us, user, description, ext, catalog, sum)) = row else { return Ok(0) };
+    rowsum::verify(rowsum::txn(tid as u64, time_us, &user, &description, &ext, catalog), sum, || {
+        format!("the commit record of tid {tid}")
+    })?;
+    Ok(catalog)
+}
+
+/// Write a commit record.
+fn put_txn(c: &Connection, info: &TxnInfo, catalog: i64) -> Result<()> {
+    c.prepare_cached(
+        "INSERT INTO outcore_txn (tid, time_us, user, description, extension, catalog, row_sum)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .and_then(|mut st| {
+        let ext = info.extension.to_string();
+        let sum = rowsum::txn(info.tid, info.time_us, &info.user, &info.description, &ext, catalog).finish();
+        st.execute(params![info.tid as i64, info.time_us, info.user, info.description, ext, catalog, sum])
+    })
+    .map(|_| ())
+    .map_err(err("commit"))
+}
+
+/// The arrays live at `at`, checked against the catalog of the commit record: a version row
+/// lost or moved (to another tid or array) is reported, never read as an older version.
+fn q_live_arrays(c: &Connection, at: Tid) -> Result<Vec<ArrayInfo>> {
+    let arrays = q_arrays(c, LIVE_ARRAYS, &[&(at.min(i64::MAX as u64) as i64)])?;
+    let found = arrays.iter().fold(0i64, |s, a| s.wrapping_add(rowsum::catalog_entry(a.id.0, a.tid)));
+    let want = q_catalog(c, at)?;
+    if found != want {
+        return Err(Error::CorruptMeta {
+            what: format!("the list of arrays at tid {at}"),
+            detail: format!("{} array versions found, which do not match the commit record", arrays.len()),
+        });
+    }
+    Ok(arrays)
+}
+
+/// The data file's allocation row: (end of the allocated part, tid of the pending in-place
+/// commit or 0).
+fn q_local(c: &Connection) -> Result<(u64, u64)> {
+    let (end, redo, sum): (i64, i64, i64) = c
+        .prepare_cached("SELECT data_end, redo, row_sum FROM outcore_local WHERE id = 1")
+        .and_then(|mut st| st.query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
+        .map_err(err("read the local head"))?;
+    rowsum::verify(rowsum::local(end as u64, redo as u64), sum, || "the data file's allocation row".into())?;
+    Ok((end as u64, redo as u64))
+}
+
+/// Write the data file's allocation row.
+fn set_local(c: &Connection, data_end: u64, redo: u64) -> Result<()> {
+    c.prepare_cached(
+        "INSERT INTO outcore_local (id, data_end, redo, row_sum) VALUES (1, ?1, ?2, ?3)
+         ON CONFLICT (id) DO UPDATE SET data_end = excluded.data_end, redo = excluded.redo, row_sum = excluded.row_sum",
+    )
+    .and_then(|mut st| st.execute(params![data_end as i64, redo as i64, rowsum::local(data_end, redo).finish()]))
+    .map(|_| ())
+    .map_err(err("write the local head"))
 }
 
 fn q_load(c: &Connection, data: &DataFile, array: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> Result<()> {
@@ -289,14 +400,127 @@ struct CurrentRowSql {
     page_sums: Option<Vec<u8>>,
 }
 
-fn q_current(c: &Connection, array: ArrayId, blk: u64) -> rusqlite::Result<Option<CurrentRowSql>> {
-    c.prepare_cached(
-        "SELECT tid, len, base_tid, base_len, codec, checksum, coalesce(data_id, 0), patches, patch_bytes, ext_off,
-                page_sums
-         FROM outcore_current WHERE array_id = ?1 AND blk = ?2",
-    )?
-    .query_row(params![array.0 as i64, blk as i64], |r| {
-        Ok(CurrentRowSql {
+impl CurrentRowSql {
+    /// The columns its row checksum covers.
+    fn cols(&self, array: ArrayId, blk: u64) -> CurrentCols {
+        CurrentCols {
+            array: array.0,
+            blk,
+            tid: self.tid,
+            len: self.len,
+            base_tid: self.stored.tid,
+            base_len: self.stored.len,
+            codec: self.stored.codec,
+            checksum: self.stored.checksum,
+            data_id: (self.data_id != 0).then_some(self.data_id),
+            patches: self.patches,
+            patch_bytes: self.patch_bytes,
+            ext_off: self.ext_off,
+        }
+    }
+}
+
+/// A block's index row, its checksum verified.
+fn q_current(c: &Connection, array: ArrayId, blk: u64) -> Result<Option<CurrentRowSql>> {
+    let row = c
+        .prepare_cached(
+            "SELECT tid, len, base_tid, base_len, codec, checksum, coalesce(data_id, 0), patches, patch_bytes, ext_off,
+                    page_sums, row_sum
+             FROM outcore_current WHERE array_id = ?1 AND blk = ?2",
+        )
+        .and_then(|mut st| st.query_row(params![array.0 as i64, blk as i64], current_row).optional())
+        .map_err(err("read the block index"))?;
+    match row {
+        Some((cur, sum)) => {
+            verify_current(&cur.cols(array, blk), sum)?;
+            Ok(Some(cur))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Blocks per row of `outcore_blocks`, the record of which blocks have an index row (one bit
+/// each: 512 bytes a row, covering 8 GiB of an array of 2 MiB blocks).
+const SEG_BLOCKS: u64 = 4096;
+
+/// The bits of segment `seg` of array `array` (verified; `None`: no block of it has a row).
+fn q_segment(c: &Connection, array: ArrayId, seg: u64) -> Result<Option<Vec<u8>>> {
+    let row: Option<(Vec<u8>, i64)> = c
+        .prepare_cached("SELECT bits, row_sum FROM outcore_blocks WHERE array_id = ?1 AND seg = ?2")
+        .and_then(|mut st| st.query_row(params![array.0 as i64, seg as i64], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .map_err(err("read the block record"))?;
+    let Some((bits, sum)) = row else { return Ok(None) };
+    verify_segment(array, seg, &bits, sum)?;
+    Ok(Some(bits))
+}
+
+fn verify_segment(array: ArrayId, seg: u64, bits: &[u8], sum: i64) -> Result<()> {
+    rowsum::verify(rowsum::blocks(array.0, seg, bits), sum, || {
+        format!("the record of written blocks {}.. of array {array}", seg * SEG_BLOCKS)
+    })?;
+    if bits.len() as u64 != SEG_BLOCKS / 8 {
+        return Err(Error::CorruptMeta {
+            what: format!("the record of written blocks {}.. of array {array}", seg * SEG_BLOCKS),
+            detail: format!("{} bytes, expected {}", bits.len(), SEG_BLOCKS / 8),
+        });
+    }
+    Ok(())
+}
+
+fn bit(bits: &[u8], blk: u64) -> bool {
+    let i = (blk % SEG_BLOCKS) as usize;
+    bits[i / 8] & (1 << (i % 8)) != 0
+}
+
+/// Set (`on`) or clear the bits of `blks` (all in segment `seg`) in the record of written blocks.
+fn set_bits(c: &Connection, array: ArrayId, seg: u64, blks: impl IntoIterator<Item = u64>, on: bool) -> Result<()> {
+    let mut bits = q_segment(c, array, seg)?.unwrap_or_else(|| vec![0; (SEG_BLOCKS / 8) as usize]);
+    for blk in blks {
+        let i = (blk % SEG_BLOCKS) as usize;
+        if on {
+            bits[i / 8] |= 1 << (i % 8);
+        } else {
+            bits[i / 8] &= !(1 << (i % 8));
+        }
+    }
+    let r = if bits.iter().all(|&b| b == 0) {
+        c.prepare_cached("DELETE FROM outcore_blocks WHERE array_id = ?1 AND seg = ?2")
+            .and_then(|mut st| st.execute(params![array.0 as i64, seg as i64]))
+    } else {
+        c.prepare_cached("INSERT OR REPLACE INTO outcore_blocks (array_id, seg, bits, row_sum) VALUES (?1, ?2, ?3, ?4)")
+            .and_then(|mut st| {
+                let sum = rowsum::blocks(array.0, seg, &bits).finish();
+                st.execute(params![array.0 as i64, seg as i64, bits, sum])
+            })
+    };
+    r.map(|_| ()).map_err(err("write the block record"))
+}
+
+/// A block with no index row must not be recorded as written: else its row was lost.
+fn check_unwritten(c: &Connection, array: ArrayId, blk: u64) -> Result<()> {
+    match q_segment(c, array, blk / SEG_BLOCKS)? {
+        Some(bits) if bit(&bits, blk) => Err(missing_row(array, blk)),
+        _ => Ok(()),
+    }
+}
+
+fn missing_row(array: ArrayId, blk: u64) -> Error {
+    Error::CorruptMeta {
+        what: format!("block {blk} of array {array}"),
+        detail: "recorded as written, but its index row is missing".into(),
+    }
+}
+
+fn verify_current(cols: &CurrentCols, sum: i64) -> Result<()> {
+    rowsum::verify(rowsum::current(cols), sum, || {
+        format!("the index row of block {} of array {}", cols.blk, ArrayId(cols.array))
+    })
+}
+
+/// A row of `q_current`'s query and its row checksum.
+fn current_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(CurrentRowSql, i64)> {
+    Ok((
+        CurrentRowSql {
             tid: r.get::<_, i64>(0)? as u64,
             len: r.get::<_, i64>(1)? as u64,
             stored: Stored {
@@ -313,13 +537,75 @@ fn q_current(c: &Connection, array: ArrayId, blk: u64) -> rusqlite::Result<Optio
             patch_bytes: r.get(8)?,
             ext_off: r.get::<_, Option<i64>>(9)?.map(|o| o as u64),
             page_sums: r.get(10)?,
+        },
+        r.get(11)?,
+    ))
+}
+
+/// The index rows of blocks `blks` of `array` (without their page checksums), verified, in
+/// block order.
+fn q_current_range(c: &Connection, array: ArrayId, blks: std::ops::Range<u64>) -> Result<Vec<(u64, CurrentRowSql)>> {
+    let rows: Vec<(CurrentRowSql, i64, i64)> = c
+        .prepare_cached(
+            "SELECT tid, len, base_tid, base_len, codec, checksum, coalesce(data_id, 0), patches, patch_bytes, ext_off,
+                    NULL, row_sum, blk
+             FROM outcore_current WHERE array_id = ?1 AND blk >= ?2 AND blk < ?3 ORDER BY blk",
+        )
+        .and_then(|mut st| {
+            let end = blks.end.min(i64::MAX as u64) as i64;
+            st.query_map(params![array.0 as i64, blks.start.min(i64::MAX as u64) as i64, end], |r| {
+                let (cur, sum) = current_row(r)?;
+                Ok((cur, sum, r.get(12)?))
+            })?
+            .collect()
         })
-    })
-    .optional()
+        .map_err(err("read the block index"))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (cur, sum, blk) in rows {
+        verify_current(&cur.cols(array, blk as u64), sum)?;
+        out.push((blk as u64, cur));
+    }
+    Ok(out)
+}
+
+/// Blocks in `blks` recorded as written must have an index row (`have`: the blocks that do, in
+/// order).
+fn check_range_recorded(c: &Connection, array: ArrayId, blks: std::ops::Range<u64>, have: &[u64]) -> Result<()> {
+    if blks.start >= blks.end {
+        return Ok(());
+    }
+    let (first, last) = (blks.start / SEG_BLOCKS, (blks.end - 1) / SEG_BLOCKS);
+    let segs: Vec<(i64, Vec<u8>, i64)> = c
+        .prepare_cached(
+            "SELECT seg, bits, row_sum FROM outcore_blocks WHERE array_id = ?1 AND seg >= ?2 AND seg <= ?3 ORDER BY seg",
+        )
+        .and_then(|mut st| {
+            st.query_map(params![array.0 as i64, first.min(i64::MAX as u64) as i64, last.min(i64::MAX as u64) as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect()
+        })
+        .map_err(err("read the block record"))?;
+    for (seg, bits, sum) in segs {
+        let seg = seg as u64;
+        verify_segment(array, seg, &bits, sum)?;
+        for (i, byte) in bits.iter().enumerate().filter(|(_, b)| **b != 0) {
+            for k in 0..8 {
+                let blk = seg * SEG_BLOCKS + (i * 8 + k) as u64;
+                if byte & (1 << k) != 0 && blks.contains(&blk) && have.binary_search(&blk).is_err() {
+                    return Err(missing_row(array, blk));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn q_load_in_txn(c: &Connection, data: &DataFile, array: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> Result<()> {
-    let cur = q_current(c, array, blk).map_err(err("load"))?;
+    let cur = q_current(c, array, blk)?;
+    if cur.is_none() {
+        check_unwritten(c, array, blk)?;
+    }
     let horizon = q_head(c)?.horizon;
     if at < horizon {
         return Err(Error::SnapshotGone { at, horizon });
@@ -457,7 +743,7 @@ fn read_base(
     block::verify_in_place(array, blk, &cur.stored, buf)
 }
 
-const LIVE_ARRAYS: &str = "SELECT v.array_id, v.tid, v.name, v.meta FROM outcore_array v
+const LIVE_ARRAYS: &str = "SELECT v.array_id, v.tid, v.name, v.meta, v.row_sum FROM outcore_array v
      WHERE v.tid = (SELECT max(w.tid) FROM outcore_array w WHERE w.array_id = v.array_id AND w.tid <= ?1)
        AND v.name IS NOT NULL";
 
@@ -465,15 +751,28 @@ fn q_arrays(c: &Connection, sql: &str, p: &[&dyn rusqlite::ToSql]) -> Result<Vec
     let mut st = c.prepare_cached(sql).map_err(err("list arrays"))?;
     let rows = st
         .query_map(p, |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
         })
         .map_err(err("list arrays"))?;
     let mut out = Vec::new();
     for row in rows {
-        let (id, tid, name, meta) = row.map_err(err("list arrays"))?;
+        let (id, tid, name, meta, sum) = row.map_err(err("list arrays"))?;
+        verify_array_row(id, tid, Some(&name), Some(&meta), sum)?;
         out.push(array_info(id, tid, name, &meta)?);
     }
     Ok(out)
+}
+
+fn verify_array_row(id: i64, tid: i64, name: Option<&str>, meta: Option<&str>, sum: i64) -> Result<()> {
+    rowsum::verify(rowsum::array(id as u64, tid as u64, name, meta), sum, || {
+        format!("the row of array {} at tid {tid}", ArrayId(id as u64))
+    })
 }
 
 fn q_changes(c: &Connection, after: Tid, upto: Tid) -> Result<ChangedSets> {
@@ -613,6 +912,8 @@ struct SqliteTxn<'a> {
     sums: Option<(ArrayId, u64, Stored<'static>, Vec<u8>)>,
     /// Extents this commit allocated (punched again if it fails).
     allocated: Vec<(u64, u64)>,
+    /// The commit record, written once its catalog (of live array versions) is known.
+    record: Option<(TxnInfo, i64)>,
 }
 
 impl SqliteTxn<'_> {
@@ -653,7 +954,7 @@ impl SqliteTxn<'_> {
         if let Some((off, _)) = prev.filter(|(_, v)| small && !self.readers.block_in_place(*v)) {
             let c = &*self.tx;
             let mut st = c
-                .prepare_cached("INSERT INTO outcore_redo (tid, off, data) VALUES (?1, ?2, ?3)")
+                .prepare_cached("INSERT INTO outcore_redo (tid, off, data, row_sum) VALUES (?1, ?2, ?3, ?4)")
                 .map_err(err("commit"))?;
             let mut buf = Vec::with_capacity(page);
             for run in page_runs(new.changed) {
@@ -667,7 +968,9 @@ impl SqliteTxn<'_> {
                 // Space for pages beyond the old content is reserved now, so that the home
                 // writes after the commit cannot fail for lack of space.
                 self.store.data.reserve(off + start as u64, (end - start) as u64)?;
-                st.execute(params![tid as i64, (off + start as u64) as i64, &buf]).map_err(err("commit"))?;
+                let at = off + start as u64;
+                st.execute(params![tid as i64, at as i64, &buf, rowsum::redo(tid, at, &buf).finish()])
+                    .map_err(err("commit"))?;
             }
             self.redo = true;
             return Ok(off);
@@ -698,18 +1001,42 @@ impl SqliteTxn<'_> {
             .prepare_cached(
                 "INSERT INTO outcore_current
                      (array_id, blk, tid, len, base_tid, base_len, codec, checksum, data_id, patches, patch_bytes,
-                      ext_off, page_sums)
-                 VALUES (?1, ?2, ?3, ?4, ?3, ?4, 0, ?5, NULL, 0, 0, ?6, ?7)
+                      ext_off, page_sums, row_sum)
+                 VALUES (?1, ?2, ?3, ?4, ?3, ?4, 0, ?5, NULL, 0, 0, ?6, ?7, ?8)
                  ON CONFLICT (array_id, blk) DO UPDATE SET tid = excluded.tid, len = excluded.len,
                      base_tid = excluded.base_tid, base_len = excluded.base_len, codec = 0,
                      checksum = excluded.checksum, data_id = NULL, patches = 0, patch_bytes = 0,
-                     ext_off = excluded.ext_off, page_sums = excluded.page_sums",
+                     ext_off = excluded.ext_off, page_sums = excluded.page_sums, row_sum = excluded.row_sum",
             )
             .and_then(|mut st| {
-                st.execute(params![id.0 as i64, blk as i64, tid as i64, len as i64, checksum, off as i64, sums])
+                let cols = CurrentCols {
+                    array: id.0,
+                    blk,
+                    tid,
+                    len,
+                    base_tid: tid,
+                    base_len: len,
+                    codec: block::CODEC_RAW,
+                    checksum,
+                    data_id: None,
+                    patches: 0,
+                    patch_bytes: 0,
+                    ext_off: Some(off),
+                };
+                let sum = rowsum::current(&cols).finish();
+                st.execute(params![id.0 as i64, blk as i64, tid as i64, len as i64, checksum, off as i64, sums, sum])
             })
-            .map(|_| ())
-            .map_err(err("commit"))
+            .map_err(err("commit"))?;
+        self.mark_written(id, blk)
+    }
+
+    /// Record that block `blk` of `id` has an index row.
+    fn mark_written(&self, id: ArrayId, blk: u64) -> Result<()> {
+        let seg = blk / SEG_BLOCKS;
+        match q_segment(&self.tx, id, seg)? {
+            Some(bits) if bit(&bits, blk) => Ok(()),
+            _ => set_bits(&self.tx, id, seg, [blk], true),
+        }
     }
 
     /// Redo rows for the bytes in which `new` differs from `old` within `pages` of the extent at
@@ -717,8 +1044,9 @@ impl SqliteTxn<'_> {
     /// beyond `stored` (the old content length: pages before it hold data already).
     fn redo_ranges(&mut self, tid: Tid, off: u64, stored: u64, pages: &[u32], old: &[u8], new: &[u8]) -> Result<()> {
         let c = &*self.tx;
-        let mut st =
-            c.prepare_cached("INSERT INTO outcore_redo (tid, off, data) VALUES (?1, ?2, ?3)").map_err(err("commit"))?;
+        let mut st = c
+            .prepare_cached("INSERT INTO outcore_redo (tid, off, data, row_sum) VALUES (?1, ?2, ?3, ?4)")
+            .map_err(err("commit"))?;
         for &p in pages {
             let (a, b) = (p as usize * block::PAGE, (p as usize + 1) * block::PAGE);
             for (start, len) in block::changed_runs(&old[a..b], &new[a..b], REDO_GAP) {
@@ -726,7 +1054,8 @@ impl SqliteTxn<'_> {
                 if at + len as u64 > stored {
                     self.store.data.reserve(off + at, len as u64)?;
                 }
-                st.execute(params![tid as i64, (off + at) as i64, &new[a + start..a + start + len]])
+                let bytes = &new[a + start..a + start + len];
+                st.execute(params![tid as i64, (off + at) as i64, bytes, rowsum::redo(tid, off + at, bytes).finish()])
                     .map_err(err("commit"))?;
             }
         }
@@ -746,11 +1075,12 @@ impl SqliteTxn<'_> {
     fn retire(&mut self, id: ArrayId, blk: u64, off: u64, size: u64, since: Tid, tid: Tid) -> Result<()> {
         self.tx
             .prepare_cached(
-                "INSERT INTO outcore_retired (ext_off, size, array_id, blk, since_tid, retired_tid)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO outcore_retired (ext_off, size, array_id, blk, since_tid, retired_tid, row_sum)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )
             .and_then(|mut st| {
-                st.execute(params![off as i64, size as i64, id.0 as i64, blk as i64, since as i64, tid as i64])
+                let sum = rowsum::retired(off, size, id.0, blk, since, tid).finish();
+                st.execute(params![off as i64, size as i64, id.0 as i64, blk as i64, since as i64, tid as i64, sum])
             })
             .map(|_| ())
             .map_err(err("commit"))
@@ -769,10 +1099,14 @@ fn failpoint(name: &str) {
 /// (`data_end` moves). Punched first, so that bytes beyond the content written into it read
 /// zeros. Inside the caller's write transaction.
 fn allocate(c: &Connection, data: &DataFile, data_end: &mut u64, size: u64) -> Result<u64> {
-    let reused: Option<i64> = c
-        .prepare_cached("SELECT ext_off FROM outcore_free WHERE size = ?1 LIMIT 1")
-        .and_then(|mut st| st.query_row([size as i64], |r| r.get(0)).optional())
+    let reused: Option<(i64, i64)> = c
+        .prepare_cached("SELECT ext_off, row_sum FROM outcore_free WHERE size = ?1 LIMIT 1")
+        .and_then(|mut st| st.query_row([size as i64], |r| Ok((r.get(0)?, r.get(1)?))).optional())
         .map_err(err("allocate an extent"))?;
+    if let Some((off, sum)) = reused {
+        rowsum::verify(rowsum::free(size, off as u64), sum, || format!("the free extent row at offset {off}"))?;
+    }
+    let reused = reused.map(|(off, _)| off);
     let off = match reused {
         Some(off) => {
             c.prepare_cached("DELETE FROM outcore_free WHERE size = ?1 AND ext_off = ?2")
@@ -822,16 +1156,23 @@ impl WriteTxn for SqliteTxn<'_> {
         let row = self
             .tx
             .prepare_cached(
-                "SELECT tid, name, meta FROM outcore_array WHERE array_id = ?1 AND tid <= ?2 ORDER BY tid DESC LIMIT 1",
+                "SELECT tid, name, meta, row_sum FROM outcore_array WHERE array_id = ?1 AND tid <= ?2
+                 ORDER BY tid DESC LIMIT 1",
             )
             .and_then(|mut st| {
                 st.query_row(params![id.0 as i64, at as i64], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, Option<String>>(2)?))
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
                 })
                 .optional()
             })
             .map_err(err("read array"))?;
-        let Some((tid, name, meta)) = row else { return Ok(None) };
+        let Some((tid, name, meta, sum)) = row else { return Ok(None) };
+        verify_array_row(id.0 as i64, tid, name.as_deref(), meta.as_deref(), sum)?;
         let state = match (name, meta) {
             (Some(name), Some(meta)) => Some((name, super::decode_meta(id, tid as u64, &meta)?)),
             _ => None,
@@ -840,22 +1181,12 @@ impl WriteTxn for SqliteTxn<'_> {
     }
 
     fn live_arrays(&mut self, at: Tid) -> Result<Vec<ArrayInfo>> {
-        q_arrays(&self.tx, LIVE_ARRAYS, &[&(at as i64)])
+        q_live_arrays(&self.tx, at)
     }
 
     fn stored_blocks_from(&mut self, id: ArrayId, from_blk: u64) -> Result<Vec<(u64, u64)>> {
-        let mut st = self
-            .tx
-            .prepare_cached(
-                "SELECT blk, len FROM outcore_current WHERE array_id = ?1 AND blk >= ?2 AND len > 0 ORDER BY blk",
-            )
-            .map_err(err("truncate"))?;
-        let rows = st
-            .query_map(params![id.0 as i64, from_blk as i64], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
-            })
-            .map_err(err("truncate"))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(err("truncate"))
+        let rows = q_current_range(&self.tx, id, from_blk..u64::MAX)?;
+        Ok(rows.into_iter().filter(|(_, c)| c.len > 0).map(|(blk, c)| (blk, c.len)).collect())
     }
 
     fn load(&mut self, id: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> Result<()> {
@@ -866,9 +1197,12 @@ impl WriteTxn for SqliteTxn<'_> {
     fn load_base(&mut self, id: ArrayId, blk: u64, buf: &mut [u8]) -> Result<()> {
         let data = &self.store.data;
         let r = self.reader()?;
-        match q_current(r, id, blk).map_err(err("commit"))? {
+        match q_current(r, id, blk)? {
             Some(cur) if cur.data_id != 0 || cur.ext_off.is_some() => read_base(r, data, id, blk, &cur, buf),
-            _ => {
+            cur => {
+                if cur.is_none() {
+                    check_unwritten(r, id, blk)?;
+                }
                 buf.fill(0);
                 Ok(())
             }
@@ -876,7 +1210,10 @@ impl WriteTxn for SqliteTxn<'_> {
     }
 
     fn current(&mut self, id: ArrayId, blk: u64) -> Result<Option<CurrentRow>> {
-        let row = q_current(&self.tx, id, blk).map_err(err("commit"))?;
+        let row = q_current(&self.tx, id, blk)?;
+        if row.is_none() {
+            check_unwritten(&self.tx, id, blk)?;
+        }
         // An extent block's page checksums, for `load_pages` (no second lookup of the row).
         self.sums = row.as_ref().and_then(|r| r.page_sums.clone().map(|s| (id, blk, r.stored, s)));
         Ok(row.map(|r| CurrentRow {
@@ -892,21 +1229,11 @@ impl WriteTxn for SqliteTxn<'_> {
     }
 
     fn insert_txn(&mut self, info: &TxnInfo) -> Result<()> {
-        self.tx
-            .prepare_cached(
-                "INSERT INTO outcore_txn (tid, time_us, user, description, extension) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .and_then(|mut st| {
-                st.execute(params![
-                    info.tid as i64,
-                    info.time_us,
-                    info.user,
-                    info.description,
-                    info.extension.to_string()
-                ])
-            })
-            .map(|_| ())
-            .map_err(err("commit"))
+        // Written when the commit is complete (see `record`): its catalog starts from the
+        // head's and changes with each array version the commit adds.
+        let head = q_head(&self.tx)?.tid;
+        self.record = Some((info.clone(), q_catalog(&self.tx, head)?));
+        Ok(())
     }
 
     fn insert_array_version(&mut self, id: ArrayId, tid: Tid, state: Option<(&str, &ArrayMeta)>) -> Result<()> {
@@ -914,9 +1241,28 @@ impl WriteTxn for SqliteTxn<'_> {
             Some((name, meta)) => (Some(name), Some(encode_meta(meta))),
             None => (None, None),
         };
+        // The catalog: this version replaces the array's newest one.
+        let prev: Option<(i64, Option<String>)> = self
+            .tx
+            .prepare_cached("SELECT tid, name FROM outcore_array WHERE array_id = ?1 ORDER BY tid DESC LIMIT 1")
+            .and_then(|mut st| st.query_row([id.0 as i64], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+            .map_err(err("commit"))?;
+        if let Some((_, catalog)) = &mut self.record {
+            if let Some((ptid, Some(_))) = prev {
+                *catalog = catalog.wrapping_sub(rowsum::catalog_entry(id.0, ptid as u64));
+            }
+            if name.is_some() {
+                *catalog = catalog.wrapping_add(rowsum::catalog_entry(id.0, tid));
+            }
+        }
         self.tx
-            .prepare_cached("INSERT INTO outcore_array (array_id, tid, name, meta) VALUES (?1, ?2, ?3, ?4)")
-            .and_then(|mut st| st.execute(params![id.0 as i64, tid as i64, name, meta]))
+            .prepare_cached(
+                "INSERT INTO outcore_array (array_id, tid, name, meta, row_sum) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut st| {
+                let sum = rowsum::array(id.0, tid, name, meta.as_deref()).finish();
+                st.execute(params![id.0 as i64, tid as i64, name, meta, sum])
+            })
             .map(|_| ())
             .map_err(err("commit"))
     }
@@ -1096,12 +1442,29 @@ impl WriteTxn for SqliteTxn<'_> {
             ])
         })
         .map_err(err("commit"))?;
+        let cur = q_current(c, id, blk)?
+            .ok_or_else(|| Error::Invalid(format!("a patch of block {blk} of array {id}, which has no index row")))?;
+        let cols = CurrentCols {
+            tid,
+            len: patch.len,
+            patches: cur.patches + 1,
+            patch_bytes: cur.patch_bytes + patch.data.len() as i64,
+            ..cur.cols(id, blk)
+        };
         c.prepare_cached(
-            "UPDATE outcore_current SET tid = ?3, len = ?4, patches = patches + 1, patch_bytes = patch_bytes + ?5
+            "UPDATE outcore_current SET tid = ?3, len = ?4, patches = ?5, patch_bytes = ?6, row_sum = ?7
              WHERE array_id = ?1 AND blk = ?2",
         )
         .and_then(|mut st| {
-            st.execute(params![id.0 as i64, blk as i64, tid as i64, patch.len as i64, patch.data.len() as i64])
+            st.execute(params![
+                id.0 as i64,
+                blk as i64,
+                tid as i64,
+                patch.len as i64,
+                cols.patches,
+                cols.patch_bytes,
+                rowsum::current(&cols).finish()
+            ])
         })
         .map(|_| ())
         .map_err(err("commit"))
@@ -1167,14 +1530,29 @@ impl WriteTxn for SqliteTxn<'_> {
         }
         c.prepare_cached(
             "INSERT INTO outcore_current
-                 (array_id, blk, tid, len, base_tid, base_len, codec, checksum, data_id, patches, patch_bytes, ext_off)
-             VALUES (?1, ?2, ?3, ?5, ?3, ?5, ?4, ?6, nullif(?7, 0), 0, 0, ?8)
+                 (array_id, blk, tid, len, base_tid, base_len, codec, checksum, data_id, patches, patch_bytes, ext_off,
+                  page_sums, row_sum)
+             VALUES (?1, ?2, ?3, ?5, ?3, ?5, ?4, ?6, nullif(?7, 0), 0, 0, NULL, NULL, ?8)
              ON CONFLICT (array_id, blk) DO UPDATE SET tid = excluded.tid, len = excluded.len,
                  base_tid = excluded.base_tid, base_len = excluded.base_len, codec = excluded.codec,
                  checksum = excluded.checksum, data_id = excluded.data_id, patches = 0, patch_bytes = 0,
-                 ext_off = excluded.ext_off",
+                 ext_off = NULL, page_sums = NULL, row_sum = excluded.row_sum",
         )
         .and_then(|mut st| {
+            let cols = CurrentCols {
+                array: id.0,
+                blk,
+                tid,
+                len: len as u64,
+                base_tid: tid,
+                base_len: len as u64,
+                codec: new.enc.codec,
+                checksum: new.enc.checksum,
+                data_id: (data_id != 0).then_some(data_id),
+                patches: 0,
+                patch_bytes: 0,
+                ext_off: None,
+            };
             st.execute(params![
                 id.0 as i64,
                 blk as i64,
@@ -1183,22 +1561,39 @@ impl WriteTxn for SqliteTxn<'_> {
                 len as i64,
                 new.enc.checksum,
                 data_id,
-                Option::<i64>::None
+                rowsum::current(&cols).finish()
             ])
         })
-        .map(|_| ())
-        .map_err(err("commit"))
+        .map_err(err("commit"))?;
+        self.mark_written(id, blk)
     }
 
     fn set_head(&mut self, tid: Tid, time_us: i64) -> Result<()> {
-        self.tx
-            .execute("UPDATE outcore_head SET tid = ?1, time_us = ?2 WHERE id = 1", params![tid as i64, time_us])
-            .map(|_| ())
-            .map_err(err("commit"))
+        let horizon = q_head(&self.tx)?.horizon;
+        set_head_row(&self.tx, &Head { tid, horizon, time_us })
     }
 }
 
+/// Verified array listings kept per store handle (by tid; a snapshot's listing never changes).
+const LISTINGS: usize = 8;
+
 impl SqliteStore {
+    /// The arrays live at `at` (checked against the commit record's catalog), from the cache
+    /// or read with `c`.
+    fn listing(&self, c: &Connection, at: Tid) -> Result<Arc<Vec<ArrayInfo>>> {
+        check_at(c, at)?;
+        if let Some((_, l)) = self.listings.lock().iter().find(|(t, _)| *t == at) {
+            return Ok(l.clone());
+        }
+        let l = Arc::new(q_live_arrays(c, at)?);
+        let mut cache = self.listings.lock();
+        if cache.len() >= LISTINGS {
+            cache.remove(0);
+        }
+        cache.push((at, l.clone()));
+        Ok(l)
+    }
+
     /// A registration of `at` for the duration of a read.
     fn pin_at(&self, at: Tid) -> Result<Snapshot> {
         self.snapshot(Some(at))
@@ -1215,66 +1610,101 @@ impl crate::types::Unpin for Registry {
 /// the exclusive gate): write their redo rows home unless the registry says they already are
 /// (in this boot), sync the data file, drop the rows. Returns the allocated end of the data file.
 fn replay_redo(tx: &Connection, data: &DataFile, registry: &Registry) -> Result<u64> {
-    let (data_end, redo): (i64, i64) = tx
-        .query_row("SELECT data_end, redo FROM outcore_local WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
-        .map_err(err("read the local head"))?;
+    let (data_end, redo) = q_local(tx)?;
     if redo == 0 {
-        return Ok(data_end as u64);
+        return Ok(data_end);
     }
-    if registry.home()? < redo as u64 {
+    if registry.home()? < redo {
         write_home(tx, data, None)?;
     }
     data.sync()?;
-    tx.execute_batch("DELETE FROM outcore_redo; UPDATE outcore_local SET redo = 0 WHERE id = 1")
-        .map_err(err("redo"))?;
-    Ok(data_end as u64)
+    tx.execute_batch("DELETE FROM outcore_redo").map_err(err("redo"))?;
+    set_local(tx, data_end, 0)?;
+    Ok(data_end)
 }
 
 /// Write the redo rows (of commit `tid`, or all) to their place in the data file, oldest first.
 fn write_home(c: &Connection, data: &DataFile, tid: Option<Tid>) -> Result<()> {
     let mut st = c
-        .prepare_cached("SELECT off, data FROM outcore_redo WHERE tid = ?1 OR ?1 IS NULL ORDER BY tid, off")
+        .prepare_cached(
+            "SELECT tid, off, data, row_sum FROM outcore_redo WHERE tid = ?1 OR ?1 IS NULL ORDER BY tid, off",
+        )
         .map_err(err("redo"))?;
-    let mut rows = st.query([tid.map(|t| t as i64)]).map_err(err("redo"))?;
-    while let Some(r) = rows.next().map_err(err("redo"))? {
-        let off: i64 = r.get(0).map_err(err("redo"))?;
-        let bytes = r.get_ref(1).map_err(err("redo"))?.as_blob().map_err(|e| err("redo")(e.into()))?;
-        data.write_at(off as u64, bytes)?;
+    // All rows are verified before any byte goes home: a damaged row must not write anywhere.
+    let rows: Vec<(i64, i64, Vec<u8>, i64)> = st
+        .query_map([tid.map(|t| t as i64)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .and_then(|rows| rows.collect())
+        .map_err(err("redo"))?;
+    for (tid, off, bytes, sum) in &rows {
+        rowsum::verify(rowsum::redo(*tid as u64, *off as u64, bytes), *sum, || {
+            format!("the redo row of tid {tid} at offset {off}")
+        })?;
+    }
+    for (_, off, bytes, _) in rows {
+        data.write_at(off as u64, &bytes)?;
     }
     Ok(())
+}
+
+/// Add a free extent.
+fn put_free(c: &Connection, size: u64, off: u64) -> Result<()> {
+    c.prepare_cached("INSERT INTO outcore_free (size, ext_off, row_sum) VALUES (?1, ?2, ?3)")
+        .and_then(|mut st| st.execute(params![size as i64, off as i64, rowsum::free(size, off).finish()]))
+        .map(|_| ())
+        .map_err(err("free extents"))
+}
+
+/// Retired extents (`filter`: a WHERE clause over the table, or empty), verified:
+/// (offset, size, since tid, retired tid).
+fn q_retired(c: &Connection, filter: &str, p: &[&dyn rusqlite::ToSql]) -> Result<Vec<(u64, u64, u64, u64)>> {
+    let sql =
+        format!("SELECT ext_off, size, array_id, blk, since_tid, retired_tid, row_sum FROM outcore_retired {filter}");
+    let rows: Vec<[i64; 7]> = c
+        .prepare_cached(&sql)
+        .and_then(|mut st| {
+            st.query_map(p, |r| Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?]))?
+                .collect()
+        })
+        .map_err(err("read retired extents"))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for [off, size, array, blk, since, retired, sum] in rows {
+        let [off, size, array, blk, since, retired] = [off, size, array, blk, since, retired].map(|v| v as u64);
+        rowsum::verify(rowsum::retired(off, size, array, blk, since, retired), sum, || {
+            format!("the retired extent row at offset {off}")
+        })?;
+        out.push((off, size, since, retired));
+    }
+    Ok(out)
 }
 
 /// Move retired extents that no open snapshot can map to the free list, releasing their space.
 fn free_retired(tx: &Connection, data: &DataFile, readers: &Readers, registry: &Registry) -> Result<()> {
     // Staged extents of handles that are gone (their process ended) are free again.
-    let staged: Vec<(i64, i64, i64, i64)> = tx
-        .prepare_cached("SELECT ext_off, size, slot, nonce FROM outcore_staged")
-        .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect())
+    let staged: Vec<(i64, i64, i64, i64, i64)> = tx
+        .prepare_cached("SELECT ext_off, size, slot, nonce, row_sum FROM outcore_staged")
+        .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?.collect())
         .map_err(err("free extents"))?;
-    for (off, size, slot, nonce) in staged {
+    for (off, size, slot, nonce, sum) in staged {
+        rowsum::verify(rowsum::staged(off as u64, size as u64, slot as u64, nonce as u64), sum, || {
+            format!("the staged extent row at offset {off}")
+        })?;
         if registry.owner_alive(slot as u64, nonce as u64)? {
             continue;
         }
         data.punch(off as u64, size as u64)?;
         tx.execute("DELETE FROM outcore_staged WHERE ext_off = ?1", [off]).map_err(err("free extents"))?;
-        tx.execute("INSERT INTO outcore_free (size, ext_off) VALUES (?1, ?2)", params![size, off])
-            .map_err(err("free extents"))?;
+        put_free(tx, size as u64, off as u64)?;
     }
-    let retired: Vec<(i64, i64, i64, i64)> = tx
-        .prepare_cached("SELECT ext_off, size, since_tid, retired_tid FROM outcore_retired")
-        .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect())
-        .map_err(err("free extents"))?;
+    let retired = q_retired(tx, "", params![])?;
     for (off, size, since, retired) in retired {
-        if readers.maps_retired(since as u64, retired as u64) {
+        if readers.maps_retired(since, retired) {
             continue;
         }
-        data.punch(off as u64, size as u64)?;
+        data.punch(off, size)?;
         tx.prepare_cached("DELETE FROM outcore_retired WHERE ext_off = ?1")
-            .and_then(|mut st| st.execute([off]))
+            .and_then(|mut st| st.execute([off as i64]))
             .map_err(err("free extents"))?;
-        tx.prepare_cached("INSERT INTO outcore_free (size, ext_off) VALUES (?1, ?2)")
-            .and_then(|mut st| st.execute(params![size, off]))
-            .map_err(err("free extents"))?;
+        put_free(tx, size, off)?;
     }
     Ok(())
 }
@@ -1283,29 +1713,22 @@ fn free_retired(tx: &Connection, data: &DataFile, readers: &Readers, registry: &
 fn q_locate(
     c: &Connection,
     data: &DataFile,
+    listing: &[ArrayInfo],
     array: ArrayId,
     blks: std::ops::Range<u64>,
     at: Tid,
 ) -> Result<Option<Vec<(u64, Location)>>> {
-    check_at(c, at)?;
-    let meta = q_arrays(c, &format!("{LIVE_ARRAYS} AND v.array_id = ?2"), &[&(at as i64), &(array.0 as i64)])?.pop();
-    match meta {
+    match listing.iter().find(|a| a.id == array) {
         Some(a) if a.meta.codec == Codec::None => {}
         _ => return Ok(None),
     }
-    let rows: Vec<(i64, i64, Option<i64>, i64)> = c
-        .prepare_cached(
-            "SELECT blk, tid, ext_off, len FROM outcore_current WHERE array_id = ?1 AND blk >= ?2 AND blk < ?3 ORDER BY blk",
-        )
-        .and_then(|mut st| {
-            st.query_map(params![array.0 as i64, blks.start as i64, blks.end.min(i64::MAX as u64) as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })?
-            .collect()
-        })
-        .map_err(err("locate"))?;
+    let rows = q_current_range(c, array, blks.clone())?;
+    let have: Vec<u64> = rows.iter().map(|(blk, _)| *blk).collect();
+    check_range_recorded(c, array, blks, &have)?;
     let mut out = Vec::with_capacity(rows.len());
-    for (blk, tid, ext, len) in rows {
+    for (blk, cur) in rows {
+        let (tid, ext, len) = (cur.tid as i64, cur.ext_off.map(|o| o as i64), cur.len as i64);
+        let blk = blk as i64;
         let place = if tid as u64 <= at {
             match ext {
                 Some(off) => Some(off as u64),
@@ -1315,15 +1738,13 @@ fn q_locate(
         } else {
             // Changed since `at`: the extent retired by that change, if it held the version
             // `at` sees; else the block was empty at `at`.
-            let retired: Option<i64> = c
-                .prepare_cached(
-                    "SELECT ext_off FROM outcore_retired WHERE array_id = ?1 AND blk = ?2
-                     AND since_tid <= ?3 AND retired_tid > ?3",
-                )
-                .and_then(|mut st| st.query_row(params![array.0 as i64, blk, at as i64], |r| r.get(0)).optional())
-                .map_err(err("locate"))?;
-            match retired {
-                Some(off) => Some(off as u64),
+            let retired = q_retired(
+                c,
+                "WHERE array_id = ?1 AND blk = ?2 AND since_tid <= ?3 AND retired_tid > ?3",
+                params![array.0 as i64, blk, at as i64],
+            )?;
+            match retired.first() {
+                Some(&(off, ..)) => Some(off),
                 None => {
                     let prev_len: Option<i64> = c
                         .prepare_cached(
@@ -1363,24 +1784,19 @@ impl Store for SqliteStore {
 
     fn arrays(&self, at: Tid) -> Result<Vec<ArrayInfo>> {
         let c = self.reader()?;
-        check_at(&c, at)?;
-        let mut v = q_arrays(&c, LIVE_ARRAYS, &[&(at as i64)])?;
+        let mut v = self.listing(&c, at)?.to_vec();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(v)
     }
 
     fn array(&self, name: &str, at: Tid) -> Result<Option<ArrayInfo>> {
         let c = self.reader()?;
-        check_at(&c, at)?;
-        let sql = format!("{LIVE_ARRAYS} AND v.name = ?2");
-        Ok(q_arrays(&c, &sql, &[&(at as i64), &name])?.pop())
+        Ok(self.listing(&c, at)?.iter().find(|a| a.name == name).cloned())
     }
 
     fn array_by_id(&self, id: ArrayId, at: Tid) -> Result<Option<ArrayInfo>> {
         let c = self.reader()?;
-        check_at(&c, at)?;
-        let sql = format!("{LIVE_ARRAYS} AND v.array_id = ?2");
-        Ok(q_arrays(&c, &sql, &[&(at as i64), &(id.0 as i64)])?.pop())
+        Ok(self.listing(&c, at)?.iter().find(|a| a.id == id).cloned())
     }
 
     fn load(&self, array: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> Result<()> {
@@ -1389,11 +1805,11 @@ impl Store for SqliteStore {
         let c = self.reader()?;
         match q_load(&c, &self.data, array, blk, at, buf) {
             Err(Error::Corrupt { array, blk, tid, detail, .. }) => {
-                let name =
-                    q_arrays(&c, &format!("{LIVE_ARRAYS} AND v.array_id = ?2"), &[&(at as i64), &(array.0 as i64)])
-                        .ok()
-                        .and_then(|mut v| v.pop())
-                        .map_or_else(|| array.to_string(), |a| a.name);
+                let name = self
+                    .listing(&c, at)
+                    .ok()
+                    .and_then(|v| v.iter().find(|a| a.id == array).map(|a| a.name.clone()))
+                    .unwrap_or_else(|| array.to_string());
                 Err(Error::Corrupt { array, name, blk, tid, detail })
             }
             r => r,
@@ -1421,6 +1837,7 @@ impl Store for SqliteStore {
                 redo: false,
                 sums: None,
                 allocated: Vec::new(),
+                record: None,
             };
             let tid = commit::apply(&mut txn, base, commit);
             if let Some(r) = txn.reader.take() {
@@ -1431,12 +1848,10 @@ impl Store for SqliteStore {
                     // New extents are durable before the metadata that refers to them.
                     self.data.sync()?;
                 }
-                txn.tx
-                    .execute(
-                        "UPDATE outcore_local SET data_end = ?1, redo = ?2 WHERE id = 1",
-                        params![txn.data_end as i64, if txn.redo { tid as i64 } else { 0 }],
-                    )
-                    .map_err(err("commit"))?;
+                if let Some((info, catalog)) = &txn.record {
+                    put_txn(&txn.tx, info, *catalog)?;
+                }
+                set_local(&txn.tx, txn.data_end, if txn.redo { tid } else { 0 })?;
                 Ok(tid)
             });
             let SqliteTxn { tx, redo, allocated, .. } = txn;
@@ -1477,11 +1892,7 @@ impl Store for SqliteStore {
             let c = self.reader()?;
             // The head and the pending in-place commit, from one read transaction.
             c.execute_batch("BEGIN DEFERRED").map_err(err("snapshot"))?;
-            let read = q_head(&c).and_then(|h| {
-                c.query_row("SELECT redo FROM outcore_local WHERE id = 1", [], |r| r.get::<_, i64>(0))
-                    .map(|redo| (h.tid, redo as u64))
-                    .map_err(err("snapshot"))
-            });
+            let read = q_head(&c).and_then(|h| q_local(&c).map(|(_, redo)| (h.tid, redo)));
             c.execute_batch("COMMIT").map_err(err("snapshot"))?;
             let (head, redo) = read?;
             if redo != 0 && self.registry.home()? < redo {
@@ -1511,15 +1922,18 @@ impl Store for SqliteStore {
         w.pragma_update(None, "synchronous", "NORMAL").map_err(err("stage an extent"))?;
         let r = (|| {
             let tx = w.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err("stage an extent"))?;
-            let mut data_end: u64 = tx
-                .query_row("SELECT data_end FROM outcore_local WHERE id = 1", [], |r| r.get::<_, i64>(0))
-                .map_err(err("stage an extent"))? as u64;
+            let (mut data_end, redo) = q_local(&tx)?;
             let off = allocate(&tx, &self.data, &mut data_end, size)?;
-            tx.execute("UPDATE outcore_local SET data_end = ?1 WHERE id = 1", [data_end as i64])
-                .map_err(err("stage an extent"))?;
+            set_local(&tx, data_end, redo)?;
             tx.execute(
-                "INSERT INTO outcore_staged (ext_off, size, slot, nonce) VALUES (?1, ?2, ?3, ?4)",
-                params![off as i64, size as i64, slot as i64, nonce as i64],
+                "INSERT INTO outcore_staged (ext_off, size, slot, nonce, row_sum) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    off as i64,
+                    size as i64,
+                    slot as i64,
+                    nonce as i64,
+                    rowsum::staged(off, size, slot, nonce).finish()
+                ],
             )
             .map_err(err("stage an extent"))?;
             tx.commit().map_err(err("stage an extent"))?;
@@ -1563,11 +1977,7 @@ impl Store for SqliteStore {
                 .map_err(err("release an extent"))?;
             if n == 1 {
                 self.data.punch(staged.location.offset, staged.size)?;
-                tx.execute(
-                    "INSERT INTO outcore_free (size, ext_off) VALUES (?1, ?2)",
-                    params![staged.size as i64, staged.location.offset as i64],
-                )
-                .map_err(err("release an extent"))?;
+                put_free(&tx, staged.size, staged.location.offset)?;
             }
             tx.commit().map_err(err("release an extent"))
         })();
@@ -1582,7 +1992,7 @@ impl Store for SqliteStore {
     fn locate(&self, array: ArrayId, blks: std::ops::Range<u64>, at: Tid) -> Result<Option<Vec<(u64, Location)>>> {
         let c = self.reader()?;
         c.execute_batch("BEGIN DEFERRED").map_err(err("locate"))?;
-        let r = q_locate(&c, &self.data, array, blks, at);
+        let r = self.listing(&c, at).and_then(|listing| q_locate(&c, &self.data, &listing, array, blks, at));
         c.execute_batch("COMMIT").map_err(err("locate"))?;
         r
     }
@@ -1609,18 +2019,29 @@ impl Store for SqliteStore {
         let c = self.reader()?;
         let mut st = c
             .prepare_cached(
-                "SELECT tid, time_us, user, description, extension FROM outcore_txn
+                "SELECT tid, time_us, user, description, extension, row_sum, catalog FROM outcore_txn
                  WHERE tid > ?1 AND tid <= ?2 ORDER BY tid",
             )
             .map_err(err("history"))?;
         let rows = st
             .query_map(params![after as i64, upto.min(i64::MAX as u64) as i64], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get(2)?, r.get(3)?, r.get::<_, String>(4)?))
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, i64>(6)?,
+                ))
             })
             .map_err(err("history"))?;
         let mut out = Vec::new();
         for row in rows {
-            let (tid, time_us, user, description, ext) = row.map_err(err("history"))?;
+            let (tid, time_us, user, description, ext, sum, catalog) = row.map_err(err("history"))?;
+            rowsum::verify(rowsum::txn(tid as u64, time_us, &user, &description, &ext, catalog), sum, || {
+                format!("the commit record of tid {tid}")
+            })?;
             let extension = serde_json::from_str(&ext).unwrap_or(serde_json::Value::String(ext));
             out.push(TxnInfo { tid: tid as u64, time_us, user, description, extension });
         }
@@ -1630,10 +2051,20 @@ impl Store for SqliteStore {
     fn tid_at(&self, time: SystemTime) -> Result<Tid> {
         let us = super::time_to_us(time);
         let c = self.reader()?;
-        let tid: Option<i64> = c
-            .query_row("SELECT max(tid) FROM outcore_txn WHERE time_us <= ?1", [us], |r| r.get(0))
+        let row: Option<(i64, i64, String, String, String, i64, i64)> = c
+            .query_row(
+                "SELECT tid, time_us, user, description, extension, row_sum, catalog FROM outcore_txn
+                 WHERE tid = (SELECT max(tid) FROM outcore_txn WHERE time_us <= ?1)",
+                [us],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
+            )
+            .optional()
             .map_err(err("tid_at"))?;
-        Ok(tid.unwrap_or(0) as u64)
+        let Some((tid, time_us, user, description, ext, sum, catalog)) = row else { return Ok(0) };
+        rowsum::verify(rowsum::txn(tid as u64, time_us, &user, &description, &ext, catalog), sum, || {
+            format!("the commit record of tid {tid}")
+        })?;
+        Ok(tid as u64)
     }
 
     fn gc(&self, keep_after: Tid) -> Result<GcStats> {
@@ -1662,23 +2093,48 @@ impl Store for SqliteStore {
         let mut versions = 0;
         let mut other = 0;
         stats.bytes += sum(GC_UNDO, &mut versions)?;
-        sum(GC_EMPTY, &mut other)?;
+        // Empty current versions go; so do their bits in the record of written blocks.
+        let emptied: Vec<(i64, i64)> = tx
+            .prepare(GC_EMPTY_BLOCKS)
+            .and_then(|mut st| st.query_map([k], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .map_err(err("gc"))?;
+        other += emptied.len() as u64;
+        let mut by_seg: std::collections::BTreeMap<(i64, u64), Vec<u64>> = Default::default();
+        for (array, blk) in emptied {
+            by_seg.entry((array, blk as u64 / SEG_BLOCKS)).or_default().push(blk as u64);
+        }
+        for ((array, seg), blks) in by_seg {
+            set_bits(&tx, ArrayId(array as u64), seg, blks, false)?;
+        }
         // Arrays deleted at or before the horizon: all their data and history go. Their extents
         // are retired (open snapshots may still map them), reused once none is that old.
-        let extents: Vec<(i64, i64, i64, i64, Option<String>)> = tx
+        let rows: Vec<(CurrentRowSql, i64, i64, i64, Option<String>)> = tx
             .prepare(GC_DELETED_EXTENTS)
             .and_then(|mut st| {
-                st.query_map([k], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?.collect()
+                st.query_map([k], |r| {
+                    let (cur, sum) = current_row(r)?;
+                    Ok((cur, sum, r.get(12)?, r.get(13)?, r.get(14)?))
+                })?
+                .collect()
             })
             .map_err(err("gc"))?;
+        let mut extents = Vec::with_capacity(rows.len());
+        for (cur, sum, array_id, blk, meta) in rows {
+            verify_current(&cur.cols(ArrayId(array_id as u64), blk as u64), sum)?;
+            if let Some(off) = cur.ext_off {
+                extents.push((array_id, blk, cur.tid as i64, off as i64, meta));
+            }
+        }
         for (array_id, blk, tid, off, meta) in extents {
             let size = meta
                 .and_then(|m| super::decode_meta(ArrayId(array_id as u64), tid as u64, &m).ok())
                 .map_or(crate::types::MAX_BLKSIZE, |m| m.blksize);
+            let retired = head.tid + 1;
+            let sum = rowsum::retired(off as u64, size, array_id as u64, blk as u64, tid as u64, retired).finish();
             tx.execute(
-                "INSERT INTO outcore_retired (ext_off, size, array_id, blk, since_tid, retired_tid)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![off, size as i64, array_id, blk, tid, head.tid as i64 + 1],
+                "INSERT INTO outcore_retired (ext_off, size, array_id, blk, since_tid, retired_tid, row_sum)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![off, size as i64, array_id, blk, tid, retired as i64, sum],
             )
             .map_err(err("gc"))?;
             stats.bytes += size;
@@ -1686,12 +2142,13 @@ impl Store for SqliteStore {
         stats.bytes += sum(GC_DELETED_BLOBS, &mut other)?;
         stats.bytes += sum(GC_DELETED_PATCHES, &mut other)?;
         sum(GC_DELETED_CURRENT, &mut other)?;
+        tx.execute(GC_DELETED_BLOCKS, [k]).map_err(err("gc"))?;
         stats.bytes += sum(GC_DELETED_UNDO, &mut versions)?;
         stats.block_versions = versions;
         let mut av = 0;
         sum(GC_ARRAY_VERSIONS, &mut av)?;
         stats.array_versions = av;
-        tx.execute("UPDATE outcore_head SET gc_horizon = ?1 WHERE id = 1", [k]).map_err(err("gc"))?;
+        set_head_row(&tx, &Head { horizon: keep_after, ..head })?;
         tx.commit().map_err(err("gc"))?;
         self.checkpointer.poke();
         Ok(stats)
@@ -1734,12 +2191,19 @@ macro_rules! deleted_arrays {
 pub(crate) use deleted_arrays;
 /// gc, third step: the current contents of arrays deleted at or before `keep_after`...
 const GC_DELETED_EXTENTS: &str = concat!(
-    "SELECT c.array_id, c.blk, c.tid, c.ext_off, (SELECT a.meta FROM outcore_array a WHERE a.array_id = c.array_id
-         AND a.meta IS NOT NULL ORDER BY a.tid DESC LIMIT 1)
-     FROM outcore_current c WHERE c.ext_off IS NOT NULL AND c.array_id IN (",
+    "SELECT c.tid, c.len, c.base_tid, c.base_len, c.codec, c.checksum, coalesce(c.data_id, 0), c.patches,
+         c.patch_bytes, c.ext_off, NULL, c.row_sum, c.array_id, c.blk,
+         (SELECT a.meta FROM outcore_array a WHERE a.array_id = c.array_id
+          AND a.meta IS NOT NULL ORDER BY a.tid DESC LIMIT 1)
+     FROM outcore_current c WHERE c.array_id IN (",
     deleted_arrays!(),
     ")"
 );
+/// gc (SQLite): empty current versions no kept snapshot needs (an absent row reads zeros),
+/// with their blocks (their bits in `outcore_blocks` are cleared).
+const GC_EMPTY_BLOCKS: &str = "DELETE FROM outcore_current WHERE tid <= ?1 AND len = 0 RETURNING array_id, blk";
+/// gc (SQLite): the record of written blocks of deleted arrays.
+const GC_DELETED_BLOCKS: &str = concat!("DELETE FROM outcore_blocks WHERE array_id IN (", deleted_arrays!(), ")");
 const GC_DELETED_BLOBS: &str = concat!(
     "DELETE FROM outcore_blob WHERE id IN (SELECT data_id FROM outcore_current WHERE array_id IN (",
     deleted_arrays!(),
