@@ -36,10 +36,16 @@ fn a_foreign_sqlite_database_is_not_a_store() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("other.db");
     rusqlite::Connection::open(&p).unwrap().execute_batch("CREATE TABLE people (name TEXT)").unwrap();
+    let before = std::fs::read(&p).unwrap();
     match open(p.to_str().unwrap()) {
         Err(e @ Error::NotAStore { .. }) => assert!(e.to_string().contains("people"), "{e}"),
         other => panic!("expected NotAStore, got {other:?}"),
     }
+    // Left byte for byte as it was (not switched to WAL mode), and nothing created beside it.
+    assert!(std::fs::read(&p).unwrap() == before, "the foreign database was changed");
+    let mut names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    names.sort();
+    assert_eq!(names, vec![std::ffi::OsString::from("other.db")]);
 }
 
 #[test]

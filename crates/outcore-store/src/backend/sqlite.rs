@@ -162,6 +162,11 @@ impl SqliteStore {
         if path.is_dir() {
             return Err(Error::BadLocation { location, reason: "is a directory".into() });
         }
+        if path.metadata().is_ok_and(|m| m.len() > 0) {
+            // Look before touching: a foreign database must be left byte for byte as it is
+            // (opening it for writing would switch it to WAL mode, for one).
+            refuse_foreign(&path, &location)?;
+        }
         let mut writer = connect(&path, true).map_err(|e| match e.sqlite_error_code() {
             Some(rusqlite::ErrorCode::NotADatabase) => not_a_store("the file is not a SQLite database".into()),
             _ => Error::BadLocation { location: location.clone(), reason: e.to_string() },
@@ -245,6 +250,33 @@ impl SqliteStore {
         }
         Ok(())
     }
+}
+
+/// Refuse, through a read-only connection, a SQLite file that is not an outcore store.
+fn refuse_foreign(path: &Path, location: &str) -> Result<()> {
+    let not_a_store = |reason: String| Error::NotAStore { location: location.to_string(), reason };
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let c = match Connection::open_with_flags(path, flags) {
+        Ok(c) => c,
+        // Unreadable this way (a WAL database without its shared-memory file, for example):
+        // the read-write open decides.
+        Err(_) => return Ok(()),
+    };
+    let _ = c.busy_timeout(BUSY_TIMEOUT);
+    let tables: Vec<String> = match c
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+    {
+        Ok(t) => t,
+        Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) => {
+            return Err(not_a_store("the file is not a SQLite database".into()))
+        }
+        Err(_) => return Ok(()),
+    };
+    if !tables.is_empty() && !tables.iter().any(|t| t == "outcore_meta") {
+        return Err(not_a_store(format!("SQLite database with foreign tables ({})", tables.join(", "))));
+    }
+    Ok(())
 }
 
 /// Check the format marker and version found in a store.
