@@ -387,10 +387,28 @@ def test_load_prefetches_and_raises_on_failure(sqlite_url):
         c.execute("UPDATE outcore_current SET checksum = checksum + 1 WHERE blk = 3")
     C = outcore.open(sqlite_url).connect(transaction_manager=False).root["A"]
     C.load(np.s_[:2])  # blocks 0..1 are fine
-    with pytest.raises(outcore.Error):
+    with pytest.raises(outcore.CorruptError):
         C.load()
-    with pytest.raises(outcore.Error):
+    with pytest.raises(outcore.CorruptError):
         C.load(np.s_[30:40])
+
+
+def test_load_of_a_corrupt_compressed_block_raises_corrupt_error(sqlite_url):
+    # Compressed arrays go through the userfaultfd engine: the store's error reaches Python as
+    # itself (CorruptError naming the block), not as a pager failure.
+    import sqlite3
+
+    conn = outcore.open(sqlite_url).connect(transaction_manager=False)
+    A = conn.root.create("Z", (100, 64), np.float64, blksize=BLK, compression="zstd")
+    A[:] = np.arange(6400).reshape(100, 64)
+    conn.commit()
+    with sqlite3.connect(sqlite_url) as c:
+        (n,) = c.execute("SELECT count(*) FROM outcore_blob").fetchone()
+        assert n > 0
+        c.execute("UPDATE outcore_blob SET data = zeroblob(length(data))")
+    B = outcore.open(sqlite_url).connect(transaction_manager=False).root["Z"]
+    with pytest.raises(outcore.CorruptError, match="corrupt block"):
+        B.load()
 
 
 @pytest.mark.parametrize("compression", [None, "none", "lz4", "zstd", "zstd:9"])

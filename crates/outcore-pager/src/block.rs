@@ -35,7 +35,7 @@ pub(crate) enum Waiter {
     /// A thread blocked on a fault at `addr` in `view` (`wp`: a synchronous write fault).
     Fault { view: Arc<ViewReg>, addr: u64, wp: bool, ptid: u32 },
     /// A synchronous caller (prefetch, read_block) waiting for the load result.
-    Notify(crossbeam_channel::Sender<Result<(), String>>),
+    Notify(crossbeam_channel::Sender<crate::error::LoadResult>),
     /// Readahead: map the block into `view` once loaded (no thread waits).
     Map { view: Arc<ViewReg> },
 }

@@ -1,6 +1,10 @@
 //! Errors: what a `BlockSource` reports and what the pager reports.
 
 use std::fmt;
+use std::sync::Arc;
+
+/// The outcome of one block load, handed to every thread waiting for it.
+pub(crate) type LoadResult = Result<(), Arc<SourceError>>;
 
 /// Why a [`BlockSource`](crate::BlockSource) could not fill a block.
 ///
@@ -99,8 +103,9 @@ pub enum PagerError {
     Load {
         /// The block index.
         blk: u64,
-        /// What the source said.
-        error: String,
+        /// What the source said (shared by every waiter of the load).
+        #[source]
+        error: Arc<SourceError>,
     },
     /// The pager is shutting down.
     #[error("the pager is shutting down")]

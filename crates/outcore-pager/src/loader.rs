@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::block::{BlockState, Waiter};
+use crate::error::{LoadResult, SourceError};
 use crate::pager::{FillMode, Job, Shared};
 use crate::stats::Counters;
 use crate::uffd_file::FileInner;
@@ -20,7 +21,7 @@ pub(crate) fn run(shared: &Arc<Shared>, rx: &crossbeam_channel::Receiver<Job>) {
 }
 
 /// Calls the source with retries of transient errors; a panic counts as a permanent error.
-fn fetch(shared: &Shared, file: &FileInner, blk: u64, buf: &mut [u8]) -> Result<(), String> {
+fn fetch(shared: &Shared, file: &FileInner, blk: u64, buf: &mut [u8]) -> LoadResult {
     let mut attempt = 0u32;
     loop {
         let r = std::panic::catch_unwind(AssertUnwindSafe(|| file.source.load(blk, buf)));
@@ -32,8 +33,8 @@ fn fetch(shared: &Shared, file: &FileInner, blk: u64, buf: &mut [u8]) -> Result<
                 tracing::warn!(blk, attempt, "retrying block load: {e}");
                 std::thread::sleep(Duration::from_millis((1u64 << attempt.min(7)).min(100)));
             }
-            Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) => return Err("the block source panicked".into()),
+            Ok(Err(e)) => return Err(Arc::new(e)),
+            Err(_) => return Err(Arc::new(SourceError::permanent("the block source panicked"))),
         }
     }
 }
@@ -58,7 +59,10 @@ pub(crate) fn load(shared: &Arc<Shared>, file: &Arc<FileInner>, blk: u64, buf: &
         mapped_view = copy_into_waiting_view(shared, file, blk, buf);
     }
     if res.is_ok() && mapped_view.is_none() {
-        res = file.memfd.write_all_at(buf, start).map_err(|e| format!("writing the page cache: {e}"));
+        res = file
+            .memfd
+            .write_all_at(buf, start)
+            .map_err(|e| Arc::new(SourceError::permanent("writing the page cache").with_cause(e)));
     }
     let mut st = file.state.lock();
     let Some(b) = st.blocks.get_mut(&blk) else {

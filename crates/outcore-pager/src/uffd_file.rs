@@ -93,7 +93,7 @@ impl FileInner {
         &self,
         blk: u64,
         waiters: Vec<Waiter>,
-        res: &Result<(), String>,
+        res: &crate::error::LoadResult,
         mapped_view: Option<u64>,
     ) -> Vec<(u64, u64)> {
         let engine = &self.shared().engine;

@@ -303,7 +303,7 @@ fn prefetch_and_user_mode_only() {
     assert_eq!(rd(&v, 4 * BS + 1), src.expected(4, 1));
     // A failing block: prefetch returns the error.
     match f.prefetch(6..8) {
-        Err(PagerError::Load { blk: 7, error }) => assert!(error.contains("checksum"), "{error}"),
+        Err(PagerError::Load { blk: 7, error }) => assert!(error.to_string().contains("checksum"), "{error}"),
         other => panic!("expected a load error, got {other:?}"),
     }
     std::fs::remove_file(&path).unwrap();

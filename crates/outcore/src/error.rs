@@ -60,7 +60,39 @@ pub enum Error {
     Store(outcore_store::Error),
     /// The pager failed.
     #[error(transparent)]
-    Pager(#[from] outcore_pager::PagerError),
+    Pager(outcore_pager::PagerError),
+}
+
+/// A pager error whose cause is corruption found by the store (or a snapshot gc took) is that
+/// store error, so that it is caught as what it is (`CorruptError` in Python), not as a pager
+/// failure; the rest stay pager errors.
+impl From<outcore_pager::PagerError> for Error {
+    fn from(e: outcore_pager::PagerError) -> Self {
+        use outcore_pager::PagerError as P;
+        let cause = match &e {
+            P::Load { error, .. } => std::error::Error::source(&**error),
+            P::Extents { error, .. } => std::error::Error::source(error),
+            _ => None,
+        };
+        match cause.and_then(|c| c.downcast_ref::<outcore_store::Error>()).and_then(typed_copy) {
+            Some(store) => Error::Store(store),
+            None => Error::Pager(e),
+        }
+    }
+}
+
+/// A copy of the store errors a load can end in that a caller handles by kind.
+fn typed_copy(e: &outcore_store::Error) -> Option<outcore_store::Error> {
+    use outcore_store::Error as S;
+    Some(match e {
+        S::Corrupt { array, name, blk, tid, detail } => {
+            S::Corrupt { array: *array, name: name.clone(), blk: *blk, tid: *tid, detail: detail.clone() }
+        }
+        S::CorruptMeta { what, detail } => S::CorruptMeta { what: what.clone(), detail: detail.clone() },
+        S::BadMeta { array, tid, detail } => S::BadMeta { array: *array, tid: *tid, detail: detail.clone() },
+        S::SnapshotGone { at, horizon } => S::SnapshotGone { at: *at, horizon: *horizon },
+        _ => return None,
+    })
 }
 
 impl From<outcore_store::Error> for Error {

@@ -278,7 +278,12 @@ fn time_travel(f: &Fixture) {
     f.db.store().gc(conn.tid()).expect("gc");
     assert!(f.db.connect_at(t1).is_err());
     let e = old_a.prefetch(0..8).expect_err("snapshot gone");
-    assert!(matches!(e, Error::Pager(_)) && e.to_string().contains("garbage collected"), "{e}");
+    // The store's error itself (a snapshot error), not a pager failure.
+    assert!(
+        matches!(e, Error::Store(outcore::store::Error::SnapshotGone { .. }))
+            && e.to_string().contains("garbage collected"),
+        "{e}"
+    );
 }
 
 fn regions_for_foreign_code(f: &Fixture) {
