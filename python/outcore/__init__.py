@@ -10,7 +10,7 @@
     transaction.commit()
 """
 
-from outcore import _errors
+from outcore import _errors, _log  # noqa: F401  (_log: Rust log records to `logging`)
 from outcore._errors import (
     AlreadyExistsError,
     ArrayGoneError,

@@ -8,13 +8,14 @@ import numpy as np
 from numpy.typing import DTypeLike
 from typing_extensions import final
 
-__all__ = ["Array", "Connection", "Db", "Mapping", "Root", "Savepoint", "TxnHandle", "__version__", "open"]
+__all__ = ["Array", "Connection", "Db", "Mapping", "Root", "Savepoint", "TxnHandle", "__version__", "next_log_records", "open"]
 
 
 __version__: str
 
 _Shape = Union[int, tuple[int, ...], list[int]]
 
+def next_log_records(timeout: float) -> list[tuple[int, str, str]]: ...
 def open(
     url: str,
     cache: Optional[int] = None,

@@ -2,6 +2,7 @@
 
 import gc
 import itertools
+import logging
 import time
 
 import numpy as np
@@ -393,7 +394,7 @@ def test_load_prefetches_and_raises_on_failure(sqlite_url):
         C.load(np.s_[30:40])
 
 
-def test_load_of_a_corrupt_compressed_block_raises_corrupt_error(sqlite_url):
+def test_load_of_a_corrupt_compressed_block_raises_corrupt_error(sqlite_url, caplog):
     # Compressed arrays go through the userfaultfd engine: the store's error reaches Python as
     # itself (CorruptError naming the block), not as a pager failure.
     import sqlite3
@@ -407,8 +408,15 @@ def test_load_of_a_corrupt_compressed_block_raises_corrupt_error(sqlite_url):
         assert n > 0
         c.execute("UPDATE outcore_blob SET data = zeroblob(length(data))")
     B = outcore.open(sqlite_url).connect(transaction_manager=False).root["Z"]
-    with pytest.raises(outcore.CorruptError, match="corrupt block"):
-        B.load()
+    with caplog.at_level(logging.WARNING, logger="outcore"):
+        with pytest.raises(outcore.CorruptError, match="corrupt block"):
+            B.load()
+        # The engine's own log record reaches Python's logging (from its thread, later).
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any("failed for good" in r.getMessage() for r in caplog.records):
+            time.sleep(0.05)
+    logged = [r for r in caplog.records if "failed for good" in r.getMessage()]
+    assert logged and logged[0].name.startswith("outcore.") and logged[0].levelno == logging.ERROR, caplog.records
 
 
 @pytest.mark.parametrize("compression", [None, "none", "lz4", "zstd", "zstd:9"])

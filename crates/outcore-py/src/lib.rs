@@ -16,6 +16,7 @@ mod connection;
 mod db;
 mod dtype;
 mod errors;
+mod log;
 mod mem;
 
 use pyo3::prelude::*;
@@ -31,5 +32,7 @@ fn _outcore(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<connection::Savepoint>()?;
     m.add_class::<array::PyArray>()?;
     m.add_class::<mem::Mapping>()?;
+    log::install();
+    m.add_function(wrap_pyfunction!(log::next_log_records, m)?)?;
     Ok(())
 }
