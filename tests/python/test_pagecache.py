@@ -209,3 +209,34 @@ def test_the_engine_is_visible(tmp_path):
     conn.commit()
     old = db.connect(at=conn.tid, transaction_manager=False)
     assert old.root["raw"].engine == "userfaultfd"  # history loads through the fault engine
+
+
+def test_a_forked_child_touching_a_userfaultfd_view_is_told_why_it_dies(tmp_path):
+    # Views of compressed arrays (userfaultfd engine) are not inherited across fork (the child
+    # would read zeros past the pager): the child's access is a SIGSEGV, with the cause on
+    # stderr first, never wrong data or a silent death.
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sys
+        import numpy as np, outcore
+        conn = outcore.open({str(tmp_path / "z.outcore")!r}).connect(transaction_manager=False)
+        A = conn.root.create("z", (300_000,), "f8", compression="zstd")
+        A[:] = 1.0
+        conn.commit()
+        v = A[:]
+        assert v.sum() == 300_000.0
+        pid = os.fork()
+        if pid == 0:
+            print("child sum", float(v.sum()), flush=True)
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        print("child signal", os.WTERMSIG(status) if os.WIFSIGNALED(status) else None, flush=True)
+        print("parent sum", float(v.sum()), flush=True)
+        """
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"child signal {int(__import__('signal').SIGSEGV)}" in r.stdout, (r.stdout, r.stderr)
+    assert "child sum" not in r.stdout
+    assert "parent sum 300000.0" in r.stdout
+    assert "in a forked child" in r.stderr and "open the database again in the child" in r.stderr, r.stderr

@@ -15,6 +15,8 @@ use crate::sys;
 pub struct Mapping {
     addr: *mut u8,
     len: usize,
+    /// A forked child's access is reported before its SIGSEGV.
+    _report: crate::mapped::sigbus::Registration,
 }
 
 // SAFETY: the mapping is plain memory owned by this value; nothing is thread-affine.
@@ -39,10 +41,15 @@ impl Mapping {
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let m = Self { addr: p.cast(), len };
+        let report = crate::mapped::sigbus::register_parent_only(
+            p as u64,
+            p as u64 + len as u64,
+            "a view of a compressed or remote array (userfaultfd engine)",
+        );
+        let m = Self { addr: p.cast(), len, _report: report };
         // A forked child would inherit the mapping without the userfaultfd registration: its
         // accesses would fill the shared page cache with zeros behind the pager's back. Children
-        // get no mapping instead (an access is a SIGSEGV, never wrong data).
+        // get no mapping instead (an access is a SIGSEGV, never wrong data, reported first).
         // SAFETY: advice on the mapping just created, owned by `m`.
         if unsafe { libc::madvise(p, len, libc::MADV_DONTFORK) } < 0 {
             return Err(io::Error::last_os_error());

@@ -4,7 +4,7 @@
 //! found with `PAGEMAP_SCAN`; nothing here ever writes a data file.
 
 mod os;
-mod sigbus;
+pub(crate) mod sigbus;
 
 use std::collections::BTreeMap;
 use std::ops::Range;

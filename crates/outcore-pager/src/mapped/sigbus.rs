@@ -1,7 +1,12 @@
-//! A SIGBUS report for the page-cache engine: an I/O error on a mapped page, or a page beyond
-//! the end of its data file, arrives as SIGBUS. A process-wide handler (installed once) writes
-//! one line naming the file's label and the block to stderr, then hands the signal on (to the
-//! previous handler, or the default action: the process dies by SIGBUS as it would have).
+//! Signal reports: where only a signal can tell of a failure, a process-wide handler (installed
+//! once per signal) writes one line naming its cause to stderr, then hands the signal on (to the
+//! previous handler, or the default action: the process dies by the signal as it would have).
+//!
+//! - SIGBUS in a page-cache engine reservation: an I/O error on a mapped page, or a page beyond
+//!   the end of its data file (the line names the file's label and the block).
+//! - SIGSEGV in a view of the userfaultfd engine, in a forked child: those views are not
+//!   inherited (`MADV_DONTFORK`: the child would read zeros past the pager), so the child's
+//!   access faults; the line says so and what to do.
 //!
 //! The handler allocates nothing and takes no lock: reservations are registered in a fixed-size
 //! table of atomics, and the line is assembled on the stack and written with `write(2)`.
@@ -21,8 +26,15 @@ const FREE: u32 = 0;
 const BUSY: u32 = 1;
 const LIVE: u32 = 2;
 
+/// What a slot covers.
+const RESERVATION: u32 = 0;
+const PARENT_ONLY_VIEW: u32 = 1;
+
 struct Slot {
     state: AtomicU32,
+    kind: AtomicU32,
+    /// The process that registered it.
+    pid: AtomicU32,
     start: AtomicU64,
     end: AtomicU64,
     blksize: AtomicU64,
@@ -33,6 +45,8 @@ struct Slot {
 #[allow(clippy::declare_interior_mutable_const)]
 const EMPTY: Slot = Slot {
     state: AtomicU32::new(FREE),
+    kind: AtomicU32::new(RESERVATION),
+    pid: AtomicU32::new(0),
     start: AtomicU64::new(0),
     end: AtomicU64::new(0),
     blksize: AtomicU64::new(1),
@@ -50,8 +64,10 @@ unsafe impl Sync for Previous {}
 // SAFETY: as above.
 unsafe impl Send for Previous {}
 
-static PREVIOUS: OnceLock<Previous> = OnceLock::new();
-static INSTALL: Once = Once::new();
+static PREVIOUS_BUS: OnceLock<Previous> = OnceLock::new();
+static PREVIOUS_SEGV: OnceLock<Previous> = OnceLock::new();
+static INSTALL_BUS: Once = Once::new();
+static INSTALL_SEGV: Once = Once::new();
 
 /// A registered reservation; unregistered on drop.
 #[derive(Debug)]
@@ -79,9 +95,22 @@ impl Drop for Registration {
 /// Registers `[start, end)` (blocks of `blksize`) under `label`, installing the handler on first
 /// use. A full table (more than 1024 open files) means no report for this one.
 pub(crate) fn register(start: u64, end: u64, blksize: u64, label: &str) -> Registration {
-    install();
+    INSTALL_BUS.call_once(|| install(libc::SIGBUS, &PREVIOUS_BUS));
+    put(RESERVATION, start, end, blksize, label)
+}
+
+/// Registers `[start, end)`, a view that a forked child does not inherit: an access to it from
+/// a child gets a line saying so before its SIGSEGV.
+pub(crate) fn register_parent_only(start: u64, end: u64, label: &str) -> Registration {
+    INSTALL_SEGV.call_once(|| install(libc::SIGSEGV, &PREVIOUS_SEGV));
+    put(PARENT_ONLY_VIEW, start, end, 1, label)
+}
+
+fn put(kind: u32, start: u64, end: u64, blksize: u64, label: &str) -> Registration {
     for (i, s) in TABLE.iter().enumerate() {
         if s.state.compare_exchange(FREE, BUSY, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+            s.kind.store(kind, Ordering::Relaxed);
+            s.pid.store(std::process::id(), Ordering::Relaxed);
             s.start.store(start, Ordering::Relaxed);
             s.end.store(end, Ordering::Relaxed);
             s.blksize.store(blksize.max(1), Ordering::Relaxed);
@@ -95,28 +124,26 @@ pub(crate) fn register(start: u64, end: u64, blksize: u64, label: &str) -> Regis
             return Registration { slot: Some(i) };
         }
     }
-    tracing::debug!("SIGBUS report table full; {label} gets no report");
+    tracing::debug!("signal report table full; {label} gets no report");
     Registration { slot: None }
 }
 
-fn install() {
-    INSTALL.call_once(|| {
-        // SAFETY: reads the current disposition into a zeroed struct, then installs ours;
-        // `handler` has the SA_SIGINFO signature.
-        unsafe {
-            let mut old: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(libc::SIGBUS, std::ptr::null(), &mut old) != 0 {
-                return;
-            }
-            let _ = PREVIOUS.set(Previous(old));
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            let h: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) = handler;
-            sa.sa_sigaction = h as *const () as usize;
-            sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut());
+fn install(sig: libc::c_int, previous: &OnceLock<Previous>) {
+    // SAFETY: reads the current disposition into a zeroed struct, then installs ours;
+    // `handler` has the SA_SIGINFO signature.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(sig, std::ptr::null(), &mut old) != 0 {
+            return;
         }
-    });
+        let _ = previous.set(Previous(old));
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        let h: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) = handler;
+        sa.sa_sigaction = h as *const () as usize;
+        sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(sig, &sa, std::ptr::null_mut());
+    }
 }
 
 /// A line assembled on the stack.
@@ -163,8 +190,9 @@ impl Line {
     }
 }
 
-/// The line for a fault at `addr`, if it lies in a registered reservation.
-fn report(addr: u64) -> Option<Line> {
+/// The line for signal `sig` at `addr` in process `pid`, if it lies in a registered range of
+/// the kind that signal reports.
+fn report(sig: libc::c_int, addr: u64, pid: u32) -> Option<Line> {
     for s in &TABLE {
         if s.state.load(Ordering::Acquire) != LIVE {
             continue;
@@ -172,6 +200,25 @@ fn report(addr: u64) -> Option<Line> {
         let (start, end) = (s.start.load(Ordering::Relaxed), s.end.load(Ordering::Acquire));
         if addr < start || addr >= end {
             continue;
+        }
+        let owner = s.pid.load(Ordering::Relaxed);
+        match (sig, s.kind.load(Ordering::Relaxed)) {
+            (libc::SIGBUS, RESERVATION) => {}
+            (libc::SIGSEGV, PARENT_ONLY_VIEW) if pid != owner => {
+                let mut l = Line { buf: [0; 320], n: 0 };
+                l.text(b"outcore: SIGSEGV reading ");
+                let n = s.label_len.load(Ordering::Relaxed).min(LABEL);
+                for c in &s.label[..n] {
+                    l.push(c.load(Ordering::Relaxed));
+                }
+                l.text(b" (address ");
+                l.hex(addr);
+                l.text(b") in a forked child: it belongs to process ");
+                l.dec(owner.into());
+                l.text(b" and is not inherited across fork(); open the database again in the child\n");
+                return Some(l);
+            }
+            _ => return None,
         }
         let blk = (addr - start) / s.blksize.load(Ordering::Relaxed);
         let mut l = Line { buf: [0; 320], n: 0 };
@@ -193,7 +240,9 @@ fn report(addr: u64) -> Option<Line> {
 extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler.
     let addr = unsafe { (*info).si_addr() } as u64;
-    if let Some(l) = report(addr) {
+    // SAFETY: getpid(2) is async-signal-safe.
+    let pid = unsafe { libc::getpid() } as u32;
+    if let Some(l) = report(sig, addr, pid) {
         // SAFETY: write(2) is async-signal-safe; the buffer lives on this stack.
         unsafe { libc::write(2, l.buf.as_ptr().cast(), l.n) };
     }
@@ -202,7 +251,8 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
     // the signal raised again (it is blocked in this handler, so it is delivered on return and
     // ends the process as it would have without us). sigaction and raise are async-signal-safe.
     unsafe {
-        if let Some(Previous(p)) = PREVIOUS.get() {
+        let previous = if sig == libc::SIGSEGV { &PREVIOUS_SEGV } else { &PREVIOUS_BUS };
+        if let Some(Previous(p)) = previous.get() {
             let h = p.sa_sigaction;
             if h != libc::SIG_DFL && h != libc::SIG_IGN {
                 if p.sa_flags & libc::SA_SIGINFO != 0 {
@@ -218,7 +268,7 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
         let mut sa: libc::sigaction = std::mem::zeroed();
         sa.sa_sigaction = libc::SIG_DFL;
         libc::sigemptyset(&mut sa.sa_mask);
-        libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut());
+        libc::sigaction(sig, &sa, std::ptr::null_mut());
         libc::raise(sig);
     }
 }
@@ -229,12 +279,29 @@ mod tests {
 
     #[test]
     fn line_names_label_and_block() {
+        let me = std::process::id();
         let r = register(0x4000_0000, 0x4080_0000, 2 << 20, "array 'x'");
-        let l = report(0x4000_0000 + 3 * (2 << 20) + 5).expect("in range");
+        let l = report(libc::SIGBUS, 0x4000_0000 + 3 * (2 << 20) + 5, me).expect("in range");
         let s = std::str::from_utf8(&l.buf[..l.n]).unwrap();
         assert!(s.starts_with("outcore: SIGBUS reading array 'x', block 3 (address 0x40600005)"), "{s}");
-        assert!(report(0x4080_0000).is_none());
+        assert!(report(libc::SIGBUS, 0x4080_0000, me).is_none());
+        assert!(report(libc::SIGSEGV, 0x4000_0000, me).is_none(), "SIGSEGV is not reported for reservations");
         drop(r);
-        assert!(report(0x4000_0000).is_none());
+        assert!(report(libc::SIGBUS, 0x4000_0000, me).is_none());
+    }
+
+    #[test]
+    fn segv_in_a_parent_only_view_is_reported_in_children_only() {
+        let me = std::process::id();
+        let r = register_parent_only(0x5000_0000, 0x5010_0000, "a view");
+        assert!(report(libc::SIGSEGV, 0x5000_1000, me).is_none(), "the owner's own faults are not ours");
+        let l = report(libc::SIGSEGV, 0x5000_1000, me + 1).expect("in a child");
+        let s = std::str::from_utf8(&l.buf[..l.n]).unwrap();
+        assert!(
+            s.contains("forked child") && s.contains(&me.to_string()) && s.contains("open the database again"),
+            "{s}"
+        );
+        assert!(report(libc::SIGBUS, 0x5000_1000, me + 1).is_none());
+        drop(r);
     }
 }
