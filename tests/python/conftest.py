@@ -3,8 +3,10 @@
 import gc
 import glob
 import os
+import pwd
 import shutil
 import subprocess
+import tempfile
 import uuid
 
 import pytest
@@ -85,3 +87,75 @@ def _fresh_transaction():
     transaction.abort()
     yield
     transaction.abort()
+
+
+class PrivateServer:
+    """A PostgreSQL server of one test, which the test may stop and start again."""
+
+    def __init__(self, bindir, data, port, user):
+        self.bindir, self.data, self.port, self.user = bindir, data, port, user
+        self.url = f"postgresql://{user}@127.0.0.1:{port}/postgres?connect_timeout=5"
+
+    def _ctl(self, *args):
+        cmd = [os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-w", "-t", "60", *args]
+        if os.getuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        subprocess.run(cmd, check=True, capture_output=True)
+
+    def _start_args(self):
+        return ["-l", os.path.join(os.path.dirname(self.data), "server.log"),
+                "-o", f"-p {self.port} -k {os.path.dirname(self.data)} -c listen_addresses=127.0.0.1", "start"]
+
+    def start(self):
+        self._ctl(*self._start_args())
+
+    def start_later(self, seconds):
+        """Starts the server from another process after `seconds` (this process may be blocked
+        in a page fault meanwhile, holding the GIL). Returns the process."""
+        cmd = [os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-w", "-t", "60", *self._start_args()]
+        if os.getuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        return subprocess.Popen(["sh", "-c", f'sleep {seconds} && exec "$@"', "sh", *cmd],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self):
+        self._ctl("-m", "fast", "stop")
+
+
+@pytest.fixture
+def private_pg(tmp_path_factory):
+    """A throwaway PostgreSQL server for this test alone (tests that stop and restart it).
+    Needs the server binaries (as `scripts/test` installs them); skipped without them unless
+    OUTCORE_REQUIRE_PG=1."""
+    import socket
+
+    found = shutil.which("pg_ctl") and os.path.dirname(shutil.which("pg_ctl"))
+    if not found:
+        dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+        found = next((d for d in dirs if os.path.exists(os.path.join(d, "initdb"))), None)
+    if not found:
+        if os.environ.get("OUTCORE_REQUIRE_PG") == "1":
+            pytest.fail("PostgreSQL server binaries (initdb, pg_ctl) are needed")
+        pytest.skip("no PostgreSQL server binaries")
+    base = tempfile.mkdtemp(prefix="outcore-pg-private-")
+    os.chmod(base, 0o755)
+    user = "postgres" if os.getuid() == 0 else pwd.getpwuid(os.getuid()).pw_name
+    if os.getuid() == 0:
+        shutil.chown(base, "postgres")
+    data = os.path.join(base, "data")
+    init = [os.path.join(found, "initdb"), "-D", data, "-U", user, "--auth=trust", "-E", "UTF8", "--no-sync"]
+    if os.getuid() == 0:
+        init = ["runuser", "-u", "postgres", "--", *init]
+    subprocess.run(init, check=True, capture_output=True)
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    server = PrivateServer(found, data, port, user)
+    server.start()
+    yield server
+    try:
+        server.stop()
+    except subprocess.CalledProcessError:
+        pass
+    shutil.rmtree(base, ignore_errors=True)

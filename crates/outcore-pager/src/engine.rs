@@ -199,9 +199,15 @@ impl FaultEngine for UffdEngine {
 
     fn fail(&self, addr: u64, len: u64, ptid: u32) -> io::Result<()> {
         if self.caps.poison {
-            return self.uffd.poison(addr, len);
+            match self.uffd.poison(addr, len) {
+                // A page-table entry is there already (a write-protect marker left by a
+                // discard): poisoning cannot take; the thread would fault again forever.
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                r => return r,
+            }
         }
-        // No UFFDIO_POISON: signal the faulting thread directly.
+        // No UFFDIO_POISON (or it could not take): signal the faulting thread directly; the
+        // signal ends its wait in the fault, then it is delivered.
         // SAFETY: sending a signal has no memory-safety preconditions.
         let r = unsafe {
             if ptid != 0 {

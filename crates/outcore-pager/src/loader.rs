@@ -23,15 +23,28 @@ pub(crate) fn run(shared: &Arc<Shared>, rx: &crossbeam_channel::Receiver<Job>) {
 /// Calls the source with retries of transient errors; a panic counts as a permanent error.
 fn fetch(shared: &Shared, file: &FileInner, blk: u64, buf: &mut [u8]) -> LoadResult {
     let mut attempt = 0u32;
+    let start = std::time::Instant::now();
     loop {
         let r = std::panic::catch_unwind(AssertUnwindSafe(|| file.source.load(blk, buf)));
         match r {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(e)) if e.is_transient() && attempt < shared.max_retries => {
+            Ok(Ok(())) => {
+                if attempt > 0 {
+                    tracing::warn!(
+                        blk,
+                        attempt,
+                        "block loaded after {:.1} s of retries",
+                        start.elapsed().as_secs_f64()
+                    );
+                }
+                return Ok(());
+            }
+            Ok(Err(e)) if e.is_transient() && (attempt < shared.max_retries || start.elapsed() < shared.retry_for) => {
                 attempt += 1;
                 Counters::inc(&shared.counters.load_retries);
-                tracing::warn!(blk, attempt, "retrying block load: {e}");
-                std::thread::sleep(Duration::from_millis((1u64 << attempt.min(7)).min(100)));
+                if attempt == 1 || attempt.is_power_of_two() {
+                    tracing::warn!(blk, attempt, "retrying block load: {e}");
+                }
+                std::thread::sleep(Duration::from_millis((10u64 << attempt.min(7)).min(1000)));
             }
             Ok(Err(e)) => return Err(Arc::new(e)),
             Err(_) => return Err(Arc::new(SourceError::permanent("the block source panicked"))),

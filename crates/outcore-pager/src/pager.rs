@@ -28,8 +28,13 @@ pub struct PagerConfig {
     pub readahead_blocks: u32,
     /// Loader threads calling `BlockSource::load` in parallel. Default 4.
     pub loader_threads: usize,
-    /// Retries of a transient source error before it is treated as permanent. Default 5.
+    /// Retries of a transient source error at least, before it is treated as permanent.
+    /// Default 5.
     pub max_retries: u32,
+    /// How long a transient source error (a server restarting, a dropped connection) is retried,
+    /// with backoff from 10 ms to 1 s, before it is treated as permanent (the access then fails
+    /// with SIGBUS, its cause on stderr). Default 60 s, or `OUTCORE_LOAD_RETRY_SECONDS`.
+    pub retry_for: std::time::Duration,
     /// Accept `UFFD_USER_MODE_ONLY` when nothing better is available. Default true.
     pub allow_user_mode_only: bool,
     /// Use `UFFD_USER_MODE_ONLY` even when a full userfaultfd is available (for tests).
@@ -58,6 +63,11 @@ impl Default for PagerConfig {
             readahead_blocks: 4,
             loader_threads: 4,
             max_retries: 5,
+            retry_for: std::env::var("OUTCORE_LOAD_RETRY_SECONDS")
+                .ok()
+                .and_then(|s| s.trim().parse::<f64>().ok())
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map_or(std::time::Duration::from_secs(60), std::time::Duration::from_secs_f64),
             allow_user_mode_only: true,
             force_user_mode_only: false,
             force_sync_dirty_tracking: false,
@@ -88,6 +98,7 @@ pub(crate) struct Shared {
     pub budget: AtomicU64,
     pub readahead_blocks: u64,
     pub max_retries: u32,
+    pub retry_for: std::time::Duration,
     pub fill_mode: FillMode,
     pub counters: Counters,
     pub jobs: crossbeam_channel::Sender<Job>,
@@ -189,6 +200,7 @@ impl Pager {
             budget: AtomicU64::new(config.cache_budget),
             readahead_blocks: u64::from(config.readahead_blocks),
             max_retries: config.max_retries,
+            retry_for: config.retry_for,
             fill_mode: config.fill_mode,
             counters: Counters::default(),
             jobs: tx,

@@ -212,14 +212,12 @@ impl Uffd {
         ioctl(self.raw(), sys::UFFDIO_WRITEPROTECT, &mut w)
     }
 
-    /// `UFFDIO_POISON`: accesses to the range raise SIGBUS. Wakes the range.
+    /// `UFFDIO_POISON`: accesses to the range raise SIGBUS. Wakes the range. `EEXIST` when a
+    /// page-table entry is already there: nothing is woken, and the caller must fail the access
+    /// another way.
     pub fn poison(&self, start: u64, len: u64) -> io::Result<()> {
         let mut p = sys::UffdioPoison { range: sys::UffdioRange { start, len }, mode: 0, updated: 0 };
-        match ioctl(self.raw(), sys::UFFDIO_POISON, &mut p) {
-            Ok(()) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => self.wake(start, len),
-            Err(e) => Err(e),
-        }
+        ioctl(self.raw(), sys::UFFDIO_POISON, &mut p)
     }
 
     /// Reads pending messages into `out` (non-blocking); returns how many page faults were read.

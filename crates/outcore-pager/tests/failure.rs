@@ -32,7 +32,7 @@ fn transient_errors_are_retried() {
 /// A transient error that outlasts the retries is permanent (seen through prefetch).
 #[test]
 fn persistent_transient_error_gives_up() {
-    let p = pager_with(PagerConfig { max_retries: 2, ..PagerConfig::default() });
+    let p = pager_with(PagerConfig { max_retries: 2, retry_for: std::time::Duration::ZERO, ..PagerConfig::default() });
     let src = MemSource::new();
     src.transient.lock().insert(1, 100);
     let f = p.open_file(src.clone(), BS, 4 * BS as u64).unwrap();

@@ -170,6 +170,15 @@ pub enum Error {
         /// Why not.
         reason: String,
     },
+    /// The server could not be reached (refused, timed out, shutting down, starting up, out of
+    /// connection slots): worth retrying, unlike [`BadLocation`](Error::BadLocation).
+    #[error("cannot reach '{location}': {reason}")]
+    Unreachable {
+        /// What was given (password redacted).
+        location: String,
+        /// Why not.
+        reason: String,
+    },
     /// The database backend failed.
     #[error("{backend} error during {op}: {source}")]
     Backend {
@@ -236,6 +245,29 @@ impl Error {
     /// True for a commit conflict.
     pub fn is_conflict(&self) -> bool {
         matches!(self, Error::Conflict(_))
+    }
+
+    /// Whether the same request may succeed later without anyone fixing anything: the server
+    /// was unreachable or dropped the connection, or the database was busy. Corruption, bad
+    /// requests and refused credentials are not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Unreachable { .. } => true,
+            Error::Backend { source, .. } => {
+                if let Some(e) = source.downcast_ref::<rusqlite::Error>() {
+                    return matches!(
+                        e.sqlite_error_code(),
+                        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                    );
+                }
+                if let Some(e) = source.downcast_ref::<postgres::Error>() {
+                    return crate::backend::pg_config::transient(e);
+                }
+                false
+            }
+            Error::Io { source, .. } => source.kind() == std::io::ErrorKind::Interrupted,
+            _ => false,
+        }
     }
 }
 

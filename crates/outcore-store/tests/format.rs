@@ -38,7 +38,7 @@ fn a_foreign_sqlite_database_is_not_a_store() {
     rusqlite::Connection::open(&p).unwrap().execute_batch("CREATE TABLE people (name TEXT)").unwrap();
     let before = std::fs::read(&p).unwrap();
     match open(p.to_str().unwrap()) {
-        Err(e @ Error::NotAStore { .. }) => assert!(e.to_string().contains("people"), "{e}"),
+        Err(e @ Error::NotAStore { .. }) => assert!(e.to_string().contains("people") && !e.is_transient(), "{e}"),
         other => panic!("expected NotAStore, got {other:?}"),
     }
     // Left byte for byte as it was (not switched to WAL mode), and nothing created beside it.
@@ -106,12 +106,14 @@ fn a_newer_postgres_format_is_refused() {
 
 #[test]
 fn postgres_connection_failures_name_the_place_without_password() {
-    // Nothing listens on port 1.
+    // Nothing listens on port 1: the server cannot be reached (worth retrying later), unlike a
+    // URL that cannot work.
     match open("postgresql://someone:secret@127.0.0.1:1/db") {
-        Err(e @ Error::BadLocation { .. }) => {
+        Err(e @ Error::Unreachable { .. }) => {
             let msg = e.to_string();
-            assert!(msg.contains("127.0.0.1:1") && !msg.contains("secret"), "{msg}");
+            assert!(msg.contains("127.0.0.1:1") && !msg.contains("secret") && msg.contains("refused"), "{msg}");
+            assert!(e.is_transient(), "a refused connection is worth retrying");
         }
-        other => panic!("expected BadLocation, got {other:?}"),
+        other => panic!("expected Unreachable, got {other:?}"),
     }
 }

@@ -725,6 +725,13 @@ impl Connection {
         let base = st.tid;
         if !st.read_only {
             if let Err(e) = self.advance(&mut st, base, None) {
+                if self.shared.tid_cell.load(Ordering::SeqCst) == base {
+                    // The store could not tell what is new (unreachable server): nothing moved.
+                    // Abort is local: the transaction is discarded and the connection stays at
+                    // its snapshot until the next boundary reaches the store.
+                    tracing::warn!("abort: staying at snapshot {base} (the store did not answer: {e})");
+                    return Ok(());
+                }
                 st.stale = Some(e.to_string());
                 return Err(e);
             }

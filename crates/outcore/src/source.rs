@@ -80,10 +80,7 @@ impl StoreSource {
 impl StoreSource {
     fn failure(&self, what: &str, blk: u64, tid: u64, e: outcore_store::Error) -> SourceError {
         let msg = format!("{what} block {blk} of array {} at tid {tid} in {}", self.array, self.store.location());
-        let se = match &e {
-            outcore_store::Error::Backend { .. } => SourceError::transient(msg),
-            _ => SourceError::permanent(msg),
-        };
+        let se = if e.is_transient() { SourceError::transient(msg) } else { SourceError::permanent(msg) };
         se.with_cause(e)
     }
 }

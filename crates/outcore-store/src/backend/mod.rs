@@ -2,7 +2,7 @@
 
 mod checkpoint;
 pub(crate) mod local;
-mod pg_config;
+pub(crate) mod pg_config;
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
 

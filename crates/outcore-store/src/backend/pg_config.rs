@@ -49,11 +49,49 @@ pub(crate) struct Target {
 impl Target {
     /// Open a new connection.
     pub fn connect(&self) -> Result<Client> {
-        self.config.connect(self.connector.clone()).map_err(|e| Error::BadLocation {
-            location: self.location.clone(),
-            reason: format!("cannot connect ({}): {}", self.tls.describe(), chain(&e)),
+        self.config.connect(self.connector.clone()).map_err(|e| {
+            let location = self.location.clone();
+            let reason = format!("cannot connect ({}): {}", self.tls.describe(), chain(&e));
+            if transient(&e) {
+                Error::Unreachable { location, reason }
+            } else {
+                Error::BadLocation { location, reason }
+            }
         })
     }
+}
+
+/// Whether a failed connection attempt may succeed later: the server refused, timed out, reset
+/// the connection, or said it is starting up, shutting down or out of connection slots (and
+/// not: bad credentials, an unknown database, a certificate that does not verify).
+pub(crate) fn transient(e: &postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().code();
+        return code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300");
+    }
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cur {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as K;
+            return matches!(
+                io.kind(),
+                K::ConnectionRefused
+                    | K::ConnectionReset
+                    | K::ConnectionAborted
+                    | K::NotConnected
+                    | K::TimedOut
+                    | K::BrokenPipe
+                    | K::UnexpectedEof
+                    | K::Interrupted
+            );
+        }
+        cur = c.source();
+    }
+    // The client's own connect timeout says "timeout" without an I/O error.
+    e.to_string().contains("timeout")
 }
 
 /// An error with its causes, one after the other.

@@ -1,0 +1,76 @@
+"""The shared store when its PostgreSQL server goes away: abort stays local and succeeds, a
+reader of cold blocks waits for the server to come back (loads retry with backoff, up to
+OUTCORE_LOAD_RETRY_SECONDS, default 60), and the connection works again once it is back. Each
+test has its own server."""
+
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import outcore
+
+
+def test_abort_needs_no_server_and_the_connection_recovers(private_pg):
+    db = outcore.open(private_pg.url)
+    conn = db.connect(transaction_manager=False)
+    A = conn.root.create("a", (1000,), "f8", compression="zstd")
+    A[:] = 1.0
+    conn.commit()
+    A[:10] = 2.0
+    private_pg.stop()
+    with pytest.raises(outcore.StoreError):
+        conn.commit()
+    conn.abort()  # local: discards the changes without the server
+    conn.abort()  # again, still fine
+    private_pg.start()
+    assert A[:10].tolist() == [1.0] * 10
+    A[:5] = 3.0
+    conn.commit()
+    fresh = outcore.open(private_pg.url).connect(transaction_manager=False).root["a"]
+    np.testing.assert_array_equal(fresh[:], np.r_[[3.0] * 5, [1.0] * 995])
+
+
+def test_a_reader_of_cold_blocks_survives_a_server_restart(private_pg):
+    w = outcore.open(private_pg.url).connect(transaction_manager=False)
+    A = w.root.create("a", (2_000_000,), "f8", compression="lz4", blksize=1 << 20)
+    A[:] = np.arange(2_000_000, dtype="f8")
+    w.commit()
+    r = outcore.open(private_pg.url).connect(transaction_manager=False)
+    B = r.root["a"]  # opened, nothing loaded yet
+    private_pg.stop()
+    later = private_pg.start_later(3)
+    t = time.monotonic()
+    total = float(np.asarray(B[:]).sum())  # waits in the loads until the server is back
+    waited = time.monotonic() - t
+    later.wait(timeout=60)
+    assert total == float(np.arange(2_000_000, dtype="f8").sum())
+    assert waited >= 2.0, waited  # it did wait for the server
+
+
+def test_a_load_that_outlasts_the_retry_deadline_dies_with_its_cause(private_pg, tmp_path):
+    # Past the deadline the access can only fail with SIGBUS: the cause is printed first.
+    w = outcore.open(private_pg.url).connect(transaction_manager=False)
+    A = w.root.create("a", (100_000,), "f8", compression="lz4")
+    A[:] = 1.0
+    w.commit()
+    script = textwrap.dedent(
+        f"""
+        import os, sys, numpy as np, outcore
+        B = outcore.open({private_pg.url!r}).connect(transaction_manager=False).root["a"]
+        sys.stdin.readline()  # the server is down now
+        print(float(np.asarray(B[:]).sum()), flush=True)
+        """
+    )
+    env = dict(__import__("os").environ, OUTCORE_LOAD_RETRY_SECONDS="1")
+    p = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(1.5)
+    private_pg.stop()
+    out, err = p.communicate("go\n", timeout=60)
+    assert p.returncode < 0, (p.returncode, out, err)  # died by a signal, never read zeros
+    assert out == ""
+    assert "cannot reach" in err and "gets SIGBUS" in err, err
