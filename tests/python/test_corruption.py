@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import hashlib
+import inspect
 
 import numpy as np
 import pytest
@@ -23,12 +24,6 @@ TRIALS = int(os.environ.get("OUTCORE_FUZZ_TRIALS", "200"))
 SEED = 14
 TIMEOUT = 60
 
-# Reads everything a user could read: the arrays at the head and at snapshot argv[2].
-READER = r"""
-import hashlib, json, sys
-import numpy as np
-import outcore
-
 def digest(conn):
     out = {}
     for name in sorted(conn.root.keys()):
@@ -36,18 +31,18 @@ def digest(conn):
         out[name] = [list(a.shape), a.dtype.str, hashlib.sha1(a.tobytes()).hexdigest()]
     return out
 
+
+# Reads everything a user could read: the arrays at the head and at snapshot argv[2] (the same
+# `digest` as the expected values are computed with).
+READER = (
+    "import hashlib, json, sys\nimport numpy as np\nimport outcore\n"
+    + inspect.getsource(digest)
+    + """
 db = outcore.open(sys.argv[1])
 print(json.dumps({"head": digest(db.connect(transaction_manager=False)),
                   "old": digest(db.connect(at=int(sys.argv[2]), transaction_manager=False))}))
 """
-
-
-def digest(conn):
-    out = {}
-    for name in sorted(conn.root.keys()):
-        a = np.array(conn.root[name][...])
-        out[name] = [list(a.shape), a.dtype.str, hashlib.sha1(a.tobytes()).hexdigest()]
-    return out
+)
 
 
 def build(path):

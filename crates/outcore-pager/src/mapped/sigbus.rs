@@ -164,6 +164,12 @@ impl Line {
             self.push(*b);
         }
     }
+    fn label(&mut self, s: &Slot) {
+        let n = s.label_len.load(Ordering::Relaxed).min(LABEL);
+        for c in &s.label[..n] {
+            self.push(c.load(Ordering::Relaxed));
+        }
+    }
     fn dec(&mut self, mut v: u64) {
         let mut d = [0u8; 20];
         let mut i = d.len();
@@ -202,36 +208,28 @@ fn report(sig: libc::c_int, addr: u64, pid: u32) -> Option<Line> {
             continue;
         }
         let owner = s.pid.load(Ordering::Relaxed);
+        let mut l = Line { buf: [0; 320], n: 0 };
         match (sig, s.kind.load(Ordering::Relaxed)) {
-            (libc::SIGBUS, RESERVATION) => {}
+            (libc::SIGBUS, RESERVATION) => {
+                l.text(b"outcore: SIGBUS reading ");
+                l.label(s);
+                l.text(b", block ");
+                l.dec((addr - start) / s.blksize.load(Ordering::Relaxed));
+                l.text(b" (address ");
+                l.hex(addr);
+                l.text(b"): an I/O error on its data file, or the data file is shorter than a mapped extent\n");
+            }
             (libc::SIGSEGV, PARENT_ONLY_VIEW) if pid != owner => {
-                let mut l = Line { buf: [0; 320], n: 0 };
                 l.text(b"outcore: SIGSEGV reading ");
-                let n = s.label_len.load(Ordering::Relaxed).min(LABEL);
-                for c in &s.label[..n] {
-                    l.push(c.load(Ordering::Relaxed));
-                }
+                l.label(s);
                 l.text(b" (address ");
                 l.hex(addr);
                 l.text(b") in a forked child: it belongs to process ");
                 l.dec(owner.into());
                 l.text(b" and is not inherited across fork(); open the database again in the child\n");
-                return Some(l);
             }
             _ => return None,
         }
-        let blk = (addr - start) / s.blksize.load(Ordering::Relaxed);
-        let mut l = Line { buf: [0; 320], n: 0 };
-        l.text(b"outcore: SIGBUS reading ");
-        let n = s.label_len.load(Ordering::Relaxed).min(LABEL);
-        for c in &s.label[..n] {
-            l.push(c.load(Ordering::Relaxed));
-        }
-        l.text(b", block ");
-        l.dec(blk);
-        l.text(b" (address ");
-        l.hex(addr);
-        l.text(b"): an I/O error on its data file, or the data file is shorter than a mapped extent\n");
         return Some(l);
     }
     None

@@ -333,23 +333,53 @@ fn set_head_row(c: &Connection, head: &Head) -> Result<()> {
 /// The catalog recorded with the newest commit at or before `at`: the sum of
 /// `rowsum::catalog_entry` over the array versions live at that commit (0 before the first).
 fn q_catalog(c: &Connection, at: Tid) -> Result<i64> {
-    let row: Option<(i64, i64, String, String, String, i64, i64)> = c
-        .prepare_cached(
-            "SELECT tid, time_us, user, description, extension, catalog, row_sum FROM outcore_txn
-             WHERE tid = (SELECT max(tid) FROM outcore_txn WHERE tid <= ?1)",
-        )
+    let rows = q_txns(
+        c,
+        "WHERE tid = (SELECT max(tid) FROM outcore_txn WHERE tid <= ?1)",
+        &[&(at.min(i64::MAX as u64) as i64)],
+    )?;
+    Ok(rows.first().map_or(0, |r| r.catalog))
+}
+
+/// A commit record as stored.
+struct TxnRow {
+    tid: u64,
+    time_us: i64,
+    user: String,
+    description: String,
+    extension: String,
+    catalog: i64,
+}
+
+/// The commit records that `filter` (a WHERE clause over `outcore_txn`) selects, in tid order,
+/// each checked against its row checksum.
+fn q_txns(c: &Connection, filter: &str, p: &[&dyn rusqlite::ToSql]) -> Result<Vec<TxnRow>> {
+    let sql = format!(
+        "SELECT tid, time_us, user, description, extension, catalog, row_sum FROM outcore_txn {filter} ORDER BY tid"
+    );
+    let rows: Vec<(TxnRow, i64)> = c
+        .prepare_cached(&sql)
         .and_then(|mut st| {
-            st.query_row([at.min(i64::MAX as u64) as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
-            })
-            .optional()
+            st.query_map(p, |r| {
+                let row = TxnRow {
+                    tid: r.get::<_, i64>(0)? as u64,
+                    time_us: r.get(1)?,
+                    user: r.get(2)?,
+                    description: r.get(3)?,
+                    extension: r.get(4)?,
+                    catalog: r.get(5)?,
+                };
+                Ok((row, r.get(6)?))
+            })?
+            .collect()
         })
-        .map_err(err("read a commit record"))?;
-    let Some((tid, time_us, user, description, ext, catalog, sum)) = row else { return Ok(0) };
-    rowsum::verify(rowsum::txn(tid as u64, time_us, &user, &description, &ext, catalog), sum, || {
-        format!("the commit record of tid {tid}")
-    })?;
-    Ok(catalog)
+        .map_err(err("read commit records"))?;
+    rows.into_iter()
+        .map(|(r, sum)| {
+            let want = rowsum::txn(r.tid, r.time_us, &r.user, &r.description, &r.extension, r.catalog);
+            rowsum::verify(want, sum, || format!("the commit record of tid {}", r.tid)).map(|()| r)
+        })
+        .collect()
 }
 
 /// Write a commit record.
@@ -2049,54 +2079,21 @@ impl Store for SqliteStore {
 
     fn history(&self, after: Tid, upto: Tid) -> Result<Vec<TxnInfo>> {
         let c = self.reader()?;
-        let mut st = c
-            .prepare_cached(
-                "SELECT tid, time_us, user, description, extension, row_sum, catalog FROM outcore_txn
-                 WHERE tid > ?1 AND tid <= ?2 ORDER BY tid",
-            )
-            .map_err(err("history"))?;
-        let rows = st
-            .query_map(params![after as i64, upto.min(i64::MAX as u64) as i64], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, i64>(5)?,
-                    r.get::<_, i64>(6)?,
-                ))
+        let rows = q_txns(&c, "WHERE tid > ?1 AND tid <= ?2", params![after as i64, upto.min(i64::MAX as u64) as i64])?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let extension = serde_json::from_str(&r.extension).unwrap_or(serde_json::Value::String(r.extension));
+                TxnInfo { tid: r.tid, time_us: r.time_us, user: r.user, description: r.description, extension }
             })
-            .map_err(err("history"))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (tid, time_us, user, description, ext, sum, catalog) = row.map_err(err("history"))?;
-            rowsum::verify(rowsum::txn(tid as u64, time_us, &user, &description, &ext, catalog), sum, || {
-                format!("the commit record of tid {tid}")
-            })?;
-            let extension = serde_json::from_str(&ext).unwrap_or(serde_json::Value::String(ext));
-            out.push(TxnInfo { tid: tid as u64, time_us, user, description, extension });
-        }
-        Ok(out)
+            .collect())
     }
 
     fn tid_at(&self, time: SystemTime) -> Result<Tid> {
         let us = super::time_to_us(time);
         let c = self.reader()?;
-        let row: Option<(i64, i64, String, String, String, i64, i64)> = c
-            .query_row(
-                "SELECT tid, time_us, user, description, extension, row_sum, catalog FROM outcore_txn
-                 WHERE tid = (SELECT max(tid) FROM outcore_txn WHERE time_us <= ?1)",
-                [us],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
-            )
-            .optional()
-            .map_err(err("tid_at"))?;
-        let Some((tid, time_us, user, description, ext, sum, catalog)) = row else { return Ok(0) };
-        rowsum::verify(rowsum::txn(tid as u64, time_us, &user, &description, &ext, catalog), sum, || {
-            format!("the commit record of tid {tid}")
-        })?;
-        Ok(tid as u64)
+        let rows = q_txns(&c, "WHERE tid = (SELECT max(tid) FROM outcore_txn WHERE time_us <= ?1)", &[&us])?;
+        Ok(rows.first().map_or(0, |r| r.tid))
     }
 
     fn gc(&self, keep_after: Tid) -> Result<GcStats> {
