@@ -5,6 +5,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import uuid
@@ -121,6 +122,31 @@ class PrivateServer:
     def stop(self):
         self._ctl("-m", "fast", "stop")
 
+    def _processes(self):
+        """The postmaster and its children (the server's processes)."""
+        with open(os.path.join(self.data, "postmaster.pid")) as f:
+            root = int(f.readline())
+        pids = [root]
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError, IndexError):
+                    continue
+                if ppid == root:
+                    pids.append(int(entry))
+        return pids
+
+    def freeze(self):
+        """Stops every server process (SIGSTOP): connections stay open, nothing answers."""
+        for pid in self._processes():
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self):
+        for pid in self._processes():
+            os.kill(pid, signal.SIGCONT)
+
 
 @pytest.fixture
 def private_pg(tmp_path_factory):
@@ -154,6 +180,10 @@ def private_pg(tmp_path_factory):
     server = PrivateServer(found, data, port, user)
     server.start()
     yield server
+    try:
+        server.thaw()
+    except OSError:
+        pass
     try:
         server.stop()
     except subprocess.CalledProcessError:

@@ -3,6 +3,7 @@ reader of cold blocks waits for the server to come back (loads retry with backof
 OUTCORE_LOAD_RETRY_SECONDS, default 60), and the connection works again once it is back. Each
 test has its own server."""
 
+import signal
 import subprocess
 import sys
 import textwrap
@@ -74,3 +75,57 @@ def test_a_load_that_outlasts_the_retry_deadline_dies_with_its_cause(private_pg,
     assert p.returncode < 0, (p.returncode, out, err)  # died by a signal, never read zeros
     assert out == ""
     assert "cannot reach" in err and "gets SIGBUS" in err, err
+
+
+def test_connect_timeout_bounds_a_server_that_accepts_and_says_nothing():
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    t = time.monotonic()
+    with pytest.raises(outcore.StoreError, match="connect_timeout"):
+        outcore.open(f"postgresql://u@127.0.0.1:{port}/db?connect_timeout=1")
+    assert time.monotonic() - t < 10  # not forever: the whole start is bounded
+    listener.close()
+
+
+def test_ctrl_c_interrupts_a_wait_for_a_frozen_server(private_pg):
+    # The server stops answering (SIGSTOP: connections stay open, no reply ever comes). A call
+    # that waits for it ends with KeyboardInterrupt on Ctrl-C, not after the 60 s io timeout.
+    script = textwrap.dedent(
+        f"""
+        import sys, time, outcore
+        db = outcore.open({private_pg.url!r})
+        conn = db.connect(transaction_manager=False)
+        conn.root.create("a", (10,), "f8")
+        conn.commit()
+        print("ready", flush=True)
+        sys.stdin.readline()  # the server is frozen now
+        t = time.monotonic()
+        try:
+            db.history(0)
+            print("returned", flush=True)
+        except KeyboardInterrupt:
+            print(f"interrupted after {{time.monotonic() - t:.1f}} s", flush=True)
+        """
+    )
+    p = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline() == "ready\n", p.stderr.read()
+        private_pg.freeze()
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        time.sleep(1.0)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    finally:
+        private_pg.thaw()
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, (out, err)
+    assert out.startswith("interrupted after"), (out, err)
+    waited = float(out.split()[2])
+    assert 0.5 <= waited < 10, out  # interrupted, well before the io timeout

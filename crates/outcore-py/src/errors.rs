@@ -5,7 +5,7 @@
 //! `OSError`, and the `transaction` package's `TransientError` for conflicts). This module
 //! maps each core error family to its class.
 
-use pyo3::exceptions::{PyMemoryError, PyRuntimeError};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyMemoryError, PyRuntimeError};
 use pyo3::prelude::*;
 
 /// Name of the `outcore._errors` class for a core error.
@@ -42,6 +42,10 @@ fn class_name(e: &outcore::Error) -> &'static str {
 /// The Python exception for a core error.
 pub(crate) fn to_py(py: Python<'_>, e: outcore::Error) -> PyErr {
     let msg = e.to_string();
+    if let outcore::Error::Store(outcore::store::Error::Interrupted { .. }) = e {
+        // Ctrl-C: raise what the signal handler raised (KeyboardInterrupt).
+        return crate::interrupt::take_pending().unwrap_or_else(|| PyKeyboardInterrupt::new_err(msg));
+    }
     let name = class_name(&e);
     let made = py
         .import("outcore._errors")

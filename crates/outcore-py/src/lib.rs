@@ -16,6 +16,7 @@ mod connection;
 mod db;
 mod dtype;
 mod errors;
+mod interrupt;
 mod log;
 mod mem;
 
@@ -33,6 +34,7 @@ fn _outcore(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<array::PyArray>()?;
     m.add_class::<mem::Mapping>()?;
     log::install();
+    interrupt::install(m.py())?;
     m.add_function(wrap_pyfunction!(log::next_log_records, m)?)?;
     Ok(())
 }

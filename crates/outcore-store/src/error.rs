@@ -179,6 +179,37 @@ pub enum Error {
         /// Why not.
         reason: String,
     },
+    /// The user interrupted a wait on the server (Ctrl-C); see [`interrupt`](crate::interrupt).
+    #[error("interrupted while waiting for '{location}' ({op})")]
+    Interrupted {
+        /// What was given (password redacted).
+        location: String,
+        /// What the store was doing.
+        op: &'static str,
+    },
+    /// The connection was lost while a commit was being sent, and the store then found out that
+    /// the commit did not land: nothing of it was written, and the transaction may be retried.
+    #[error("commit to '{location}' was not written (nothing changed; it may be retried): {reason}")]
+    CommitNotWritten {
+        /// What was given (password redacted).
+        location: String,
+        /// What happened to the connection.
+        reason: String,
+    },
+    /// The connection was lost after a commit was sent, and the store could not find out in
+    /// time whether it landed (the server stayed unreachable). Its record carries `commit_id`.
+    #[error(
+        "commit to '{location}' may or may not have been written: {reason}; once the server is reachable, \
+             `SELECT tid FROM outcore_txn WHERE commit_id = {commit_id}` tells"
+    )]
+    CommitOutcomeUnknown {
+        /// What was given (password redacted).
+        location: String,
+        /// The commit's client-chosen id.
+        commit_id: String,
+        /// Why the outcome could not be found.
+        reason: String,
+    },
     /// The database backend failed.
     #[error("{backend} error during {op}: {source}")]
     Backend {
@@ -236,8 +267,9 @@ fn version_advice(found: u32, supported: u32) -> &'static str {
     if found > supported {
         "upgrade outcore"
     } else {
-        "the store was written by an earlier outcore (before metadata rows carried checksums); \
-         copy its arrays out with that version, or recreate the store"
+        "the store was written by an earlier outcore (before metadata rows carried checksums, or \
+         before PostgreSQL commits carried their commit id); copy its arrays out with that version, \
+         or recreate the store"
     }
 }
 
@@ -248,11 +280,12 @@ impl Error {
     }
 
     /// Whether the same request may succeed later without anyone fixing anything: the server
-    /// was unreachable or dropped the connection, or the database was busy. Corruption, bad
+    /// was unreachable or dropped the connection (also during a commit known not to have
+    /// landed), or the database was busy. Corruption, bad
     /// requests and refused credentials are not.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Unreachable { .. } => true,
+            Error::Unreachable { .. } | Error::CommitNotWritten { .. } => true,
             Error::Backend { source, .. } => {
                 if let Some(e) = source.downcast_ref::<rusqlite::Error>() {
                     return matches!(
@@ -260,7 +293,7 @@ impl Error {
                         Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
                     );
                 }
-                if let Some(e) = source.downcast_ref::<postgres::Error>() {
+                if let Some(e) = source.downcast_ref::<tokio_postgres::Error>() {
                     return crate::backend::pg_config::transient(e);
                 }
                 false

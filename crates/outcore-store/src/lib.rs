@@ -29,6 +29,7 @@ mod backend;
 mod block;
 mod commit;
 mod error;
+pub mod interrupt;
 mod pool;
 mod rowsum;
 mod store;

@@ -91,6 +91,7 @@ fn typed_copy(e: &outcore_store::Error) -> Option<outcore_store::Error> {
         S::CorruptMeta { what, detail } => S::CorruptMeta { what: what.clone(), detail: detail.clone() },
         S::BadMeta { array, tid, detail } => S::BadMeta { array: *array, tid: *tid, detail: detail.clone() },
         S::SnapshotGone { at, horizon } => S::SnapshotGone { at: *at, horizon: *horizon },
+        S::Interrupted { location, op } => S::Interrupted { location: location.clone(), op },
         _ => return None,
     })
 }

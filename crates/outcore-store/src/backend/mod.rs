@@ -2,6 +2,7 @@
 
 mod checkpoint;
 pub(crate) mod local;
+pub(crate) mod pg_client;
 pub(crate) mod pg_config;
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
@@ -11,10 +12,11 @@ use crate::types::{ArrayId, ArrayInfo, ArrayMeta, Tid};
 
 /// The store format this build writes and the highest it reads.
 pub(crate) const FORMAT_NAME: &str = "outcore-store";
-/// PostgreSQL format version 3: tables outcore_{meta,head,txn,array,current,undo,segment}: each
-/// block's current content and undo records. Versions 1 (forward delta chains) and 2 were never
-/// released; they are refused like any other version.
-pub(crate) const PG_FORMAT_VERSION: u32 = 3;
+/// PostgreSQL format version 4: tables outcore_{meta,head,txn,array,current,undo,segment}: each
+/// block's current content and undo records; every commit record carries the client-chosen
+/// `commit_id` by which a client that lost its connection during the commit finds out whether
+/// it landed. Version 3 had no commit id; 1 (forward delta chains) and 2 were never released.
+pub(crate) const PG_FORMAT_VERSION: u32 = 4;
 /// SQLite (local store) format version 5: the current content of blocks of uncompressed
 /// arrays lives in block extents of the data file `<store>.blocks` (`outcore_current.ext_off`),
 /// with retired and free extents, redo records of in-place updates, and the reader registry

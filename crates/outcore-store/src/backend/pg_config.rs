@@ -8,13 +8,26 @@
 //! certificate is given (then `require` verifies like `verify-ca`). `verify-ca` checks the
 //! certificate chain, `verify-full` also the host name. Without `sslrootcert` the verifying modes
 //! use `~/.postgresql/root.crt` if it exists, else the system's trusted roots.
+//!
+//! Waits are bounded (see `pg_client`): `connect_timeout` (seconds, or `PGCONNECT_TIMEOUT`;
+//! default 10) bounds the whole connection start, not only the socket's; outcore's own
+//! `io_timeout` (seconds, default 60) bounds every later wait for the server. TCP keepalives
+//! are on with libpq's parameters (`keepalives_idle`, `keepalives_interval`,
+//! `keepalives_retries`; defaults here 15 s, 5 s, 3 probes instead of the system's two hours) and
+//! `tcp_user_timeout` defaults to 30 s, so a dead peer is noticed within about half a minute.
 
 use crate::error::{Error, Result};
 use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
-use postgres::config::{Host, SslMode};
-use postgres::{Client, Config};
 use postgres_openssl::MakeTlsConnector;
 use std::path::PathBuf;
+use std::time::Duration;
+use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::Config;
+
+/// Default bound of a connection start.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default bound of any other wait for the server.
+const IO_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// libpq's TLS modes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,28 +56,30 @@ pub(crate) struct Target {
     pub config: Config,
     pub location: String,
     pub tls: TlsMode,
-    connector: MakeTlsConnector,
+    pub connector: MakeTlsConnector,
+    /// Bound of a whole connection start.
+    pub connect_timeout: Duration,
+    /// Bound of every other wait for the server.
+    pub io_timeout: Duration,
 }
 
 impl Target {
-    /// Open a new connection.
-    pub fn connect(&self) -> Result<Client> {
-        self.config.connect(self.connector.clone()).map_err(|e| {
-            let location = self.location.clone();
-            let reason = format!("cannot connect ({}): {}", self.tls.describe(), chain(&e));
-            if transient(&e) {
-                Error::Unreachable { location, reason }
-            } else {
-                Error::BadLocation { location, reason }
-            }
-        })
+    /// The error for a failed connection start.
+    pub fn connect_error(&self, e: &tokio_postgres::Error) -> Error {
+        let location = self.location.clone();
+        let reason = format!("cannot connect ({}): {}", self.tls.describe(), chain(e));
+        if transient(e) {
+            Error::Unreachable { location, reason }
+        } else {
+            Error::BadLocation { location, reason }
+        }
     }
 }
 
 /// Whether a failed connection attempt may succeed later: the server refused, timed out, reset
 /// the connection, or said it is starting up, shutting down or out of connection slots (and
 /// not: bad credentials, an unknown database, a certificate that does not verify).
-pub(crate) fn transient(e: &postgres::Error) -> bool {
+pub(crate) fn transient(e: &tokio_postgres::Error) -> bool {
     if e.is_closed() {
         return true;
     }
@@ -119,7 +134,7 @@ pub(crate) fn parse(url: &str) -> Result<Target> {
     let bad = |reason: String| Error::BadLocation { location: location.clone(), reason };
     // Take the TLS parameters out: the driver only knows some of them.
     let mut u = url::Url::parse(url).map_err(|e| bad(format!("not a URL: {e}")))?;
-    let (mut mode, mut rootcert, mut cert, mut key) = (None, None, None, None);
+    let (mut mode, mut rootcert, mut cert, mut key, mut io_timeout) = (None, None, None, None, None);
     let rest: Vec<(String, String)> = u
         .query_pairs()
         .filter_map(|(k, v)| {
@@ -128,11 +143,29 @@ pub(crate) fn parse(url: &str) -> Result<Target> {
                 "sslrootcert" => rootcert = Some(v.to_string()),
                 "sslcert" => cert = Some(v.to_string()),
                 "sslkey" => key = Some(v.to_string()),
+                "io_timeout" => io_timeout = Some(v.to_string()),
                 _ => return Some((k.to_string(), v.to_string())),
             }
             None
         })
         .collect();
+    let given = |name: &str| rest.iter().any(|(k, _)| k == name);
+    let (idle_given, interval_given, retries_given, user_timeout_given) = (
+        given("keepalives_idle"),
+        given("keepalives_interval"),
+        given("keepalives_retries"),
+        given("tcp_user_timeout"),
+    );
+    let seconds = |name: &str, v: &str| -> Result<Duration> {
+        match v.trim().parse::<f64>() {
+            Ok(s) if s > 0.0 && s.is_finite() => Ok(Duration::from_secs_f64(s)),
+            _ => Err(bad(format!("{name}={v} is not a positive number of seconds"))),
+        }
+    };
+    let io_timeout = match io_timeout {
+        Some(v) => seconds("io_timeout", &v)?,
+        None => IO_TIMEOUT,
+    };
     if rest.is_empty() {
         u.set_query(None);
     } else {
@@ -151,7 +184,27 @@ pub(crate) fn parse(url: &str) -> Result<Target> {
     let cert = cert.or_else(|| env("PGSSLCERT")).map(PathBuf::from);
     let key = key.or_else(|| env("PGSSLKEY")).map(PathBuf::from);
 
-    let mut config: Config = u.as_str().parse().map_err(|e: postgres::Error| bad(e.to_string()))?;
+    let mut config: Config = u.as_str().parse().map_err(|e: tokio_postgres::Error| bad(chain(&e)))?;
+    let connect_timeout = match (config.get_connect_timeout(), env("PGCONNECT_TIMEOUT")) {
+        (Some(t), _) if !t.is_zero() => *t,
+        (None, Some(v)) => seconds("PGCONNECT_TIMEOUT", &v)?,
+        // libpq's 0 means "wait forever"; here nothing waits forever.
+        _ => CONNECT_TIMEOUT,
+    };
+    config.connect_timeout(connect_timeout);
+    config.keepalives(true);
+    if !idle_given {
+        config.keepalives_idle(Duration::from_secs(15));
+    }
+    if !interval_given {
+        config.keepalives_interval(Duration::from_secs(5));
+    }
+    if !retries_given {
+        config.keepalives_retries(3);
+    }
+    if !user_timeout_given {
+        config.tcp_user_timeout(Duration::from_secs(30));
+    }
     if config.get_hosts().is_empty() {
         match env("PGHOST") {
             Some(h) if h.starts_with('/') => {
@@ -194,7 +247,7 @@ pub(crate) fn parse(url: &str) -> Result<Target> {
         _ => SslMode::Require,
     });
     let connector = connector(tls, rootcert, cert, key).map_err(|e| bad(format!("TLS set-up: {e}")))?;
-    Ok(Target { config, location, tls, connector })
+    Ok(Target { config, location, tls, connector, connect_timeout, io_timeout })
 }
 
 fn connector(
@@ -333,5 +386,18 @@ mod tests {
         assert!(matches!(parse("postgresql://u@h/db?sslmode=bogus"), Err(Error::BadLocation { .. })));
         let missing = parse("postgresql://u@h/db?sslmode=verify-ca&sslrootcert=/nonexistent/ca.crt");
         assert!(matches!(missing, Err(Error::BadLocation { reason, .. }) if reason.contains("/nonexistent/ca.crt")));
+    }
+
+    #[test]
+    fn waits_are_bounded_by_default_and_by_the_url() {
+        let t = parse("postgresql://u@h/db").unwrap();
+        assert_eq!((t.connect_timeout, t.io_timeout), (CONNECT_TIMEOUT, IO_TIMEOUT));
+        assert_eq!(t.config.get_keepalives_idle(), Duration::from_secs(15));
+        let t = parse("postgresql://u@h/db?connect_timeout=2&io_timeout=0.5&keepalives_idle=7").unwrap();
+        assert_eq!((t.connect_timeout, t.io_timeout), (Duration::from_secs(2), Duration::from_millis(500)));
+        assert_eq!(t.config.get_keepalives_idle(), Duration::from_secs(7));
+        // libpq's "0 = forever" becomes the default bound.
+        assert_eq!(parse("postgresql://u@h/db?connect_timeout=0").unwrap().connect_timeout, CONNECT_TIMEOUT);
+        assert!(matches!(parse("postgresql://u@h/db?io_timeout=soon"), Err(Error::BadLocation { .. })));
     }
 }

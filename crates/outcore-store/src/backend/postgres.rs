@@ -1,7 +1,13 @@
 //! PostgreSQL backend: many processes and machines share one database. Commits serialize on the
 //! head row (`SELECT ... FOR UPDATE`), so tid order is commit order; each commit announces its tid
 //! with `NOTIFY outcore_commit`.
+//!
+//! Every wait for the server is bounded and interruptible (`pg_client`). A commit whose
+//! connection is lost after `COMMIT` was sent finds out whether it landed: it carries a
+//! client-chosen `commit_id`; a new connection ends the old server process (if it is still
+//! there) and looks the id up (`commit_outcome`).
 
+use super::pg_client::PgClient;
 use super::pg_config::{self, Target};
 use super::sqlite::check_format;
 use super::{array_info, encode_meta, time_to_us, FORMAT_NAME, PG_FORMAT_VERSION};
@@ -11,10 +17,10 @@ use crate::error::{Error, Result};
 use crate::pool::Pool;
 use crate::store::{Store, Subscription};
 use crate::types::{ArrayId, ArrayInfo, ArrayMeta, Changes, GcStats, StoreStats, Tid, TxnInfo};
-use postgres::types::ToSql;
-use postgres::{Client, Statement};
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Row, Statement};
 
 const SCHEMA: &str = "
 CREATE TABLE outcore_meta (key text PRIMARY KEY, value text NOT NULL);
@@ -23,8 +29,10 @@ CREATE TABLE outcore_head (
     tid bigint NOT NULL, gc_horizon bigint NOT NULL, time_us bigint NOT NULL);
 CREATE TABLE outcore_txn (
     tid bigint PRIMARY KEY, time_us bigint NOT NULL,
-    \"user\" text NOT NULL, description text NOT NULL, extension text NOT NULL);
+    \"user\" text NOT NULL, description text NOT NULL, extension text NOT NULL,
+    commit_id bigint NOT NULL);
 CREATE INDEX outcore_txn_time ON outcore_txn (time_us);
+CREATE UNIQUE INDEX outcore_txn_commit ON outcore_txn (commit_id);
 CREATE TABLE outcore_array (
     array_id bigint NOT NULL, tid bigint NOT NULL, name text, meta text,
     PRIMARY KEY (array_id, tid));
@@ -52,27 +60,59 @@ const INIT_LOCK: i64 = 0x006f_7574_636f_7265;
 /// The notification channel.
 const CHANNEL: &str = "outcore_commit";
 
-fn err(op: &'static str) -> impl FnOnce(postgres::Error) -> Error {
-    move |e| Error::Backend { backend: "postgresql", op, source: Box::new(e) }
-}
-
 /// A connection with its prepared statements.
 struct PgConn {
-    client: Client,
+    client: PgClient,
     stmts: HashMap<&'static str, Statement>,
+    /// The server process serving it and when it started (`pg_stat_activity`), once asked.
+    backend: Option<(i32, String)>,
 }
 
-fn prepared<C: postgres::GenericClient>(
-    c: &mut C,
-    stmts: &mut HashMap<&'static str, Statement>,
-    sql: &'static str,
-) -> std::result::Result<Statement, postgres::Error> {
-    if let Some(s) = stmts.get(sql) {
-        return Ok(s.clone());
+impl PgConn {
+    /// The prepared statement for `sql`.
+    fn stmt(&mut self, op: &'static str, sql: &'static str) -> Result<Statement> {
+        if let Some(st) = self.stmts.get(sql) {
+            return Ok(st.clone());
+        }
+        let st = self.client.prepare(op, sql)?;
+        self.stmts.insert(sql, st.clone());
+        Ok(st)
     }
-    let s = c.prepare(sql)?;
-    stmts.insert(sql, s.clone());
-    Ok(s)
+
+    /// Run `sql` (prepared once per connection) and collect its rows.
+    fn q(&mut self, op: &'static str, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+        let st = self.stmt(op, sql)?;
+        self.client.query(op, &st, params)
+    }
+
+    /// Run `sql` (prepared once per connection); the number of rows changed.
+    fn exec(&mut self, op: &'static str, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+        let st = self.stmt(op, sql)?;
+        self.client.execute(op, &st, params)
+    }
+
+    /// Which server process serves this connection (asked once).
+    fn backend(&mut self) -> Result<(i32, String)> {
+        if let Some(b) = &self.backend {
+            return Ok(b.clone());
+        }
+        let rows = self.client.query_text(
+            "identify connection",
+            "SELECT pid, backend_start::text FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+            &[],
+        )?;
+        let row = rows.first().ok_or_else(|| Error::Invalid("the server does not list its own process".into()))?;
+        let b: (i32, String) = (row.get(0), row.get(1));
+        self.backend = Some(b.clone());
+        Ok(b)
+    }
+
+    /// End the open transaction after a failure, if the connection still works.
+    fn rollback(&mut self) {
+        if !self.client.is_broken() {
+            let _ = self.client.batch("rollback", "ROLLBACK");
+        }
+    }
 }
 
 /// A store in a PostgreSQL database.
@@ -96,42 +136,49 @@ impl PgStore {
         let location = target.location.clone();
         let store = PgStore { target, location, conns: Pool::new(16) };
         let mut conn = store.connect()?;
-        store.init_schema(&mut conn.client)?;
+        let r = store.init_schema(&mut conn);
+        if r.is_err() {
+            conn.rollback();
+        }
+        r?;
         Ok(store)
     }
 
     fn connect(&self) -> Result<PgConn> {
-        let client = self.target.connect()?;
-        Ok(PgConn { client, stmts: HashMap::new() })
+        let client = PgClient::connect(&self.target)?;
+        Ok(PgConn { client, stmts: HashMap::new(), backend: None })
     }
 
     fn conn(&self) -> Result<crate::pool::Pooled<'_, PgConn>> {
         self.conns.get(|| self.connect())
     }
 
-    fn init_schema(&self, client: &mut Client) -> Result<()> {
-        let mut tx = client.transaction().map_err(err("open"))?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&INIT_LOCK]).map_err(err("open"))?;
-        let exists: bool =
-            tx.query_one("SELECT to_regclass('outcore_meta') IS NOT NULL", &[]).map_err(err("open"))?.get(0);
+    fn init_schema(&self, c: &mut PgConn) -> Result<()> {
+        let client = &mut c.client;
+        client.batch("open", "BEGIN")?;
+        client.query_text("open", "SELECT pg_advisory_xact_lock($1)", &[&INIT_LOCK])?;
+        let exists: bool = client
+            .query_text("open", "SELECT to_regclass('outcore_meta') IS NOT NULL", &[])?
+            .first()
+            .is_some_and(|r| r.get(0));
         if !exists {
-            tx.batch_execute(SCHEMA).map_err(err("create schema"))?;
-            tx.execute(
+            client.batch("create schema", SCHEMA)?;
+            client.query_text(
+                "create schema",
                 "INSERT INTO outcore_meta (key, value) VALUES ('format', $1), ('version', $2)",
                 &[&FORMAT_NAME, &PG_FORMAT_VERSION.to_string()],
-            )
-            .map_err(err("create schema"))?;
-            tx.commit().map_err(err("create schema"))?;
-            return Ok(());
+            )?;
+            return client.batch("create schema", "COMMIT");
         }
-        let get = |tx: &mut postgres::Transaction<'_>, key: &str| -> Result<Option<String>> {
-            Ok(tx
-                .query_opt("SELECT value FROM outcore_meta WHERE key = $1", &[&key])
-                .map_err(err("open"))?
+        let mut get = |key: &str| -> Result<Option<String>> {
+            Ok(client
+                .query_text("open", "SELECT value FROM outcore_meta WHERE key = $1", &[&key])?
+                .first()
                 .map(|r| r.get(0)))
         };
-        let format = get(&mut tx, "format")?;
-        let version = get(&mut tx, "version")?;
+        let format = get("format")?;
+        let version = get("version")?;
+        client.batch("open", "COMMIT")?;
         check_format(&self.location, format, version, PG_FORMAT_VERSION)
     }
 
@@ -139,7 +186,7 @@ impl PgStore {
     fn with_conn<T>(&self, f: impl FnOnce(&mut PgConn) -> Result<T>) -> Result<T> {
         let mut c = self.conn()?;
         let r = f(&mut c);
-        if matches!(r, Err(Error::Backend { .. })) || c.client.is_closed() {
+        if matches!(r, Err(Error::Backend { .. })) || c.client.is_broken() {
             c.discard();
         }
         r
@@ -180,36 +227,14 @@ const CHANGED_BLOCKS: &str = "SELECT array_id, blk, max(tid) FROM outcore_undo W
 const CHANGED_ARRAYS: &str = "SELECT array_id, max(tid) FROM outcore_array WHERE tid > $1 AND tid <= $2
      GROUP BY array_id ORDER BY array_id";
 
-fn q<C: postgres::GenericClient>(
-    c: &mut C,
-    stmts: &mut HashMap<&'static str, Statement>,
-    op: &'static str,
-    sql: &'static str,
-    params: &[&(dyn ToSql + Sync)],
-) -> Result<Vec<postgres::Row>> {
-    let st = prepared(c, stmts, sql).map_err(err(op))?;
-    c.query(&st, params).map_err(err(op))
-}
-
-fn q_head<C: postgres::GenericClient>(
-    c: &mut C,
-    stmts: &mut HashMap<&'static str, Statement>,
-    sql: &'static str,
-) -> Result<Head> {
-    let rows = q(c, stmts, "read head", sql, &[])?;
+fn q_head(c: &mut PgConn, sql: &'static str) -> Result<Head> {
+    let rows = c.q("read head", sql, &[])?;
     let row = rows.first().ok_or_else(|| Error::Invalid("store has no head row".into()))?;
     Ok(Head { tid: row.get::<_, i64>(0) as u64, horizon: row.get::<_, i64>(1) as u64, time_us: row.get(2) })
 }
 
-fn q_load<C: postgres::GenericClient>(
-    c: &mut C,
-    stmts: &mut HashMap<&'static str, Statement>,
-    array: ArrayId,
-    blk: u64,
-    at: Tid,
-    buf: &mut [u8],
-) -> Result<()> {
-    let rows = q(c, stmts, "load", LOAD, &[&(array.0 as i64), &(blk as i64), &(at as i64)])?;
+fn q_load(c: &mut PgConn, array: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> Result<()> {
+    let rows = c.q("load", LOAD, &[&(array.0 as i64), &(blk as i64), &(at as i64)])?;
     let first = rows.first().ok_or_else(|| Error::Invalid("store has no head row".into()))?;
     let horizon = first.get::<_, i64>(1) as u64;
     if at < horizon {
@@ -217,7 +242,7 @@ fn q_load<C: postgres::GenericClient>(
     }
     let current = first.get::<_, Option<i64>>(2).map(|_| stored_row(first));
     let current_tid = current.map_or(0, |c| c.tid);
-    let kind_of = |r: &postgres::Row| r.get::<_, i32>(0);
+    let kind_of = |r: &Row| r.get::<_, i32>(0);
     let segments = rows[1..].iter().filter(|r| kind_of(r) == 2).map(|r| (r.get::<_, i64>(2), r.get::<_, &[u8]>(8)));
     let read_current = |buf: &mut [u8]| match current {
         Some(cur) if cur.len > 0 && cur.codec == block::CODEC_RAW => {
@@ -256,7 +281,7 @@ fn q_load<C: postgres::GenericClient>(
 const SEGMENT: usize = 256 << 10;
 
 /// A payload row of the `LOAD` query.
-fn stored_row(r: &postgres::Row) -> Stored<'_> {
+fn stored_row(r: &Row) -> Stored<'_> {
     Stored {
         tid: r.get::<_, i64>(2) as u64,
         kind: r.get::<_, i32>(7) as i64,
@@ -268,22 +293,19 @@ fn stored_row(r: &postgres::Row) -> Stored<'_> {
     }
 }
 
-fn rows_to_arrays(rows: Vec<postgres::Row>) -> Result<Vec<ArrayInfo>> {
+fn rows_to_arrays(rows: Vec<Row>) -> Result<Vec<ArrayInfo>> {
     rows.into_iter().map(|r| array_info(r.get(0), r.get(1), r.get(2), r.get::<_, &str>(3))).collect()
 }
 
-fn q_changes<C: postgres::GenericClient>(
-    c: &mut C,
-    stmts: &mut HashMap<&'static str, Statement>,
-    after: Tid,
-    upto: Tid,
-) -> Result<ChangedSets> {
+fn q_changes(c: &mut PgConn, after: Tid, upto: Tid) -> Result<ChangedSets> {
     let p: [&(dyn ToSql + Sync); 2] = [&(after as i64), &(upto.min(i64::MAX as u64) as i64)];
-    let blocks = q(c, stmts, "changes", CHANGED_BLOCKS, &p)?
+    let blocks = c
+        .q("changes", CHANGED_BLOCKS, &p)?
         .into_iter()
         .map(|r| (ArrayId(r.get::<_, i64>(0) as u64), r.get::<_, i64>(1) as u64, r.get::<_, i64>(2) as u64))
         .collect();
-    let arrays = q(c, stmts, "changes", CHANGED_ARRAYS, &p)?
+    let arrays = c
+        .q("changes", CHANGED_ARRAYS, &p)?
         .into_iter()
         .map(|r| (ArrayId(r.get::<_, i64>(0) as u64), r.get::<_, i64>(1) as u64))
         .collect();
@@ -291,7 +313,7 @@ fn q_changes<C: postgres::GenericClient>(
 }
 
 fn check_at(c: &mut PgConn, at: Tid) -> Result<()> {
-    let head = q_head(&mut c.client, &mut c.stmts, HEAD)?;
+    let head = q_head(c, HEAD)?;
     if at < head.horizon {
         return Err(Error::SnapshotGone { at, horizon: head.horizon });
     }
@@ -301,33 +323,25 @@ fn check_at(c: &mut PgConn, at: Tid) -> Result<()> {
     Ok(())
 }
 
-/// The commit transaction.
+/// The commit transaction (begun by [`PgStore::commit`]).
 struct PgTxn<'a> {
-    tx: postgres::Transaction<'a>,
-    stmts: &'a mut HashMap<&'static str, Statement>,
-}
-
-impl PgTxn<'_> {
-    fn exec(&mut self, op: &'static str, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
-        let st = prepared(&mut self.tx, self.stmts, sql).map_err(err(op))?;
-        self.tx.execute(&st, params).map_err(err(op))
-    }
+    c: &'a mut PgConn,
+    /// The id recorded with the commit, by which its outcome is found after a lost connection.
+    commit_id: i64,
 }
 
 impl WriteTxn for PgTxn<'_> {
     fn head(&mut self) -> Result<Head> {
         // The row lock serializes commits: tid order is commit order.
-        q_head(&mut self.tx, self.stmts, "SELECT tid, gc_horizon, time_us FROM outcore_head WHERE id = 1 FOR UPDATE")
+        q_head(self.c, "SELECT tid, gc_horizon, time_us FROM outcore_head WHERE id = 1 FOR UPDATE")
     }
 
     fn changed_since(&mut self, base: Tid) -> Result<ChangedSets> {
-        q_changes(&mut self.tx, self.stmts, base, u64::MAX)
+        q_changes(self.c, base, u64::MAX)
     }
 
     fn array_at(&mut self, id: ArrayId, at: Tid) -> Result<Option<ArrayVersion>> {
-        let rows = q(
-            &mut self.tx,
-            self.stmts,
+        let rows = self.c.q(
             "read array",
             "SELECT tid, name, meta FROM outcore_array WHERE array_id = $1 AND tid <= $2 ORDER BY tid DESC LIMIT 1",
             &[&(id.0 as i64), &(at as i64)],
@@ -342,13 +356,11 @@ impl WriteTxn for PgTxn<'_> {
     }
 
     fn live_arrays(&mut self, at: Tid) -> Result<Vec<ArrayInfo>> {
-        rows_to_arrays(q(&mut self.tx, self.stmts, "list arrays", LIVE_ARRAYS, &[&(at as i64)])?)
+        rows_to_arrays(self.c.q("list arrays", LIVE_ARRAYS, &[&(at as i64)])?)
     }
 
     fn stored_blocks_from(&mut self, id: ArrayId, from_blk: u64) -> Result<Vec<(u64, u64)>> {
-        let rows = q(
-            &mut self.tx,
-            self.stmts,
+        let rows = self.c.q(
             "truncate",
             "SELECT blk, len FROM outcore_current WHERE array_id = $1 AND blk >= $2 AND len > 0 ORDER BY blk",
             &[&(id.0 as i64), &(from_blk as i64)],
@@ -357,13 +369,11 @@ impl WriteTxn for PgTxn<'_> {
     }
 
     fn load(&mut self, id: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> Result<()> {
-        q_load(&mut self.tx, self.stmts, id, blk, at, buf)
+        q_load(self.c, id, blk, at, buf)
     }
 
     fn current(&mut self, id: ArrayId, blk: u64) -> Result<Option<CurrentRow>> {
-        let rows = q(
-            &mut self.tx,
-            self.stmts,
+        let rows = self.c.q(
             "commit",
             "SELECT tid, codec, len FROM outcore_current WHERE array_id = $1 AND blk = $2",
             &[&(id.0 as i64), &(blk as i64)],
@@ -382,12 +392,21 @@ impl WriteTxn for PgTxn<'_> {
     }
 
     fn insert_txn(&mut self, info: &TxnInfo) -> Result<()> {
-        self.exec(
-            "commit",
-            "INSERT INTO outcore_txn (tid, time_us, \"user\", description, extension) VALUES ($1, $2, $3, $4, $5)",
-            &[&(info.tid as i64), &info.time_us, &info.user, &info.description, &info.extension.to_string()],
-        )
-        .map(|_| ())
+        self.c
+            .exec(
+                "commit",
+                "INSERT INTO outcore_txn (tid, time_us, \"user\", description, extension, commit_id)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+                &[
+                    &(info.tid as i64),
+                    &info.time_us,
+                    &info.user,
+                    &info.description,
+                    &info.extension.to_string(),
+                    &self.commit_id,
+                ],
+            )
+            .map(|_| ())
     }
 
     fn insert_array_version(&mut self, id: ArrayId, tid: Tid, state: Option<(&str, &ArrayMeta)>) -> Result<()> {
@@ -395,18 +414,17 @@ impl WriteTxn for PgTxn<'_> {
             Some((name, meta)) => (Some(name), Some(encode_meta(meta))),
             None => (None, None),
         };
-        self.exec(
-            "commit",
-            "INSERT INTO outcore_array (array_id, tid, name, meta) VALUES ($1, $2, $3, $4)",
-            &[&(id.0 as i64), &(tid as i64), &name, &meta],
-        )
-        .map(|_| ())
+        self.c
+            .exec(
+                "commit",
+                "INSERT INTO outcore_array (array_id, tid, name, meta) VALUES ($1, $2, $3, $4)",
+                &[&(id.0 as i64), &(tid as i64), &name, &meta],
+            )
+            .map(|_| ())
     }
 
     fn undo_chain(&mut self, id: ArrayId, blk: u64, tid: Tid) -> Result<Option<block::UndoChain>> {
-        let rows = q(
-            &mut self.tx,
-            self.stmts,
+        let rows = self.c.q(
             "commit",
             "SELECT depth, chain_bytes FROM outcore_undo WHERE array_id = $1 AND blk = $2 AND tid = $3",
             &[&(id.0 as i64), &(blk as i64), &(tid as i64)],
@@ -415,26 +433,27 @@ impl WriteTxn for PgTxn<'_> {
     }
 
     fn insert_undo(&mut self, id: ArrayId, blk: u64, tid: Tid, undo: &Encoded) -> Result<()> {
-        self.exec(
-            "commit",
-            "INSERT INTO outcore_undo
+        self.c
+            .exec(
+                "commit",
+                "INSERT INTO outcore_undo
              (array_id, blk, tid, prev_tid, kind, depth, chain_bytes, codec, len, checksum, data)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            &[
-                &(id.0 as i64),
-                &(blk as i64),
-                &(tid as i64),
-                &(undo.prev_tid as i64),
-                &(undo.kind as i32),
-                &undo.chain.depth,
-                &undo.chain.bytes,
-                &(undo.codec as i32),
-                &(undo.len as i64),
-                &undo.checksum,
-                &undo.data,
-            ],
-        )
-        .map(|_| ())
+                &[
+                    &(id.0 as i64),
+                    &(blk as i64),
+                    &(tid as i64),
+                    &(undo.prev_tid as i64),
+                    &(undo.kind as i32),
+                    &undo.chain.depth,
+                    &undo.chain.bytes,
+                    &(undo.codec as i32),
+                    &(undo.len as i64),
+                    &undo.checksum,
+                    &undo.data,
+                ],
+            )
+            .map(|_| ())
     }
 
     fn write_current(
@@ -467,13 +486,13 @@ impl WriteTxn for PgTxn<'_> {
         };
         // Segments beyond the content, and all of them when not rewriting in place, go first.
         let keep_below: i32 = if in_place { len.div_ceil(SEGMENT) as i32 } else { 0 };
-        self.exec(
+        self.c.exec(
             "commit",
             "DELETE FROM outcore_segment WHERE array_id = $1 AND blk = $2 AND seg >= $3",
             &[key[0], key[1], &keep_below],
         )?;
         if !segs.is_empty() {
-            self.exec(
+            self.c.exec(
                 "commit",
                 "INSERT INTO outcore_segment (array_id, blk, seg, data)
                  SELECT $1, $2, unnest($3::int[]), unnest($4::bytea[])
@@ -481,20 +500,25 @@ impl WriteTxn for PgTxn<'_> {
                 &[key[0], key[1], &segs, &datas],
             )?;
         }
-        self.exec(
-            "commit",
-            "INSERT INTO outcore_current (array_id, blk, tid, codec, len, checksum)
+        self.c
+            .exec(
+                "commit",
+                "INSERT INTO outcore_current (array_id, blk, tid, codec, len, checksum)
              VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (array_id, blk) DO UPDATE SET tid = excluded.tid, codec = excluded.codec,
                  len = excluded.len, checksum = excluded.checksum",
-            &[key[0], key[1], &(tid as i64), &(new.enc.codec as i32), &(len as i64), &new.enc.checksum],
-        )
-        .map(|_| ())
+                &[key[0], key[1], &(tid as i64), &(new.enc.codec as i32), &(len as i64), &new.enc.checksum],
+            )
+            .map(|_| ())
     }
 
     fn set_head(&mut self, tid: Tid, time_us: i64) -> Result<()> {
-        self.exec("commit", "UPDATE outcore_head SET tid = $1, time_us = $2 WHERE id = 1", &[&(tid as i64), &time_us])?;
-        self.exec("commit", "SELECT pg_notify('outcore_commit', $1)", &[&tid.to_string()])?;
+        self.c.exec(
+            "commit",
+            "UPDATE outcore_head SET tid = $1, time_us = $2 WHERE id = 1",
+            &[&(tid as i64), &time_us],
+        )?;
+        self.c.exec("commit", "SELECT pg_notify('outcore_commit', $1)", &[&tid.to_string()])?;
         Ok(())
     }
 }
@@ -505,51 +529,43 @@ impl Store for PgStore {
     }
 
     fn head(&self) -> Result<Tid> {
-        self.with_conn(|c| Ok(q_head(&mut c.client, &mut c.stmts, HEAD)?.tid))
+        self.with_conn(|c| Ok(q_head(c, HEAD)?.tid))
     }
 
     fn gc_horizon(&self) -> Result<Tid> {
-        self.with_conn(|c| Ok(q_head(&mut c.client, &mut c.stmts, HEAD)?.horizon))
+        self.with_conn(|c| Ok(q_head(c, HEAD)?.horizon))
     }
 
     fn arrays(&self, at: Tid) -> Result<Vec<ArrayInfo>> {
         self.with_conn(|c| {
             check_at(c, at)?;
-            rows_to_arrays(q(&mut c.client, &mut c.stmts, "list arrays", LIVE_ARRAYS, &[&(at as i64)])?)
+            rows_to_arrays(c.q("list arrays", LIVE_ARRAYS, &[&(at as i64)])?)
         })
     }
 
     fn array(&self, name: &str, at: Tid) -> Result<Option<ArrayInfo>> {
         self.with_conn(|c| {
             check_at(c, at)?;
-            Ok(rows_to_arrays(q(&mut c.client, &mut c.stmts, "read array", ARRAY_BY_NAME, &[&(at as i64), &name])?)?
-                .pop())
+            Ok(rows_to_arrays(c.q("read array", ARRAY_BY_NAME, &[&(at as i64), &name])?)?.pop())
         })
     }
 
     fn array_by_id(&self, id: ArrayId, at: Tid) -> Result<Option<ArrayInfo>> {
         self.with_conn(|c| {
             check_at(c, at)?;
-            Ok(rows_to_arrays(q(
-                &mut c.client,
-                &mut c.stmts,
-                "read array",
-                ARRAY_BY_ID,
-                &[&(at as i64), &(id.0 as i64)],
-            )?)?
-            .pop())
+            Ok(rows_to_arrays(c.q("read array", ARRAY_BY_ID, &[&(at as i64), &(id.0 as i64)])?)?.pop())
         })
     }
 
     fn load(&self, array: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> Result<()> {
-        self.with_conn(|c| match q_load(&mut c.client, &mut c.stmts, array, blk, at, buf) {
+        self.with_conn(|c| match q_load(c, array, blk, at, buf) {
             Err(Error::Corrupt { array, blk, tid, detail, .. }) => {
-                let name =
-                    q(&mut c.client, &mut c.stmts, "read array", ARRAY_BY_ID, &[&(at as i64), &(array.0 as i64)])
-                        .ok()
-                        .and_then(|rows| rows_to_arrays(rows).ok())
-                        .and_then(|mut v| v.pop())
-                        .map_or_else(|| array.to_string(), |a| a.name);
+                let name = c
+                    .q("read array", ARRAY_BY_ID, &[&(at as i64), &(array.0 as i64)])
+                    .ok()
+                    .and_then(|rows| rows_to_arrays(rows).ok())
+                    .and_then(|mut v| v.pop())
+                    .map_or_else(|| array.to_string(), |a| a.name);
                 Err(Error::Corrupt { array, name, blk, tid, detail })
             }
             r => r,
@@ -557,24 +573,56 @@ impl Store for PgStore {
     }
 
     fn commit(&self, base: Tid, commit: Commit) -> Result<Tid> {
-        self.with_conn(|c| {
-            let PgConn { client, stmts } = c;
-            let tx = client.transaction().map_err(err("begin commit"))?;
-            let mut txn = PgTxn { tx, stmts };
-            let tid = commit::apply(&mut txn, base, commit)?;
-            txn.tx.commit().map_err(err("commit"))?;
-            Ok(tid)
-        })
+        let commit_id = rand::random::<i64>();
+        let mut c = self.conn()?;
+        let sent = (|| {
+            let backend = c.backend()?;
+            c.client.batch("begin commit", "BEGIN")?;
+            let mut txn = PgTxn { c: &mut c, commit_id };
+            match commit::apply(&mut txn, base, commit) {
+                Ok(tid) => Ok((backend, tid)),
+                Err(e) => {
+                    c.rollback();
+                    Err(e)
+                }
+            }
+        })();
+        let (backend, tid) = match sent {
+            Ok(v) => v,
+            // COMMIT was not sent: nothing can have been written.
+            Err(e) if c.client.is_broken() => {
+                c.discard();
+                return Err(match e {
+                    Error::Interrupted { .. } => e,
+                    e => Error::CommitNotWritten { location: self.location.clone(), reason: e.to_string() },
+                });
+            }
+            Err(e) => {
+                if matches!(e, Error::Backend { .. }) {
+                    c.discard();
+                }
+                return Err(e);
+            }
+        };
+        match c.client.batch("commit", "COMMIT") {
+            Ok(()) => Ok(tid),
+            Err(e) if c.client.is_broken() => {
+                c.discard();
+                self.commit_outcome(commit_id, backend, tid, &e)
+            }
+            // The server answered: the commit failed and nothing was written.
+            Err(e) => Err(e),
+        }
     }
 
     fn changes(&self, after: Tid, upto: Tid) -> Result<Changes> {
         self.with_conn(|c| {
             // History before the horizon is gone: what changed since `after` cannot be told.
-            let horizon = q_head(&mut c.client, &mut c.stmts, HEAD)?.horizon;
+            let horizon = q_head(c, HEAD)?.horizon;
             if after < horizon {
                 return Err(Error::SnapshotGone { at: after, horizon });
             }
-            let (blocks, arrays) = q_changes(&mut c.client, &mut c.stmts, after, upto)?;
+            let (blocks, arrays) = q_changes(c, after, upto)?;
             Ok(Changes {
                 blocks: blocks.into_iter().map(|(a, b, _)| (a, b)).collect(),
                 arrays: arrays.into_iter().map(|(a, _)| a).collect(),
@@ -584,9 +632,7 @@ impl Store for PgStore {
 
     fn history(&self, after: Tid, upto: Tid) -> Result<Vec<TxnInfo>> {
         self.with_conn(|c| {
-            let rows = q(
-                &mut c.client,
-                &mut c.stmts,
+            let rows = c.q(
                 "history",
                 "SELECT tid, time_us, \"user\", description, extension FROM outcore_txn
                  WHERE tid > $1 AND tid <= $2 ORDER BY tid",
@@ -611,115 +657,100 @@ impl Store for PgStore {
     fn tid_at(&self, time: SystemTime) -> Result<Tid> {
         let us = time_to_us(time);
         self.with_conn(|c| {
-            let rows = q(
-                &mut c.client,
-                &mut c.stmts,
-                "tid_at",
-                "SELECT max(tid) FROM outcore_txn WHERE time_us <= $1",
-                &[&us],
-            )?;
+            let rows = c.q("tid_at", "SELECT max(tid) FROM outcore_txn WHERE time_us <= $1", &[&us])?;
             Ok(rows.first().and_then(|r| r.get::<_, Option<i64>>(0)).unwrap_or(0) as u64)
         })
     }
 
     fn gc(&self, keep_after: Tid) -> Result<GcStats> {
         self.with_conn(|c| {
-            let mut tx = c.client.transaction().map_err(err("begin gc"))?;
-            let head = q_head(
-                &mut tx,
-                &mut HashMap::new(),
-                "SELECT tid, gc_horizon, time_us FROM outcore_head WHERE id = 1 FOR UPDATE",
-            )?;
-            if keep_after > head.tid {
-                return Err(Error::FutureTid { at: keep_after, head: head.tid });
+            c.client.batch("begin gc", "BEGIN")?;
+            let r = gc_in(c, keep_after);
+            match r {
+                Ok(_) => c.client.batch("gc", "COMMIT")?,
+                Err(_) => c.rollback(),
             }
-            let mut stats = GcStats::default();
-            if keep_after <= head.horizon {
-                return Ok(stats);
-            }
-            let k = keep_after as i64;
-            let mut run = |sql: &str| -> Result<(u64, u64)> {
-                let rows = tx.query(sql, &[&k]).map_err(err("gc"))?;
-                let n = rows.len() as u64;
-                Ok((n, rows.iter().map(|r| r.get::<_, i64>(0) as u64).sum()))
-            };
-            // The gc statements are the SQLite ones with PostgreSQL placeholders and types.
-            let pg = |sql: &str| sql.replace("?1", "$1").replace("length(data)", "length(data)::bigint");
-            let deleted_segments = format!(
-                "DELETE FROM outcore_segment WHERE array_id IN ({}) RETURNING length(data)",
-                super::sqlite::deleted_arrays!()
-            );
-            let deleted_current = format!(
-                "DELETE FROM outcore_current WHERE array_id IN ({}) RETURNING 0",
-                super::sqlite::deleted_arrays!()
-            );
-            for (sql, versions) in [
-                (super::sqlite::GC_UNDO, true),
-                (super::sqlite::GC_EMPTY, false),
-                (&deleted_segments, false),
-                (&deleted_current, false),
-                (super::sqlite::GC_DELETED_UNDO, true),
-            ] {
-                let (n, bytes) = run(&pg(sql).replace("RETURNING 0", "RETURNING 0::bigint"))?;
-                if versions {
-                    stats.block_versions += n;
-                }
-                stats.bytes += bytes;
-            }
-            let (n, _) = run(&pg(super::sqlite::GC_ARRAY_VERSIONS).replace("RETURNING 0", "RETURNING 0::bigint"))?;
-            stats.array_versions = n;
-            tx.execute("UPDATE outcore_head SET gc_horizon = $1 WHERE id = 1", &[&k]).map_err(err("gc"))?;
-            tx.commit().map_err(err("gc"))?;
-            Ok(stats)
+            r
         })
     }
 
     fn stats(&self) -> Result<StoreStats> {
         self.with_conn(|c| {
-            let row = c
-                .client
-                .query_one(
-                    "SELECT (SELECT count(*) FROM outcore_undo),
-                        (SELECT coalesce(sum(length(data)), 0) FROM outcore_undo)::bigint
-                        + (SELECT coalesce(sum(length(data)), 0) FROM outcore_segment)::bigint",
-                    &[],
-                )
-                .map_err(err("stats"))?;
+            let rows = c.client.query_text(
+                "stats",
+                "SELECT (SELECT count(*) FROM outcore_undo),
+                    (SELECT coalesce(sum(length(data)), 0) FROM outcore_undo)::bigint
+                    + (SELECT coalesce(sum(length(data)), 0) FROM outcore_segment)::bigint",
+                &[],
+            )?;
+            let row = rows.first().ok_or_else(|| Error::Invalid("stats query returned no row".into()))?;
             Ok(StoreStats { block_versions: row.get::<_, i64>(0) as u64, stored_bytes: row.get::<_, i64>(1) as u64 })
         })
     }
 
     fn subscribe(&self) -> Result<Box<dyn Subscription>> {
         let mut conn = self.connect()?;
-        conn.client.batch_execute(&format!("LISTEN {CHANNEL}")).map_err(err("subscribe"))?;
-        let last = q_head(&mut conn.client, &mut conn.stmts, HEAD)?.tid;
+        conn.client.batch("subscribe", &format!("LISTEN {CHANNEL}"))?;
+        let last = q_head(&mut conn, HEAD)?.tid;
         Ok(Box::new(PgListener { client: conn.client, last }))
     }
 }
 
+/// The gc statements, inside the transaction [`PgStore::gc`] opened.
+fn gc_in(c: &mut PgConn, keep_after: Tid) -> Result<GcStats> {
+    let head = q_head(c, "SELECT tid, gc_horizon, time_us FROM outcore_head WHERE id = 1 FOR UPDATE")?;
+    if keep_after > head.tid {
+        return Err(Error::FutureTid { at: keep_after, head: head.tid });
+    }
+    let mut stats = GcStats::default();
+    if keep_after <= head.horizon {
+        return Ok(stats);
+    }
+    let k = keep_after as i64;
+    let mut run = |sql: &str| -> Result<(u64, u64)> {
+        let rows = c.client.query_text("gc", sql, &[&k])?;
+        let n = rows.len() as u64;
+        Ok((n, rows.iter().map(|r| r.get::<_, i64>(0) as u64).sum()))
+    };
+    // The gc statements are the SQLite ones with PostgreSQL placeholders and types.
+    let pg = |sql: &str| sql.replace("?1", "$1").replace("length(data)", "length(data)::bigint");
+    let deleted_segments = format!(
+        "DELETE FROM outcore_segment WHERE array_id IN ({}) RETURNING length(data)",
+        super::sqlite::deleted_arrays!()
+    );
+    let deleted_current =
+        format!("DELETE FROM outcore_current WHERE array_id IN ({}) RETURNING 0", super::sqlite::deleted_arrays!());
+    for (sql, versions) in [
+        (super::sqlite::GC_UNDO, true),
+        (super::sqlite::GC_EMPTY, false),
+        (&deleted_segments, false),
+        (&deleted_current, false),
+        (super::sqlite::GC_DELETED_UNDO, true),
+    ] {
+        let (n, bytes) = run(&pg(sql).replace("RETURNING 0", "RETURNING 0::bigint"))?;
+        if versions {
+            stats.block_versions += n;
+        }
+        stats.bytes += bytes;
+    }
+    let (n, _) = run(&pg(super::sqlite::GC_ARRAY_VERSIONS).replace("RETURNING 0", "RETURNING 0::bigint"))?;
+    stats.array_versions = n;
+    c.client.query_text("gc", "UPDATE outcore_head SET gc_horizon = $1 WHERE id = 1", &[&k])?;
+    Ok(stats)
+}
+
 /// `LISTEN outcore_commit` on a dedicated connection.
 struct PgListener {
-    client: Client,
+    client: PgClient,
     last: Tid,
 }
 
 impl Subscription for PgListener {
     fn wait(&mut self, timeout: Duration) -> Result<Option<Tid>> {
-        let deadline = std::time::Instant::now() + timeout;
+        let deadline = Instant::now() + timeout;
         loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let mut newest = None;
-            {
-                let mut n = self.client.notifications();
-                use postgres::fallible_iterator::FallibleIterator;
-                if let Some(first) = n.timeout_iter(left).next().map_err(err("wait for notification"))? {
-                    newest = first.payload().parse::<u64>().ok();
-                }
-                let mut rest = n.iter();
-                while let Some(more) = rest.next().map_err(err("wait for notification"))? {
-                    newest = newest.max(more.payload().parse::<u64>().ok());
-                }
-            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let newest = self.client.notifications(left)?.iter().filter_map(|n| n.payload().parse::<u64>().ok()).max();
             match newest {
                 Some(t) if t > self.last => {
                     self.last = t;
@@ -731,3 +762,65 @@ impl Subscription for PgListener {
         }
     }
 }
+
+impl PgStore {
+    /// Whether the commit `commit_id`, sent on a connection served by `backend` that was lost
+    /// before its reply, landed: from a new connection, end that server process if it is still
+    /// there (so the transaction is over either way), then look the id up. Retries while the
+    /// server is unreachable, for at most [`OUTCOME_WAIT`].
+    fn commit_outcome(&self, commit_id: i64, backend: (i32, String), tid: Tid, lost: &Error) -> Result<Tid> {
+        let deadline = Instant::now() + OUTCOME_WAIT;
+        let mut delay = Duration::from_millis(20);
+        let last = loop {
+            match self.find_commit(commit_id, &backend) {
+                Ok(Some(found)) => {
+                    tracing::warn!(commit_id, tid = found, "connection lost during commit; the commit landed");
+                    return Ok(found);
+                }
+                Ok(None) => {
+                    return Err(Error::CommitNotWritten {
+                        location: self.location.clone(),
+                        reason: format!("connection lost during commit (tid {tid} was not recorded): {lost}"),
+                    })
+                }
+                Err(e) if e.is_transient() && Instant::now() < deadline => {
+                    std::thread::sleep(delay.min(deadline.saturating_duration_since(Instant::now())));
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+                // Interrupted, out of time, or refused for good.
+                Err(e) => break e.to_string(),
+            }
+        };
+        Err(Error::CommitOutcomeUnknown {
+            location: self.location.clone(),
+            commit_id: commit_id.to_string(),
+            reason: format!("connection lost during commit ({lost}), then: {last}"),
+        })
+    }
+
+    /// One try of [`commit_outcome`](Self::commit_outcome): `None` when the commit is known not
+    /// to have landed; an error while that cannot be told yet.
+    fn find_commit(&self, commit_id: i64, (pid, start): &(i32, String)) -> Result<Option<Tid>> {
+        let mut c = self.connect()?;
+        let ended = c.client.query_text(
+            "find commit outcome",
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE pid = $1 AND backend_start::text = $2",
+            &[pid, start],
+        )?;
+        if ended.first().is_some_and(|r| !r.get::<_, bool>(0)) {
+            return Err(Error::Unreachable {
+                location: self.location.clone(),
+                reason: format!("server process {pid} of the lost commit did not end within 5 s"),
+            });
+        }
+        let rows = c.client.query_text(
+            "find commit outcome",
+            "SELECT tid FROM outcore_txn WHERE commit_id = $1",
+            &[&commit_id],
+        )?;
+        Ok(rows.first().map(|r| r.get::<_, i64>(0) as u64))
+    }
+}
+
+/// How long a commit whose connection was lost tries to find out whether it landed.
+const OUTCOME_WAIT: Duration = Duration::from_secs(60);

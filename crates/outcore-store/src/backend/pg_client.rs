@@ -1,0 +1,245 @@
+//! A blocking PostgreSQL connection in which every wait is bounded and can be interrupted.
+//!
+//! `tokio-postgres` runs on a current-thread runtime owned by the connection, the way the
+//! `postgres` crate does it, but each call here waits at most the target's `io_timeout` (the
+//! whole connection start at most `connect_timeout`) and asks [`interrupt`](crate::interrupt)
+//! about ten times a second whether to stop. A call that timed out, was interrupted or lost the
+//! connection leaves the connection *broken*: its protocol state is unknown, so it is never used
+//! again (the pool drops it).
+
+use super::pg_config::{self, Target};
+use crate::error::{Error, Result};
+use crate::interrupt;
+use futures_util::Stream;
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
+use std::task::Poll;
+use std::time::Duration;
+use tokio::runtime::Runtime;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{AsyncMessage, Notification, Row, Statement};
+
+/// How often a wait asks whether to stop.
+const TICK: Duration = Duration::from_millis(100);
+
+type Messages = Pin<Box<dyn Stream<Item = std::result::Result<AsyncMessage, tokio_postgres::Error>> + Send>>;
+
+/// How a bounded wait ended.
+enum Waited<T> {
+    Done(T),
+    TimedOut,
+    Interrupted,
+    /// The connection ended or failed while the call was pending.
+    Lost(Option<tokio_postgres::Error>),
+}
+
+/// One connection to the server.
+pub(crate) struct PgClient {
+    rt: Runtime,
+    client: tokio_postgres::Client,
+    messages: Messages,
+    notifications: VecDeque<Notification>,
+    io_timeout: Duration,
+    location: String,
+    broken: bool,
+}
+
+/// Errors of the driver, named by operation.
+fn backend(op: &'static str, e: tokio_postgres::Error) -> Error {
+    Error::Backend { backend: "postgresql", op, source: Box::new(e) }
+}
+
+impl PgClient {
+    /// Connect to `target`, the whole start (socket, TLS, authentication) bounded by its
+    /// connect timeout.
+    pub fn connect(target: &Target) -> Result<PgClient> {
+        let location = target.location.clone();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Error::Io {
+            op: "start the PostgreSQL client runtime",
+            path: location.clone(),
+            source: e,
+        })?;
+        let limit = target.connect_timeout;
+        let waited = rt.block_on(bounded(limit, target.config.connect(target.connector.clone()), None, false));
+        let unreachable = |reason: String| Error::Unreachable { location: location.clone(), reason };
+        let (client, connection) = match waited {
+            Waited::Done(Ok(pair)) => pair,
+            Waited::Done(Err(e)) => return Err(target.connect_error(&e)),
+            Waited::TimedOut => {
+                return Err(unreachable(format!(
+                    "no complete connection start within {} s (connect_timeout)",
+                    limit.as_secs_f64()
+                )))
+            }
+            Waited::Interrupted => return Err(Error::Interrupted { location, op: "connect" }),
+            Waited::Lost(e) => return Err(unreachable(format!("connection lost while starting: {e:?}"))),
+        };
+        let mut connection = connection;
+        let messages: Messages = Box::pin(futures_util::stream::poll_fn(move |cx| connection.poll_message(cx)));
+        Ok(PgClient {
+            rt,
+            client,
+            messages,
+            notifications: VecDeque::new(),
+            io_timeout: target.io_timeout,
+            location,
+            broken: false,
+        })
+    }
+
+    /// True when the connection must not be used again.
+    pub fn is_broken(&self) -> bool {
+        self.broken || self.client.is_closed()
+    }
+
+    /// Wait for the call `make` starts, driving the connection meanwhile, at most `limit`.
+    /// With `until_notified`, the wait also ends (as a timeout) once a notification is in.
+    fn wait<'c, T, F>(
+        &'c mut self,
+        op: &'static str,
+        limit: Duration,
+        until_notified: bool,
+        make: impl FnOnce(&'c tokio_postgres::Client) -> F,
+    ) -> Result<T>
+    where
+        F: Future<Output = std::result::Result<T, tokio_postgres::Error>> + 'c,
+    {
+        let PgClient { rt, client, messages, notifications, location, broken, .. } = self;
+        if *broken {
+            return Err(Error::Unreachable {
+                location: location.clone(),
+                reason: format!("{op} on a connection that an earlier failure left unusable"),
+            });
+        }
+        let client: &'c tokio_postgres::Client = client;
+        let waited = rt.block_on(bounded(limit, make(client), Some((messages, notifications)), until_notified));
+        let location = location.clone();
+        let out = match waited {
+            Waited::Done(Ok(v)) => return Ok(v),
+            Waited::Done(Err(e)) => {
+                let lost = pg_config::transient(&e);
+                let err = backend(op, e);
+                if !lost {
+                    return Err(err);
+                }
+                err
+            }
+            Waited::TimedOut => Error::Unreachable {
+                location,
+                reason: format!("no reply to {op} within {} s (io_timeout)", limit.as_secs_f64()),
+            },
+            Waited::Interrupted => Error::Interrupted { location, op },
+            Waited::Lost(Some(e)) => backend(op, e),
+            Waited::Lost(None) => {
+                Error::Unreachable { location, reason: format!("the server closed the connection during {op}") }
+            }
+        };
+        *broken = true;
+        Err(out)
+    }
+
+    /// Prepare `sql`.
+    pub fn prepare(&mut self, op: &'static str, sql: &str) -> Result<Statement> {
+        let limit = self.io_timeout;
+        self.wait(op, limit, false, |c| c.prepare(sql))
+    }
+
+    /// Run a prepared statement and collect its rows.
+    pub fn query(&mut self, op: &'static str, st: &Statement, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+        let limit = self.io_timeout;
+        self.wait(op, limit, false, |c| c.query(st, params))
+    }
+
+    /// Run a prepared statement; the number of rows it changed.
+    pub fn execute(&mut self, op: &'static str, st: &Statement, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+        let limit = self.io_timeout;
+        self.wait(op, limit, false, |c| c.execute(st, params))
+    }
+
+    /// Run a statement given as text with parameters (prepared each time).
+    pub fn query_text(&mut self, op: &'static str, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+        let limit = self.io_timeout;
+        self.wait(op, limit, false, |c| c.query(sql, params))
+    }
+
+    /// Run statements without parameters (the simple query protocol).
+    pub fn batch(&mut self, op: &'static str, sql: &str) -> Result<()> {
+        let limit = self.io_timeout;
+        self.wait(op, limit, false, |c| c.batch_execute(sql))
+    }
+
+    /// Notifications received so far, or else those arriving within `timeout` (none: empty).
+    pub fn notifications(&mut self, timeout: Duration) -> Result<Vec<Notification>> {
+        if self.notifications.is_empty() && !timeout.is_zero() && !self.broken {
+            let PgClient { rt, messages, notifications, .. } = self;
+            let never = std::future::pending::<()>();
+            let waited = rt.block_on(bounded(timeout, never, Some((messages, notifications)), true));
+            let location = self.location.clone();
+            let op = "wait for notification";
+            let lost = match waited {
+                // A timeout here means "nothing came" or "one came".
+                Waited::Done(()) | Waited::TimedOut => None,
+                Waited::Interrupted => Some(Error::Interrupted { location, op }),
+                Waited::Lost(Some(e)) => Some(backend(op, e)),
+                Waited::Lost(None) => {
+                    Some(Error::Unreachable { location, reason: "the server closed the connection".into() })
+                }
+            };
+            if let Some(e) = lost {
+                self.broken = true;
+                return Err(e);
+            }
+        }
+        Ok(self.notifications.drain(..).collect())
+    }
+}
+
+/// Poll `fut` (and the connection's messages, if given) until it is done, `limit` passes or an
+/// interrupt is requested; with `until_notified`, also until a notification is in (reported as
+/// a timeout).
+async fn bounded<T>(
+    limit: Duration,
+    fut: impl Future<Output = T>,
+    mut conn: Option<(&mut Messages, &mut VecDeque<Notification>)>,
+    until_notified: bool,
+) -> Waited<T> {
+    let mut fut = pin!(fut);
+    let mut deadline = pin!(tokio::time::sleep(limit));
+    let mut tick = tokio::time::interval(TICK);
+    poll_fn(|cx| {
+        if let Some((messages, notifications)) = conn.as_mut() {
+            loop {
+                match messages.as_mut().poll_next(cx) {
+                    Poll::Ready(Some(Ok(AsyncMessage::Notification(n)))) => notifications.push_back(n),
+                    Poll::Ready(Some(Ok(_))) => {}
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Waited::Lost(Some(e))),
+                    Poll::Ready(None) => {
+                        // Closed: the call can only fail now; let it say how if it is done.
+                        return match fut.as_mut().poll(cx) {
+                            Poll::Ready(v) => Poll::Ready(Waited::Done(v)),
+                            Poll::Pending => Poll::Ready(Waited::Lost(None)),
+                        };
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            if until_notified && !notifications.is_empty() {
+                return Poll::Ready(Waited::TimedOut);
+            }
+        }
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Waited::Done(v));
+        }
+        if deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Waited::TimedOut);
+        }
+        while tick.poll_tick(cx).is_ready() {
+            if interrupt::requested() {
+                return Poll::Ready(Waited::Interrupted);
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}

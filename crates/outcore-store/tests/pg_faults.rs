@@ -1,0 +1,265 @@
+//! PostgreSQL faults between client and server, made by a proxy the test controls: a server that
+//! accepts and says nothing (connect timeout), a server that stops answering (io timeout,
+//! Ctrl-C), and a connection cut between `COMMIT` and its reply, or just before `COMMIT` (the
+//! commit outcome is found, never left silent).
+
+mod common;
+
+use outcore_store::{open, ArrayId, ArrayMeta, Commit, Error, Order};
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the proxy does to the traffic.
+const FORWARD: u8 = 0;
+/// Stop forwarding in both directions (a frozen server).
+const FREEZE: u8 = 1;
+/// Cut the connection when the client sends `COMMIT`, without forwarding it (once).
+const CUT_BEFORE_COMMIT: u8 = 2;
+/// Forward `COMMIT`, wait for the server's reply, drop it and cut the connection (once).
+const CUT_AFTER_COMMIT: u8 = 3;
+
+/// After [`CUT_BEFORE_COMMIT`] did its cut: forward.
+const COMMIT_DROPPED: u8 = 4;
+/// After [`CUT_AFTER_COMMIT`] forwarded `COMMIT`: forward, wait for the reply.
+const AWAIT_REPLY: u8 = 5;
+/// After [`CUT_AFTER_COMMIT`] did its cut: forward.
+const REPLY_DROPPED: u8 = 6;
+
+/// The simple-query message `COMMIT`.
+const COMMIT_MSG: &[u8] = b"Q\0\0\0\x0bCOMMIT\0";
+
+struct Proxy {
+    port: u16,
+    mode: Arc<AtomicU8>,
+}
+
+impl Proxy {
+    /// A proxy in front of `upstream` (host:port).
+    fn start(upstream: String) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mode = Arc::new(AtomicU8::new(FORWARD));
+        let m = mode.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(&upstream) else { continue };
+                let cut = Arc::new(AtomicBool::new(false));
+                let awaiting_reply = Arc::new(AtomicBool::new(false));
+                for (from, to, upward) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap(), true),
+                    (server.try_clone().unwrap(), client.try_clone().unwrap(), false),
+                ] {
+                    let (m, cut, awaiting) = (m.clone(), cut.clone(), awaiting_reply.clone());
+                    let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                    std::thread::spawn(move || pump(from, to, upward, &m, &cut, &awaiting, c2, s2));
+                }
+            }
+        });
+        Proxy { port, mode }
+    }
+
+    fn set(&self, mode: u8) {
+        self.mode.store(mode, Ordering::SeqCst);
+    }
+
+    fn mode(&self) -> u8 {
+        self.mode.load(Ordering::SeqCst)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    upward: bool,
+    mode: &AtomicU8,
+    cut: &AtomicBool,
+    awaiting_reply: &AtomicBool,
+    client: TcpStream,
+    server: TcpStream,
+) {
+    let cut_both = || {
+        cut.store(true, Ordering::SeqCst);
+        let _ = client.shutdown(Shutdown::Both);
+        let _ = server.shutdown(Shutdown::Both);
+    };
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        while mode.load(Ordering::SeqCst) == FREEZE && !cut.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => {
+                cut_both();
+                return;
+            }
+            Ok(n) => n,
+        };
+        let chunk = &buf[..n];
+        let has_commit = chunk.windows(COMMIT_MSG.len()).any(|w| w == COMMIT_MSG);
+        if upward && has_commit {
+            match mode.load(Ordering::SeqCst) {
+                CUT_BEFORE_COMMIT => {
+                    mode.store(COMMIT_DROPPED, Ordering::SeqCst);
+                    cut_both();
+                    return;
+                }
+                CUT_AFTER_COMMIT => {
+                    mode.store(AWAIT_REPLY, Ordering::SeqCst);
+                    awaiting_reply.store(true, Ordering::SeqCst);
+                }
+                _ => {}
+            }
+        }
+        if !upward && awaiting_reply.load(Ordering::SeqCst) && chunk.windows(7).any(|w| w == b"COMMIT\0") {
+            // The server's reply to COMMIT: the client never sees it.
+            mode.store(REPLY_DROPPED, Ordering::SeqCst);
+            cut_both();
+            return;
+        }
+        while mode.load(Ordering::SeqCst) == FREEZE && !cut.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if to.write_all(chunk).is_err() {
+            cut_both();
+            return;
+        }
+    }
+}
+
+/// The fixture's URL, through `proxy`, without TLS (so the proxy can read the protocol).
+fn via(url: &str, proxy: &Proxy, extra: &str) -> String {
+    let mut u = url::Url::parse(url).unwrap();
+    u.set_port(Some(proxy.port)).unwrap();
+    format!("{u}?sslmode=disable{extra}")
+}
+
+fn upstream(url: &str) -> String {
+    let u = url::Url::parse(url).unwrap();
+    format!("{}:{}", u.host_str().unwrap(), u.port().unwrap_or(5432))
+}
+
+fn create(store: &dyn outcore_store::Store, name: &str) -> ArrayId {
+    let id = ArrayId::random();
+    let mut c = Commit::new();
+    c.put_array(id, name, ArrayMeta::new("<f8", vec![1024], Order::C, 4096));
+    c.write_block(id, 0, vec![1u8; 4096]);
+    store.commit(store.head().unwrap(), c).unwrap();
+    id
+}
+
+#[test]
+fn connect_timeout_bounds_a_server_that_accepts_and_says_nothing() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let _held = std::thread::spawn(move || {
+        let conns: Vec<_> = listener.incoming().take(4).collect();
+        std::thread::sleep(Duration::from_secs(30));
+        drop(conns);
+    });
+    for tls in ["disable", "prefer"] {
+        let t0 = Instant::now();
+        let r = open(&format!("postgresql://u@127.0.0.1:{port}/db?connect_timeout=1&sslmode={tls}"));
+        let took = t0.elapsed();
+        match r {
+            Err(e @ Error::Unreachable { .. }) => {
+                assert!(e.to_string().contains("connect_timeout"), "{e}");
+                assert!(e.is_transient());
+            }
+            other => panic!("expected Unreachable, got {other:?}"),
+        }
+        assert!(took < Duration::from_secs(5), "sslmode={tls}: waited {took:?} for a 1 s connect timeout");
+    }
+}
+
+#[test]
+fn io_timeout_bounds_a_frozen_server() {
+    let Some(f) = common::postgres() else { return };
+    let proxy = Proxy::start(upstream(&f.url));
+    let store = open(&via(&f.url, &proxy, "&io_timeout=1")).unwrap();
+    create(&*store, "a");
+    proxy.set(FREEZE);
+    let t0 = Instant::now();
+    match store.head() {
+        Err(e @ Error::Unreachable { .. }) => assert!(e.to_string().contains("io_timeout"), "{e}"),
+        other => panic!("expected Unreachable from a frozen server, got {other:?}"),
+    }
+    assert!(t0.elapsed() < Duration::from_secs(5), "waited {:?} for a 1 s io timeout", t0.elapsed());
+    // Once the server answers again, a new connection works (the timed-out one is dropped).
+    proxy.set(FORWARD);
+    assert!(store.head().unwrap() > 0);
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+#[test]
+fn an_interrupt_ends_a_wait_for_a_frozen_server() {
+    let Some(f) = common::postgres() else { return };
+    outcore_store::interrupt::set_check(|| STOP.load(Ordering::SeqCst));
+    let proxy = Proxy::start(upstream(&f.url));
+    let store = open(&via(&f.url, &proxy, "")).unwrap(); // default io_timeout: 60 s
+    create(&*store, "a");
+    proxy.set(FREEZE);
+    let waiter = std::thread::spawn(move || {
+        let t0 = Instant::now();
+        (store.head(), t0.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    STOP.store(true, Ordering::SeqCst);
+    let (r, took) = waiter.join().unwrap();
+    STOP.store(false, Ordering::SeqCst);
+    assert!(matches!(r, Err(Error::Interrupted { .. })), "{r:?}");
+    assert!(took < Duration::from_secs(3), "interrupt took {took:?}");
+    proxy.set(FORWARD);
+}
+
+#[test]
+fn a_commit_whose_reply_is_lost_is_found_to_have_landed() {
+    let Some(f) = common::postgres() else { return };
+    let proxy = Proxy::start(upstream(&f.url));
+    let store = open(&via(&f.url, &proxy, "")).unwrap();
+    let id = create(&*store, "a");
+    let before = store.head().unwrap();
+    proxy.set(CUT_AFTER_COMMIT);
+    let mut c = Commit::new();
+    c.write_block(id, 0, vec![2u8; 4096]);
+    let tid = store.commit(before, c).expect("the commit landed: the store must say so");
+    assert_eq!(proxy.mode(), REPLY_DROPPED, "the reply to COMMIT was dropped");
+    assert!(tid > before);
+    // Seen from a direct connection: the commit is there, with the data.
+    let direct = open(&f.url).unwrap();
+    assert_eq!(direct.head().unwrap(), tid);
+    let mut buf = vec![0u8; 4096];
+    direct.load(id, 0, tid, &mut buf).unwrap();
+    assert_eq!(buf, vec![2u8; 4096]);
+}
+
+#[test]
+fn a_commit_cut_before_it_was_sent_says_nothing_was_written() {
+    let Some(f) = common::postgres() else { return };
+    let proxy = Proxy::start(upstream(&f.url));
+    let store = open(&via(&f.url, &proxy, "")).unwrap();
+    let id = create(&*store, "a");
+    let before = store.head().unwrap();
+    proxy.set(CUT_BEFORE_COMMIT);
+    let mut c = Commit::new();
+    c.write_block(id, 0, vec![3u8; 4096]);
+    match store.commit(before, c) {
+        Err(e @ Error::CommitNotWritten { .. }) => assert!(e.to_string().contains("nothing changed"), "{e}"),
+        other => panic!("expected CommitNotWritten, got {other:?}"),
+    }
+    assert_eq!(proxy.mode(), COMMIT_DROPPED);
+    let direct = open(&f.url).unwrap();
+    assert_eq!(direct.head().unwrap(), before, "nothing was committed");
+    let mut buf = vec![0u8; 4096];
+    direct.load(id, 0, before, &mut buf).unwrap();
+    assert_eq!(buf, vec![1u8; 4096]);
+    // The same commit, tried again, goes through.
+    let mut c = Commit::new();
+    c.write_block(id, 0, vec![3u8; 4096]);
+    assert!(store.commit(before, c).unwrap() > before);
+}
