@@ -45,7 +45,7 @@ pg_start() {
     [ "$(id -u)" = 0 ] && chown postgres: "$PG_DIR"
     user=$([ "$(id -u)" = 0 ] && echo postgres || id -un)
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    pg_as_owner "$bindir/initdb" -D "$PG_DIR/data" -U "$user" --auth=trust -E UTF8 --no-sync >"$PG_DIR/initdb.log" 2>&1 \
+    pg_as_owner "$bindir/initdb" -D "$PG_DIR/data" -U "$user" --auth=trust -E UTF8 --no-sync --data-checksums >"$PG_DIR/initdb.log" 2>&1 \
         || { cat "$PG_DIR/initdb.log"; return 1; }
     # Two loopback addresses: tests reach the server by a name its certificate does not carry.
     pg_as_owner sh -c "echo 'host all all 127.0.0.0/8 trust' >> '$PG_DIR/data/pg_hba.conf'"

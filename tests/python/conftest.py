@@ -138,6 +138,14 @@ class PrivateServer:
                     pids.append(int(entry))
         return pids
 
+    def sql(self, query):
+        """Runs `query` with psql; its output, stripped."""
+        psql = os.path.join(self.bindir, "psql")
+        if not os.path.exists(psql):
+            psql = shutil.which("psql") or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/psql"))), "psql")
+        cmd = [psql, "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "-d", "postgres", "-Atc", query]
+        return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
+
     def freeze(self):
         """Stops every server process (SIGSTOP): connections stay open, nothing answers."""
         for pid in self._processes():
@@ -169,7 +177,8 @@ def private_pg(tmp_path_factory):
     if os.getuid() == 0:
         shutil.chown(base, "postgres")
     data = os.path.join(base, "data")
-    init = [os.path.join(found, "initdb"), "-D", data, "-U", user, "--auth=trust", "-E", "UTF8", "--no-sync"]
+    init = [os.path.join(found, "initdb"), "-D", data, "-U", user, "--auth=trust", "-E", "UTF8", "--no-sync",
+            "--data-checksums"]
     if os.getuid() == 0:
         init = ["runuser", "-u", "postgres", "--", *init]
     subprocess.run(init, check=True, capture_output=True)

@@ -129,3 +129,28 @@ def test_ctrl_c_interrupts_a_wait_for_a_frozen_server(private_pg):
     assert out.startswith("interrupted after"), (out, err)
     waited = float(out.split()[2])
     assert 0.5 <= waited < 10, out  # interrupted, well before the io timeout
+
+
+def test_a_corrupt_metadata_page_on_postgresql_is_a_corrupt_error(private_pg):
+    # On PostgreSQL outcore's metadata rows are the server's pages: with data checksums (the
+    # test servers have them) a flipped bit in them is the server's "invalid page" error, which
+    # reaches the user as CorruptError, never as a silently wrong read.
+    import os
+
+    conn = outcore.open(private_pg.url).connect(transaction_manager=False)
+    A = conn.root.create("a", (100_000,), "f8", compression="lz4")
+    A[:] = 1.0
+    conn.commit()
+    assert private_pg.sql("SHOW data_checksums") == "on"
+    rel = private_pg.sql("SELECT pg_relation_filepath('outcore_current')")
+    private_pg.stop()
+    path = os.path.join(private_pg.data, rel)
+    with open(path, "r+b") as f:
+        f.seek(8192 - 64)  # inside the page's newest row (rows fill a page from its end)
+        b = f.read(1)
+        f.seek(8192 - 64)
+        f.write(bytes([b[0] ^ 0x10]))
+    private_pg.start()
+    B = outcore.open(private_pg.url).connect(transaction_manager=False).root["a"]
+    with pytest.raises(outcore.CorruptError, match="invalid page"):
+        B.load()

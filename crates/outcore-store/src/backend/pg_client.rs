@@ -45,6 +45,19 @@ pub(crate) struct PgClient {
     broken: bool,
 }
 
+/// The server found its own storage corrupt (SQLSTATE class XX: a page failed its checksum, an
+/// index is corrupt): outcore's `CorruptMeta`, not a driver failure.
+fn corruption(op: &'static str, e: &tokio_postgres::Error) -> Option<Error> {
+    let db = e.as_db_error()?;
+    let code = db.code();
+    (*code == tokio_postgres::error::SqlState::DATA_CORRUPTED
+        || *code == tokio_postgres::error::SqlState::INDEX_CORRUPTED)
+        .then(|| Error::CorruptMeta {
+            what: format!("the PostgreSQL server's storage (during {op})"),
+            detail: format!("{} (SQLSTATE {})", db.message(), code.code()),
+        })
+}
+
 /// Errors of the driver, named by operation.
 fn backend(op: &'static str, e: tokio_postgres::Error) -> Error {
     Error::Backend { backend: "postgresql", op, source: Box::new(e) }
@@ -118,6 +131,9 @@ impl PgClient {
         let out = match waited {
             Waited::Done(Ok(v)) => return Ok(v),
             Waited::Done(Err(e)) => {
+                if let Some(corrupt) = corruption(op, &e) {
+                    return Err(corrupt);
+                }
                 let lost = pg_config::transient(&e);
                 let err = backend(op, e);
                 if !lost {

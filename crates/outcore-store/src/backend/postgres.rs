@@ -168,7 +168,8 @@ impl PgStore {
                 "INSERT INTO outcore_meta (key, value) VALUES ('format', $1), ('version', $2)",
                 &[&FORMAT_NAME, &PG_FORMAT_VERSION.to_string()],
             )?;
-            return client.batch("create schema", "COMMIT");
+            client.batch("create schema", "COMMIT")?;
+            return self.check_server_checksums(c);
         }
         let mut get = |key: &str| -> Result<Option<String>> {
             Ok(client
@@ -179,7 +180,23 @@ impl PgStore {
         let format = get("format")?;
         let version = get("version")?;
         client.batch("open", "COMMIT")?;
-        check_format(&self.location, format, version, PG_FORMAT_VERSION)
+        check_format(&self.location, format, version, PG_FORMAT_VERSION)?;
+        self.check_server_checksums(c)
+    }
+
+    /// Warn (once per store handle) when the server keeps no page checksums: metadata rows on
+    /// PostgreSQL are the server's pages, and only its checksums tell a flipped bit in them.
+    fn check_server_checksums(&self, c: &mut PgConn) -> Result<()> {
+        let on = c.client.query_text("open", "SHOW data_checksums", &[])?.first().map(|r| r.get::<_, String>(0));
+        if on.as_deref() != Some("on") {
+            tracing::warn!(
+                location = %self.location,
+                "the PostgreSQL server runs without data checksums: a corrupt page of outcore's \
+                 metadata on it cannot be detected (block contents still can); create the cluster \
+                 with `initdb --data-checksums`, or enable them with `pg_checksums --enable`"
+            );
+        }
+        Ok(())
     }
 
     /// Run `f` on a pooled connection; a connection that failed is not reused.
