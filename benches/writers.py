@@ -4,12 +4,16 @@ and conflicts. Checks the array afterwards against what every writer wrote.
 
     .venv/bin/python benches/writers.py --writers 4 --commits 200 [--url postgresql://...]
 
-Without --url the store is a local SQLite file in a temp dir (`--dir`)."""
+Without --url the store is a local SQLite file in a temp dir (`--dir`). On PostgreSQL it also
+prints the server's WAL bytes per commit (`pg_stat_wal`, read with `psql`; the delta includes
+any other activity on the server, so run it on a server of its own)."""
 
 import argparse
 import json
 import multiprocessing
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,6 +53,16 @@ def writer(url, k, commits, q):
     q.put((k, lat, conflicts, last))
 
 
+def wal_bytes(url):
+    """The server's WAL bytes written so far (PostgreSQL >= 14), or None without psql."""
+    psql = shutil.which("psql")
+    if not url.startswith("postgres") or not psql:
+        return None
+    plain = url.split("?")[0]
+    out = subprocess.run([psql, plain, "-Atc", "SELECT wal_bytes FROM pg_stat_wal"], capture_output=True, text=True)
+    return int(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else None
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--writers", type=int, default=4)
@@ -69,6 +83,7 @@ def main():
     ctx = multiprocessing.get_context("spawn")
     q = ctx.Queue()
     procs = [ctx.Process(target=writer, args=(url, k, a.commits, q)) for k in range(a.writers)]
+    wal0 = wal_bytes(url)
     t = time.perf_counter()
     for pr in procs:
         pr.start()
@@ -76,6 +91,7 @@ def main():
     wall = time.perf_counter() - t
     for pr in procs:
         pr.join()
+    wal1 = wal_bytes(url)
     lat = np.array([x for r in results for x in r[1]]) * 1e3
     conflicts = sum(r[2] for r in results)
     want = np.zeros(n)
@@ -95,6 +111,8 @@ def main():
         "conflicts": conflicts,
         "data right": ok,
     }
+    if wal0 is not None and wal1 is not None:
+        out["WAL KiB/commit"] = (wal1 - wal0) / 1024 / max(len(lat), 1)
     print("| " + " | ".join(out) + " |")
     print("|" + "---|" * len(out))
     print("| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in out.values()) + " |")

@@ -341,6 +341,11 @@ pub(crate) trait WriteTxn {
         new: &CurrentWrite<'_>,
     ) -> Result<()>;
     fn set_head(&mut self, tid: Tid, time_us: i64) -> Result<()>;
+    /// Whether the current version `cur` can be read and rewritten page by page
+    /// ([`load_pages`](Self::load_pages), [`write_pages`](Self::write_pages)).
+    fn rewrites_pages(&self, cur: &CurrentRow) -> bool {
+        cur.extent.is_some()
+    }
     /// Read only `pages` of a block's current version `cur` into their places in `buf` (a
     /// buffer of the block size; verified, zero beyond the content); `Ok(false)` when this
     /// backend cannot (the caller then reads the whole block).
@@ -776,7 +781,7 @@ pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result
             continue;
         }
         if let (BlockData::Pages(pages, src), Some(c)) = (&mut *data, cur.as_ref()) {
-            if c.extent.is_some() && c.len > 0 && !cuts.contains_key(id) {
+            if txn.rewrites_pages(c) && c.len > 0 && !cuts.contains_key(id) {
                 let bs = meta.blksize as usize;
                 // Only the pages in `pages` of these buffers are used, and each is filled before
                 // use: no need to clear them (a block's worth of memset per block otherwise).

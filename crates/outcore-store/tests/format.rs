@@ -97,13 +97,13 @@ fn a_newer_postgres_format_is_refused() {
     let mut c = postgres::Client::connect(&f.url, postgres::NoTls).unwrap();
     c.execute("UPDATE outcore_meta SET value = '99' WHERE key = 'version'", &[]).unwrap();
     match open(&f.url) {
-        Err(Error::UnsupportedVersion { found: 99, supported: 4, .. }) => {}
+        Err(Error::UnsupportedVersion { found: 99, supported: 5, .. }) => {}
         other => panic!("expected UnsupportedVersion, got {other:?}"),
     }
     // Version 3 had no commit ids: refused with advice, not misread.
     c.execute("UPDATE outcore_meta SET value = '3' WHERE key = 'version'", &[]).unwrap();
     match open(&f.url) {
-        Err(e @ Error::UnsupportedVersion { found: 3, supported: 4, .. }) => {
+        Err(e @ Error::UnsupportedVersion { found: 3, supported: 5, .. }) => {
             assert!(e.to_string().contains("earlier outcore"), "{e}")
         }
         other => panic!("expected UnsupportedVersion, got {other:?}"),

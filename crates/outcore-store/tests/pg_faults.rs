@@ -263,3 +263,32 @@ fn a_commit_cut_before_it_was_sent_says_nothing_was_written() {
     c.write_block(id, 0, vec![3u8; 4096]);
     assert!(store.commit(before, c).unwrap() > before);
 }
+
+#[test]
+fn a_changed_or_moved_segment_row_is_corrupt() {
+    let Some(f) = common::postgres() else { return };
+    let id = ArrayId::random();
+    let mut c = Commit::new();
+    c.put_array(id, "a", ArrayMeta::new("u1", vec![1 << 20], Order::C, 1 << 20));
+    c.write_block(id, 0, (0..100_000u32).map(|i| (i % 251) as u8 + 1).collect());
+    let tid = f.store.commit(0, c).unwrap();
+    let mut sql = postgres::Client::connect(&f.url, postgres::NoTls).unwrap();
+    let load = |tid| {
+        let mut buf = vec![0u8; 1 << 20];
+        open(&f.url).unwrap().load(id, 0, tid, &mut buf).map(|_| buf)
+    };
+    assert!(load(tid).is_ok());
+    // One flipped bit in a segment's bytes.
+    sql.batch_execute("UPDATE outcore_segment SET data = set_byte(data, 5, get_byte(data, 5) # 1) WHERE seg = 2")
+        .unwrap();
+    match load(tid) {
+        Err(Error::Corrupt { detail, .. }) => assert!(detail.contains("segment 2"), "{detail}"),
+        other => panic!("expected Corrupt, got {:?}", other.map(|_| ())),
+    }
+    sql.batch_execute("UPDATE outcore_segment SET data = set_byte(data, 5, get_byte(data, 5) # 1) WHERE seg = 2")
+        .unwrap();
+    assert!(load(tid).is_ok());
+    // A segment row moved to another place in the block.
+    sql.batch_execute("UPDATE outcore_segment SET seg = 40 WHERE seg = 3").unwrap();
+    assert!(matches!(load(tid), Err(Error::Corrupt { .. })));
+}

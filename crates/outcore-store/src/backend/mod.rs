@@ -12,11 +12,14 @@ use crate::types::{ArrayId, ArrayInfo, ArrayMeta, Tid};
 
 /// The store format this build writes and the highest it reads.
 pub(crate) const FORMAT_NAME: &str = "outcore-store";
-/// PostgreSQL format version 4: tables outcore_{meta,head,txn,array,current,undo,segment}: each
+/// PostgreSQL format version 5: tables outcore_{meta,head,txn,array,current,undo,segment}: each
 /// block's current content and undo records; every commit record carries the client-chosen
 /// `commit_id` by which a client that lost its connection during the commit finds out whether
-/// it landed. Version 3 had no commit id; 1 (forward delta chains) and 2 were never released.
-pub(crate) const PG_FORMAT_VERSION: u32 = 4;
+/// it landed; uncompressed content lies in 16 KiB segment rows, each with its own checksum, so
+/// a small commit reads and writes only the segments of the pages it changed. Versions 3 and 4
+/// (256 KiB segments checked by one checksum per block; 3 without commit ids) are refused; 1 and
+/// 2 were never released.
+pub(crate) const PG_FORMAT_VERSION: u32 = 5;
 /// SQLite (local store) format version 5: the current content of blocks of uncompressed
 /// arrays lives in block extents of the data file `<store>.blocks` (`outcore_current.ext_off`),
 /// with retired and free extents, redo records of in-place updates, and the reader registry

@@ -17,11 +17,15 @@ use std::pin::{pin, Pin};
 use std::task::Poll;
 use std::time::Duration;
 use tokio::runtime::Runtime;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{AsyncMessage, Notification, Row, Statement};
 
 /// How often a wait asks whether to stop.
 const TICK: Duration = Duration::from_millis(100);
+
+/// An owned statement parameter (for [`PgClient::pipeline`]).
+pub(crate) type Param = Box<dyn ToSql + Sync + Send>;
 
 type Messages = Pin<Box<dyn Stream<Item = std::result::Result<AsyncMessage, tokio_postgres::Error>> + Send>>;
 
@@ -167,10 +171,36 @@ impl PgClient {
         self.wait(op, limit, false, |c| c.query(st, params))
     }
 
-    /// Run a prepared statement; the number of rows it changed.
-    pub fn execute(&mut self, op: &'static str, st: &Statement, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+    /// Run prepared statements with owned parameters as one pipeline: all are sent before the
+    /// first reply is read (one round trip). The first failure in statement order is returned.
+    pub fn pipeline(&mut self, op: &'static str, items: &[(Statement, Vec<Param>)]) -> Result<()> {
         let limit = self.io_timeout;
-        self.wait(op, limit, false, |c| c.execute(st, params))
+        let refs: Vec<Vec<&(dyn ToSql + Sync)>> =
+            items.iter().map(|(_, ps)| ps.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()).collect();
+        self.wait(op, limit, false, |c| {
+            let futs: Vec<_> = items.iter().zip(&refs).map(|((st, _), ps)| c.execute(st, ps)).collect();
+            async move {
+                for r in futures_util::future::join_all(futs).await {
+                    r?;
+                }
+                Ok(())
+            }
+        })
+    }
+
+    /// `COPY ... FROM STDIN (FORMAT binary)` of `rows`, whose columns have `types`; the number
+    /// of rows copied.
+    pub fn copy_in(&mut self, op: &'static str, sql: &str, types: &[Type], rows: &[Vec<Param>]) -> Result<u64> {
+        let limit = self.io_timeout;
+        self.wait(op, limit, false, |c| async move {
+            let sink = c.copy_in(sql).await?;
+            let mut writer = pin!(BinaryCopyInWriter::new(sink, types));
+            for row in rows {
+                let refs: Vec<&(dyn ToSql + Sync)> = row.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
+                writer.as_mut().write(&refs).await?;
+            }
+            writer.finish().await
+        })
     }
 
     /// Run a statement given as text with parameters (prepared each time).

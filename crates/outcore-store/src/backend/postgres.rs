@@ -7,7 +7,7 @@
 //! client-chosen `commit_id`; a new connection ends the old server process (if it is still
 //! there) and looks the id up (`commit_outcome`).
 
-use super::pg_client::PgClient;
+use super::pg_client::{Param, PgClient};
 use super::pg_config::{self, Target};
 use super::sqlite::check_format;
 use super::{array_info, encode_meta, time_to_us, FORMAT_NAME, PG_FORMAT_VERSION};
@@ -15,11 +15,12 @@ use crate::block::{self, Encoded, Stored};
 use crate::commit::{self, ArrayVersion, ChangedSets, Commit, CurrentRow, CurrentWrite, Head, WriteTxn};
 use crate::error::{Error, Result};
 use crate::pool::Pool;
+use crate::rowsum::RowSum;
 use crate::store::{Store, Subscription};
 use crate::types::{ArrayId, ArrayInfo, ArrayMeta, Changes, GcStats, StoreStats, Tid, TxnInfo};
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Row, Statement};
 
 const SCHEMA: &str = "
@@ -43,7 +44,7 @@ CREATE TABLE outcore_current (
     PRIMARY KEY (array_id, blk));
 CREATE TABLE outcore_segment (
     array_id bigint NOT NULL, blk bigint NOT NULL, seg int NOT NULL, data bytea NOT NULL,
-    PRIMARY KEY (array_id, blk, seg));
+    sum bigint NOT NULL, PRIMARY KEY (array_id, blk, seg));
 ALTER TABLE outcore_segment ALTER COLUMN data SET STORAGE EXTERNAL;
 CREATE TABLE outcore_undo (
     array_id bigint NOT NULL, blk bigint NOT NULL, tid bigint NOT NULL, prev_tid bigint NOT NULL,
@@ -83,12 +84,6 @@ impl PgConn {
     fn q(&mut self, op: &'static str, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
         let st = self.stmt(op, sql)?;
         self.client.query(op, &st, params)
-    }
-
-    /// Run `sql` (prepared once per connection); the number of rows changed.
-    fn exec(&mut self, op: &'static str, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
-        let st = self.stmt(op, sql)?;
-        self.client.execute(op, &st, params)
     }
 
     /// Which server process serves this connection (asked once).
@@ -221,7 +216,7 @@ const LOAD: &str = "SELECT 0 AS k, h.gc_horizon, c.tid, c.codec, c.len, c.checks
          0 AS kind, NULL::bytea AS data
      FROM outcore_head h LEFT JOIN outcore_current c ON c.array_id = $1 AND c.blk = $2 WHERE h.id = 1
      UNION ALL
-     SELECT 2, NULL, s.seg::bigint, NULL, NULL, NULL, NULL, NULL, s.data FROM outcore_segment s
+     SELECT 2, NULL, s.seg::bigint, NULL, NULL, s.sum, NULL, NULL, s.data FROM outcore_segment s
      WHERE s.array_id = $1 AND s.blk = $2
      UNION ALL
      SELECT 1, NULL::bigint, u.tid, u.codec, u.len, u.checksum, u.prev_tid, u.kind, u.data
@@ -260,26 +255,29 @@ fn q_load(c: &mut PgConn, array: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> 
     let current = first.get::<_, Option<i64>>(2).map(|_| stored_row(first));
     let current_tid = current.map_or(0, |c| c.tid);
     let kind_of = |r: &Row| r.get::<_, i32>(0);
-    let segments = rows[1..].iter().filter(|r| kind_of(r) == 2).map(|r| (r.get::<_, i64>(2), r.get::<_, &[u8]>(8)));
+    let segments = rows[1..].iter().filter(|r| kind_of(r) == 2).map(|r| Segment {
+        seg: r.get::<_, i64>(2),
+        data: r.get::<_, &[u8]>(8),
+        sum: r.get::<_, i64>(5),
+    });
     let read_current = |buf: &mut [u8]| match current {
         Some(cur) if cur.len > 0 && cur.codec == block::CODEC_RAW => {
+            if cur.kind != block::KIND_CURRENT {
+                return Err(corrupt(array, blk, cur.tid, format!("not a current version (kind {})", cur.kind)));
+            }
             // Segments in place; a missing one (or the end of a short one) reads zeros.
             buf.fill(0);
-            for (seg, data) in segments {
-                let start = seg as usize * SEGMENT;
-                let dst = buf.get_mut(start..start + data.len()).ok_or_else(|| Error::Corrupt {
-                    array,
-                    name: String::new(),
-                    blk,
-                    tid: cur.tid,
-                    detail: format!("segment {seg} of {} bytes lies beyond the block", data.len()),
-                })?;
-                dst.copy_from_slice(data);
+            for s in segments {
+                s.place(array, blk, cur.tid, cur.len as usize, buf)?;
             }
-            block::verify_in_place(array, blk, &cur, buf)
+            Ok(())
         }
         Some(cur) if cur.len > 0 => {
-            let payload = segments.filter(|(seg, _)| *seg == 0).map(|(_, d)| d).next().unwrap_or(&[]);
+            let mut payload: &[u8] = &[];
+            for s in segments.filter(|s| s.seg == 0) {
+                s.verify(array, blk, cur.tid)?;
+                payload = s.data;
+            }
             block::decode_current(array, blk, &Stored { data: payload, ..cur }, buf)
         }
         _ => {
@@ -292,10 +290,56 @@ fn q_load(c: &mut PgConn, array: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> 
 }
 
 /// Raw current payloads are stored in rows of this many bytes (the last one, or one holding the
-/// end of the content, shorter; all-zero ones not at all), so that a small write rewrites one
-/// segment, not the block: PostgreSQL cannot rewrite part of a `bytea`. A compressed payload is
-/// one segment of any size.
-const SEGMENT: usize = 256 << 10;
+/// end of the content, shorter; all-zero ones not at all), so that a small write reads and
+/// rewrites one segment, not the block: PostgreSQL cannot rewrite part of a `bytea`. A
+/// compressed payload is one segment of any size. Each row carries its own checksum.
+const SEGMENT: usize = 16 << 10;
+
+/// One `outcore_segment` row as read.
+struct Segment<'a> {
+    seg: i64,
+    data: &'a [u8],
+    sum: i64,
+}
+
+/// The checksum of a segment row: over its key and its bytes.
+fn segment_sum(array: ArrayId, blk: u64, seg: i64, data: &[u8]) -> i64 {
+    RowSum::new("outcore_segment").uint(array.0).uint(blk).int(seg).bytes(data).finish()
+}
+
+fn corrupt(array: ArrayId, blk: u64, tid: Tid, detail: String) -> Error {
+    Error::Corrupt { array, name: String::new(), blk, tid, detail }
+}
+
+impl Segment<'_> {
+    /// Check the row's checksum.
+    fn verify(&self, array: ArrayId, blk: u64, tid: Tid) -> Result<()> {
+        if segment_sum(array, blk, self.seg, self.data) != self.sum {
+            return Err(corrupt(array, blk, tid, format!("segment {} failed its checksum", self.seg)));
+        }
+        Ok(())
+    }
+
+    /// Verify the segment of a raw version of `len` bytes and copy it to its place in `buf`.
+    fn place(&self, array: ArrayId, blk: u64, tid: Tid, len: usize, buf: &mut [u8]) -> Result<()> {
+        self.verify(array, blk, tid)?;
+        let start = usize::try_from(self.seg).unwrap_or(usize::MAX).saturating_mul(SEGMENT);
+        let end = start.saturating_add(self.data.len());
+        // A segment may be short (its end reads zeros: the content grew past it), or reach past
+        // the content's end with zeros (the content's zero tail shrank in pages not rewritten).
+        let past_end = self.data.get(len.saturating_sub(start).min(self.data.len())..).unwrap_or(&[]);
+        if end > buf.len() || self.data.len() > SEGMENT || past_end.iter().any(|b| *b != 0) {
+            return Err(corrupt(
+                array,
+                blk,
+                tid,
+                format!("segment {} of {} bytes does not fit content of {len} bytes", self.seg, self.data.len()),
+            ));
+        }
+        buf[start..end].copy_from_slice(self.data);
+        Ok(())
+    }
+}
 
 /// A payload row of the `LOAD` query.
 fn stored_row(r: &Row) -> Stored<'_> {
@@ -340,24 +384,112 @@ fn check_at(c: &mut PgConn, at: Tid) -> Result<()> {
     Ok(())
 }
 
-/// The commit transaction (begun by [`PgStore::commit`]).
+/// The segments holding `pages` (sorted, distinct).
+fn segments_of(pages: &[u32]) -> Vec<i32> {
+    let mut segs: Vec<i32> = pages.iter().map(|p| (*p as usize * block::PAGE / SEGMENT) as i32).collect();
+    segs.sort_unstable();
+    segs.dedup();
+    segs
+}
+
+/// The commit transaction (begun by [`PgStore::commit`]). Writes are deferred and sent as one
+/// pipeline before the next read and before `COMMIT`, so a small commit's writes cost one round
+/// trip.
 struct PgTxn<'a> {
     c: &'a mut PgConn,
     /// The id recorded with the commit, by which its outcome is found after a lost connection.
     commit_id: i64,
+    /// Writes not sent yet.
+    pending: Vec<(&'static str, Vec<Param>)>,
+    /// New segment rows not sent yet (after `pending`, by binary COPY).
+    new_segments: Vec<Vec<Param>>,
+}
+
+/// Owned statement parameters.
+macro_rules! params {
+    ($($p:expr),* $(,)?) => { vec![$(Box::new($p) as Param),*] };
+}
+
+impl PgTxn<'_> {
+    /// Queue a write.
+    fn defer(&mut self, sql: &'static str, params: Vec<Param>) {
+        self.pending.push((sql, params));
+    }
+
+    /// Send the queued writes (one round trip; statements are prepared once per connection).
+    fn flush(&mut self) -> Result<()> {
+        if !self.pending.is_empty() {
+            let pending = std::mem::take(&mut self.pending);
+            let mut items = Vec::with_capacity(pending.len());
+            for (sql, params) in pending {
+                items.push((self.c.stmt("commit", sql)?, params));
+            }
+            self.c.client.pipeline("commit", &items)?;
+        }
+        if !self.new_segments.is_empty() {
+            let rows = std::mem::take(&mut self.new_segments);
+            self.c.client.copy_in(
+                "commit",
+                "COPY outcore_segment (array_id, blk, seg, data, sum) FROM STDIN (FORMAT binary)",
+                &[Type::INT8, Type::INT8, Type::INT4, Type::BYTEA, Type::INT8],
+                &rows,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Insert or replace segment rows `segs` of a block with `datas`, with their checksums;
+    /// `fresh` when the block has no segment rows (they were deleted before): then by binary
+    /// COPY, the server's fastest way in.
+    fn put_segments(&mut self, id: ArrayId, blk: u64, segs: &[i32], datas: &[&[u8]], fresh: bool) -> Result<()> {
+        if segs.is_empty() {
+            return Ok(());
+        }
+        if fresh {
+            for (s, d) in segs.iter().zip(datas) {
+                let sum = segment_sum(id, blk, i64::from(*s), d);
+                self.new_segments.push(params![id.0 as i64, blk as i64, *s, d.to_vec(), sum]);
+            }
+            return Ok(());
+        }
+        let sums: Vec<i64> = segs.iter().zip(datas).map(|(s, d)| segment_sum(id, blk, i64::from(*s), d)).collect();
+        let datas: Vec<Vec<u8>> = datas.iter().map(|d| d.to_vec()).collect();
+        self.defer(
+            "INSERT INTO outcore_segment (array_id, blk, seg, data, sum)
+             SELECT $1, $2, unnest($3::int[]), unnest($4::bytea[]), unnest($5::bigint[])
+             ON CONFLICT (array_id, blk, seg) DO UPDATE SET data = excluded.data, sum = excluded.sum",
+            params![id.0 as i64, blk as i64, segs.to_vec(), datas, sums],
+        );
+        Ok(())
+    }
+
+    /// Insert or replace a block's current row.
+    fn put_current(&mut self, id: ArrayId, blk: u64, tid: Tid, codec: i64, len: u64, checksum: i64) -> Result<()> {
+        self.defer(
+            "INSERT INTO outcore_current (array_id, blk, tid, codec, len, checksum)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (array_id, blk) DO UPDATE SET tid = excluded.tid, codec = excluded.codec,
+                 len = excluded.len, checksum = excluded.checksum",
+            params![id.0 as i64, blk as i64, tid as i64, codec as i32, len as i64, checksum],
+        );
+        Ok(())
+    }
 }
 
 impl WriteTxn for PgTxn<'_> {
     fn head(&mut self) -> Result<Head> {
+        self.flush()?;
         // The row lock serializes commits: tid order is commit order.
         q_head(self.c, "SELECT tid, gc_horizon, time_us FROM outcore_head WHERE id = 1 FOR UPDATE")
     }
 
     fn changed_since(&mut self, base: Tid) -> Result<ChangedSets> {
+        self.flush()?;
         q_changes(self.c, base, u64::MAX)
     }
 
     fn array_at(&mut self, id: ArrayId, at: Tid) -> Result<Option<ArrayVersion>> {
+        self.flush()?;
         let rows = self.c.q(
             "read array",
             "SELECT tid, name, meta FROM outcore_array WHERE array_id = $1 AND tid <= $2 ORDER BY tid DESC LIMIT 1",
@@ -373,10 +505,12 @@ impl WriteTxn for PgTxn<'_> {
     }
 
     fn live_arrays(&mut self, at: Tid) -> Result<Vec<ArrayInfo>> {
+        self.flush()?;
         rows_to_arrays(self.c.q("list arrays", LIVE_ARRAYS, &[&(at as i64)])?)
     }
 
     fn stored_blocks_from(&mut self, id: ArrayId, from_blk: u64) -> Result<Vec<(u64, u64)>> {
+        self.flush()?;
         let rows = self.c.q(
             "truncate",
             "SELECT blk, len FROM outcore_current WHERE array_id = $1 AND blk >= $2 AND len > 0 ORDER BY blk",
@@ -386,10 +520,12 @@ impl WriteTxn for PgTxn<'_> {
     }
 
     fn load(&mut self, id: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> Result<()> {
+        self.flush()?;
         q_load(self.c, id, blk, at, buf)
     }
 
     fn current(&mut self, id: ArrayId, blk: u64) -> Result<Option<CurrentRow>> {
+        self.flush()?;
         let rows = self.c.q(
             "commit",
             "SELECT tid, codec, len FROM outcore_current WHERE array_id = $1 AND blk = $2",
@@ -409,21 +545,20 @@ impl WriteTxn for PgTxn<'_> {
     }
 
     fn insert_txn(&mut self, info: &TxnInfo) -> Result<()> {
-        self.c
-            .exec(
-                "commit",
-                "INSERT INTO outcore_txn (tid, time_us, \"user\", description, extension, commit_id)
+        let commit_id = self.commit_id;
+        self.defer(
+            "INSERT INTO outcore_txn (tid, time_us, \"user\", description, extension, commit_id)
              VALUES ($1, $2, $3, $4, $5, $6)",
-                &[
-                    &(info.tid as i64),
-                    &info.time_us,
-                    &info.user,
-                    &info.description,
-                    &info.extension.to_string(),
-                    &self.commit_id,
-                ],
-            )
-            .map(|_| ())
+            params![
+                info.tid as i64,
+                info.time_us,
+                info.user.clone(),
+                info.description.clone(),
+                info.extension.to_string(),
+                commit_id
+            ],
+        );
+        Ok(())
     }
 
     fn insert_array_version(&mut self, id: ArrayId, tid: Tid, state: Option<(&str, &ArrayMeta)>) -> Result<()> {
@@ -431,16 +566,15 @@ impl WriteTxn for PgTxn<'_> {
             Some((name, meta)) => (Some(name), Some(encode_meta(meta))),
             None => (None, None),
         };
-        self.c
-            .exec(
-                "commit",
-                "INSERT INTO outcore_array (array_id, tid, name, meta) VALUES ($1, $2, $3, $4)",
-                &[&(id.0 as i64), &(tid as i64), &name, &meta],
-            )
-            .map(|_| ())
+        self.defer(
+            "INSERT INTO outcore_array (array_id, tid, name, meta) VALUES ($1, $2, $3, $4)",
+            params![id.0 as i64, tid as i64, name.map(str::to_string), meta],
+        );
+        Ok(())
     }
 
     fn undo_chain(&mut self, id: ArrayId, blk: u64, tid: Tid) -> Result<Option<block::UndoChain>> {
+        self.flush()?;
         let rows = self.c.q(
             "commit",
             "SELECT depth, chain_bytes FROM outcore_undo WHERE array_id = $1 AND blk = $2 AND tid = $3",
@@ -450,27 +584,25 @@ impl WriteTxn for PgTxn<'_> {
     }
 
     fn insert_undo(&mut self, id: ArrayId, blk: u64, tid: Tid, undo: &Encoded) -> Result<()> {
-        self.c
-            .exec(
-                "commit",
-                "INSERT INTO outcore_undo
+        self.defer(
+            "INSERT INTO outcore_undo
              (array_id, blk, tid, prev_tid, kind, depth, chain_bytes, codec, len, checksum, data)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                &[
-                    &(id.0 as i64),
-                    &(blk as i64),
-                    &(tid as i64),
-                    &(undo.prev_tid as i64),
-                    &(undo.kind as i32),
-                    &undo.chain.depth,
-                    &undo.chain.bytes,
-                    &(undo.codec as i32),
-                    &(undo.len as i64),
-                    &undo.checksum,
-                    &undo.data,
-                ],
-            )
-            .map(|_| ())
+            params![
+                id.0 as i64,
+                blk as i64,
+                tid as i64,
+                undo.prev_tid as i64,
+                undo.kind as i32,
+                undo.chain.depth,
+                undo.chain.bytes,
+                undo.codec as i32,
+                undo.len as i64,
+                undo.checksum,
+                undo.data.clone(),
+            ],
+        );
+        Ok(())
     }
 
     fn write_current(
@@ -482,7 +614,6 @@ impl WriteTxn for PgTxn<'_> {
         new: &CurrentWrite<'_>,
     ) -> Result<()> {
         let len = new.enc.len as usize;
-        let key: [&(dyn ToSql + Sync); 2] = [&(id.0 as i64), &(blk as i64)];
         let in_place = new.enc.compressed.is_none() && prev.is_some_and(|p| p.codec == block::CODEC_RAW);
         let (segs, datas): (Vec<i32>, Vec<&[u8]>) = if let Some(payload) = &new.enc.compressed {
             (vec![0], vec![payload.as_slice()])
@@ -503,40 +634,80 @@ impl WriteTxn for PgTxn<'_> {
         };
         // Segments beyond the content, and all of them when not rewriting in place, go first.
         let keep_below: i32 = if in_place { len.div_ceil(SEGMENT) as i32 } else { 0 };
-        self.c.exec(
-            "commit",
+        self.defer(
             "DELETE FROM outcore_segment WHERE array_id = $1 AND blk = $2 AND seg >= $3",
-            &[key[0], key[1], &keep_below],
-        )?;
-        if !segs.is_empty() {
-            self.c.exec(
-                "commit",
-                "INSERT INTO outcore_segment (array_id, blk, seg, data)
-                 SELECT $1, $2, unnest($3::int[]), unnest($4::bytea[])
-                 ON CONFLICT (array_id, blk, seg) DO UPDATE SET data = excluded.data",
-                &[key[0], key[1], &segs, &datas],
-            )?;
+            params![id.0 as i64, blk as i64, keep_below],
+        );
+        self.put_segments(id, blk, &segs, &datas, !in_place)?;
+        // Raw content is checked by its segments' checksums, compressed by the payload's.
+        let checksum = if new.enc.compressed.is_some() { new.enc.checksum } else { 0 };
+        self.put_current(id, blk, tid, new.enc.codec, len as u64, checksum)
+    }
+
+    fn rewrites_pages(&self, cur: &CurrentRow) -> bool {
+        cur.codec == block::CODEC_RAW
+    }
+
+    fn load_pages(&mut self, id: ArrayId, blk: u64, cur: &CurrentRow, pages: &[u32], buf: &mut [u8]) -> Result<bool> {
+        self.flush()?;
+        // Whole segments: `write_pages` rewrites them from these bytes.
+        let segs = segments_of(pages);
+        for s in &segs {
+            let start = *s as usize * SEGMENT;
+            let n = buf.len();
+            buf[start.min(n)..(start + SEGMENT).min(n)].fill(0);
         }
-        self.c
-            .exec(
-                "commit",
-                "INSERT INTO outcore_current (array_id, blk, tid, codec, len, checksum)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (array_id, blk) DO UPDATE SET tid = excluded.tid, codec = excluded.codec,
-                 len = excluded.len, checksum = excluded.checksum",
-                &[key[0], key[1], &(tid as i64), &(new.enc.codec as i32), &(len as i64), &new.enc.checksum],
-            )
-            .map(|_| ())
+        let rows = self.c.q(
+            "commit",
+            "SELECT seg::bigint, data, sum FROM outcore_segment WHERE array_id = $1 AND blk = $2 AND seg = ANY($3)",
+            &[&(id.0 as i64), &(blk as i64), &segs],
+        )?;
+        for r in &rows {
+            let s = Segment { seg: r.get(0), data: r.get(1), sum: r.get(2) };
+            s.place(id, blk, cur.tid, cur.len as usize, buf)?;
+        }
+        Ok(true)
+    }
+
+    fn write_pages(
+        &mut self,
+        id: ArrayId,
+        blk: u64,
+        tid: Tid,
+        _cur: &CurrentRow,
+        changed: &[u32],
+        old: &[u8],
+        new: &[u8],
+        len: u64,
+    ) -> Result<()> {
+        // Each touched segment: its stored bytes (in `old`, read whole by `load_pages`) with the
+        // changed pages from `new`, cut at the new content's end.
+        let len = len as usize;
+        let segs = segments_of(changed);
+        let mut bytes: Vec<Vec<u8>> = Vec::with_capacity(segs.len());
+        for s in &segs {
+            let start = *s as usize * SEGMENT;
+            let end = (start + SEGMENT).min(len);
+            let mut b = old[start..end.max(start)].to_vec();
+            for p in changed.iter().filter(|p| **p as usize * block::PAGE / SEGMENT == *s as usize) {
+                let a = *p as usize * block::PAGE - start;
+                let z = (a + block::PAGE).min(b.len());
+                if a < z {
+                    b[a..z].copy_from_slice(&new[start + a..start + z]);
+                }
+            }
+            bytes.push(b);
+        }
+        let datas: Vec<&[u8]> = bytes.iter().map(|b| b.as_slice()).collect();
+        self.put_segments(id, blk, &segs, &datas, false)?;
+        self.put_current(id, blk, tid, block::CODEC_RAW, len as u64, 0)
     }
 
     fn set_head(&mut self, tid: Tid, time_us: i64) -> Result<()> {
-        self.c.exec(
-            "commit",
-            "UPDATE outcore_head SET tid = $1, time_us = $2 WHERE id = 1",
-            &[&(tid as i64), &time_us],
-        )?;
-        self.c.exec("commit", "SELECT pg_notify('outcore_commit', $1)", &[&tid.to_string()])?;
-        Ok(())
+        self.defer("UPDATE outcore_head SET tid = $1, time_us = $2 WHERE id = 1", params![tid as i64, time_us]);
+        self.defer("SELECT pg_notify('outcore_commit', $1)", params![tid.to_string()]);
+        // The last step of `commit::apply`: everything reaches the server before COMMIT.
+        self.flush()
     }
 }
 
@@ -595,8 +766,8 @@ impl Store for PgStore {
         let sent = (|| {
             let backend = c.backend()?;
             c.client.batch("begin commit", "BEGIN")?;
-            let mut txn = PgTxn { c: &mut c, commit_id };
-            match commit::apply(&mut txn, base, commit) {
+            let mut txn = PgTxn { c: &mut c, commit_id, pending: Vec::new(), new_segments: Vec::new() };
+            match commit::apply(&mut txn, base, commit).and_then(|tid| txn.flush().map(|()| tid)) {
                 Ok(tid) => Ok((backend, tid)),
                 Err(e) => {
                     c.rollback();
