@@ -123,11 +123,6 @@ class Group(MutableMapping):
         except NoSuchArrayError:
             return False
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Group) and other._path == self._path and other.connection is self.connection
-
-    __hash__ = None  # type: ignore[assignment]
-
     def rename(self, old: str, new: str) -> None:
         """Renames (moves) the array or group `old` to `new` (paths relative to this group, or
         absolute with a leading `/`); a group moves with every array in it."""
