@@ -7,7 +7,11 @@
     A = conn.root.create("A", (1000, 3), np.float64)
     A[:, 0] = np.arange(1000)                      # A[...] is a real ndarray view
     A.append(np.ones((10, 3)))
+    A.attrs["units"] = "m"
     transaction.commit()
+
+    with outcore.open("data.outcore", mode="r") as db:   # read-only views
+        print(db.connect().root["A"][:5])
 """
 
 from outcore import _errors, _log  # noqa: F401  (_log: Rust log records to `logging`)
@@ -22,6 +26,7 @@ from outcore._errors import (
     InvalidArgumentError,
     NeedsAbortError,
     NoSuchArrayError,
+    NotFoundError,
     OutOfRangeError,
     PagerError,
     ReadOnlyError,
@@ -29,11 +34,17 @@ from outcore._errors import (
     SnapshotError,
     StaleError,
     StoreError,
+    StoreExistsError,
     UncommittedError,
 )
-from outcore._outcore import Array, Connection, Db, Root, __version__, open
+from outcore._attrs import Attributes
+from outcore._group import Group
+from outcore._open import open, parse_size
+from outcore._outcore import Array, Connection, Db, __version__
 from outcore._ram import RAMArray
-from outcore._ref import ArrayRef, ArrayRoot, structured
+from outcore._ref import ArrayRef, ArrayRoot, WorkerArray, structured
+
+Root = Group  # `conn.root` is the root group
 
 __all__ = [
     "__version__",
@@ -41,7 +52,11 @@ __all__ = [
     "Db",
     "Connection",
     "Root",
+    "Group",
+    "Attributes",
     "Array",
+    "WorkerArray",
+    "parse_size",
     "RAMArray",
     "ArrayRef",
     "ArrayRoot",

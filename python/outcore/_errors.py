@@ -25,8 +25,9 @@ class StaleError(NeedsAbortError):
     (the store failed after a commit, for example): abort to retry."""
 
 
-class ClosedError(Error):
-    """The connection of an array handle was closed (dropped)."""
+class ClosedError(Error, ValueError):
+    """The connection of an array handle, or the database, was closed (a `ValueError`, as
+    for operations on closed files)."""
 
 
 class NoSuchArrayError(Error, KeyError):
@@ -45,7 +46,9 @@ class AlreadyExistsError(Error, ValueError):
 
 
 class ReadOnlyError(Error, ValueError):
-    """Writing through a historical (read-only) connection."""
+    """Changing data through a read-only connection: a historical one, or one of a database
+    opened with `mode="r"` (writes into its views raise NumPy's own `ValueError: assignment
+    destination is read-only`)."""
 
 
 class UncommittedError(Error):
@@ -80,6 +83,15 @@ class SnapshotError(StoreError):
     """A historical snapshot that is not available (garbage collected, or in the future)."""
 
 
+class NotFoundError(StoreError, FileNotFoundError):
+    """No database at that location (`mode="r"` or `"r+"`), or the directory it would be
+    created in does not exist."""
+
+
+class StoreExistsError(StoreError, FileExistsError):
+    """A database exists at that location (`mode="w-"`)."""
+
+
 class PagerError(Error, OSError):
     """The pager (memory mapping, userfaultfd) failed."""
 
@@ -102,5 +114,7 @@ __all__ = [
     "StoreError",
     "CorruptError",
     "SnapshotError",
+    "NotFoundError",
+    "StoreExistsError",
     "PagerError",
 ]

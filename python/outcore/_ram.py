@@ -111,7 +111,7 @@ class RAMArray:
     def __len__(self) -> int:
         if not self._shape:
             raise TypeError("len() of a 0-dimensional array")
-        return self._shape[self._major()]
+        return self._shape[0]  # as len(np.asarray(A)), also for F order
 
     # data
 

@@ -3,6 +3,7 @@ structured element)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any, NamedTuple, Optional
 
 import numpy as np
@@ -92,21 +93,87 @@ def _rebuild(root: Any, lo: int, hi: int, z: int, shape: tuple, strides: tuple, 
 _connections: dict = {}
 
 
-def _connection(location: str) -> Any:
+def _connection(location: str, read_only: bool = False) -> Any:
+    """This process's connection (no transaction manager) to `location`, moved to the newest
+    snapshot; cached per process (a forked child makes its own)."""
+    import os
+
     import outcore
 
-    conn = _connections.get(location)
-    if conn is None:
-        conn = _connections[location] = outcore.open(location).connect(transaction_manager=False)
+    key = (location, read_only, os.getpid())
+    conn = _connections.get(key)
+    if conn is None or conn.closed:
+        db = outcore.open(location, mode="r" if read_only else "a")
+        conn = _connections[key] = db.connect(transaction_manager=False)
     else:
-        conn.sync()
+        try:
+            conn.sync()
+        except outcore.UncommittedError:
+            pass  # changes of an earlier unpickled array not committed: keep them
     return conn
 
 
-def _array_by_ref(location: str, name: str, id: int) -> Any:
+def _array_by_ref(location: str, name: str, id: int, pid: Optional[int] = None, read_only: bool = False) -> Any:
     """Unpickles an `outcore.Array`: the array with id `id` of the database at `location`
-    (named `name` when pickled; found also after a rename)."""
-    return _connection(location).open_by_id(id)
+    (named `name` when pickled; found also after a rename), read through a connection of this
+    process to the newest snapshot.
+
+    In the process that pickled it, that is all (`A[idx] = v` is then a change of that
+    connection, which nothing commits). In another process (dask's processes scheduler, a
+    `ProcessPoolExecutor`, `multiprocessing`), the array is a `WorkerArray`: every
+    `A[idx] = v` commits at once through this process's own connection (retrying commit
+    conflicts with other workers), so `da.store(x, A)` stores exactly `x`."""
+    import os
+
+    conn = _connection(location, read_only)
+    arr = conn.open_by_id(id)
+    if pid is None or pid == os.getpid() or read_only:
+        return arr
+    return WorkerArray(arr, conn)
+
+
+class WorkerArray:
+    """An `outcore.Array` unpickled in another process: reads as the array; `A[idx] = v`
+    commits at once (see `_array_by_ref`). Other attributes are the array's."""
+
+    def __init__(self, array: Any, conn: Any) -> None:
+        self._array = array
+        self._conn = conn
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._array, name)
+
+    def __getitem__(self, idx: Any) -> Any:
+        return self._array[idx]
+
+    def __setitem__(self, idx: Any, value: Any) -> None:
+        import outcore
+
+        conn = self._conn
+        for attempt in range(1000):
+            try:
+                self._array[idx] = value
+                conn.commit(note="outcore.WorkerArray: A[idx] = v")
+                return
+            except outcore.ConflictError:
+                conn.abort()  # a concurrent commit wrote the same block: write again on top
+                time.sleep(min(0.001 * attempt, 0.05))
+        raise outcore.ConflictError(f"array '{self._array.name}': 1000 commit conflicts in a row")
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return self._array.__array__(dtype=dtype, copy=copy)
+
+    def __len__(self) -> int:
+        return len(self._array)
+
+    def __iter__(self) -> Any:
+        return iter(self._array)
+
+    def __reduce__(self) -> Any:
+        return self._array.__reduce__()
+
+    def __repr__(self) -> str:
+        return f"<outcore.WorkerArray of {self._array!r}>"
 
 
 def structured(arr: Any, dtype: Any) -> np.ndarray:

@@ -74,6 +74,13 @@ class DataManager:
             txn.join(self)
             self._txn = txn
 
+    def _close(self) -> None:
+        """The connection is being closed: stop following its transaction manager."""
+        try:
+            self.transaction_manager.unregisterSynch(self)
+        except KeyError:
+            pass
+
     # IDataManager
 
     def abort(self, txn: Any) -> None:
@@ -90,6 +97,18 @@ class DataManager:
         pass
 
     def tpc_vote(self, txn: Any) -> None:
+        if self._handle.closed:
+            # Closed while joined: its changes were discarded. Writes into its views after
+            # the close cannot commit: say so now rather than drop them silently.
+            if self._handle.has_changes():
+                from outcore._errors import ClosedError
+
+                raise ClosedError(
+                    f"the connection to {self._handle.location} was closed: writes into its views "
+                    "made afterwards cannot be committed"
+                )
+            self._voted = self._unchanged = True
+            return
         if not self._handle.has_changes():
             self._voted = self._unchanged = True
             return
@@ -130,6 +149,8 @@ class DataManager:
         connection is clean but its database is unreachable: it is logged, not raised, so one
         broken connection never breaks the transactions of the others sharing its manager
         (its next use raises)."""
+        if self._handle.closed:
+            return True
         try:
             return bool(self._handle.sync())
         except Exception:
@@ -168,15 +189,21 @@ class _Savepoint:
 @contextlib.contextmanager
 def db_transaction(db: Any, note: Optional[str] = None) -> Iterator[Any]:
     """`with db.transaction() as conn:` -- a new connection with its own transaction manager,
-    committed when the block ends normally and aborted when it raises."""
+    committed when the block ends normally and aborted when it raises; the connection is
+    closed at the end either way. Its views stay readable afterwards (showing what the block
+    committed), but writes into them can no longer commit: they are discarded, and a
+    `RuntimeWarning` says so when the view is released."""
     tm = transaction.TransactionManager()
     conn = db.connect(transaction_manager=tm)
     txn = tm.begin()
     if note:
         txn.note(note)
     try:
-        yield conn
-    except BaseException:
-        tm.abort()
-        raise
-    tm.commit()
+        try:
+            yield conn
+        except BaseException:
+            tm.abort()
+            raise
+        tm.commit()
+    finally:
+        conn.close()

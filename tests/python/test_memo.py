@@ -30,7 +30,7 @@ def test_resize_and_append_through_another_handle(conn):
     M = conn.root.create("M", (3, 4), np.float32, order="F")
     M[2, 3] = 1.5
     conn.root["M"].append(np.ones((3, 2), np.float32))
-    assert M.shape == (3, 6) and len(M) == 6 and M[2, 3] == 1.5 and M[0, 5] == 1
+    assert M.shape == (3, 6) and len(M) == 3 and M[2, 3] == 1.5 and M[0, 5] == 1
 
 
 def test_abort_commit_and_savepoints_restore_shapes(db):

@@ -20,7 +20,7 @@ use pyo3::types::{PyBool, PyDict, PyEllipsis, PyInt, PySlice, PyString, PyTuple}
 
 use crate::connection::Ctx;
 use crate::dtype::integer_class;
-use crate::errors::{memory_error, to_py, PyResultExt};
+use crate::errors::{memory_error, new_err, to_py, PyResultExt};
 use crate::mem::{Mapping, Origin};
 
 /// The largest array size in bytes the core accepts.
@@ -39,7 +39,9 @@ pub(crate) fn parse_order(s: &str) -> PyResult<Order> {
     match s {
         "C" | "c" => Ok(Order::C),
         "F" | "f" => Ok(Order::F),
-        _ => Err(PyValueError::new_err(format!("order must be 'C' or 'F', not {s:?}"))),
+        _ => Err(Python::attach(|py| {
+            new_err(py, "InvalidArgumentError", format!("order must be 'C' or 'F', not {s:?}"))
+        })),
     }
 }
 
@@ -54,10 +56,19 @@ pub(crate) fn parse_shape(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
         .map(|d| {
             let n: i128 = d.call_method0("__index__")?.extract()?;
             u64::try_from(n).map_err(|_| {
-                PyValueError::new_err(format!("invalid dimension {n} in shape: dimensions must be in 0..2**64"))
+                new_err(d.py(), "ShapeError", format!("invalid dimension {n} in shape: dimensions must be in 0..2**64"))
             })
         })
         .collect()
+}
+
+/// The attributes of a JSON object text (`outcore.InvalidArgumentError` otherwise).
+pub(crate) fn parse_attrs(py: Python<'_>, json: &str) -> PyResult<serde_json::Map<String, serde_json::Value>> {
+    match serde_json::from_str::<serde_json::Value>(json) {
+        Ok(serde_json::Value::Object(m)) => Ok(m),
+        Ok(_) => Err(new_err(py, "InvalidArgumentError", "attributes must be a JSON object".into())),
+        Err(e) => Err(new_err(py, "InvalidArgumentError", format!("attributes are not JSON: {e}"))),
+    }
 }
 
 /// Fails with `MemoryError` when `shape` of `itemsize`-byte items cannot be addressed.
@@ -245,10 +256,11 @@ impl PyArray {
             let what = format!("array '{name}' of {} bytes", meta.nbytes);
             let range = 0..meta.nbytes;
             let origin = self.origin(name.clone(), 0);
+            let keep = (self.ctx.core.clone(), self.arr.clone());
             let mapping = if self.ctx.read_only {
-                Mapping::read(self.arr.bytes(range).map_err(|e| map_error(py, &what, e))?, origin)
+                Mapping::read(self.arr.bytes(range).map_err(|e| map_error(py, &what, e))?, origin, keep)
             } else {
-                Mapping::write(self.arr.bytes_mut(range).map_err(|e| map_error(py, &what, e))?, origin)
+                Mapping::write(self.arr.bytes_mut(range).map_err(|e| map_error(py, &what, e))?, origin, keep)
             };
             let strides = PyTuple::new(py, self.arr.strides().py(py)?)?;
             let flat = np.call_method1("asarray", (Bound::new(py, mapping)?,))?;
@@ -261,6 +273,47 @@ impl PyArray {
         let replaced = self.ctx.cache.lock().insert(id, (meta.shape, name, full.clone().unbind()));
         drop(replaced);
         Ok(full)
+    }
+
+    /// The rows of `info`.
+    fn info_rows(&self, py: Python<'_>) -> PyResult<Vec<(String, String)>> {
+        let meta = self.meta(py)?;
+        let name = self.arr.name().py(py)?;
+        let chunks = self.arr.chunks().py(py)?;
+        let codec = match meta.codec {
+            outcore::Codec::None => "none".to_string(),
+            outcore::Codec::Lz4 => "lz4".to_string(),
+            outcore::Codec::Zstd { level } => format!("zstd:{level}"),
+            _ => format!("{:?}", meta.codec),
+        };
+        let fill = self.fill_value(py)?.repr()?.to_string();
+        let mut rows = vec![
+            ("name".to_string(), name),
+            ("shape".to_string(), PyTuple::new(py, &meta.shape)?.repr()?.to_string()),
+            ("dtype".to_string(), self.dtype.bind(py).str()?.to_string()),
+            ("order".to_string(), order_name(meta.order).to_string()),
+            ("nbytes".to_string(), meta.nbytes.to_string()),
+            ("blksize".to_string(), meta.blksize.to_string()),
+            ("chunks".to_string(), PyTuple::new(py, &chunks)?.repr()?.to_string()),
+            ("compression".to_string(), codec),
+            ("fill_value".to_string(), fill),
+            ("engine".to_string(), self.arr.engine().py(py)?.to_string()),
+            ("read_only".to_string(), self.ctx.read_only.to_string()),
+            ("location".to_string(), self.ctx.core.db().store().location().to_string()),
+        ];
+        if !meta.attrs.is_empty() {
+            let attrs = serde_json::Value::Object(meta.attrs);
+            rows.push(("attrs".to_string(), attrs.to_string()));
+        }
+        Ok(rows)
+    }
+
+    /// Fails with `outcore.ClosedError` once the connection (or its database) was closed.
+    fn check_open(&self, py: Python<'_>) -> PyResult<()> {
+        if self.ctx.core.is_closed() {
+            return Err(to_py(py, outcore::Error::Closed));
+        }
+        Ok(())
     }
 
     /// The index of the major (append) axis.
@@ -348,10 +401,80 @@ impl PyArray {
         Ok(self.meta(py)?.blksize)
     }
 
-    /// Length of the major axis (axis 0 in C order, the last axis in F order).
+    /// The block shape: the largest box of elements one block holds (minor axes whole while
+    /// they fit), as `dask.array.from_array` and xarray read `.chunks`.
+    #[getter]
+    fn chunks<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, self.arr.chunks().py(py)?)
+    }
+
+    /// The user attributes: `outcore.Attributes`, a mutable mapping of JSON-able values stored
+    /// with the array (committed with the transaction, versioned with the array).
+    #[getter]
+    fn attrs<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        slf.py().import("outcore._attrs")?.getattr("Attributes")?.call1((slf,))
+    }
+
+    /// The attributes as JSON text (what `attrs` reads).
+    fn _attrs_json(&self, py: Python<'_>) -> PyResult<String> {
+        let attrs = self.meta(py)?.attrs;
+        serde_json::to_string(&attrs).map_err(|e| PyValueError::new_err(e.to_string()))
+    }
+
+    /// Replaces the attributes by those of a JSON object text (what `attrs` writes).
+    fn _set_attrs_json(&self, py: Python<'_>, json: &str) -> PyResult<()> {
+        let attrs = parse_attrs(py, json)?;
+        self.ctx.join(py)?;
+        self.ctx.changing(py, || self.arr.set_attrs(attrs))
+    }
+
+    /// The value never written elements read as (a NumPy scalar of the array's dtype).
+    #[getter]
+    fn fill_value<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let np = py.import("numpy")?;
+        let dtype = self.dtype.bind(py);
+        let one = match self.arr.fill().py(py)? {
+            Some(bytes) => np.call_method1("frombuffer", (pyo3::types::PyBytes::new(py, &bytes), dtype))?,
+            None => np.call_method1("zeros", (1, dtype))?,
+        };
+        one.get_item(0)
+    }
+
+    /// True if the array's connection is read-only (`mode="r"`, or a historical snapshot).
+    #[getter]
+    fn read_only(&self) -> bool {
+        self.ctx.read_only
+    }
+
+    /// A summary (name, shape, dtype, order, block size and shape, compression, engine,
+    /// attributes), as h5py's and zarr's `info`.
+    #[getter]
+    fn info(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(self.info_rows(py)?.iter().map(|(k, v)| format!("{k:<12}: {v}\n")).collect())
+    }
+
+    /// The summary as an HTML table, for notebooks.
+    fn _repr_html_(&self, py: Python<'_>) -> PyResult<String> {
+        let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+        let rows: String = self
+            .info_rows(py)?
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "<tr><th style=\"text-align:left\">{}</th><td style=\"text-align:left\">{}</td></tr>",
+                    esc(k),
+                    esc(v)
+                )
+            })
+            .collect();
+        Ok(format!("<table class=\"outcore-array\">{rows}</table>"))
+    }
+
+    /// Length of axis 0, as `len(np.asarray(A))` (also for F order, whose append axis is the
+    /// last one).
     fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
         let meta = self.meta(py)?;
-        match meta.shape.get(Self::major(&meta)) {
+        match meta.shape.first() {
             Some(n) => usize::try_from(*n).map_err(|_| PyMemoryError::new_err(format!("length {n} overflows"))),
             None => Err(PyTypeError::new_err("len() of a 0-dimensional array")),
         }
@@ -361,6 +484,7 @@ impl PyArray {
         if !is_int_index(idx) {
             check_basic(idx)?;
         }
+        self.check_open(py)?;
         self.ctx.join(py)?;
         self.full(py)?.get_item(idx)
     }
@@ -369,12 +493,19 @@ impl PyArray {
         if !is_int_index(idx) {
             check_basic(idx)?;
         }
+        self.check_open(py)?;
+        if self.ctx.read_only {
+            let tid = self.ctx.core.tid();
+            let historical = self.ctx.core.is_historical();
+            return Err(to_py(py, outcore::Error::ReadOnly { tid, op: "assignment", historical }));
+        }
         self.ctx.join(py)?;
         self.full(py)?.set_item(idx, value)
     }
 
     /// Iterates over axis 0, like iterating over `np.asarray(A)`.
     fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.check_open(py)?;
         self.ctx.join(py)?;
         Ok(self.full(py)?.try_iter()?.into_any())
     }
@@ -387,6 +518,7 @@ impl PyArray {
         dtype: Option<&Bound<'py, PyAny>>,
         copy: Option<bool>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        self.check_open(py)?;
         self.ctx.join(py)?;
         let full = self.full(py)?;
         let full = match dtype {
@@ -415,7 +547,7 @@ impl PyArray {
         let meta = self.meta(py)?;
         let name = self.arr.name().py(py)?;
         if meta.shape.is_empty() {
-            return Err(PyValueError::new_err(format!("cannot append to 0-dimensional array '{name}'")));
+            return Err(new_err(py, "ShapeError", format!("cannot append to 0-dimensional array '{name}'")));
         }
         let np = py.import("numpy")?;
         let dtype = self.dtype.bind(py);
@@ -430,12 +562,16 @@ impl PyArray {
         let fits = vshape.len() == meta.shape.len()
             && vshape.iter().zip(&meta.shape).enumerate().all(|(i, (a, b))| i == major || a == b);
         if !fits {
-            return Err(PyValueError::new_err(format!(
-                "cannot append values of shape {vshape:?} to array '{name}' of shape {:?} ({} order): \
+            return Err(new_err(
+                py,
+                "ShapeError",
+                format!(
+                    "cannot append values of shape {vshape:?} to array '{name}' of shape {:?} ({} order): \
                  all dimensions but axis {major} must match",
-                meta.shape,
-                order_name(meta.order)
-            )));
+                    meta.shape,
+                    order_name(meta.order)
+                ),
+            ));
         }
         let k = vshape[major];
         if k == 0 {
@@ -521,12 +657,15 @@ impl PyArray {
     }
 
     /// Pickles by reference: unpickling opens the same array (by database location and id,
-    /// whatever its name then) in a connection to the newest snapshot; no data is copied.
-    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, (String, String, u64))> {
+    /// whatever its name then) in a connection to the newest snapshot; no data is copied. In
+    /// another process, `A[idx] = v` on the unpickled array commits at once through that
+    /// process's own connection (see `outcore._ref`).
+    #[allow(clippy::type_complexity)]
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, (String, String, u64, u32, bool))> {
         let name = self.arr.name().py(py)?;
         let location = self.ctx.core.db().store().location().to_string();
         let open = py.import("outcore._ref")?.getattr("_array_by_ref")?;
-        Ok((open, (location, name, self.arr.id().0)))
+        Ok((open, (location, name, self.arr.id().0, std::process::id(), self.ctx.read_only)))
     }
 
     /// Dask's token of the array's contents (`dask.base.tokenize`, used by

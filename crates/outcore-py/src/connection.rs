@@ -113,10 +113,43 @@ impl PyConnection {
 
 #[pymethods]
 impl PyConnection {
-    /// The arrays of this connection by name.
+    /// The arrays of this connection by name: the root group (`outcore.Group`, a
+    /// `collections.abc.MutableMapping`).
     #[getter]
-    fn root(&self) -> Root {
-        Root { ctx: self.ctx.clone() }
+    fn root<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let raw = Bound::new(py, Root { ctx: self.ctx.clone() })?;
+        py.import("outcore._group")?.getattr("Group")?.call1((raw, ""))
+    }
+
+    /// Closes the connection: discards its uncommitted changes (writes through its views
+    /// too) and leaves its transaction manager; its arrays then raise `outcore.ClosedError`.
+    /// Views (ndarrays) taken before stay readable and show the snapshot the connection read;
+    /// writes into them are never committed (a `RuntimeWarning` says so when the last view of
+    /// an array with such writes is released). Idempotent; `with db.connect() as conn:` and
+    /// the end of `with db.transaction() as conn:` call it.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        if let Some(h) = &self.ctx.hook {
+            h.call_method0(py, "_close")?;
+        }
+        py.detach(|| self.ctx.core.close());
+        self.ctx.flags.bump();
+        Ok(())
+    }
+
+    /// True once the connection (or its database) was closed.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.ctx.core.is_closed()
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
     }
 
     /// The snapshot (tid) this connection reads.
@@ -125,7 +158,8 @@ impl PyConnection {
         py.detach(|| self.ctx.core.tid())
     }
 
-    /// True for a historical, read-only connection.
+    /// True for a read-only connection: a historical one (`db.connect(at=...)`) or one of a
+    /// database opened with `mode="r"`.
     #[getter]
     fn read_only(&self) -> bool {
         self.ctx.read_only
@@ -179,12 +213,19 @@ impl PyConnection {
 
     fn __repr__(&self, py: Python<'_>) -> String {
         let tid = py.detach(|| self.ctx.core.tid());
-        let ro = if self.ctx.read_only { ", read-only" } else { "" };
+        let ro = if self.ctx.core.is_closed() {
+            ", closed"
+        } else if self.ctx.read_only {
+            ", read-only"
+        } else {
+            ""
+        };
         format!("<outcore.Connection to {} at tid {tid}{ro}>", self.ctx.core.db().store().location())
     }
 }
 
-/// The arrays of a connection by name: a mutable mapping with `create`.
+/// The arrays of a connection by full name (`outcore.Group` builds the groups and the
+/// `MutableMapping` on it).
 #[pyclass(frozen, name = "Root", module = "outcore._outcore", mapping)]
 pub(crate) struct Root {
     ctx: Arc<Ctx>,
@@ -200,8 +241,9 @@ impl Root {
 impl Root {
     /// Creates the array `name`, zero-filled, in this transaction. `blksize` and
     /// `compression` (`None`: the database's default, `"none"`, `"lz4"`, `"zstd"`,
-    /// `"zstd:LEVEL"`) apply to its stored blocks.
-    #[pyo3(signature = (name, shape, dtype, order="C", blksize=None, compression=None))]
+    /// `"zstd:LEVEL"`) apply to its stored blocks; `attrs` is a JSON object (text), `fill` the
+    /// bytes of one element that unwritten elements read as.
+    #[pyo3(signature = (name, shape, dtype, order="C", blksize=None, compression=None, attrs=None, fill=None))]
     #[allow(clippy::too_many_arguments)]
     fn create(
         &self,
@@ -212,6 +254,8 @@ impl Root {
         order: &str,
         blksize: Option<u64>,
         compression: Option<&str>,
+        attrs: Option<&str>,
+        fill: Option<Vec<u8>>,
     ) -> PyResult<PyArray> {
         let order = parse_order(order)?;
         let shape = parse_shape(shape)?;
@@ -224,6 +268,12 @@ impl Root {
         }
         if compression.is_some() {
             spec = spec.codec(parse_codec(compression)?);
+        }
+        if let Some(a) = attrs {
+            spec = spec.attrs(crate::array::parse_attrs(py, a)?);
+        }
+        if let Some(f) = fill {
+            spec = spec.fill(f);
         }
         let arr = self.ctx.changing(py, || self.ctx.core.create(name, spec))?;
         wrap(py, &self.ctx, arr, Some(dt.unbind()))
@@ -265,6 +315,18 @@ impl Root {
     /// Names of the arrays, sorted.
     fn keys(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         self.names(py)
+    }
+
+    /// The members of group `group` (`""`: the root): names of its arrays and of its groups,
+    /// sorted; `outcore.NoSuchArrayError` if there is no such group.
+    fn members(&self, py: Python<'_>, group: &str) -> PyResult<(Vec<String>, Vec<String>)> {
+        py.detach(|| self.ctx.core.members(group)).py(py)
+    }
+
+    /// The connection.
+    #[getter]
+    fn connection(&self) -> PyConnection {
+        PyConnection { ctx: self.ctx.clone() }
     }
 
     /// The arrays, in name order.
@@ -358,6 +420,12 @@ impl TxnHandle {
     #[getter]
     fn read_only(&self) -> bool {
         self.core.is_read_only()
+    }
+
+    /// True once the connection was closed.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.core.is_closed()
     }
 
     /// Whether the data manager is joined to a transaction that has not ended (set by it):

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use outcore::{Codec, Db, DbOptions};
+use outcore::{Codec, Db, DbOptions, OpenMode};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt, PyList};
@@ -13,7 +13,15 @@ use crate::errors::PyResultExt;
 
 /// Parses a compression name: `None`/`"none"`, `"lz4"`, `"zstd"` or `"zstd:LEVEL"`.
 pub(crate) fn parse_codec(s: Option<&str>) -> PyResult<Codec> {
-    let bad = || PyValueError::new_err(format!("unknown compression {s:?}: use None, 'lz4', 'zstd' or 'zstd:LEVEL'"));
+    let bad = || {
+        Python::attach(|py| {
+            crate::errors::new_err(
+                py,
+                "InvalidArgumentError",
+                format!("unknown compression {s:?}: use None, 'lz4', 'zstd' or 'zstd:LEVEL'"),
+            )
+        })
+    };
     match s {
         None | Some("none") => Ok(Codec::None),
         Some("lz4") => Ok(Codec::Lz4),
@@ -52,19 +60,24 @@ impl PyDb {
     }
 }
 
-/// Opens (creating if needed) the database at `url`: a file path (SQLite) or a
-/// `postgresql://` URL. `cache` is the page-cache budget in bytes (default: the process-wide
-/// cache), `blksize` the default block size of new arrays, `compression` that of their blocks.
+/// Opens the database at `url`: a file path (SQLite) or a `postgresql://` URL. `mode` is
+/// h5py's and zarr's: `"r"` (must exist, read-only), `"r+"` (must exist), `"a"` (created if
+/// missing, the default), `"w"` (created, or emptied), `"w-"`/`"x"` (created, fails if it
+/// exists). `cache` is the page-cache budget in bytes (default: the process-wide cache),
+/// `blksize` the default block size of new arrays, `compression` that of their blocks.
+/// (`outcore.open` wraps this, adding paths, `~` and sizes such as `"1GiB"`.)
 #[pyfunction]
-#[pyo3(signature = (url, cache=None, blksize=None, compression=None))]
+#[pyo3(signature = (url, cache=None, blksize=None, compression=None, mode="a"))]
 fn open(
     py: Python<'_>,
     url: &str,
     cache: Option<u64>,
     blksize: Option<u64>,
     compression: Option<&str>,
+    mode: &str,
 ) -> PyResult<PyDb> {
-    let mut opts = DbOptions::default().codec(parse_codec(compression)?);
+    let mode = OpenMode::parse(mode).py(py)?;
+    let mut opts = DbOptions::default().codec(parse_codec(compression)?).mode(mode);
     if let Some(c) = cache {
         opts = opts.cache_budget(c);
     }
@@ -218,6 +231,36 @@ impl PyDb {
         Ok(d)
     }
 
+    /// Closes the database: every connection made from it is closed (uncommitted changes
+    /// discarded; their array handles then raise `outcore.ClosedError`), and `connect()`
+    /// raises `outcore.ClosedError`. Views (ndarrays) taken before stay readable, showing the
+    /// snapshot their connection read. Idempotent; `with outcore.open(...) as db:` calls it.
+    fn close(&self, py: Python<'_>) {
+        py.detach(|| self.db.close());
+    }
+
+    /// True once `close()` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.db.is_closed()
+    }
+
+    /// True if the database was opened read-only (`mode="r"`).
+    #[getter]
+    fn read_only(&self) -> bool {
+        self.db.is_read_only()
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+        self.close(py);
+        false
+    }
+
     /// The newest committed tid.
     #[getter]
     fn head(&self, py: Python<'_>) -> PyResult<u64> {
@@ -231,7 +274,14 @@ impl PyDb {
     }
 
     fn __repr__(&self) -> String {
-        format!("<outcore.Db {}>", self.db.store().location())
+        let state = if self.db.is_closed() {
+            " (closed)"
+        } else if self.db.is_read_only() {
+            " (read-only)"
+        } else {
+            ""
+        };
+        format!("<outcore.Db {}{state}>", self.db.store().location())
     }
 }
 

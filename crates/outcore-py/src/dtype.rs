@@ -25,18 +25,26 @@ pub(crate) fn integer_class(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
 /// Object dtypes (also nested in structured ones) and sub-array dtypes are a `TypeError`.
 pub(crate) fn to_descr<'py>(obj: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, String, u64)> {
     let py = obj.py();
-    let dt = dtype_class(py)?.call1((obj,))?;
+    let dt = dtype_class(py)?.call1((obj,)).map_err(|e| {
+        if e.is_instance_of::<PyTypeError>(py) {
+            crate::errors::new_err(py, "DtypeError", e.value(py).to_string())
+        } else {
+            e
+        }
+    })?;
     if dt.getattr("hasobject")?.is_truthy()? {
-        return Err(PyTypeError::new_err(format!(
-            "dtype {} holds Python objects, which outcore arrays cannot store",
-            dt.repr()?
-        )));
+        return Err(crate::errors::new_err(
+            py,
+            "DtypeError",
+            format!("dtype {} holds Python objects, which outcore arrays cannot store", dt.repr()?),
+        ));
     }
     if !dt.getattr("subdtype")?.is_none() {
-        return Err(PyTypeError::new_err(format!(
-            "sub-array dtype {} is not supported: put its shape into the array's shape",
-            dt.repr()?
-        )));
+        return Err(crate::errors::new_err(
+            py,
+            "DtypeError",
+            format!("sub-array dtype {} is not supported: put its shape into the array's shape", dt.repr()?),
+        ));
     }
     let descr: String = if dt.getattr("names")?.is_none() {
         dt.getattr("str")?.extract()?
@@ -45,7 +53,7 @@ pub(crate) fn to_descr<'py>(obj: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyA
     };
     let itemsize: u64 = dt.getattr("itemsize")?.extract()?;
     if itemsize == 0 {
-        return Err(PyTypeError::new_err(format!("dtype {} has zero-sized items", dt.repr()?)));
+        return Err(crate::errors::new_err(py, "DtypeError", format!("dtype {} has zero-sized items", dt.repr()?)));
     }
     Ok((dt, descr, itemsize))
 }

@@ -35,6 +35,8 @@ fn class_name(e: &outcore::Error) -> &'static str {
         }
         E::Store(_) => "StoreError",
         E::Pager(_) => "PagerError",
+        E::NotFound(_) => "NotFoundError",
+        E::StoreExists(_) => "StoreExistsError",
         _ => "Error",
     }
 }
@@ -53,6 +55,12 @@ pub(crate) fn to_py(py: Python<'_>, e: outcore::Error) -> PyErr {
         .and_then(|cls| cls.call1((msg.clone(),)))
         .map(PyErr::from_value);
     made.unwrap_or_else(|_| PyRuntimeError::new_err(msg))
+}
+
+/// The `outcore._errors` exception `name` (e.g. `"DtypeError"`) with message `msg`.
+pub(crate) fn new_err(py: Python<'_>, name: &str, msg: String) -> PyErr {
+    let made = py.import("outcore._errors").and_then(|m| m.getattr(name)).and_then(|cls| cls.call1((msg.clone(),)));
+    made.map(PyErr::from_value).unwrap_or_else(|_| PyRuntimeError::new_err(msg))
 }
 
 /// A `MemoryError` for an array that cannot be mapped into the address space.

@@ -14,6 +14,23 @@
 //! interface marks the data read-only), and the pager keeps every byte of the mapping readable
 //! and, for a writable view, writable (loading blocks on first touch; bytes beyond the array's
 //! current size read as zeros).
+//!
+//! # Read-only views
+//! Views of a read-only connection (`mode="r"`, historical snapshots) are marked read-only in
+//! the interface, so NumPy refuses writes (`ValueError: assignment destination is read-only`)
+//! and refuses `flags.writeable = True` too: NumPy only makes an array writable again when its
+//! base exposes a writable buffer, and a `Mapping` exposes no buffer at all. The memory itself
+//! stays `PROT_READ | PROT_WRITE` (the pager zeroes and remaps it in place at transaction
+//! boundaries): C code that ignores NumPy's flag can still write there, into pages private to
+//! this process, which a read-only connection never commits and drops at its next boundary.
+//!
+//! # After close
+//! A `Mapping` keeps its connection alive (not open): once the connection is closed, the
+//! views stay mapped and readable at the snapshot it read, which stays registered with the
+//! store so that nothing they map is reused. Writes into them then are never committed: when
+//! a `Mapping` with such writes is released, a `RuntimeWarning` says so.
+
+use std::sync::Arc;
 
 use outcore::{BytesView, BytesViewMut};
 use pyo3::prelude::*;
@@ -29,6 +46,34 @@ pub(crate) struct Mapping {
     len: usize,
     /// Where the bytes come from, for `ArrayRef`.
     origin: Origin,
+    /// The connection (kept alive, so its snapshot stays registered while views map it) and
+    /// the array, to report writes made after the connection was closed.
+    keep: (Arc<outcore::Connection>, outcore::Array),
+}
+
+/// The connection a mapping keeps alive and the array it maps.
+pub(crate) type Keep = (Arc<outcore::Connection>, outcore::Array);
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        let (conn, arr) = &self.keep;
+        if self.readonly || !conn.is_closed() || !arr.has_written().unwrap_or(false) {
+            return;
+        }
+        let msg = format!(
+            "writes into a view of array '{}' made after its connection was closed were discarded \
+             (they are never committed: write within the transaction, e.g. inside the `with \
+             db.transaction() as conn:` block)",
+            self.origin.name
+        );
+        Python::attach(|py| {
+            let category = py.get_type::<pyo3::exceptions::PyRuntimeWarning>();
+            let Ok(cmsg) = std::ffi::CString::new(msg) else { return };
+            if let Err(e) = PyErr::warn(py, &category, &cmsg, 1) {
+                e.write_unraisable(py, None);
+            }
+        });
+    }
 }
 
 /// The array a [`Mapping`] maps bytes of.
@@ -46,17 +91,17 @@ pub(crate) struct Origin {
 
 impl Mapping {
     /// A read-only mapping of `view`.
-    pub(crate) fn read(view: BytesView, origin: Origin) -> Mapping {
+    pub(crate) fn read(view: BytesView, origin: Origin, keep: Keep) -> Mapping {
         let s = view.as_slice();
         let (ptr, len) = (s.as_ptr() as usize, s.len());
-        Mapping { _view: Box::new(view), readonly: true, ptr, len, origin }
+        Mapping { _view: Box::new(view), readonly: true, ptr, len, origin, keep }
     }
 
     /// A writable mapping of `view`.
-    pub(crate) fn write(mut view: BytesViewMut, origin: Origin) -> Mapping {
+    pub(crate) fn write(mut view: BytesViewMut, origin: Origin, keep: Keep) -> Mapping {
         let s = view.as_mut_slice();
         let (ptr, len) = (s.as_mut_ptr() as usize, s.len());
-        Mapping { _view: Box::new(view), readonly: false, ptr, len, origin }
+        Mapping { _view: Box::new(view), readonly: false, ptr, len, origin, keep }
     }
 }
 

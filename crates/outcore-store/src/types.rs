@@ -77,12 +77,31 @@ pub struct ArrayMeta {
     pub codec: Codec,
     /// Logical size of the array's byte file (`product(shape) * itemsize`).
     pub nbytes: u64,
+    /// User attributes (a JSON object), versioned with the array like the rest of its metadata.
+    /// Left out of the stored JSON when empty, so metadata without attributes is stored exactly
+    /// as before they existed.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub attrs: serde_json::Map<String, serde_json::Value>,
+    /// The fill value: lowercase hex of the bytes of one element, what elements never written
+    /// read as (`None`: zeros). Left out of the stored JSON when `None`. The store itself
+    /// treats it as opaque data for the layers above (see `outcore`'s `ArraySpec::fill`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fill: Option<String>,
 }
 
 impl ArrayMeta {
     /// Metadata for an array of `nbytes` bytes with the default block size and no compression.
     pub fn new(dtype: impl Into<String>, shape: Vec<u64>, order: Order, nbytes: u64) -> Self {
-        ArrayMeta { dtype: dtype.into(), shape, order, blksize: DEFAULT_BLKSIZE, codec: Codec::None, nbytes }
+        ArrayMeta {
+            dtype: dtype.into(),
+            shape,
+            order,
+            blksize: DEFAULT_BLKSIZE,
+            codec: Codec::None,
+            nbytes,
+            attrs: serde_json::Map::new(),
+            fill: None,
+        }
     }
 
     /// Number of blocks that hold bytes below `nbytes`.

@@ -11,7 +11,16 @@ use std::time::{Duration, SystemTime};
 const BS: u64 = 64 << 10;
 
 fn meta(nbytes: u64) -> ArrayMeta {
-    ArrayMeta { dtype: "<f8".into(), shape: vec![nbytes / 8], order: Order::C, blksize: BS, codec: Codec::None, nbytes }
+    ArrayMeta {
+        dtype: "<f8".into(),
+        shape: vec![nbytes / 8],
+        order: Order::C,
+        blksize: BS,
+        codec: Codec::None,
+        nbytes,
+        attrs: Default::default(),
+        fill: None,
+    }
 }
 
 fn block(fill: u8, len: usize) -> Vec<u8> {
@@ -88,6 +97,11 @@ fn metadata_round_trips(f: &Fixture) {
         blksize: 1 << 20,
         codec: Codec::Zstd { level: 3 },
         nbytes: 0,
+        attrs: serde_json::json!({"units": "m", "_ARRAY_DIMENSIONS": ["t", "x", "y"], "n": 3})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        fill: Some("0000c07f".into()),
     };
     let mut c = Commit::new();
     c.put_array(id, "structured ünïcode name", m.clone());

@@ -17,7 +17,16 @@ const PAGE: usize = 4096;
 const NBLK: usize = 6;
 
 fn meta(nbytes: u64, codec: Codec) -> ArrayMeta {
-    ArrayMeta { dtype: "<u1".into(), shape: vec![nbytes], order: Order::C, blksize: BS as u64, codec, nbytes }
+    ArrayMeta {
+        dtype: "<u1".into(),
+        shape: vec![nbytes],
+        order: Order::C,
+        blksize: BS as u64,
+        codec,
+        nbytes,
+        attrs: Default::default(),
+        fill: None,
+    }
 }
 
 /// The model: the array's bytes at every committed tid.

@@ -26,7 +26,16 @@ fn noise(n: usize, seed: u64) -> Vec<u8> {
 }
 
 fn meta(nbytes: u64, codec: Codec) -> ArrayMeta {
-    ArrayMeta { dtype: "|u1".into(), shape: vec![nbytes], order: Order::C, blksize: BS, codec, nbytes }
+    ArrayMeta {
+        dtype: "|u1".into(),
+        shape: vec![nbytes],
+        order: Order::C,
+        blksize: BS,
+        codec,
+        nbytes,
+        attrs: Default::default(),
+        fill: None,
+    }
 }
 
 fn sql(f: &common::Fixture) -> rusqlite::Connection {

@@ -23,6 +23,8 @@ fn meta(shape0: u64) -> ArrayMeta {
         blksize: BS,
         codec: Codec::None,
         nbytes: NBLK * BS,
+        attrs: Default::default(),
+        fill: None,
     }
 }
 

@@ -141,6 +141,56 @@ impl Array {
         Ok(strides_of(&s.meta.shape, s.itemsize, s.meta.order))
     }
 
+    /// User attributes (a JSON object), as this transaction sees them.
+    pub fn attrs(&self) -> Result<serde_json::Map<String, serde_json::Value>> {
+        Ok(self.get()?.meta.attrs)
+    }
+
+    /// Replaces the user attributes (committed with the transaction, versioned with the
+    /// array: historical snapshots read the attributes they had).
+    pub fn set_attrs(&self, attrs: serde_json::Map<String, serde_json::Value>) -> Result<()> {
+        let mut st = self.conn.lock();
+        st.check_writable("setting attributes")?;
+        let s = self.snap(&st)?;
+        if s.meta.attrs == attrs {
+            return Ok(());
+        }
+        let meta = ArrayMeta { attrs, ..s.meta };
+        st.txn.insert(self.id, Change::Live { name: s.name, meta });
+        Ok(())
+    }
+
+    /// The fill value (the bytes of one element) that elements never written read as; `None`
+    /// for zeros.
+    pub fn fill(&self) -> Result<Option<Vec<u8>>> {
+        let s = self.get()?;
+        match &s.meta.fill {
+            None => Ok(None),
+            Some(hex) => decode_hex(hex)
+                .map(Some)
+                .ok_or_else(|| Error::Dtype(format!("array '{}' has a malformed fill value '{hex}'", s.name))),
+        }
+    }
+
+    /// The shape of the largest box of elements that one block holds, aligned to blocks: the
+    /// minor axes whole while they fit, then as many slices of the next axis as fit (at least
+    /// one element per axis). It is exact (each block holds whole boxes) when the block size
+    /// is a multiple of the box's bytes, as it is for the usual power-of-two shapes.
+    pub fn chunks(&self) -> Result<Vec<u64>> {
+        let s = self.get()?;
+        Ok(chunk_shape(&s.meta.shape, s.itemsize, s.meta.blksize, s.meta.order))
+    }
+
+    /// True if pages of this array were written through views since the transaction began,
+    /// also after the connection was closed (such writes are never committed).
+    pub fn has_written(&self) -> Result<bool> {
+        let st = self.conn.lock();
+        match st.open.get(&self.id) {
+            Some(oa) => Ok(!oa.file.dirty()?.is_empty()),
+            None => Ok(false),
+        }
+    }
+
     /// Block size in bytes.
     pub fn blksize(&self) -> Result<u64> {
         Ok(self.get()?.meta.blksize)
@@ -213,7 +263,7 @@ impl Array {
     /// taken whole) for foreign code such as NumPy; writable unless the connection is
     /// read-only.
     pub fn region(&self, ranges: &[Range<u64>]) -> Result<Region> {
-        let writable = !self.conn.lock().read_only;
+        let writable = !self.conn.read_only;
         let m = self.map_region(ranges, None, None)?;
         Region::new(m.view, m.offset, m.span, m.shape, m.strides, writable)
     }
@@ -415,6 +465,36 @@ impl Array {
     }
 }
 
+/// The bytes of a lowercase or uppercase hex string.
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// See [`Array::chunks`].
+pub(crate) fn chunk_shape(shape: &[u64], itemsize: u64, blksize: u64, order: Order) -> Vec<u64> {
+    let mut chunk = vec![1u64; shape.len()];
+    let mut room = (blksize / itemsize.max(1)).max(1); // elements per block
+    let axes: Vec<usize> = match order {
+        Order::C => (0..shape.len()).rev().collect(),
+        Order::F => (0..shape.len()).collect(),
+    };
+    for ax in axes {
+        // An empty axis (an array to be appended to) gets what a block holds.
+        let n = if shape[ax] == 0 { room } else { shape[ax] };
+        if n <= room {
+            chunk[ax] = n;
+            room /= n;
+        } else {
+            chunk[ax] = room;
+            break;
+        }
+    }
+    chunk
+}
+
 fn to_usize(n: u64) -> Result<usize> {
     usize::try_from(n).map_err(|_| Error::Shape(format!("{n} does not fit this platform's address space")))
 }
@@ -446,5 +526,18 @@ mod tests {
         assert_eq!(nbytes_of(&[0, u64::MAX], 8).ok(), Some(0));
         assert!(nbytes_of(&[1 << 62, 2], 1).is_err());
         assert!(nbytes_of(&[u64::MAX, 2], 8).is_err());
+    }
+
+    #[test]
+    fn chunks() {
+        assert_eq!(chunk_shape(&[1000, 1000], 8, 1 << 20, Order::C), vec![131, 1000]);
+        assert_eq!(chunk_shape(&[1024, 1024], 8, 1 << 20, Order::C), vec![128, 1024]);
+        assert_eq!(chunk_shape(&[1024, 1024], 8, 1 << 20, Order::F), vec![1024, 128]);
+        assert_eq!(chunk_shape(&[4, 3], 8, 4096, Order::C), vec![4, 3]);
+        assert_eq!(chunk_shape(&[2, 1 << 20], 8, 4096, Order::C), vec![1, 512]);
+        assert_eq!(chunk_shape(&[], 8, 4096, Order::C), Vec::<u64>::new());
+        assert_eq!(chunk_shape(&[0, 5], 8, 4096, Order::C), vec![102, 5]);
+        assert_eq!(decode_hex("00c07f"), Some(vec![0, 0xc0, 0x7f]));
+        assert_eq!(decode_hex("0"), None);
     }
 }

@@ -33,12 +33,27 @@ pub struct ArraySpec {
     pub blksize: Option<u64>,
     /// Compression of stored blocks; `None` takes the database's default.
     pub codec: Option<Codec>,
+    /// User attributes (a JSON object) stored with the array.
+    pub attrs: serde_json::Map<String, serde_json::Value>,
+    /// The fill value: the bytes of one element (`itemsize` bytes) that elements never written
+    /// read as. `None` (or all zero bytes) is zeros, which cost nothing; other fill values are
+    /// not supported yet ([`Error::InvalidArgument`]).
+    pub fill: Option<Vec<u8>>,
 }
 
 impl ArraySpec {
     /// An array of dtype `dtype` (`itemsize` bytes per element) and shape `shape`, C order.
     pub fn new(dtype: impl Into<String>, itemsize: u64, shape: impl Into<Vec<u64>>) -> Self {
-        ArraySpec { dtype: dtype.into(), itemsize, shape: shape.into(), order: Order::C, blksize: None, codec: None }
+        ArraySpec {
+            dtype: dtype.into(),
+            itemsize,
+            shape: shape.into(),
+            order: Order::C,
+            blksize: None,
+            codec: None,
+            attrs: serde_json::Map::new(),
+            fill: None,
+        }
     }
 
     /// An array of Rust element type `T` (e.g. `f64` -> `"<f8"`).
@@ -63,6 +78,50 @@ impl ArraySpec {
         self.codec = Some(codec);
         self
     }
+
+    /// Sets the user attributes.
+    pub fn attrs(mut self, attrs: serde_json::Map<String, serde_json::Value>) -> Self {
+        self.attrs = attrs;
+        self
+    }
+
+    /// Sets the fill value (the bytes of one element).
+    pub fn fill(mut self, fill: Vec<u8>) -> Self {
+        self.fill = Some(fill);
+        self
+    }
+}
+
+/// Checks an array name: `/`-separated components (groups, as in h5py and zarr), none empty,
+/// `.` or `..`; no leading or trailing `/`.
+pub(crate) fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::InvalidArgument("array name must not be empty".into()));
+    }
+    if name.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        return Err(Error::InvalidArgument(format!(
+            "invalid array name '{name}': '/' separates group names, which must not be empty, '.' or '..'"
+        )));
+    }
+    Ok(())
+}
+
+/// The stored form of a fill value (`None` for zeros, which is what never written bytes are).
+pub(crate) fn fill_hex(fill: Option<&[u8]>, itemsize: u64, name: &str) -> Result<Option<String>> {
+    let Some(fill) = fill else { return Ok(None) };
+    if fill.len() as u64 != itemsize {
+        return Err(Error::InvalidArgument(format!(
+            "fill value of {} bytes for array '{name}' of {itemsize}-byte items",
+            fill.len()
+        )));
+    }
+    if fill.iter().all(|b| *b == 0) {
+        return Ok(None);
+    }
+    Err(Error::InvalidArgument(format!(
+        "array '{name}': only fill values whose bytes are all zero (0, 0.0, False) are supported; \
+         unwritten elements read as zeros"
+    )))
 }
 
 /// Who commits and why: recorded with the transaction in the store's history.
@@ -128,6 +187,8 @@ pub(crate) struct ConnState {
     /// in place while it lives).
     pub snapshot: Snapshot,
     pub read_only: bool,
+    /// A historical connection: it stays at its snapshot (implies `read_only`).
+    pub historical: bool,
     pub needs_abort: bool,
     /// The `Connection` was dropped: handles fail with `Closed`.
     pub closed: bool,
@@ -157,7 +218,7 @@ impl ConnState {
     /// Fails unless the connection may write.
     pub fn check_writable(&self, op: &'static str) -> Result<()> {
         if self.read_only {
-            return Err(Error::ReadOnly { tid: self.tid, op });
+            return Err(Error::ReadOnly { tid: self.tid, op, historical: self.historical });
         }
         self.check_usable()
     }
@@ -179,8 +240,12 @@ impl ConnState {
 
 pub(crate) struct ConnShared {
     pub db: Db,
-    /// A historical (read-only) connection.
+    /// A read-only connection (historical, or of a database opened read-only).
     pub read_only: bool,
+    /// A historical connection: it stays at its snapshot, loading through userfaultfd.
+    pub historical: bool,
+    /// Mirrors `state.closed`, readable without the lock.
+    pub closed: std::sync::atomic::AtomicBool,
     /// The snapshot the sources load at (equal to `state.tid`, readable without the lock).
     pub tid_cell: Arc<AtomicU64>,
     pub state: Mutex<ConnState>,
@@ -242,27 +307,46 @@ impl Drop for Connection {
     /// Discards the transaction; the connection's [`Array`] handles then fail with
     /// [`Error::Closed`] (views taken from them stay mapped).
     fn drop(&mut self) {
-        let mut st = self.shared.lock();
+        self.shared.close();
+    }
+}
+
+impl ConnShared {
+    /// See [`Connection::close`].
+    pub(crate) fn close(&self) {
+        let mut st = self.lock();
+        if st.closed {
+            return;
+        }
         st.closed = true;
+        self.closed.store(true, Ordering::SeqCst);
+        st.txn.clear();
+        st.created.clear();
+        st.truncated.clear();
         for oa in st.open.values() {
             if let Err(e) = oa.file.discard() {
-                tracing::warn!("discarding changes of a dropped connection: {e}");
+                tracing::warn!("discarding changes of a closed connection: {e}");
             }
             let blks: Vec<u64> = oa.source.staged_blocks().into_keys().collect();
             for (_, staged) in oa.source.take_staged(blks) {
-                let _ = self.shared.db.inner.store.release_staged(&staged);
+                let _ = self.db.inner.store.release_staged(&staged);
+            }
+            oa.source.reset(oa.committed_nbytes());
+            if let Err(e) = oa.file.set_size(oa.committed_nbytes()) {
+                tracing::warn!("closing a connection: {e}");
             }
         }
     }
 }
 
 impl Connection {
-    pub(crate) fn new(db: Db, snapshot: Snapshot, read_only: bool) -> Result<Connection> {
+    pub(crate) fn new(db: Db, snapshot: Snapshot, read_only: bool, historical: bool) -> Result<Connection> {
         let tid = snapshot.tid();
         let state = ConnState {
             tid,
             snapshot,
             read_only,
+            historical,
             needs_abort: false,
             closed: false,
             stale: None,
@@ -276,6 +360,8 @@ impl Connection {
             shared: Arc::new(ConnShared {
                 db,
                 read_only,
+                historical,
+                closed: std::sync::atomic::AtomicBool::new(false),
                 tid_cell: Arc::new(AtomicU64::new(tid)),
                 state: Mutex::new(state),
             }),
@@ -287,9 +373,30 @@ impl Connection {
         self.shared.lock().tid
     }
 
-    /// True for a historical (read-only) connection.
+    /// True for a read-only connection: a historical one, or one of a database opened
+    /// read-only.
     pub fn is_read_only(&self) -> bool {
-        self.shared.lock().read_only
+        self.shared.read_only
+    }
+
+    /// True for a historical connection ([`Db::connect_at`]): it stays at its snapshot.
+    pub fn is_historical(&self) -> bool {
+        self.shared.historical
+    }
+
+    /// Closes the connection: discards its uncommitted changes (writes through views too);
+    /// its [`Array`] handles then fail with [`Error::Closed`]. Views taken before stay mapped
+    /// and readable and show the snapshot the connection read (it moves no more); writes
+    /// through them stay private to this process and are never committed
+    /// ([`has_changes`](Self::has_changes) still reports them). Idempotent; dropping the
+    /// connection closes it too.
+    pub fn close(&self) {
+        self.shared.close();
+    }
+
+    /// True once the connection was closed (or its database was).
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::SeqCst)
     }
 
     /// The database.
@@ -308,12 +415,11 @@ impl Connection {
     pub fn create(&self, name: &str, spec: ArraySpec) -> Result<Array> {
         let mut st = self.shared.lock();
         st.check_writable("create")?;
-        if name.is_empty() {
-            return Err(Error::InvalidArgument("array name must not be empty".into()));
-        }
+        check_name(name)?;
         if self.lookup(&mut st, name)?.is_some() {
             return Err(Error::AlreadyExists(name.into()));
         }
+        self.check_group_path(&mut st, name)?;
         let opts = &self.shared.db.inner.options;
         let blksize = spec.blksize.unwrap_or(opts.blksize);
         check_blksize(blksize)?;
@@ -340,6 +446,8 @@ impl Connection {
             blksize,
             codec: spec.codec.unwrap_or(opts.codec),
             nbytes,
+            fill: fill_hex(spec.fill.as_deref(), spec.itemsize, name)?,
+            attrs: spec.attrs,
         };
         let id = ArrayId::random();
         // Nothing of a new array is stored: every block loads as zeros.
@@ -416,9 +524,7 @@ impl Connection {
     pub fn rename(&self, from: &str, to: &str) -> Result<()> {
         let mut st = self.shared.lock();
         st.check_writable("rename")?;
-        if to.is_empty() {
-            return Err(Error::InvalidArgument("array name must not be empty".into()));
-        }
+        check_name(to)?;
         let id = self.lookup(&mut st, from)?.ok_or_else(|| Error::NoSuchArray(from.into()))?;
         if from == to {
             return Ok(());
@@ -426,6 +532,7 @@ impl Connection {
         if self.lookup(&mut st, to)?.is_some() {
             return Err(Error::AlreadyExists(to.into()));
         }
+        self.check_group_path(&mut st, to)?;
         let (_, meta) = st.current(id).ok_or_else(|| Error::NoSuchArray(from.into()))?;
         st.txn.insert(id, Change::Live { name: to.into(), meta });
         if let Some(oa) = st.open.get_mut(&id) {
@@ -438,6 +545,54 @@ impl Connection {
     pub fn list(&self) -> Result<Vec<String>> {
         let st = self.shared.lock();
         st.check_usable()?;
+        self.names(&st)
+    }
+
+    /// Names of the arrays in the group `group` (`""`: the root) and of the groups in it, each
+    /// relative to it and sorted: `(arrays, groups)`. Groups exist implicitly while arrays
+    /// are named in them (`"a/b/x"` is array `x` of group `b` of group `a`), as in h5py and
+    /// zarr paths; [`Error::NoSuchArray`] if `group` is neither the root nor such a group.
+    pub fn members(&self, group: &str) -> Result<(Vec<String>, Vec<String>)> {
+        let st = self.shared.lock();
+        st.check_usable()?;
+        let prefix = if group.is_empty() { String::new() } else { format!("{}/", group.trim_end_matches('/')) };
+        let (mut arrays, mut groups) = (Vec::new(), Vec::new());
+        for name in self.names(&st)? {
+            let Some(rest) = name.strip_prefix(&prefix) else { continue };
+            match rest.split_once('/') {
+                None => arrays.push(rest.to_string()),
+                Some((g, _)) => {
+                    if groups.last().map(String::as_str) != Some(g) {
+                        groups.push(g.to_string());
+                    }
+                }
+            }
+        }
+        if !prefix.is_empty() && arrays.is_empty() && groups.is_empty() {
+            return Err(Error::NoSuchArray(format!("{group} (no array or group of that name)")));
+        }
+        groups.dedup();
+        Ok((arrays, groups))
+    }
+
+    /// Fails if a group along `name`'s path is an array, or if `name` is a group.
+    fn check_group_path(&self, st: &mut ConnState, name: &str) -> Result<()> {
+        let mut at = 0;
+        while let Some(i) = name[at..].find('/') {
+            let group = &name[..at + i];
+            if self.lookup(st, group)?.is_some() {
+                return Err(Error::AlreadyExists(format!("{group} (an array, so it cannot be a group of '{name}')")));
+            }
+            at += i + 1;
+        }
+        let prefix = format!("{name}/");
+        if self.names(st)?.iter().any(|n| n.starts_with(&prefix)) {
+            return Err(Error::AlreadyExists(format!("{name} (a group)")));
+        }
+        Ok(())
+    }
+
+    fn names(&self, st: &ConnState) -> Result<Vec<String>> {
         let mut names: Vec<String> = self
             .shared
             .db
@@ -689,6 +844,9 @@ impl Connection {
     /// A historical connection stays at its snapshot.
     pub fn abort(&self) -> Result<()> {
         let mut st = self.shared.lock();
+        if st.closed {
+            return Ok(()); // nothing left to discard
+        }
         for oa in st.open.values() {
             let blks: Vec<u64> = oa.source.staged_blocks().into_keys().collect();
             for (_, staged) in oa.source.take_staged(blks) {
@@ -723,7 +881,7 @@ impl Connection {
         st.needs_abort = false;
         st.stale = None;
         let base = st.tid;
-        if !st.read_only {
+        if !st.historical {
             if let Err(e) = self.advance(&mut st, base, None) {
                 if self.shared.tid_cell.load(Ordering::SeqCst) == base {
                     // The store could not tell what is new (unreachable server): nothing moved.
@@ -744,8 +902,15 @@ impl Connection {
     pub fn sync(&self) -> Result<Tid> {
         let mut st = self.shared.lock();
         st.check_usable()?;
-        if st.read_only {
+        if st.historical {
             return Ok(st.tid);
+        }
+        if st.read_only {
+            // Nothing of a read-only connection commits: pages written by code that ignored
+            // the views' read-only flag are dropped at its boundaries.
+            for oa in st.open.values() {
+                oa.file.discard()?;
+            }
         }
         if !st.txn.is_empty() || !st.truncated.is_empty() {
             return Err(Error::Uncommitted { op: "sync" });
@@ -895,7 +1060,7 @@ impl Connection {
         // engine); historical snapshots, compressed arrays and remote stores load through
         // userfaultfd.
         let mut file = None;
-        if !self.shared.read_only && inner.store.can_locate(meta) {
+        if !self.shared.historical && inner.store.can_locate(meta) {
             match inner.pager.open_mapped_file(source.clone(), bs, meta.nbytes, &format!("array '{name}'")) {
                 Ok(f) => file = Some(f),
                 Err(e) => tracing::debug!("array '{name}' is not mappable, loading it instead: {e}"),

@@ -1,6 +1,7 @@
 //! `Db`: a store plus the pager that caches its arrays in memory.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
@@ -8,8 +9,51 @@ use parking_lot::Mutex;
 use outcore_pager::{Pager, PagerConfig};
 use outcore_store::{Codec, Store, Subscription, Tid, DEFAULT_BLKSIZE};
 
-use crate::connection::Connection;
+use crate::connection::{ConnShared, Connection};
 use crate::error::{Error, Result};
+
+/// How [`Db::open`] treats the location, as h5py and zarr define their modes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OpenMode {
+    /// `"r"`: the database must exist; every connection is read-only (views refuse writes,
+    /// commits fail with [`Error::ReadOnly`]) and still moves to the newest snapshot at its
+    /// transaction boundaries.
+    Read,
+    /// `"r+"`: the database must exist; read-write.
+    ReadWrite,
+    /// `"a"`: read-write, created if missing (the default).
+    #[default]
+    Append,
+    /// `"w"`: created if missing; every existing array is deleted (one commit, history kept
+    /// until garbage collected) before the database is returned.
+    Truncate,
+    /// `"w-"` (also `"x"`): created; fails with [`Error::StoreExists`] if it exists.
+    Create,
+}
+
+impl OpenMode {
+    /// The mode of an h5py/zarr mode string: `"r"`, `"r+"`, `"a"`, `"w"`, `"w-"` or `"x"`.
+    pub fn parse(mode: &str) -> Result<OpenMode> {
+        Ok(match mode {
+            "r" => OpenMode::Read,
+            "r+" => OpenMode::ReadWrite,
+            "a" => OpenMode::Append,
+            "w" => OpenMode::Truncate,
+            "w-" | "x" => OpenMode::Create,
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "mode {mode:?} is not one of 'r', 'r+', 'a', 'w', 'w-' (or 'x')"
+                )))
+            }
+        })
+    }
+
+    /// True if this mode only reads.
+    pub fn is_read_only(self) -> bool {
+        self == OpenMode::Read
+    }
+}
 
 /// Settings of a [`Db`].
 #[derive(Clone, Debug)]
@@ -26,11 +70,19 @@ pub struct DbOptions {
     /// A pager to use instead of the one `cache_budget` selects (e.g. one with custom
     /// [`PagerConfig`] settings, or shared by several `Db`s).
     pub pager: Option<Arc<Pager>>,
+    /// How the location is opened (default [`OpenMode::Append`]: created if missing).
+    pub mode: OpenMode,
 }
 
 impl Default for DbOptions {
     fn default() -> Self {
-        DbOptions { cache_budget: None, blksize: DEFAULT_BLKSIZE, codec: Codec::None, pager: None }
+        DbOptions {
+            cache_budget: None,
+            blksize: DEFAULT_BLKSIZE,
+            codec: Codec::None,
+            pager: None,
+            mode: OpenMode::default(),
+        }
     }
 }
 
@@ -58,6 +110,58 @@ impl DbOptions {
         self.codec = codec;
         self
     }
+
+    /// Sets the open mode.
+    pub fn mode(mut self, mode: OpenMode) -> Self {
+        self.mode = mode;
+        self
+    }
+}
+
+/// The file path of a local store's location (`None` for a PostgreSQL URL).
+fn local_path(url: &str) -> Option<&std::path::Path> {
+    if outcore_store::is_postgres_url(url) {
+        return None;
+    }
+    let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+    Some(std::path::Path::new(path))
+}
+
+/// Checks what `mode` requires of a local store's path before the store opens (and creates)
+/// it: an existing database for `r`/`r+`, none for `w-`, and an existing directory to create
+/// it in, named when missing.
+fn check_local(path: &std::path::Path, mode: OpenMode) -> Result<()> {
+    if path.as_os_str().is_empty() {
+        return Ok(()); // the store reports it
+    }
+    let exists = path.exists();
+    match mode {
+        OpenMode::Read | OpenMode::ReadWrite if !exists => {
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists());
+            return Err(Error::NotFound(match dir {
+                Some(d) => format!("no database at {}: directory {} does not exist", path.display(), d.display()),
+                None => format!("no database at {} (mode 'r' and 'r+' open existing databases only)", path.display()),
+            }));
+        }
+        OpenMode::Create if exists => {
+            return Err(Error::StoreExists(format!(
+                "a database exists at {} (mode 'w-' only creates; 'a' opens it, 'w' empties it)",
+                path.display()
+            )));
+        }
+        _ => {}
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.is_dir() {
+            let what = if dir.exists() { "is not a directory" } else { "does not exist" };
+            return Err(Error::NotFound(format!(
+                "cannot create a database at {}: {} {what}",
+                path.display(),
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 pub(crate) struct DbInner {
@@ -66,6 +170,10 @@ pub(crate) struct DbInner {
     pub options: DbOptions,
     /// New-commit notifications, opened on first use.
     pub subscription: Mutex<Option<Box<dyn Subscription>>>,
+    /// [`Db::close`] was called: no more connections.
+    pub closed: AtomicBool,
+    /// The connections made, to close them with the database (dead ones are pruned).
+    pub conns: Mutex<Vec<Weak<ConnShared>>>,
 }
 
 /// An open database: a versioned store and the pager caching its arrays. Cheap to clone; any
@@ -82,11 +190,50 @@ impl std::fmt::Debug for Db {
 }
 
 impl Db {
-    /// Opens (creating if needed) the database at `url`: a file path (SQLite, optionally
-    /// prefixed by `sqlite:`) or a `postgresql://` URL.
+    /// Opens the database at `url`: a file path (SQLite, optionally prefixed by `sqlite:`) or
+    /// a `postgresql://` URL, as `options.mode` says (default: created if needed). A missing
+    /// database or directory is [`Error::NotFound`], naming it. For a PostgreSQL URL the
+    /// server's database must exist; a database there "exists" for the modes once it has a
+    /// commit.
     pub fn open(url: &str, options: DbOptions) -> Result<Db> {
+        let mode = options.mode;
+        if let Some(path) = local_path(url) {
+            check_local(path, mode)?;
+        }
         let store = outcore_store::open(url)?;
-        Db::with_store(store, options)
+        if local_path(url).is_none() {
+            let head = store.head()?;
+            match mode {
+                OpenMode::Read | OpenMode::ReadWrite if head == 0 => {
+                    return Err(Error::NotFound(format!(
+                        "no outcore database at {} (nothing committed; mode 'r' and 'r+' open existing databases only)",
+                        store.location()
+                    )))
+                }
+                OpenMode::Create if head > 0 => {
+                    return Err(Error::StoreExists(format!(
+                        "an outcore database exists at {} (mode 'w-' only creates)",
+                        store.location()
+                    )))
+                }
+                _ => {}
+            }
+        }
+        let db = Db::with_store(store, options)?;
+        if mode == OpenMode::Truncate {
+            let conn = db.connect()?;
+            let names = conn.list()?;
+            if !names.is_empty() {
+                for name in &names {
+                    conn.delete(name)?;
+                }
+                conn.commit_with(crate::CommitInfo::new(format!(
+                    "opened with mode 'w': deleted {} arrays",
+                    names.len()
+                )))?;
+            }
+        }
+        Ok(db)
     }
 
     /// A database over an already open store.
@@ -97,7 +244,49 @@ impl Db {
             (None, None) => Pager::global()?,
             (None, Some(b)) => Pager::new(PagerConfig { cache_budget: b, ..PagerConfig::default() })?,
         };
-        Ok(Db { inner: Arc::new(DbInner { store, pager, options, subscription: Mutex::new(None) }) })
+        Ok(Db {
+            inner: Arc::new(DbInner {
+                store,
+                pager,
+                options,
+                subscription: Mutex::new(None),
+                closed: AtomicBool::new(false),
+                conns: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// True if this database was opened read-only ([`OpenMode::Read`]).
+    pub fn is_read_only(&self) -> bool {
+        self.inner.options.mode.is_read_only()
+    }
+
+    /// Closes the database: every connection made from it is [closed](Connection::close)
+    /// (uncommitted changes discarded), and new connections fail with [`Error::Closed`]. Views
+    /// taken before stay mapped and readable (at their snapshot); the store itself closes when
+    /// the last handle, connection and view is dropped. Idempotent.
+    pub fn close(&self) {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        let conns = std::mem::take(&mut *self.inner.conns.lock());
+        for c in conns.iter().filter_map(Weak::upgrade) {
+            c.close();
+        }
+    }
+
+    /// True once [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::SeqCst)
+    }
+
+    /// Registers a new connection so that [`close`](Self::close) closes it; fails once closed.
+    fn register(&self, conn: Connection) -> Result<Connection> {
+        let mut conns = self.inner.conns.lock();
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        conns.retain(|w| w.strong_count() > 0);
+        conns.push(Arc::downgrade(&conn.shared));
+        Ok(conn)
     }
 
     /// A warning for the user when the arrays of this database (a remote store) will be served
@@ -125,10 +314,14 @@ impl Db {
         ))
     }
 
-    /// A connection reading the newest snapshot, ready for a read-write transaction.
+    /// A connection reading the newest snapshot, ready for a read-write transaction (read-only
+    /// if the database was opened with [`OpenMode::Read`]).
     pub fn connect(&self) -> Result<Connection> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
         let snapshot = self.inner.store.snapshot(None)?;
-        Connection::new(self.clone(), snapshot, false)
+        self.register(Connection::new(self.clone(), snapshot, self.is_read_only(), false)?)
     }
 
     /// A read-only connection to the historical snapshot at `tid`.
@@ -142,7 +335,10 @@ impl Db {
         if tid < horizon {
             return Err(outcore_store::Error::SnapshotGone { at: tid, horizon }.into());
         }
-        Connection::new(self.clone(), store.snapshot(Some(tid))?, true)
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        self.register(Connection::new(self.clone(), store.snapshot(Some(tid))?, true, true)?)
     }
 
     /// A read-only connection to the snapshot that was newest at `time`.

@@ -17,9 +17,17 @@ pub enum Error {
     /// after a successful commit, for example); `abort()` retries.
     #[error("the connection could not move to the newest snapshot ({0}): call abort() to retry")]
     Stale(String),
-    /// The connection of this handle was dropped (its transaction was discarded).
+    /// The connection of this handle was closed or dropped (its transaction was discarded),
+    /// or its database was closed.
     #[error("the connection was closed: its array handles can no longer be used")]
     Closed,
+    /// The database at this location does not exist (opened with a mode that does not create
+    /// it), or the directory it would be created in does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A database exists at this location (opened with mode `"w-"`, which only creates).
+    #[error("{0}")]
+    StoreExists(String),
     /// No array of that name exists in the connection's snapshot.
     #[error("no array named '{0}'")]
     NoSuchArray(String),
@@ -29,13 +37,16 @@ pub enum Error {
     /// The name is already used by another array.
     #[error("an array named '{0}' already exists")]
     AlreadyExists(String),
-    /// Writing through a read-only (historical) connection.
-    #[error("the connection reads the historical snapshot at tid {tid} and is read-only: {op} is not allowed")]
+    /// Writing through a read-only connection: a historical one, or one of a database opened
+    /// read-only ([`OpenMode::Read`](crate::OpenMode::Read)).
+    #[error("{}", read_only_message(*.tid, .op, *.historical))]
     ReadOnly {
         /// The connection's snapshot.
         tid: Tid,
         /// What was attempted.
         op: &'static str,
+        /// True for a historical connection, false for a database opened read-only.
+        historical: bool,
     },
     /// The transaction has uncommitted changes where none are allowed.
     #[error("{op} needs a transaction without uncommitted changes: commit or abort first")]
@@ -61,6 +72,14 @@ pub enum Error {
     /// The pager failed.
     #[error(transparent)]
     Pager(outcore_pager::PagerError),
+}
+
+fn read_only_message(tid: Tid, op: &str, historical: bool) -> String {
+    if historical {
+        format!("the connection reads the historical snapshot at tid {tid} and is read-only: {op} is not allowed")
+    } else {
+        format!("the database was opened read-only (mode 'r'): {op} is not allowed")
+    }
 }
 
 /// A pager error whose cause is corruption found by the store (or a snapshot gc took) is that

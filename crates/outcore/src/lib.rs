@@ -79,7 +79,7 @@ mod source;
 pub use array::Array;
 pub use check::{CheckProgress, CheckReport};
 pub use connection::{ArraySpec, CommitInfo, Connection};
-pub use db::{Db, DbOptions};
+pub use db::{Db, DbOptions, OpenMode};
 pub use dtype::{descr_itemsize, descr_of, Element};
 pub use error::{Error, Result};
 pub use mem::{ArrayGuard, ArrayGuardMut, BytesView, BytesViewMut, Region};

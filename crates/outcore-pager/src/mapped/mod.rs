@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
@@ -94,20 +94,31 @@ enum Scanner {
 }
 
 fn scanner() -> Result<&'static Scanner, PagerError> {
-    static SCANNER: OnceLock<Result<Scanner, String>> = OnceLock::new();
-    SCANNER
-        .get_or_init(|| {
-            let pm = Pagemap::open().map_err(|e| format!("opening /proc/self/pagemap: {e}"))?;
-            if pm.supported() {
-                return Ok(Scanner::Scan(pm));
-            }
-            tracing::debug!("PAGEMAP_SCAN unsupported: dirty pages of page-cache files come from /proc/self/pagemap");
-            std::fs::File::open("/proc/self/pagemap")
-                .map(Scanner::Read)
-                .map_err(|e| format!("opening /proc/self/pagemap: {e}"))
-        })
-        .as_ref()
-        .map_err(|e| PagerError::io("finding written pages", std::io::Error::other(e.clone())))
+    // One per process: a `/proc/self/pagemap` opened before a `fork` keeps describing the
+    // parent, so a forked child (dask's and multiprocessing's fork workers) opens its own, or
+    // it would find none of its own writes. (One small leak per process that scans.)
+    type Opened = Result<Scanner, String>;
+    static SCANNER: Mutex<Option<(u32, &'static Opened)>> = Mutex::new(None);
+    let pid = std::process::id();
+    let mut cur = SCANNER.lock();
+    let opened: &'static Opened = match *cur {
+        Some((p, s)) if p == pid => s,
+        _ => {
+            let s: &'static Opened = Box::leak(Box::new(open_scanner()));
+            *cur = Some((pid, s));
+            s
+        }
+    };
+    opened.as_ref().map_err(|e| PagerError::io("finding written pages", std::io::Error::other(e.clone())))
+}
+
+fn open_scanner() -> Result<Scanner, String> {
+    let pm = Pagemap::open().map_err(|e| format!("opening /proc/self/pagemap: {e}"))?;
+    if pm.supported() {
+        return Ok(Scanner::Scan(pm));
+    }
+    tracing::debug!("PAGEMAP_SCAN unsupported: dirty pages of page-cache files come from /proc/self/pagemap");
+    std::fs::File::open("/proc/self/pagemap").map(Scanner::Read).map_err(|e| format!("opening /proc/self/pagemap: {e}"))
 }
 
 /// Written pages of `[start, end)` with `PAGEMAP_SCAN`: present or swapped, neither file pages
