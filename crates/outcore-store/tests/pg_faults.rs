@@ -28,8 +28,10 @@ const AWAIT_REPLY: u8 = 5;
 /// After [`CUT_AFTER_COMMIT`] did its cut: forward.
 const REPLY_DROPPED: u8 = 6;
 
-/// The simple-query message `COMMIT`.
-const COMMIT_MSG: &[u8] = b"Q\0\0\0\x0bCOMMIT\0";
+/// `COMMIT` as the client sends it: as a simple query, or the text of the statement it
+/// prepares (once per connection, just before the pipeline of a commit's last writes and
+/// `COMMIT`).
+const COMMIT_MSG: &[u8] = b"COMMIT\0";
 
 struct Proxy {
     port: u16,
@@ -224,6 +226,8 @@ fn a_commit_whose_reply_is_lost_is_found_to_have_landed() {
     let store = open(&via(&f.url, &proxy, "")).unwrap();
     let id = create(&*store, "a");
     let before = store.head().unwrap();
+    // A new handle: its connection prepares COMMIT in the commit under test.
+    let store = open(&via(&f.url, &proxy, "")).unwrap();
     proxy.set(CUT_AFTER_COMMIT);
     let mut c = Commit::new();
     c.write_block(id, 0, vec![2u8; 4096]);
@@ -245,6 +249,7 @@ fn a_commit_cut_before_it_was_sent_says_nothing_was_written() {
     let store = open(&via(&f.url, &proxy, "")).unwrap();
     let id = create(&*store, "a");
     let before = store.head().unwrap();
+    let store = open(&via(&f.url, &proxy, "")).unwrap();
     proxy.set(CUT_BEFORE_COMMIT);
     let mut c = Commit::new();
     c.write_block(id, 0, vec![3u8; 4096]);

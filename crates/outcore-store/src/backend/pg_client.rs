@@ -171,19 +171,32 @@ impl PgClient {
         self.wait(op, limit, false, |c| c.query(st, params))
     }
 
-    /// Run prepared statements with owned parameters as one pipeline: all are sent before the
-    /// first reply is read (one round trip). The first failure in statement order is returned.
-    pub fn pipeline(&mut self, op: &'static str, items: &[(Statement, Vec<Param>)]) -> Result<()> {
+    /// Run prepared statements with owned parameters, then the query `st` if given, as one
+    /// pipeline: all are sent before the first reply is read (one round trip). The first
+    /// failure in statement order is returned; else the query's rows.
+    pub fn pipeline(
+        &mut self,
+        op: &'static str,
+        items: &[(Statement, Vec<Param>)],
+        query: Option<(&Statement, &[&(dyn ToSql + Sync)])>,
+    ) -> Result<Vec<Row>> {
         let limit = self.io_timeout;
         let refs: Vec<Vec<&(dyn ToSql + Sync)>> =
             items.iter().map(|(_, ps)| ps.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()).collect();
         self.wait(op, limit, false, |c| {
             let futs: Vec<_> = items.iter().zip(&refs).map(|((st, _), ps)| c.execute(st, ps)).collect();
+            let rows = async move {
+                match query {
+                    Some((st, params)) => c.query(st, params).await,
+                    None => Ok(Vec::new()),
+                }
+            };
             async move {
-                for r in futures_util::future::join_all(futs).await {
+                let (done, rows) = futures_util::future::join(futures_util::future::join_all(futs), rows).await;
+                for r in done {
                     r?;
                 }
-                Ok(())
+                rows
             }
         })
     }

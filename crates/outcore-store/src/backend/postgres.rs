@@ -61,12 +61,17 @@ const INIT_LOCK: i64 = 0x006f_7574_636f_7265;
 /// The notification channel.
 const CHANNEL: &str = "outcore_commit";
 
-/// A connection with its prepared statements.
+/// A connection with its prepared statements and its deferred writes: writes are queued and
+/// sent with the next query in one pipeline (one round trip), new segment rows by binary COPY.
 struct PgConn {
     client: PgClient,
     stmts: HashMap<&'static str, Statement>,
     /// The server process serving it and when it started (`pg_stat_activity`), once asked.
     backend: Option<(i32, String)>,
+    /// Writes not sent yet.
+    pending: Vec<(&'static str, Vec<Param>)>,
+    /// New segment rows not sent yet (after `pending`, by binary COPY).
+    new_segments: Vec<Vec<Param>>,
 }
 
 impl PgConn {
@@ -80,10 +85,51 @@ impl PgConn {
         Ok(st)
     }
 
-    /// Run `sql` (prepared once per connection) and collect its rows.
+    /// Run `sql` (prepared once per connection) and collect its rows; deferred writes go first,
+    /// in the same round trip.
     fn q(&mut self, op: &'static str, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+        if !self.new_segments.is_empty() {
+            self.flush()?;
+        }
         let st = self.stmt(op, sql)?;
-        self.client.query(op, &st, params)
+        if self.pending.is_empty() {
+            return self.client.query(op, &st, params);
+        }
+        let items = self.take_pending()?;
+        self.client.pipeline(op, &items, Some((&st, params)))
+    }
+
+    /// Queue a write.
+    fn defer(&mut self, sql: &'static str, params: Vec<Param>) {
+        self.pending.push((sql, params));
+    }
+
+    /// The queued writes with their prepared statements.
+    fn take_pending(&mut self) -> Result<Vec<(Statement, Vec<Param>)>> {
+        let pending = std::mem::take(&mut self.pending);
+        let mut items = Vec::with_capacity(pending.len());
+        for (sql, params) in pending {
+            items.push((self.stmt("commit", sql)?, params));
+        }
+        Ok(items)
+    }
+
+    /// Send the queued writes: one pipeline, then the new segment rows by binary COPY.
+    fn flush(&mut self) -> Result<()> {
+        if !self.pending.is_empty() {
+            let items = self.take_pending()?;
+            self.client.pipeline("commit", &items, None)?;
+        }
+        if !self.new_segments.is_empty() {
+            let rows = std::mem::take(&mut self.new_segments);
+            self.client.copy_in(
+                "commit",
+                "COPY outcore_segment (array_id, blk, seg, data, sum) FROM STDIN (FORMAT binary)",
+                &[Type::INT8, Type::INT8, Type::INT4, Type::BYTEA, Type::INT8],
+                &rows,
+            )?;
+        }
+        Ok(())
     }
 
     /// Which server process serves this connection (asked once).
@@ -102,8 +148,11 @@ impl PgConn {
         Ok(b)
     }
 
-    /// End the open transaction after a failure, if the connection still works.
+    /// End the open transaction after a failure (dropping the writes not sent), if the
+    /// connection still works.
     fn rollback(&mut self) {
+        self.pending.clear();
+        self.new_segments.clear();
         if !self.client.is_broken() {
             let _ = self.client.batch("rollback", "ROLLBACK");
         }
@@ -141,7 +190,7 @@ impl PgStore {
 
     fn connect(&self) -> Result<PgConn> {
         let client = PgClient::connect(&self.target)?;
-        Ok(PgConn { client, stmts: HashMap::new(), backend: None })
+        Ok(PgConn { client, stmts: HashMap::new(), backend: None, pending: Vec::new(), new_segments: Vec::new() })
     }
 
     fn conn(&self) -> Result<crate::pool::Pooled<'_, PgConn>> {
@@ -392,17 +441,12 @@ fn segments_of(pages: &[u32]) -> Vec<i32> {
     segs
 }
 
-/// The commit transaction (begun by [`PgStore::commit`]). Writes are deferred and sent as one
-/// pipeline before the next read and before `COMMIT`, so a small commit's writes cost one round
-/// trip.
+/// The commit transaction (begun by [`PgStore::commit`]). Its writes are deferred (see
+/// [`PgConn`]): they reach the server with the next read or before `COMMIT`.
 struct PgTxn<'a> {
     c: &'a mut PgConn,
     /// The id recorded with the commit, by which its outcome is found after a lost connection.
     commit_id: i64,
-    /// Writes not sent yet.
-    pending: Vec<(&'static str, Vec<Param>)>,
-    /// New segment rows not sent yet (after `pending`, by binary COPY).
-    new_segments: Vec<Vec<Param>>,
 }
 
 /// Owned statement parameters.
@@ -413,29 +457,7 @@ macro_rules! params {
 impl PgTxn<'_> {
     /// Queue a write.
     fn defer(&mut self, sql: &'static str, params: Vec<Param>) {
-        self.pending.push((sql, params));
-    }
-
-    /// Send the queued writes (one round trip; statements are prepared once per connection).
-    fn flush(&mut self) -> Result<()> {
-        if !self.pending.is_empty() {
-            let pending = std::mem::take(&mut self.pending);
-            let mut items = Vec::with_capacity(pending.len());
-            for (sql, params) in pending {
-                items.push((self.c.stmt("commit", sql)?, params));
-            }
-            self.c.client.pipeline("commit", &items)?;
-        }
-        if !self.new_segments.is_empty() {
-            let rows = std::mem::take(&mut self.new_segments);
-            self.c.client.copy_in(
-                "commit",
-                "COPY outcore_segment (array_id, blk, seg, data, sum) FROM STDIN (FORMAT binary)",
-                &[Type::INT8, Type::INT8, Type::INT4, Type::BYTEA, Type::INT8],
-                &rows,
-            )?;
-        }
-        Ok(())
+        self.c.defer(sql, params);
     }
 
     /// Insert or replace segment rows `segs` of a block with `datas`, with their checksums;
@@ -448,7 +470,7 @@ impl PgTxn<'_> {
         if fresh {
             for (s, d) in segs.iter().zip(datas) {
                 let sum = segment_sum(id, blk, i64::from(*s), d);
-                self.new_segments.push(params![id.0 as i64, blk as i64, *s, d.to_vec(), sum]);
+                self.c.new_segments.push(params![id.0 as i64, blk as i64, *s, d.to_vec(), sum]);
             }
             return Ok(());
         }
@@ -478,18 +500,15 @@ impl PgTxn<'_> {
 
 impl WriteTxn for PgTxn<'_> {
     fn head(&mut self) -> Result<Head> {
-        self.flush()?;
         // The row lock serializes commits: tid order is commit order.
         q_head(self.c, "SELECT tid, gc_horizon, time_us FROM outcore_head WHERE id = 1 FOR UPDATE")
     }
 
     fn changed_since(&mut self, base: Tid) -> Result<ChangedSets> {
-        self.flush()?;
         q_changes(self.c, base, u64::MAX)
     }
 
     fn array_at(&mut self, id: ArrayId, at: Tid) -> Result<Option<ArrayVersion>> {
-        self.flush()?;
         let rows = self.c.q(
             "read array",
             "SELECT tid, name, meta FROM outcore_array WHERE array_id = $1 AND tid <= $2 ORDER BY tid DESC LIMIT 1",
@@ -505,12 +524,10 @@ impl WriteTxn for PgTxn<'_> {
     }
 
     fn live_arrays(&mut self, at: Tid) -> Result<Vec<ArrayInfo>> {
-        self.flush()?;
         rows_to_arrays(self.c.q("list arrays", LIVE_ARRAYS, &[&(at as i64)])?)
     }
 
     fn stored_blocks_from(&mut self, id: ArrayId, from_blk: u64) -> Result<Vec<(u64, u64)>> {
-        self.flush()?;
         let rows = self.c.q(
             "truncate",
             "SELECT blk, len FROM outcore_current WHERE array_id = $1 AND blk >= $2 AND len > 0 ORDER BY blk",
@@ -520,12 +537,10 @@ impl WriteTxn for PgTxn<'_> {
     }
 
     fn load(&mut self, id: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> Result<()> {
-        self.flush()?;
         q_load(self.c, id, blk, at, buf)
     }
 
     fn current(&mut self, id: ArrayId, blk: u64) -> Result<Option<CurrentRow>> {
-        self.flush()?;
         let rows = self.c.q(
             "commit",
             "SELECT tid, codec, len FROM outcore_current WHERE array_id = $1 AND blk = $2",
@@ -574,7 +589,6 @@ impl WriteTxn for PgTxn<'_> {
     }
 
     fn undo_chain(&mut self, id: ArrayId, blk: u64, tid: Tid) -> Result<Option<block::UndoChain>> {
-        self.flush()?;
         let rows = self.c.q(
             "commit",
             "SELECT depth, chain_bytes FROM outcore_undo WHERE array_id = $1 AND blk = $2 AND tid = $3",
@@ -649,7 +663,6 @@ impl WriteTxn for PgTxn<'_> {
     }
 
     fn load_pages(&mut self, id: ArrayId, blk: u64, cur: &CurrentRow, pages: &[u32], buf: &mut [u8]) -> Result<bool> {
-        self.flush()?;
         // Whole segments: `write_pages` rewrites them from these bytes.
         let segs = segments_of(pages);
         for s in &segs {
@@ -706,8 +719,8 @@ impl WriteTxn for PgTxn<'_> {
     fn set_head(&mut self, tid: Tid, time_us: i64) -> Result<()> {
         self.defer("UPDATE outcore_head SET tid = $1, time_us = $2 WHERE id = 1", params![tid as i64, time_us]);
         self.defer("SELECT pg_notify('outcore_commit', $1)", params![tid.to_string()]);
-        // The last step of `commit::apply`: everything reaches the server before COMMIT.
-        self.flush()
+        // The last step of `commit::apply`: the writes still queued go with COMMIT.
+        Ok(())
     }
 }
 
@@ -765,9 +778,10 @@ impl Store for PgStore {
         let mut c = self.conn()?;
         let sent = (|| {
             let backend = c.backend()?;
-            c.client.batch("begin commit", "BEGIN")?;
-            let mut txn = PgTxn { c: &mut c, commit_id, pending: Vec::new(), new_segments: Vec::new() };
-            match commit::apply(&mut txn, base, commit).and_then(|tid| txn.flush().map(|()| tid)) {
+            // Sent with the first read (the head, locked).
+            c.defer("BEGIN", Vec::new());
+            let mut txn = PgTxn { c: &mut c, commit_id };
+            match commit::apply(&mut txn, base, commit) {
                 Ok(tid) => Ok((backend, tid)),
                 Err(e) => {
                     c.rollback();
@@ -792,14 +806,19 @@ impl Store for PgStore {
                 return Err(e);
             }
         };
-        match c.client.batch("commit", "COMMIT") {
-            Ok(()) => Ok(tid),
+        // The queued writes and COMMIT in one round trip. A write that fails aborts the
+        // transaction (COMMIT then only ends it): its error is returned, nothing was written.
+        match c.q("commit", "COMMIT", &[]) {
+            Ok(_) => Ok(tid),
             Err(e) if c.client.is_broken() => {
                 c.discard();
                 self.commit_outcome(commit_id, backend, tid, &e)
             }
             // The server answered: the commit failed and nothing was written.
-            Err(e) => Err(e),
+            Err(e) => {
+                c.rollback();
+                Err(e)
+            }
         }
     }
 
