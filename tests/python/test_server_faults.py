@@ -128,6 +128,7 @@ def test_ctrl_c_interrupts_a_wait_for_a_frozen_server(private_pg):
     assert p.returncode == 0, (out, err)
     assert out.startswith("interrupted after"), (out, err)
     waited = float(out.split()[2])
+    print("interrupt:", out.strip())
     assert 0.5 <= waited < 10, out  # interrupted, well before the io timeout
 
 

@@ -319,6 +319,12 @@ pub(crate) trait WriteTxn {
     fn load(&mut self, id: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> Result<()>;
     /// The current version of a block, if it has one.
     fn current(&mut self, id: ArrayId, blk: u64) -> Result<Option<CurrentRow>>;
+    /// Read the current versions of `blocks` at once, for the [`current`](Self::current) calls
+    /// that follow (each block once); a backend for which one read per block is cheap ignores it.
+    fn prefetch_current(&mut self, blocks: &[(ArrayId, u64)]) -> Result<()> {
+        let _ = blocks;
+        Ok(())
+    }
     fn insert_txn(&mut self, info: &TxnInfo) -> Result<()>;
     fn insert_array_version(&mut self, id: ArrayId, tid: Tid, state: Option<(&str, &ArrayMeta)>) -> Result<()>;
     /// Where the undo record of commit `tid` for a block sits in the block's history (`None`
@@ -759,6 +765,8 @@ pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result
     let mut old = Vec::new();
     let mut from_source = Vec::new();
     let mut base = Vec::new();
+    let keys: Vec<(ArrayId, u64)> = blocks.keys().copied().collect();
+    txn.prefetch_current(&keys)?;
     for ((id, blk), data) in blocks.iter_mut() {
         let meta = match arrays.get(id).map(|c| &c.state) {
             Some(ArrayState::Live { meta, .. }) => meta,

@@ -72,6 +72,8 @@ struct PgConn {
     pending: Vec<(&'static str, Vec<Param>)>,
     /// New segment rows not sent yet (after `pending`, by binary COPY).
     new_segments: Vec<Vec<Param>>,
+    /// Their bytes.
+    new_bytes: usize,
 }
 
 impl PgConn {
@@ -122,6 +124,7 @@ impl PgConn {
         }
         if !self.new_segments.is_empty() {
             let rows = std::mem::take(&mut self.new_segments);
+            self.new_bytes = 0;
             self.client.copy_in(
                 "commit",
                 "COPY outcore_segment (array_id, blk, seg, data, sum) FROM STDIN (FORMAT binary)",
@@ -153,6 +156,7 @@ impl PgConn {
     fn rollback(&mut self) {
         self.pending.clear();
         self.new_segments.clear();
+        self.new_bytes = 0;
         if !self.client.is_broken() {
             let _ = self.client.batch("rollback", "ROLLBACK");
         }
@@ -190,7 +194,14 @@ impl PgStore {
 
     fn connect(&self) -> Result<PgConn> {
         let client = PgClient::connect(&self.target)?;
-        Ok(PgConn { client, stmts: HashMap::new(), backend: None, pending: Vec::new(), new_segments: Vec::new() })
+        Ok(PgConn {
+            client,
+            stmts: HashMap::new(),
+            backend: None,
+            pending: Vec::new(),
+            new_segments: Vec::new(),
+            new_bytes: 0,
+        })
     }
 
     fn conn(&self) -> Result<crate::pool::Pooled<'_, PgConn>> {
@@ -344,6 +355,9 @@ fn q_load(c: &mut PgConn, array: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> 
 /// compressed payload is one segment of any size. Each row carries its own checksum.
 const SEGMENT: usize = 16 << 10;
 
+/// New segment bytes a commit queues before it sends them (one binary COPY).
+const NEW_SEGMENT_BYTES: usize = 32 << 20;
+
 /// One `outcore_segment` row as read.
 struct Segment<'a> {
     seg: i64,
@@ -433,6 +447,22 @@ fn check_at(c: &mut PgConn, at: Tid) -> Result<()> {
     Ok(())
 }
 
+/// A current row from columns `tid, codec, len` starting at `at`. No pending patches on
+/// PostgreSQL: the payload is always the newest version.
+fn current_row(r: &Row, at: usize) -> CurrentRow {
+    let len = r.get::<_, i64>(at + 2) as u64;
+    CurrentRow {
+        tid: r.get::<_, i64>(at) as u64,
+        codec: r.get::<_, i32>(at + 1) as i64,
+        len,
+        handle: 0,
+        base_len: len,
+        patches: 0,
+        patch_bytes: 0,
+        extent: None,
+    }
+}
+
 /// The segments holding `pages` (sorted, distinct).
 fn segments_of(pages: &[u32]) -> Vec<i32> {
     let mut segs: Vec<i32> = pages.iter().map(|p| (*p as usize * block::PAGE / SEGMENT) as i32).collect();
@@ -447,6 +477,8 @@ struct PgTxn<'a> {
     c: &'a mut PgConn,
     /// The id recorded with the commit, by which its outcome is found after a lost connection.
     commit_id: i64,
+    /// Current rows read ahead by `prefetch_current` (`None`: the block has none).
+    prefetched: HashMap<(ArrayId, u64), Option<CurrentRow>>,
 }
 
 /// Owned statement parameters.
@@ -471,6 +503,11 @@ impl PgTxn<'_> {
             for (s, d) in segs.iter().zip(datas) {
                 let sum = segment_sum(id, blk, i64::from(*s), d);
                 self.c.new_segments.push(params![id.0 as i64, blk as i64, *s, d.to_vec(), sum]);
+                self.c.new_bytes += d.len();
+            }
+            // Bounded memory: a big commit streams its new segments in COPYs of 32 MiB.
+            if self.c.new_bytes >= NEW_SEGMENT_BYTES {
+                self.c.flush()?;
             }
             return Ok(());
         }
@@ -541,22 +578,35 @@ impl WriteTxn for PgTxn<'_> {
     }
 
     fn current(&mut self, id: ArrayId, blk: u64) -> Result<Option<CurrentRow>> {
+        if let Some(row) = self.prefetched.remove(&(id, blk)) {
+            return Ok(row);
+        }
         let rows = self.c.q(
             "commit",
             "SELECT tid, codec, len FROM outcore_current WHERE array_id = $1 AND blk = $2",
             &[&(id.0 as i64), &(blk as i64)],
         )?;
-        // No pending patches here: the payload is always the newest version.
-        Ok(rows.first().map(|r| CurrentRow {
-            tid: r.get::<_, i64>(0) as u64,
-            codec: r.get::<_, i32>(1) as i64,
-            len: r.get::<_, i64>(2) as u64,
-            handle: 0,
-            base_len: r.get::<_, i64>(2) as u64,
-            patches: 0,
-            patch_bytes: 0,
-            extent: None,
-        }))
+        Ok(rows.first().map(|r| current_row(r, 0)))
+    }
+
+    fn prefetch_current(&mut self, blocks: &[(ArrayId, u64)]) -> Result<()> {
+        if blocks.len() < 2 {
+            return Ok(());
+        }
+        let (ids, blks): (Vec<i64>, Vec<i64>) = blocks.iter().map(|(a, b)| (a.0 as i64, *b as i64)).unzip();
+        let rows = self.c.q(
+            "commit",
+            "SELECT c.tid, c.codec, c.len, c.array_id, c.blk
+             FROM unnest($1::bigint[], $2::bigint[]) AS k(array_id, blk)
+             JOIN outcore_current c ON c.array_id = k.array_id AND c.blk = k.blk",
+            &[&ids, &blks],
+        )?;
+        self.prefetched = blocks.iter().map(|k| (*k, None)).collect();
+        for r in &rows {
+            let key = (ArrayId(r.get::<_, i64>(3) as u64), r.get::<_, i64>(4) as u64);
+            self.prefetched.insert(key, Some(current_row(r, 0)));
+        }
+        Ok(())
     }
 
     fn insert_txn(&mut self, info: &TxnInfo) -> Result<()> {
@@ -780,7 +830,7 @@ impl Store for PgStore {
             let backend = c.backend()?;
             // Sent with the first read (the head, locked).
             c.defer("BEGIN", Vec::new());
-            let mut txn = PgTxn { c: &mut c, commit_id };
+            let mut txn = PgTxn { c: &mut c, commit_id, prefetched: HashMap::new() };
             match commit::apply(&mut txn, base, commit) {
                 Ok(tid) => Ok((backend, tid)),
                 Err(e) => {
