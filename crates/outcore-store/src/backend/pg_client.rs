@@ -159,6 +159,16 @@ impl PgClient {
         Err(out)
     }
 
+    /// The bound of every wait after the connection start.
+    pub fn io_timeout(&self) -> Duration {
+        self.io_timeout
+    }
+
+    /// Change the bound of the waits that follow.
+    pub fn set_io_timeout(&mut self, t: Duration) {
+        self.io_timeout = t;
+    }
+
     /// Prepare `sql`.
     pub fn prepare(&mut self, op: &'static str, sql: &str) -> Result<Statement> {
         let limit = self.io_timeout;

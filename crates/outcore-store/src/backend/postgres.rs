@@ -921,12 +921,20 @@ impl Store for PgStore {
 
     fn gc(&self, keep_after: Tid) -> Result<GcStats> {
         self.with_conn(|c| {
-            c.client.batch("begin gc", "BEGIN")?;
-            let r = gc_in(c, keep_after);
-            match r {
-                Ok(_) => c.client.batch("gc", "COMMIT")?,
-                Err(_) => c.rollback(),
-            }
+            // Deleting much history may rightly take the server long: each wait of gc is
+            // bounded by ten times the io timeout (still bounded, still interruptible).
+            let usual = c.client.io_timeout();
+            c.client.set_io_timeout(usual.saturating_mul(10));
+            let r = (|| {
+                c.client.batch("begin gc", "BEGIN")?;
+                let r = gc_in(c, keep_after);
+                match r {
+                    Ok(_) => c.client.batch("gc", "COMMIT")?,
+                    Err(_) => c.rollback(),
+                }
+                r
+            })();
+            c.client.set_io_timeout(usual);
             r
         })
     }
