@@ -19,6 +19,7 @@ from outcore._errors import (
     AlreadyExistsError,
     ArrayGoneError,
     ClosedError,
+    CommitNotWrittenError,
     ConflictError,
     CorruptError,
     DtypeError,

@@ -75,6 +75,12 @@ class StoreError(Error, OSError):
     """The database (SQLite or PostgreSQL) failed."""
 
 
+class CommitNotWrittenError(StoreError, TransientError):
+    """The connection to the server was lost during a commit, and the commit is known not to
+    have landed: nothing was written, and the transaction may be retried (a
+    `transaction.interfaces.TransientError`, so `transaction` retry loops retry it)."""
+
+
 class CorruptError(StoreError):
     """A stored block failed its checksum or could not be decoded."""
 
@@ -112,6 +118,7 @@ __all__ = [
     "OutOfRangeError",
     "InvalidArgumentError",
     "StoreError",
+    "CommitNotWrittenError",
     "CorruptError",
     "SnapshotError",
     "NotFoundError",

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import outcore
+import transaction.interfaces
 
 
 def test_abort_needs_no_server_and_the_connection_recovers(private_pg):
@@ -23,8 +24,11 @@ def test_abort_needs_no_server_and_the_connection_recovers(private_pg):
     conn.commit()
     A[:10] = 2.0
     private_pg.stop()
-    with pytest.raises(outcore.StoreError):
+    # The pooled connection is gone before anything was sent: known not written, retryable.
+    with pytest.raises(outcore.CommitNotWrittenError) as e:
         conn.commit()
+    assert isinstance(e.value, outcore.StoreError)
+    assert isinstance(e.value, transaction.interfaces.TransientError)
     conn.abort()  # local: discards the changes without the server
     conn.abort()  # again, still fine
     private_pg.start()

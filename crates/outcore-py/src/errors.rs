@@ -33,6 +33,7 @@ fn class_name(e: &outcore::Error) -> &'static str {
         E::Store(outcore::store::Error::SnapshotGone { .. } | outcore::store::Error::FutureTid { .. }) => {
             "SnapshotError"
         }
+        E::Store(outcore::store::Error::CommitNotWritten { .. }) => "CommitNotWrittenError",
         E::Store(_) => "StoreError",
         E::Pager(_) => "PagerError",
         E::NotFound(_) => "NotFoundError",
