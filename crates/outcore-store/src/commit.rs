@@ -319,10 +319,12 @@ pub(crate) trait WriteTxn {
     fn load(&mut self, id: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> Result<()>;
     /// The current version of a block, if it has one.
     fn current(&mut self, id: ArrayId, blk: u64) -> Result<Option<CurrentRow>>;
-    /// Read the current versions of `blocks` at once, for the [`current`](Self::current) calls
-    /// that follow (each block once); a backend for which one read per block is cheap ignores it.
-    fn prefetch_current(&mut self, blocks: &[(ArrayId, u64)]) -> Result<()> {
-        let _ = blocks;
+    /// What the commit on snapshot `base` will read, told before its first read
+    /// ([`head`](Self::head)): the `arrays` it touches and its `blocks`, with the pages written
+    /// for page writes. A backend that pays per round trip reads all of it with the head, at
+    /// once; the others ignore it.
+    fn prepare(&mut self, base: Tid, arrays: &[ArrayId], blocks: &[(ArrayId, u64, Option<&[u32]>)]) -> Result<()> {
+        let _ = (base, arrays, blocks);
         Ok(())
     }
     fn insert_txn(&mut self, info: &TxnInfo) -> Result<()>;
@@ -567,6 +569,17 @@ fn now_us() -> i64 {
 /// Apply `commit` on top of snapshot `base` inside the backend's exclusive transaction.
 /// On `Err` the caller rolls the transaction back: nothing is written.
 pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result<Tid> {
+    {
+        let arrays: BTreeSet<ArrayId> =
+            commit.arrays.keys().chain(commit.blocks.keys().map(|(a, _)| a)).copied().collect();
+        let arrays: Vec<ArrayId> = arrays.into_iter().collect();
+        let blocks: Vec<(ArrayId, u64, Option<&[u32]>)> = commit
+            .blocks
+            .iter()
+            .map(|((id, blk), d)| (*id, *blk, if let BlockData::Pages(p, _) = d { Some(p.as_slice()) } else { None }))
+            .collect();
+        txn.prepare(base, &arrays, &blocks)?;
+    }
     let head = txn.head()?;
     if base > head.tid {
         return Err(Error::FutureTid { at: base, head: head.tid });
@@ -765,8 +778,6 @@ pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: Commit) -> Result
     let mut old = Vec::new();
     let mut from_source = Vec::new();
     let mut base = Vec::new();
-    let keys: Vec<(ArrayId, u64)> = blocks.keys().copied().collect();
-    txn.prefetch_current(&keys)?;
     for ((id, blk), data) in blocks.iter_mut() {
         let meta = match arrays.get(id).map(|c| &c.state) {
             Some(ArrayState::Live { meta, .. }) => meta,

@@ -181,28 +181,50 @@ impl PgClient {
         self.wait(op, limit, false, |c| c.query(st, params))
     }
 
-    /// Run prepared statements with owned parameters, then the query `st` if given, as one
-    /// pipeline: all are sent before the first reply is read (one round trip). The first
-    /// failure in statement order is returned; else the query's rows.
+    /// Run prepared statements with owned parameters, then `queries`, as one pipeline: all
+    /// are sent before the first reply is read (one round trip). The first failure in statement
+    /// order is returned; else the rows of each query.
     pub fn pipeline(
         &mut self,
         op: &'static str,
         items: &[(Statement, Vec<Param>)],
-        query: Option<(&Statement, &[&(dyn ToSql + Sync)])>,
+        queries: &[(Statement, Vec<Param>)],
+    ) -> Result<Vec<Vec<Row>>> {
+        let limit = self.io_timeout;
+        let (item_refs, query_refs) = (param_refs(items), param_refs(queries));
+        self.wait(op, limit, false, |c| {
+            let writes: Vec<_> = items.iter().zip(&item_refs).map(|((st, _), ps)| c.execute(st, ps)).collect();
+            let reads: Vec<_> = queries.iter().zip(&query_refs).map(|((st, _), ps)| c.query(st, ps)).collect();
+            async move {
+                let (done, rows) = futures_util::future::join(
+                    futures_util::future::join_all(writes),
+                    futures_util::future::join_all(reads),
+                )
+                .await;
+                for r in done {
+                    r?;
+                }
+                rows.into_iter().collect()
+            }
+        })
+    }
+
+    /// Run prepared statements with owned parameters, then the query `st`, as one pipeline;
+    /// the query's rows (or the first failure in statement order).
+    pub fn pipeline_then(
+        &mut self,
+        op: &'static str,
+        items: &[(Statement, Vec<Param>)],
+        st: &Statement,
+        params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>> {
         let limit = self.io_timeout;
-        let refs: Vec<Vec<&(dyn ToSql + Sync)>> =
-            items.iter().map(|(_, ps)| ps.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()).collect();
+        let item_refs = param_refs(items);
         self.wait(op, limit, false, |c| {
-            let futs: Vec<_> = items.iter().zip(&refs).map(|((st, _), ps)| c.execute(st, ps)).collect();
-            let rows = async move {
-                match query {
-                    Some((st, params)) => c.query(st, params).await,
-                    None => Ok(Vec::new()),
-                }
-            };
+            let writes: Vec<_> = items.iter().zip(&item_refs).map(|((st, _), ps)| c.execute(st, ps)).collect();
+            let read = c.query(st, params);
             async move {
-                let (done, rows) = futures_util::future::join(futures_util::future::join_all(futs), rows).await;
+                let (done, rows) = futures_util::future::join(futures_util::future::join_all(writes), read).await;
                 for r in done {
                     r?;
                 }
@@ -262,6 +284,11 @@ impl PgClient {
         }
         Ok(self.notifications.drain(..).collect())
     }
+}
+
+/// The parameters of `list` as the driver takes them.
+fn param_refs(list: &[(Statement, Vec<Param>)]) -> Vec<Vec<&(dyn ToSql + Sync)>> {
+    list.iter().map(|(_, ps)| ps.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()).collect()
 }
 
 /// Poll `fut` (and the connection's messages, if given) until it is done, `limit` passes or an

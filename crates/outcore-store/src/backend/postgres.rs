@@ -98,7 +98,21 @@ impl PgConn {
             return self.client.query(op, &st, params);
         }
         let items = self.take_pending()?;
-        self.client.pipeline(op, &items, Some((&st, params)))
+        self.client.pipeline_then(op, &items, &st, params)
+    }
+
+    /// Run the queued writes and then `queries` (owned parameters) in one round trip; the rows
+    /// of each query.
+    fn q_many(&mut self, op: &'static str, queries: Vec<(&'static str, Vec<Param>)>) -> Result<Vec<Vec<Row>>> {
+        if !self.new_segments.is_empty() {
+            self.flush()?;
+        }
+        let items = self.take_pending()?;
+        let mut qs = Vec::with_capacity(queries.len());
+        for (sql, params) in queries {
+            qs.push((self.stmt(op, sql)?, params));
+        }
+        self.client.pipeline(op, &items, &qs)
     }
 
     /// Queue a write.
@@ -120,7 +134,7 @@ impl PgConn {
     fn flush(&mut self) -> Result<()> {
         if !self.pending.is_empty() {
             let items = self.take_pending()?;
-            self.client.pipeline("commit", &items, None)?;
+            self.client.pipeline("commit", &items, &[])?;
         }
         if !self.new_segments.is_empty() {
             let rows = std::mem::take(&mut self.new_segments);
@@ -421,18 +435,32 @@ fn rows_to_arrays(rows: Vec<Row>) -> Result<Vec<ArrayInfo>> {
     rows.into_iter().map(|r| array_info(r.get(0), r.get(1), r.get(2), r.get::<_, &str>(3))).collect()
 }
 
+/// Rows of `CHANGED_BLOCKS`.
+fn changed_blocks(rows: &[Row]) -> Vec<(ArrayId, u64, Tid)> {
+    rows.iter()
+        .map(|r| (ArrayId(r.get::<_, i64>(0) as u64), r.get::<_, i64>(1) as u64, r.get::<_, i64>(2) as u64))
+        .collect()
+}
+
+/// Rows of `CHANGED_ARRAYS`.
+fn changed_arrays(rows: &[Row]) -> Vec<(ArrayId, Tid)> {
+    rows.iter().map(|r| (ArrayId(r.get::<_, i64>(0) as u64), r.get::<_, i64>(1) as u64)).collect()
+}
+
+/// An array version from columns `tid, name, meta` starting at `at`.
+fn array_version(id: ArrayId, r: &Row, at: usize) -> Result<ArrayVersion> {
+    let tid = r.get::<_, i64>(at) as u64;
+    let state = match (r.get::<_, Option<String>>(at + 1), r.get::<_, Option<&str>>(at + 2)) {
+        (Some(name), Some(meta)) => Some((name, super::decode_meta(id, tid, meta)?)),
+        _ => None,
+    };
+    Ok(ArrayVersion { tid, state })
+}
+
 fn q_changes(c: &mut PgConn, after: Tid, upto: Tid) -> Result<ChangedSets> {
     let p: [&(dyn ToSql + Sync); 2] = [&(after as i64), &(upto.min(i64::MAX as u64) as i64)];
-    let blocks = c
-        .q("changes", CHANGED_BLOCKS, &p)?
-        .into_iter()
-        .map(|r| (ArrayId(r.get::<_, i64>(0) as u64), r.get::<_, i64>(1) as u64, r.get::<_, i64>(2) as u64))
-        .collect();
-    let arrays = c
-        .q("changes", CHANGED_ARRAYS, &p)?
-        .into_iter()
-        .map(|r| (ArrayId(r.get::<_, i64>(0) as u64), r.get::<_, i64>(1) as u64))
-        .collect();
+    let blocks = changed_blocks(&c.q("changes", CHANGED_BLOCKS, &p)?);
+    let arrays = changed_arrays(&c.q("changes", CHANGED_ARRAYS, &p)?);
     Ok((blocks, arrays))
 }
 
@@ -477,8 +505,36 @@ struct PgTxn<'a> {
     c: &'a mut PgConn,
     /// The id recorded with the commit, by which its outcome is found after a lost connection.
     commit_id: i64,
-    /// Current rows read ahead by `prefetch_current` (`None`: the block has none).
-    prefetched: HashMap<(ArrayId, u64), Option<CurrentRow>>,
+    /// What `prepare` announced, read with the head in one round trip (see [`Prefetched`]).
+    plan: Option<Plan>,
+    got: Prefetched,
+}
+
+/// A segment row as read ahead: segment, bytes, checksum.
+type SegmentRow = (i64, Vec<u8>, i64);
+
+/// What a commit will read (`WriteTxn::prepare`).
+struct Plan {
+    base: Tid,
+    arrays: Vec<i64>,
+    blocks: (Vec<i64>, Vec<i64>),
+    /// The segments of page writes: (array, block, segment).
+    segs: (Vec<i64>, Vec<i64>, Vec<i32>),
+}
+
+/// What was read with the head, under its lock (so nothing of it can change before COMMIT).
+/// Each entry is taken by the one call that needs it; anything else is read on demand.
+#[derive(Default)]
+struct Prefetched {
+    changed: Option<(Tid, ChangedSets)>,
+    /// Array versions at the head.
+    arrays: Option<(Tid, HashMap<ArrayId, Option<ArrayVersion>>)>,
+    /// Current rows of the planned blocks (`None`: the block has none).
+    current: HashMap<(ArrayId, u64), Option<CurrentRow>>,
+    /// Segments of page writes: the segments asked for, and those found (absent: zeros).
+    segments: HashMap<(ArrayId, u64), (Vec<i32>, Vec<SegmentRow>)>,
+    /// Undo chains of the current versions of the planned blocks, by (array, block, tid).
+    chains: HashMap<(ArrayId, u64, Tid), Option<block::UndoChain>>,
 }
 
 /// Owned statement parameters.
@@ -536,28 +592,118 @@ impl PgTxn<'_> {
 }
 
 impl WriteTxn for PgTxn<'_> {
+    fn prepare(&mut self, base: Tid, arrays: &[ArrayId], blocks: &[(ArrayId, u64, Option<&[u32]>)]) -> Result<()> {
+        let mut segs = (Vec::new(), Vec::new(), Vec::new());
+        for (id, blk, pages) in blocks {
+            for s in pages.map(segments_of).unwrap_or_default() {
+                segs.0.push(id.0 as i64);
+                segs.1.push(*blk as i64);
+                segs.2.push(s);
+            }
+        }
+        self.plan = Some(Plan {
+            base,
+            arrays: arrays.iter().map(|a| a.0 as i64).collect(),
+            blocks: blocks.iter().map(|(a, b, _)| (a.0 as i64, *b as i64)).unzip(),
+            segs,
+        });
+        Ok(())
+    }
+
     fn head(&mut self) -> Result<Head> {
-        // The row lock serializes commits: tid order is commit order.
-        q_head(self.c, "SELECT tid, gc_horizon, time_us FROM outcore_head WHERE id = 1 FOR UPDATE")
+        // The row lock serializes commits: tid order is commit order. With a plan, everything
+        // the commit will read comes in the same round trip, right after the lock.
+        const LOCKED_HEAD: &str = "SELECT tid, gc_horizon, time_us FROM outcore_head WHERE id = 1 FOR UPDATE";
+        let Some(plan) = self.plan.take() else { return q_head(self.c, LOCKED_HEAD) };
+        let upto = i64::MAX;
+        let rows = self.c.q_many(
+            "commit",
+            vec![
+                (LOCKED_HEAD, params![]),
+                (CHANGED_BLOCKS, params![plan.base as i64, upto]),
+                (CHANGED_ARRAYS, params![plan.base as i64, upto]),
+                (
+                    "SELECT DISTINCT ON (array_id) array_id, tid, name, meta FROM outcore_array
+                     WHERE array_id = ANY($1) ORDER BY array_id, tid DESC",
+                    params![plan.arrays.clone()],
+                ),
+                (
+                    "SELECT c.tid, c.codec, c.len, c.array_id, c.blk
+                     FROM unnest($1::bigint[], $2::bigint[]) AS k(array_id, blk)
+                     JOIN outcore_current c ON c.array_id = k.array_id AND c.blk = k.blk",
+                    params![plan.blocks.0.clone(), plan.blocks.1.clone()],
+                ),
+                (
+                    "SELECT s.array_id, s.blk, s.seg::bigint, s.data, s.sum
+                     FROM unnest($1::bigint[], $2::bigint[], $3::int[]) AS k(array_id, blk, seg)
+                     JOIN outcore_segment s ON s.array_id = k.array_id AND s.blk = k.blk AND s.seg = k.seg",
+                    params![plan.segs.0.clone(), plan.segs.1.clone(), plan.segs.2.clone()],
+                ),
+                (
+                    "SELECT u.array_id, u.blk, u.tid, u.depth, u.chain_bytes
+                     FROM unnest($1::bigint[], $2::bigint[]) AS k(array_id, blk)
+                     JOIN outcore_current c ON c.array_id = k.array_id AND c.blk = k.blk
+                     JOIN outcore_undo u ON u.array_id = c.array_id AND u.blk = c.blk AND u.tid = c.tid",
+                    params![plan.blocks.0.clone(), plan.blocks.1.clone()],
+                ),
+            ],
+        )?;
+        let [head, blocks, arrays, versions, current, segments, chains] =
+            <[Vec<Row>; 7]>::try_from(rows).map_err(|_| Error::Invalid("a pipeline lost a result".into()))?;
+        let row = head.first().ok_or_else(|| Error::Invalid("store has no head row".into()))?;
+        let head = Head { tid: row.get::<_, i64>(0) as u64, horizon: row.get::<_, i64>(1) as u64, time_us: row.get(2) };
+        self.got.changed = Some((plan.base, (changed_blocks(&blocks), changed_arrays(&arrays))));
+        let mut at_head: HashMap<ArrayId, Option<ArrayVersion>> =
+            plan.arrays.iter().map(|a| (ArrayId(*a as u64), None)).collect();
+        for r in &versions {
+            let id = ArrayId(r.get::<_, i64>(0) as u64);
+            at_head.insert(id, Some(array_version(id, r, 1)?));
+        }
+        self.got.arrays = Some((head.tid, at_head));
+        self.got.current =
+            plan.blocks.0.iter().zip(&plan.blocks.1).map(|(a, b)| ((ArrayId(*a as u64), *b as u64), None)).collect();
+        for r in &current {
+            let key = (ArrayId(r.get::<_, i64>(3) as u64), r.get::<_, i64>(4) as u64);
+            let row = current_row(r, 0);
+            self.got.chains.insert((key.0, key.1, row.tid), None);
+            self.got.current.insert(key, Some(row));
+        }
+        for r in &chains {
+            let key = (ArrayId(r.get::<_, i64>(0) as u64), r.get::<_, i64>(1) as u64, r.get::<_, i64>(2) as u64);
+            self.got.chains.insert(key, Some(block::UndoChain { depth: r.get(3), bytes: r.get(4) }));
+        }
+        for ((a, b), s) in plan.segs.0.iter().zip(&plan.segs.1).zip(&plan.segs.2) {
+            self.got.segments.entry((ArrayId(*a as u64), *b as u64)).or_default().0.push(*s);
+        }
+        for r in &segments {
+            let key = (ArrayId(r.get::<_, i64>(0) as u64), r.get::<_, i64>(1) as u64);
+            let seg = (r.get::<_, i64>(2), r.get::<_, &[u8]>(3).to_vec(), r.get::<_, i64>(4));
+            self.got.segments.entry(key).or_default().1.push(seg);
+        }
+        Ok(head)
     }
 
     fn changed_since(&mut self, base: Tid) -> Result<ChangedSets> {
-        q_changes(self.c, base, u64::MAX)
+        match self.got.changed.take() {
+            Some((b, sets)) if b == base => Ok(sets),
+            _ => q_changes(self.c, base, u64::MAX),
+        }
     }
 
     fn array_at(&mut self, id: ArrayId, at: Tid) -> Result<Option<ArrayVersion>> {
+        if let Some((t, versions)) = &mut self.got.arrays {
+            if *t == at {
+                if let Some(v) = versions.remove(&id) {
+                    return Ok(v);
+                }
+            }
+        }
         let rows = self.c.q(
             "read array",
             "SELECT tid, name, meta FROM outcore_array WHERE array_id = $1 AND tid <= $2 ORDER BY tid DESC LIMIT 1",
             &[&(id.0 as i64), &(at as i64)],
         )?;
-        let Some(r) = rows.first() else { return Ok(None) };
-        let tid = r.get::<_, i64>(0) as u64;
-        let state = match (r.get::<_, Option<String>>(1), r.get::<_, Option<&str>>(2)) {
-            (Some(name), Some(meta)) => Some((name, super::decode_meta(id, tid, meta)?)),
-            _ => None,
-        };
-        Ok(Some(ArrayVersion { tid, state }))
+        rows.first().map(|r| array_version(id, r, 0)).transpose()
     }
 
     fn live_arrays(&mut self, at: Tid) -> Result<Vec<ArrayInfo>> {
@@ -578,7 +724,7 @@ impl WriteTxn for PgTxn<'_> {
     }
 
     fn current(&mut self, id: ArrayId, blk: u64) -> Result<Option<CurrentRow>> {
-        if let Some(row) = self.prefetched.remove(&(id, blk)) {
+        if let Some(row) = self.got.current.remove(&(id, blk)) {
             return Ok(row);
         }
         let rows = self.c.q(
@@ -587,26 +733,6 @@ impl WriteTxn for PgTxn<'_> {
             &[&(id.0 as i64), &(blk as i64)],
         )?;
         Ok(rows.first().map(|r| current_row(r, 0)))
-    }
-
-    fn prefetch_current(&mut self, blocks: &[(ArrayId, u64)]) -> Result<()> {
-        if blocks.len() < 2 {
-            return Ok(());
-        }
-        let (ids, blks): (Vec<i64>, Vec<i64>) = blocks.iter().map(|(a, b)| (a.0 as i64, *b as i64)).unzip();
-        let rows = self.c.q(
-            "commit",
-            "SELECT c.tid, c.codec, c.len, c.array_id, c.blk
-             FROM unnest($1::bigint[], $2::bigint[]) AS k(array_id, blk)
-             JOIN outcore_current c ON c.array_id = k.array_id AND c.blk = k.blk",
-            &[&ids, &blks],
-        )?;
-        self.prefetched = blocks.iter().map(|k| (*k, None)).collect();
-        for r in &rows {
-            let key = (ArrayId(r.get::<_, i64>(3) as u64), r.get::<_, i64>(4) as u64);
-            self.prefetched.insert(key, Some(current_row(r, 0)));
-        }
-        Ok(())
     }
 
     fn insert_txn(&mut self, info: &TxnInfo) -> Result<()> {
@@ -639,6 +765,9 @@ impl WriteTxn for PgTxn<'_> {
     }
 
     fn undo_chain(&mut self, id: ArrayId, blk: u64, tid: Tid) -> Result<Option<block::UndoChain>> {
+        if let Some(chain) = self.got.chains.remove(&(id, blk, tid)) {
+            return Ok(chain);
+        }
         let rows = self.c.q(
             "commit",
             "SELECT depth, chain_bytes FROM outcore_undo WHERE array_id = $1 AND blk = $2 AND tid = $3",
@@ -719,6 +848,15 @@ impl WriteTxn for PgTxn<'_> {
             let start = *s as usize * SEGMENT;
             let n = buf.len();
             buf[start.min(n)..(start + SEGMENT).min(n)].fill(0);
+        }
+        if let Some((asked, found)) = self.got.segments.remove(&(id, blk)) {
+            if segs.iter().all(|s| asked.contains(s)) {
+                for (seg, data, sum) in &found {
+                    let s = Segment { seg: *seg, data, sum: *sum };
+                    s.place(id, blk, cur.tid, cur.len as usize, buf)?;
+                }
+                return Ok(true);
+            }
         }
         let rows = self.c.q(
             "commit",
@@ -830,7 +968,7 @@ impl Store for PgStore {
             let backend = c.backend()?;
             // Sent with the first read (the head, locked).
             c.defer("BEGIN", Vec::new());
-            let mut txn = PgTxn { c: &mut c, commit_id, prefetched: HashMap::new() };
+            let mut txn = PgTxn { c: &mut c, commit_id, plan: None, got: Prefetched::default() };
             match commit::apply(&mut txn, base, commit) {
                 Ok(tid) => Ok((backend, tid)),
                 Err(e) => {
