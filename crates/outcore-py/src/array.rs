@@ -647,7 +647,7 @@ impl PyArray {
         py.detach(|| self.arr.prefetch(range)).py(py)
     }
 
-    /// Changes the shape (metadata only, O(1)); new elements read as zeros and existing views
+    /// Changes the shape (metadata only, O(1)); new elements read as the fill value and existing views
     /// keep their shape and stay coherent.
     fn resize(&self, py: Python<'_>, shape: &Bound<'_, PyAny>) -> PyResult<()> {
         self.ctx.join(py)?;
