@@ -335,7 +335,7 @@ impl PyArray {
 
     /// How its memory is served: "page cache" (a local store's uncompressed arrays: views map
     /// the store's data file) or "userfaultfd" (compressed arrays, historical snapshots,
-    /// PostgreSQL).
+    /// PostgreSQL, arrays with a non-zero `fill_value`).
     #[getter]
     fn engine(&self, py: Python<'_>) -> PyResult<String> {
         Ok(self.arr.engine().py(py)?.to_string())

@@ -120,7 +120,7 @@ impl Array {
 
     /// How its memory is served: the kernel page cache over the store's data file (a local
     /// store's uncompressed arrays) or userfaultfd loads (historical snapshots, compressed
-    /// arrays, remote stores).
+    /// arrays, remote stores, arrays with a non-zero fill value).
     pub fn engine(&self) -> Result<outcore_pager::FileEngine> {
         Ok(self.get()?.file.engine())
     }
