@@ -229,3 +229,37 @@ fn a_terabyte_of_nan_costs_nothing() {
     let after = used();
     assert!(after < before + (1 << 20), "{before} -> {after} bytes on disk");
 }
+
+/// The same on PostgreSQL: no block rows until written, then one block of at most one segment
+/// per 16 KiB written to.
+#[test]
+#[allow(clippy::single_range_in_vec_init)] // one index range per axis
+fn a_terabyte_of_nan_costs_nothing_on_postgresql() {
+    let Some(f) = common::postgres() else { return };
+    let conn = f.db.connect().expect("connect");
+    let n = 1u64 << 37;
+    let a = conn.create("big", nan_spec(n)).expect("create");
+    conn.commit().expect("commit");
+    let mut pg = ::postgres::Client::connect(&f.url, ::postgres::NoTls).expect("connect to the database");
+    let count = |pg: &mut ::postgres::Client, q: &str| -> i64 { pg.query_one(q, &[]).expect(q).get(0) };
+    assert_eq!(count(&mut pg, "SELECT count(*) FROM outcore_current"), 0);
+    assert!(a.slice_view::<f64>(&[12345..12346]).expect("view").view()[[0]].is_nan());
+    a.slice_view_mut::<f64>(&[1 << 30..(1 << 30) + 5]).expect("view").view_mut().fill(1.5);
+    conn.commit().expect("commit");
+    assert_eq!(count(&mut pg, "SELECT count(*) FROM outcore_current"), 1);
+    let stored = count(&mut pg, "SELECT coalesce(sum(length(data)), 0)::bigint FROM outcore_segment");
+    assert!(stored > 0 && stored <= BS as i64, "{stored} bytes stored");
+    let other = f.reopen().connect().expect("connect");
+    let v = other.open("big").expect("open");
+    let got: Vec<u64> = v
+        .slice_view::<f64>(&[(1 << 30) - 1..(1 << 30) + 6])
+        .expect("view")
+        .view()
+        .iter()
+        .map(|x| x.to_bits())
+        .collect();
+    let mut want = vec![1.5f64.to_bits(); 7];
+    want[0] = NAN;
+    want[6] = NAN;
+    assert_eq!(got, want);
+}
