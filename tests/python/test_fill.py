@@ -116,3 +116,25 @@ def test_zero_fill_keeps_the_page_cache_engine(db):
     conn = db.connect(transaction_manager=False)
     z = conn.root.create("z", (4,), "f8", fill_value=0.0)
     assert z.engine == "page cache" and z.fill_value == 0
+
+
+def test_fill_with_data_append_rename_and_read_only(sqlite_url):
+    with outcore.open(sqlite_url, blksize=BS) as db:
+        with db.transaction() as conn:
+            conn.root.create("d", data=np.arange(10.0), fill_value=np.nan)
+            m = conn.root.create("m", (3, 0), "i2", order="F", fill_value=-7)
+            m.append(np.ones((3, 2), "i2", order="F"))
+            m.resize((3, 5))
+    with outcore.open(sqlite_url, mode="r") as db:
+        root = db.connect().root
+        d = root["d"]
+        assert np.isnan(d.fill_value) and d.engine == "userfaultfd"
+        _same(d[:], np.arange(10.0))
+        _same(root["m"][:], np.array([[1, 1, -7, -7, -7]] * 3, "i2"))
+    with outcore.open(sqlite_url) as db:
+        with db.transaction() as conn:
+            conn.root["d"].resize((PER + 3,))
+            conn.root.rename("d", "g/e")
+        want = np.full(PER + 3, np.nan)
+        want[:10] = np.arange(10.0)
+        _same(db.connect().root["g/e"][:], want)

@@ -175,7 +175,26 @@ fn fill_values_in_dirty_blocks(f: &Fixture) {
     );
 }
 
+/// Blocks evicted under a small cache budget reload as they were (fill and written values).
+fn fill_values_survive_eviction(f: &Fixture) {
+    let conn = f.db.connect().expect("connect");
+    let a = conn.create("n", nan_spec(10 * PER)).expect("create");
+    for b in (0..10).step_by(3) {
+        set(&a, (b * PER + 1) as usize, b as f64);
+    }
+    conn.commit().expect("commit");
+    let want = expect(10 * PER, &[(1, 0.0), (3 * PER + 1, 3.0), (6 * PER + 1, 6.0), (9 * PER + 1, 9.0)]);
+    let db = f.reopen_with_budget(2 * BS);
+    let c = db.connect().expect("connect");
+    let a = c.open("n").expect("open");
+    for _ in 0..2 {
+        assert_eq!(bits(&a), want);
+    }
+    assert!(db.pager().stats().evictions > 0);
+}
+
 backends!(
+    fill_values_survive_eviction,
     fill_values_in_dirty_blocks,
     nan_fill_arrays,
     nan_fill_compressed_arrays,
