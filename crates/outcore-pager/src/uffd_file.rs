@@ -576,8 +576,9 @@ impl UffdFile {
 
     /// Changes the logical size. Bytes at or beyond the size read as zeros (or the file's fill
     /// pattern) and never reach the source. Shrinking drops the cached blocks wholly beyond the
-    /// new size (dirty or not) and zeroes (fills) the cached tail of the boundary block. Growing drops the clean cached blocks that
-    /// were (partly) beyond the old size, so their newly exposed bytes come from the source.
+    /// new size (dirty or not) and zeroes (fills) the cached tail of the boundary block. Growing
+    /// drops the clean cached blocks that were (partly) beyond the old size, so their newly
+    /// exposed bytes come from the source.
     pub fn set_size(&self, bytes: u64) -> Result<(), PagerError> {
         let f = &self.inner;
         let bs = f.blksize;
