@@ -27,6 +27,9 @@ def main(where: pathlib.Path) -> None:
             temp.attrs.update(_ARRAY_DIMENSIONS=["t", "x"], units="K")  # JSON-able, versioned
             temp[:] = 280 + 10 * np.sin(t[:, None] / 58)  # temp[...] are real ndarray views
             root.create("ocean/sst", data=np.full((365, 100), 290.0, "f4"), attrs={"_ARRAY_DIMENSIONS": ["t", "x"]})
+            # A fill value is metadata: a billion NaNs stored as nothing until written.
+            rain = root.create("ocean/rain", (10**9,), "f4", fill_value=np.nan)
+            rain[:3] = 0.0
 
     # 2. Read-only: views refuse writes, commits raise outcore.ReadOnlyError.
     with outcore.open(path, mode="r") as db:
@@ -35,6 +38,8 @@ def main(where: pathlib.Path) -> None:
         print(temp)  # <outcore.Array 'temp' shape=(365, 100) dtype=float32 ...>
         print(temp.attrs["units"], temp.chunks, len(temp))
         print(conn.root["ocean"]["sst"].shape, sorted(conn.root), conn.root.group("ocean").array_keys())
+        rain = conn.root["ocean/rain"]
+        print("rain:", rain.fill_value, rain[:5], np.isnan(rain[10**9 - 10 :]).all())
         view = temp[10:20]
         try:
             view[0, 0] = 0

@@ -230,7 +230,8 @@ class Group(MutableMapping):
         """Creates the array `name` (a `/`-path: groups on the way exist from then on).
 
         Either `shape` and `dtype` (default float64; the array reads as `fill_value`, default
-        zeros, and costs no storage until written), or `data` (any array-like; `shape` and
+        zeros, and costs no storage until written, whatever the fill value: a non-zero one is
+        served by the userfaultfd engine, see `docs/design/004-fill-values.md`), or `data` (any array-like; `shape` and
         `dtype` default to its own, and the data is written straight into the store's blocks).
         `attrs`: initial attributes (a dict of JSON-able values). `order`: `"C"` or `"F"`.
         `blksize` (bytes or e.g. `"1MiB"`) and `compression` apply to its stored blocks."""

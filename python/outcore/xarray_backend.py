@@ -56,7 +56,7 @@ def _variable(array: Any) -> Any:
         dims = [f"{name}_dim_{i}" for i in range(len(array.shape))]
     data = indexing.LazilyIndexedArray(OutcoreArray(array))
     encoding = {"chunks": tuple(array.chunks), "preferred_chunks": dict(zip(dims, array.chunks))}
-    if array.fill_value != 0:
+    if array.dtype.names is None and array.fill_value != 0:  # CF has no fill for records
         encoding["_FillValue"] = array.fill_value
     return xr.Variable(dims, data, attrs, encoding=encoding)
 

@@ -20,6 +20,7 @@ def test_first_hour_example_runs(tmp_path):
     assert "read-only database:" in out and "mode 'r'" in out
     assert "history: ['first data', '']" in out
     assert "ocean/sst" in out
+    assert "rain: nan [ 0.  0.  0. nan nan] True" in out
     try:
         import xarray  # noqa: F401
 

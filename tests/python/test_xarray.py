@@ -83,3 +83,17 @@ def test_to_outcore_round_trips(tmp_path):
     tree = xr.DataTree.from_dict({"/": ds, "/sub": ds})
     to_outcore(tree, tmp_path / "t.outcore")
     xr.testing.assert_identical(xr.open_datatree(tmp_path / "t.outcore", engine="outcore").load(), tree)
+
+
+def test_fill_values_are_the_cf_fill(tmp_path):
+    path = tmp_path / "fill.outcore"
+    with outcore.open(path) as db:
+        with db.transaction() as conn:
+            conn.root.create("sst", (3,), "f8", fill_value=np.nan, attrs={"_ARRAY_DIMENSIONS": ["x"]})
+            conn.root["sst"][1] = 280.0
+            conn.root.create("rec", (2,), np.dtype([("a", "u1"), ("b", "<i2")]), fill_value=(1, 2))
+    ds = xr.open_dataset(path, engine="outcore", mask_and_scale=False)
+    assert np.isnan(ds["sst"].encoding["_FillValue"]) and "_FillValue" not in ds["rec"].encoding
+    np.testing.assert_array_equal(ds["sst"].values, [np.nan, 280.0, np.nan])
+    assert ds["rec"].values["b"].tolist() == [2, 2]
+    ds.close()

@@ -62,8 +62,9 @@ impl FileHandle {
         source: Arc<dyn BlockSource>,
         blksize: u64,
         size: u64,
+        fill: Option<crate::FillPattern>,
     ) -> Result<Self, PagerError> {
-        Ok(Self { kind: FileKind::Uffd(UffdFile::open(pager, source, blksize, size)?) })
+        Ok(Self { kind: FileKind::Uffd(UffdFile::open(pager, source, blksize, size, fill)?) })
     }
 
     pub(crate) fn open_mapped(
@@ -120,11 +121,11 @@ impl FileHandle {
         }
     }
 
-    /// Changes the logical size. Bytes at or beyond the size read as zeros and never reach the
-    /// source.
+    /// Changes the logical size. Bytes at or beyond the size read as zeros (userfaultfd: or the
+    /// file's [`FillPattern`](crate::FillPattern)) and never reach the source.
     ///
     /// Userfaultfd: shrinking drops the cached blocks wholly beyond the new size (dirty or not)
-    /// and zeroes the cached tail of the boundary block; growing drops the clean cached blocks
+    /// and zeroes (fills) the cached tail of the boundary block; growing drops the clean cached blocks
     /// that were (partly) beyond the old size, so their newly exposed bytes come from the
     /// source. Page cache: shrinking replaces the blocks wholly beyond the new size by anonymous
     /// zeros and writes zeros over the non-zero pages of the boundary block's tail (they become

@@ -58,12 +58,19 @@ pub(crate) fn load(shared: &Arc<Shared>, file: &Arc<FileInner>, blk: u64, buf: &
     let size = file.state.lock().size;
     let start = blk * bs;
     let mut res = if start >= size {
-        buf.fill(0);
+        match &file.fill {
+            None => buf.fill(0),
+            Some(p) => p.write(buf, start),
+        }
         Ok(())
     } else {
         let r = fetch(shared, file, blk, buf);
         if r.is_ok() && start + bs > size {
-            buf[(size - start) as usize..].fill(0);
+            let tail = &mut buf[(size - start) as usize..];
+            match &file.fill {
+                None => tail.fill(0),
+                Some(p) => p.write(tail, size),
+            }
         }
         r
     };

@@ -252,10 +252,23 @@ impl Pager {
         blksize: usize,
         size: u64,
     ) -> Result<FileHandle, PagerError> {
+        self.open_file_filled(source, blksize, size, None)
+    }
+
+    /// Like [`open_file`](Self::open_file), but bytes beyond the file's logical size (where it
+    /// would read zeros, never asking the source) read as `fill`, also in the boundary block's
+    /// tail after a shrink. The source itself serves the content of blocks in their filled form.
+    pub fn open_file_filled(
+        self: &Arc<Self>,
+        source: Arc<dyn BlockSource>,
+        blksize: usize,
+        size: u64,
+        fill: Option<crate::FillPattern>,
+    ) -> Result<FileHandle, PagerError> {
         if blksize == 0 || blksize % PAGE != 0 {
             return Err(PagerError::InvalidArgument(format!("blksize {blksize} is not a positive multiple of {PAGE}")));
         }
-        FileHandle::open(self.clone(), source, blksize as u64, size)
+        FileHandle::open(self.clone(), source, blksize as u64, size, fill)
     }
 
     /// Opens a file of `size` bytes made of blocks of `blksize` bytes (a multiple of 4 KiB) whose

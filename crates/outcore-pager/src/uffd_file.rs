@@ -44,6 +44,8 @@ pub(crate) struct FileInner {
     pub memfd: Memfd,
     pub blksize: u64,
     pub source: Arc<dyn BlockSource>,
+    /// What bytes beyond the logical size read as (`None`: zeros).
+    pub fill: Option<crate::FillPattern>,
     pub state: Mutex<FileState>,
     /// Orders dirty scans against evictions: a scan that re-protects written pages
     /// (`PM_SCAN_WP_MATCHING`) holds it shared until its findings are merged into the dirty map;
@@ -500,6 +502,7 @@ impl UffdFile {
         source: Arc<dyn BlockSource>,
         blksize: u64,
         size: u64,
+        fill: Option<crate::FillPattern>,
     ) -> Result<Self, PagerError> {
         let id = pager.shared().id();
         let memfd = Memfd::create(&format!("outcore-{id}")).map_err(|e| PagerError::io("memfd_create", e))?;
@@ -509,6 +512,7 @@ impl UffdFile {
             memfd,
             blksize,
             source,
+            fill,
             state: Mutex::new(FileState { size, ..FileState::default() }),
             scan_lock: parking_lot::RwLock::new(()),
         });
@@ -570,10 +574,11 @@ impl UffdFile {
         self.inner.state.lock().size
     }
 
-    /// Changes the logical size. Bytes at or beyond the size read as zeros and never reach the
-    /// source. Shrinking drops the cached blocks wholly beyond the new size (dirty or not) and
-    /// zeroes the cached tail of the boundary block. Growing drops the clean cached blocks that
-    /// were (partly) beyond the old size, so their newly exposed bytes come from the source.
+    /// Changes the logical size. Bytes at or beyond the size read as zeros (or the file's fill
+    /// pattern) and never reach the source. Shrinking drops the cached blocks wholly beyond the
+    /// new size (dirty or not) and zeroes (fills) the cached tail of the boundary block. Growing
+    /// drops the clean cached blocks that were (partly) beyond the old size, so their newly
+    /// exposed bytes come from the source.
     pub fn set_size(&self, bytes: u64) -> Result<(), PagerError> {
         let f = &self.inner;
         let bs = f.blksize;
@@ -609,7 +614,10 @@ impl UffdFile {
                     }
                 };
                 if pinned {
-                    let zeros = vec![0u8; ((b + 1) * bs - bytes) as usize];
+                    let mut zeros = vec![0u8; ((b + 1) * bs - bytes) as usize];
+                    if let Some(p) = &f.fill {
+                        p.write(&mut zeros, bytes);
+                    }
                     let r = f.memfd.write_all_at(&zeros, bytes);
                     f.unpin(b);
                     r.map_err(|e| PagerError::io("zeroing the tail of the boundary block", e))?;

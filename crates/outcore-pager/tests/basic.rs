@@ -417,3 +417,35 @@ fn budget_below_one_block() {
     p.set_cache_budget(0);
     assert_eq!(p.stats().bytes_resident, 0, "{:?}", p.stats());
 }
+
+/// A file opened with a fill pattern reads it wherever it would read zeros without asking the
+/// source: beyond the size (also in the boundary block, with the pattern's phase kept), and in
+/// the cached tail of a written boundary block after a shrink, which a growth then exposes.
+#[test]
+fn fill_pattern_beyond_the_size() {
+    let p = pager(1 << 30);
+    let src = MemSource::new();
+    let fill = outcore_pager::FillPattern::new(&[1, 2, 3]).unwrap();
+    let pat = |off: usize| [1u8, 2, 3][off % 3];
+    let size = 2 * BS as u64 + 10_000;
+    let f = p.open_file_filled(src.clone(), BS, size, Some(fill)).unwrap();
+    let v = f.map(0..8).unwrap();
+    assert_eq!(rd(&v, 2 * BS + 9_999), src.expected(2, 9_999));
+    for off in [2 * BS + 10_000, 2 * BS + 10_001, 3 * BS - 1, 5 * BS + 77] {
+        assert_eq!(rd(&v, off), pat(off), "offset {off}");
+    }
+    assert_eq!(src.log(), vec![2]);
+    // A written boundary block keeps its writes below the cut, reads the pattern beyond it,
+    // also once the file grows again (its tail is not reloaded).
+    wr(&v, BS + 50, 0xEE);
+    wr(&v, BS + 200, 0xDD);
+    f.set_size(BS as u64 + 100).unwrap();
+    assert_eq!(rd(&v, BS + 50), 0xEE);
+    assert_eq!(rd(&v, BS + 200), pat(BS + 200));
+    f.set_size(4 * BS as u64).unwrap();
+    assert_eq!(rd(&v, BS + 50), 0xEE);
+    assert_eq!(rd(&v, BS + 99), src.expected(1, 99));
+    assert_eq!(rd(&v, BS + 200), pat(BS + 200));
+    assert_eq!(rd(&v, 3 * BS + 5), src.expected(3, 5));
+    assert_eq!(rd(&v, 5 * BS + 5), pat(5 * BS + 5));
+}

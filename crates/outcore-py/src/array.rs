@@ -335,7 +335,7 @@ impl PyArray {
 
     /// How its memory is served: "page cache" (a local store's uncompressed arrays: views map
     /// the store's data file) or "userfaultfd" (compressed arrays, historical snapshots,
-    /// PostgreSQL).
+    /// PostgreSQL, arrays with a non-zero `fill_value`).
     #[getter]
     fn engine(&self, py: Python<'_>) -> PyResult<String> {
         Ok(self.arr.engine().py(py)?.to_string())
@@ -647,7 +647,7 @@ impl PyArray {
         py.detach(|| self.arr.prefetch(range)).py(py)
     }
 
-    /// Changes the shape (metadata only, O(1)); new elements read as zeros and existing views
+    /// Changes the shape (metadata only, O(1)); new elements read as the fill value and existing views
     /// keep their shape and stay coherent.
     fn resize(&self, py: Python<'_>, shape: &Bound<'_, PyAny>) -> PyResult<()> {
         self.ctx.join(py)?;

@@ -239,7 +239,7 @@ impl Root {
 
 #[pymethods]
 impl Root {
-    /// Creates the array `name`, zero-filled, in this transaction. `blksize` and
+    /// Creates the array `name`, reading as `fill` (default zeros), in this transaction. `blksize` and
     /// `compression` (`None`: the database's default, `"none"`, `"lz4"`, `"zstd"`,
     /// `"zstd:LEVEL"`) apply to its stored blocks; `attrs` is a JSON object (text), `fill` the
     /// bytes of one element that unwritten elements read as.

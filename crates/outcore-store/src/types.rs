@@ -84,7 +84,9 @@ pub struct ArrayMeta {
     pub attrs: serde_json::Map<String, serde_json::Value>,
     /// The fill value: lowercase hex of the bytes of one element, what elements never written
     /// read as (`None`: zeros). Left out of the stored JSON when `None`. The store itself
-    /// treats it as opaque data for the layers above (see `outcore`'s `ArraySpec::fill`).
+    /// treats it as opaque data for the layers above (see `outcore`'s `ArraySpec::fill`): `outcore`
+    /// stores the blocks of such an array XOR the fill pattern, so that the store's zeros (holes,
+    /// trimmed tails, bytes beyond `nbytes`) read as the fill value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fill: Option<String>,
 }

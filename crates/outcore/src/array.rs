@@ -120,7 +120,7 @@ impl Array {
 
     /// How its memory is served: the kernel page cache over the store's data file (a local
     /// store's uncompressed arrays) or userfaultfd loads (historical snapshots, compressed
-    /// arrays, remote stores).
+    /// arrays, remote stores, arrays with a non-zero fill value).
     pub fn engine(&self) -> Result<outcore_pager::FileEngine> {
         Ok(self.get()?.file.engine())
     }
@@ -345,7 +345,8 @@ impl Array {
     }
 
     /// Changes the shape (metadata only, O(1)). Bytes keep their offsets; the area beyond the
-    /// old size reads zeros, also after a shrink and regrowth in one transaction.
+    /// old size reads as the fill value (zeros by default), also after a shrink and regrowth in
+    /// one transaction.
     pub fn resize(&self, new_shape: &[u64]) -> Result<()> {
         let mut st = self.conn.lock();
         self.resize_locked(&mut st, new_shape).map(|_| ())
@@ -466,7 +467,7 @@ impl Array {
 }
 
 /// The bytes of a lowercase or uppercase hex string.
-fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+pub(crate) fn decode_hex(hex: &str) -> Option<Vec<u8>> {
     if hex.len() % 2 != 0 {
         return None;
     }

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use outcore_pager::{FileHandle, PAGE};
+use outcore_pager::{FileHandle, FillPattern, PAGE};
 use outcore_store::{ArrayId, ArrayInfo, ArrayMeta, Changes, Codec, Commit, Order, Snapshot, Tid};
 use parking_lot::{Mutex, MutexGuard};
 
@@ -36,8 +36,9 @@ pub struct ArraySpec {
     /// User attributes (a JSON object) stored with the array.
     pub attrs: serde_json::Map<String, serde_json::Value>,
     /// The fill value: the bytes of one element (`itemsize` bytes) that elements never written
-    /// read as. `None` (or all zero bytes) is zeros, which cost nothing; other fill values are
-    /// not supported yet ([`Error::InvalidArgument`]).
+    /// read as, also after the array grows. Stored as metadata: unwritten blocks cost nothing
+    /// whatever the value. `None` (or all zero bytes) is zeros; an array with another fill
+    /// value is served by the userfaultfd engine (see `docs/design/004-fill-values.md`).
     pub fill: Option<Vec<u8>>,
 }
 
@@ -118,10 +119,17 @@ pub(crate) fn fill_hex(fill: Option<&[u8]>, itemsize: u64, name: &str) -> Result
     if fill.iter().all(|b| *b == 0) {
         return Ok(None);
     }
-    Err(Error::InvalidArgument(format!(
-        "array '{name}': only fill values whose bytes are all zero (0, 0.0, False) are supported; \
-         unwritten elements read as zeros"
-    )))
+    Ok(Some(fill.iter().map(|b| format!("{b:02x}")).collect()))
+}
+
+/// The fill pattern of an array's metadata (`None` for zeros).
+pub(crate) fn fill_pattern(meta: &ArrayMeta, name: &str) -> Result<Option<FillPattern>> {
+    match &meta.fill {
+        None => Ok(None),
+        Some(hex) => crate::array::decode_hex(hex)
+            .map(|b| FillPattern::new(&b))
+            .ok_or_else(|| Error::Dtype(format!("array '{name}' has a malformed fill value '{hex}'"))),
+    }
 }
 
 /// Who commits and why: recorded with the transaction in the store's history.
@@ -411,7 +419,8 @@ impl Connection {
         self.shared.db.wait_for_commit(tid, timeout)
     }
 
-    /// Creates the array `name`, zero-filled. It exists for others once committed.
+    /// Creates the array `name`, reading as its fill value (zeros by default). It exists for
+    /// others once committed.
     pub fn create(&self, name: &str, spec: ArraySpec) -> Result<Array> {
         let mut st = self.shared.lock();
         st.check_writable("create")?;
@@ -733,6 +742,7 @@ impl Connection {
                 // since; there the store keeps what it has.
                 let (file, blk, len) = (oa.file.clone(), d.blk, (meta.nbytes - start).min(bs as u64) as usize);
                 let pages: Vec<u32> = d.pages.iter().filter(|p| (*p as usize) * PAGE < len).collect();
+                let fill = oa.source.fill().cloned();
                 c.write_pages_from(
                     *id,
                     d.blk,
@@ -741,6 +751,14 @@ impl Connection {
                         let tail_end = len.next_multiple_of(PAGE).min(buf.len());
                         let tail = buf[len..tail_end].to_vec();
                         file.read_pages(blk, pages, buf)?;
+                        if let Some(fill) = &fill {
+                            // The store holds fill arrays XOR their pattern.
+                            for p in pages {
+                                let a = *p as usize * PAGE;
+                                let b = (a + PAGE).min(buf.len());
+                                fill.xor(&mut buf[a..b], start + a as u64);
+                            }
+                        }
                         buf[len..tail_end].copy_from_slice(&tail);
                         Ok(())
                     },
@@ -1052,15 +1070,23 @@ impl Connection {
         zero_from: u64,
     ) -> Result<OpenArray> {
         let inner = &self.shared.db.inner;
-        let source =
-            Arc::new(StoreSource::new(inner.store.clone(), id, self.shared.tid_cell.clone(), zero_from, meta.blksize));
+        let fill = fill_pattern(meta, name)?;
+        let source = Arc::new(StoreSource::new(
+            inner.store.clone(),
+            id,
+            self.shared.tid_cell.clone(),
+            zero_from,
+            meta.blksize,
+            fill.clone(),
+        ));
         let bs = usize::try_from(meta.blksize)
             .map_err(|_| Error::InvalidArgument(format!("block size {} too large", meta.blksize)))?;
         // A local store's uncompressed arrays are mapped from its data file (the page-cache
-        // engine); historical snapshots, compressed arrays and remote stores load through
-        // userfaultfd.
+        // engine); historical snapshots, compressed arrays, remote stores and arrays with a
+        // non-zero fill value (stored XOR their fill pattern, which a mapping cannot undo) load
+        // through userfaultfd.
         let mut file = None;
-        if !self.shared.historical && inner.store.can_locate(meta) {
+        if !self.shared.historical && fill.is_none() && inner.store.can_locate(meta) {
             match inner.pager.open_mapped_file(source.clone(), bs, meta.nbytes, &format!("array '{name}'")) {
                 Ok(f) => file = Some(f),
                 Err(e) => tracing::debug!("array '{name}' is not mappable, loading it instead: {e}"),
@@ -1068,7 +1094,7 @@ impl Connection {
         }
         let file = match file {
             Some(f) => f,
-            None => inner.pager.open_file(source.clone(), bs, meta.nbytes)?,
+            None => inner.pager.open_file_filled(source.clone(), bs, meta.nbytes, fill)?,
         };
         Ok(OpenArray { file, source, committed, itemsize, last_name: name.into() })
     }

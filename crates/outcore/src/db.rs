@@ -293,7 +293,8 @@ impl Db {
     /// by the userfaultfd engine while only user-mode faults are handled (`vm.unprivileged_userfaultfd=0`
     /// and no access to `/dev/userfaultfd`): system calls that read such views before they were
     /// touched (`np.save`, `os.write`, sockets) then fail with EFAULT. Local stores serve their
-    /// uncompressed arrays through the page cache and are not affected.
+    /// uncompressed arrays through the page cache and are not affected (compressed arrays and
+    /// arrays with a non-zero fill value are an explicit choice).
     pub fn engine_warning(&self) -> Option<String> {
         let caps = self.inner.pager.capabilities();
         if caps.kernel_mode_faults {
@@ -302,7 +303,7 @@ impl Db {
         let raw = outcore_store::ArrayMeta::new("|u1", vec![0], outcore_store::Order::C, 0);
         if self.inner.store.can_locate(&raw) {
             // A local store: its uncompressed arrays go through the page cache; compressed
-            // arrays are an explicit choice, documented.
+            // arrays and non-zero fill values are an explicit choice, documented.
             return None;
         }
         Some(format!(

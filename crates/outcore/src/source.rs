@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use outcore_pager::{BlockSource, Extent, ExtentSource, SourceError};
+use outcore_pager::{BlockSource, Extent, ExtentSource, FillPattern, SourceError};
 use outcore_store::{ArrayId, Staged, Store};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
@@ -17,27 +17,45 @@ use std::collections::BTreeMap;
 /// array had during the current transaction: bytes at or beyond it are zeros in the store, or
 /// were cut off by a shrink (or do not exist yet, for an array created in this transaction),
 /// and load as zeros without asking the store.
+///
+/// `fill` is the array's fill pattern when its fill value is not zeros: the store then holds
+/// each block XOR the pattern (so zero bytes, holes and cut tails in the store mean "fill"), and
+/// loads XOR it back; see `docs/design/004-fill-values.md`.
 pub(crate) struct StoreSource {
     store: Arc<dyn Store>,
     array: ArrayId,
     tid: Arc<AtomicU64>,
     zero_from: AtomicU64,
     blksize: u64,
+    fill: Option<FillPattern>,
     /// Blocks of this transaction written straight into staged extents (appends), and how
     /// many bytes of each were written: mapped from there until committed or released.
     staged: Mutex<BTreeMap<u64, (Staged, u64)>>,
 }
 
 impl StoreSource {
-    pub fn new(store: Arc<dyn Store>, array: ArrayId, tid: Arc<AtomicU64>, zero_from: u64, blksize: u64) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        array: ArrayId,
+        tid: Arc<AtomicU64>,
+        zero_from: u64,
+        blksize: u64,
+        fill: Option<FillPattern>,
+    ) -> Self {
         StoreSource {
             store,
             array,
             tid,
             zero_from: AtomicU64::new(zero_from),
             blksize,
+            fill,
             staged: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// The fill pattern (`None`: the fill value is zeros and stored bytes are the array's).
+    pub fn fill(&self) -> Option<&FillPattern> {
+        self.fill.as_ref()
     }
 
     /// Lowers the size beyond which stored data is hidden.
@@ -126,13 +144,19 @@ impl BlockSource for StoreSource {
         let start = blk.saturating_mul(bs);
         let zero_from = self.zero_from.load(Ordering::SeqCst);
         if start >= zero_from {
-            buf.fill(0);
+            match &self.fill {
+                None => buf.fill(0),
+                Some(p) => p.write(buf, start),
+            }
             return Ok(());
         }
         let tid = self.tid.load(Ordering::SeqCst);
         self.store.load(self.array, blk, tid, buf).map_err(|e| self.failure("loading", blk, tid, e))?;
         if zero_from - start < bs {
             buf[(zero_from - start) as usize..].fill(0);
+        }
+        if let Some(p) = &self.fill {
+            p.xor(buf, start);
         }
         Ok(())
     }
