@@ -11,7 +11,7 @@ from typing_extensions import final
 from outcore._attrs import Attributes
 from outcore._group import Group
 
-__all__ = ["Array", "Connection", "Db", "Mapping", "Root", "Savepoint", "TxnHandle", "__version__", "next_log_records", "open"]
+__all__ = ["Array", "Connection", "Db", "Mapping", "Root", "Savepoint", "TxnHandle", "__version__", "cli_main", "next_log_records", "open", "wake_log_records"]
 
 
 __version__: str
@@ -19,6 +19,8 @@ __version__: str
 _Shape = Union[int, tuple[int, ...], list[int]]
 
 def next_log_records(timeout: float) -> list[tuple[int, str, str]]: ...
+def wake_log_records() -> None: ...
+def cli_main(argv: list[str]) -> int: ...
 def open(
     url: str,
     cache: Optional[int] = None,
