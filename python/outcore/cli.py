@@ -146,7 +146,7 @@ def _slabs(shape: tuple[int, ...], order: str, itemsize: int, blksize: int) -> A
             row *= n
     step = max(1, blksize // max(row, 1))
     for start in range(0, shape[axis], step):
-        idx: list[Any] = [slice(None)] * len(shape)
+        idx: list[Any] = [slice(0, n) for n in shape]
         idx[axis] = slice(start, min(start + step, shape[axis]))
         yield tuple(idx)
 
@@ -154,39 +154,48 @@ def _slabs(shape: tuple[int, ...], order: str, itemsize: int, blksize: int) -> A
 def _export(store: str, name: str, file: str, at: Optional[int], fmt: str, ui: _Ui) -> None:
     import numpy as np
 
-    if not _is_postgres(store) and not os.path.isfile(store.removeprefix("sqlite:")):
-        raise _Failure(f"no store at {store} (no such file; nothing was created)")
-    lib = _need("zarr" if fmt == "zarr" else "h5py")
-    import outcore
+    from outcore._dtype import from_descr
 
+    lib = _need("zarr" if fmt == "zarr" else "h5py")
     t0 = time.monotonic()
-    db = outcore.open(store)
-    conn = db.connect(at=at, transaction_manager=False)
-    if name not in conn.root:
-        raise _Failure(f"no array '{name}' at tid {conn.tid} (arrays: {', '.join(conn.root.keys())})")
-    a = conn.root[name]
-    chunks = _chunk_shape(a.shape, a.order, a.itemsize, a.blksize)
+    # Read straight from the store, block by block (nothing mapped: memory stays at one slab);
+    # the store must exist.
+    try:
+        r = _outcore.open_array_reader(store, name, at)
+    except (OSError, ValueError) as e:
+        raise _Failure(str(e)) from None
+    shape, order, dtype = tuple(r.shape), r.order, from_descr(r.dtype)
+    chunks = _chunk_shape(shape, order, dtype.itemsize, r.blksize)
     if fmt == "zarr":
-        out = lib.create_array(store=file, shape=a.shape, dtype=a.dtype, chunks=chunks, zarr_format=3, overwrite=True)
+        out = lib.create_array(store=file, shape=shape, dtype=dtype, chunks=chunks, zarr_format=3, overwrite=True)
         h5 = None
     else:
         h5 = lib.File(file, "w")
-        out = h5.create_dataset(name, shape=a.shape, dtype=a.dtype, chunks=chunks or None)
+        out = h5.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks or None)
     done = 0
     try:
-        for idx in _slabs(a.shape, a.order, a.itemsize, a.blksize):
-            slab = np.asarray(a[idx])
+        for idx in _slabs(shape, order, dtype.itemsize, r.blksize):
+            # A slab of whole rows along the major axis is one contiguous byte range.
+            sub = tuple(s.stop - s.start for s in idx)
+            nbytes = int(np.prod(sub, dtype=np.int64)) * dtype.itemsize
+            first = 0
+            if sub:
+                axis = 0 if order == "C" else len(sub) - 1
+                first = idx[axis].start * (nbytes // sub[axis] if sub[axis] else 0)
+            raw = np.frombuffer(r.read(first, first + nbytes), dtype=dtype)
+            slab = raw.reshape(sub, order="F") if order == "F" else raw.reshape(sub)
             out[idx] = slab
-            done += slab.nbytes
-            ui.progress("export", done, a.nbytes, t0)
+            done += nbytes
+            ui.progress("export", done, r.nbytes, t0)
     finally:
         if h5 is not None:
             h5.close()
+        r.close()
         ui.done()
     secs = time.monotonic() - t0
     ui.report(
-        {"array": name, "tid": conn.tid, "file": file, "format": fmt, "bytes": a.nbytes, "seconds": secs},
-        f"exported '{name}' at tid {conn.tid} ({a.dtype.str}, {a.shape}) to {file} ({fmt}) in {secs:.1f} s",
+        {"array": name, "tid": r.tid, "file": file, "format": fmt, "bytes": r.nbytes, "seconds": secs},
+        f"exported '{name}' at tid {r.tid} ({dtype.str}, {shape}) to {file} ({fmt}) in {secs:.1f} s",
     )
 
 
@@ -194,7 +203,7 @@ def _chunk_shape(shape: tuple[int, ...], order: str, itemsize: int, blksize: int
     if len(shape) == 0 or 0 in shape:
         return None
     idx = next(iter(_slabs(shape, order, itemsize, blksize)))
-    return tuple(s.stop - s.start if isinstance(s, slice) and s.start is not None else n for s, n in zip(idx, shape))
+    return tuple(s.stop - s.start for s in idx)
 
 
 def _import(

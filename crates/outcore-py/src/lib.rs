@@ -19,6 +19,7 @@ mod errors;
 mod interrupt;
 mod log;
 mod mem;
+mod reader;
 
 use pyo3::prelude::*;
 
@@ -38,6 +39,8 @@ fn _outcore(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(log::next_log_records, m)?)?;
     m.add_function(wrap_pyfunction!(log::wake_log_records, m)?)?;
     m.add_function(wrap_pyfunction!(cli_main, m)?)?;
+    m.add_class::<reader::ArrayReader>()?;
+    m.add_function(wrap_pyfunction!(reader::open_array_reader, m)?)?;
     Ok(())
 }
 
