@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
+import subprocess
 import sys
 import time
 
@@ -75,6 +77,8 @@ def gen(path: str, size_mib: int, cache_mib: int | None) -> None:
 
 
 def read(path: str, cache_mib: int | None, verify: bool) -> None:
+    # The same bytes read through the store instead of a mapping, for the summary.
+    checked = _check(path)
     db = outcore.open(path, cache=None if cache_mib is None else cache_mib * MiB)
     conn = db.connect()
     A = conn.root[NAME]
@@ -94,7 +98,7 @@ def read(path: str, cache_mib: int | None, verify: bool) -> None:
             _progress("verify", stop * 8, A.nbytes, t0)
         print("verify: every value is right")
     print(_vm())
-    _summary(db, A.nbytes, cache_mib)
+    _summary(db, A.nbytes, cache_mib, checked)
 
 
 def _status() -> dict[str, int]:
@@ -110,7 +114,17 @@ def _status() -> dict[str, int]:
     return out
 
 
-def _summary(db: outcore.Db, nbytes: int, cache_mib: int | None) -> None:
+def _check(path: str) -> tuple[str, int]:
+    """Run `outcore check` on the store in a child process (started while this process is still
+    small, since a child's peak RSS counts the parent's pages it was forked with): (verdict, its
+    peak RSS in bytes)."""
+    r = subprocess.run([sys.executable, "-m", "outcore", "--quiet", "check", path], capture_output=True, text=True)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    verdict = "every block verified" if r.returncode == 0 else f"FAILED: {r.stdout.strip()} {r.stderr.strip()}"
+    return verdict, peak
+
+
+def _summary(db: outcore.Db, nbytes: int, cache_mib: int | None, checked: tuple[str, int]) -> None:
     st = _status()
     history = db.history()
     notes = [t.get("description", "") for t in history]
@@ -121,15 +135,21 @@ def _summary(db: outcore.Db, nbytes: int, cache_mib: int | None) -> None:
     cache = (cache_mib or 1024) * MiB
     print("\nwhat just happened:")
     print(f"  - gen wrote {nbytes / MiB:.0f} MiB of float64 in {gen_commits} durable commits of 32 MiB each")
-    print(f"    (plus {len(history) - gen_commits} others); the store's history has {len(history)} commits.")
-    print(f"  - read reopened the store in a new process and scanned the whole array as one NumPy view:")
+    others = len(history) - gen_commits
+    print(f"    (plus {others} other{'' if others == 1 else 's'}); the store's history has {len(history)} commits.")
+    print("  - read reopened the store in a new process and scanned the whole array as one NumPy view:")
     print(f"    the array is {nbytes / MiB:.0f} MiB, {nbytes / cache:.1f}x the cache budget ({cache / MiB:.0f} MiB).")
     if st:
         print(
-            f"  - this process's own memory (anonymous RSS) is {st.get('RssAnon', 0) / MiB:.0f} MiB, peak RSS "
-            f"{st.get('VmHWM', 0) / MiB:.0f} MiB; of RSS, {st.get('RssFile', 0) / MiB:.0f} MiB are mapped pages of "
-            f"the kernel's page cache (shared, reclaimed under memory pressure, not this process's)."
+            f"  - this process's own memory (anonymous RSS) is {st.get('RssAnon', 0) / MiB:.0f} MiB; its RSS also "
+            f"counts {st.get('RssFile', 0) / MiB:.0f} MiB of mapped pages of the kernel's page cache (a local "
+            "store's array is a mapping of its data file: shared, reclaimed under memory pressure)."
         )
+    verdict, peak = checked
+    print(
+        f"  - `outcore check` read all {nbytes / MiB:.0f} MiB back through the store in another process "
+        f"({verdict}) with a peak RSS of {peak / MiB:.0f} MiB."
+    )
     print(f"  - the store is {where} ({disk / MiB:.0f} MiB on disk); inspect it with `outcore info {where}`,")
     print(f"    `outcore log {where}`, `outcore check {where}`.")
 
