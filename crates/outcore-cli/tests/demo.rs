@@ -28,7 +28,7 @@ fn demo_creates_commits_reopens_and_verifies() {
     let info = Command::new(env!("CARGO_BIN_EXE_outcore")).args(["info", path.to_str().unwrap()]).output().unwrap();
     let info = String::from_utf8_lossy(&info.stdout);
     assert_eq!(info.matches("signal").count(), 1, "{info}");
-    assert!(info.contains("[524288]"), "{info}");
+    assert!(info.contains("(524288,)"), "{info}");
 }
 
 #[test]

@@ -19,6 +19,7 @@ mod errors;
 mod interrupt;
 mod log;
 mod mem;
+mod reader;
 
 use pyo3::prelude::*;
 
@@ -36,5 +37,17 @@ fn _outcore(m: &Bound<'_, PyModule>) -> PyResult<()> {
     log::install();
     interrupt::install(m.py())?;
     m.add_function(wrap_pyfunction!(log::next_log_records, m)?)?;
+    m.add_function(wrap_pyfunction!(log::wake_log_records, m)?)?;
+    m.add_function(wrap_pyfunction!(cli_main, m)?)?;
+    m.add_class::<reader::ArrayReader>()?;
+    m.add_function(wrap_pyfunction!(reader::open_array_reader, m)?)?;
     Ok(())
+}
+
+/// Run the `outcore` command with `argv` (program name first) and return its exit status. The
+/// command is the Rust one (`outcore-cli`); it runs with the GIL released and prints to the
+/// process's stdout and stderr.
+#[pyfunction]
+fn cli_main(py: Python<'_>, argv: Vec<String>) -> i32 {
+    py.detach(|| outcore_cli::run(argv))
 }

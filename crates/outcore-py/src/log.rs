@@ -94,6 +94,14 @@ impl<S: tracing::Subscriber> Layer<S> for ToPython {
     }
 }
 
+/// Wake a `next_log_records` call waiting in another thread (it returns a level-0 record that
+/// means nothing), so the pump thread can stop at interpreter exit before Python would end it
+/// inside the extension.
+#[pyfunction]
+pub(crate) fn wake_log_records() {
+    let _ = queue().tx.try_send((0, String::new(), String::new()));
+}
+
 /// Install the layer as the process's `tracing` subscriber (once; a no-op if an embedding
 /// program installed its own).
 pub(crate) fn install() {

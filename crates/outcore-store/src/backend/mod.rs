@@ -4,6 +4,7 @@ mod checkpoint;
 pub(crate) mod local;
 pub(crate) mod pg_client;
 pub(crate) mod pg_config;
+mod pg_tls;
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
 

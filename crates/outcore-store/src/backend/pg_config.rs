@@ -16,9 +16,8 @@
 //! `keepalives_retries`; defaults here 15 s, 5 s, 3 probes instead of the system's two hours) and
 //! `tcp_user_timeout` defaults to 30 s, so a dead peer is noticed within about half a minute.
 
+use super::pg_tls::MakeTlsConnector;
 use crate::error::{Error, Result};
-use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
-use postgres_openssl::MakeTlsConnector;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio_postgres::config::{Host, SslMode};
@@ -250,45 +249,14 @@ pub(crate) fn parse(url: &str) -> Result<Target> {
     Ok(Target { config, location, tls, connector, connect_timeout, io_timeout })
 }
 
+/// The TLS connector for `mode` (rustls; see `pg_tls`).
 fn connector(
     mode: TlsMode,
     rootcert: Option<PathBuf>,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
 ) -> std::result::Result<MakeTlsConnector, String> {
-    let mut b = SslConnector::builder(SslMethod::tls()).map_err(|e| e.to_string())?;
-    let default_root = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".postgresql/root.crt"));
-    let verify = match mode {
-        TlsMode::VerifyCa | TlsMode::VerifyFull => true,
-        TlsMode::Require => rootcert.is_some(),
-        _ => false,
-    };
-    if verify {
-        match rootcert.or_else(|| default_root.filter(|p| p.exists())) {
-            Some(ca) => {
-                b.set_ca_file(&ca).map_err(|e| format!("cannot read root certificate {}: {e}", ca.display()))?
-            }
-            None => b.set_default_verify_paths().map_err(|e| e.to_string())?,
-        }
-        b.set_verify(SslVerifyMode::PEER);
-    } else {
-        b.set_verify(SslVerifyMode::NONE);
-    }
-    if let Some(cert) = cert {
-        b.set_certificate_chain_file(&cert)
-            .map_err(|e| format!("cannot read client certificate {}: {e}", cert.display()))?;
-        let key = key.unwrap_or_else(|| cert.with_extension("key"));
-        b.set_private_key_file(&key, SslFiletype::PEM)
-            .map_err(|e| format!("cannot read client key {}: {e}", key.display()))?;
-    }
-    let mut c = MakeTlsConnector::new(b.build());
-    if mode != TlsMode::VerifyFull {
-        c.set_callback(|cfg, _| {
-            cfg.set_verify_hostname(false);
-            Ok(())
-        });
-    }
-    Ok(c)
+    super::pg_tls::connector(mode, rootcert, cert, key)
 }
 
 /// The password for `config` from `PGPASSFILE` or `~/.pgpass` (`host:port:db:user:password`,
