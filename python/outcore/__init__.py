@@ -44,6 +44,7 @@ from outcore._open import open, parse_size
 from outcore._outcore import Array, Connection, Db, __version__
 from outcore._ram import RAMArray
 from outcore._ref import ArrayRef, ArrayRoot, WorkerArray, structured
+from outcore._wendelin import import_wendelin  # needs the `outcore[wendelin]` extra when called
 
 Root = Group  # `conn.root` is the root group
 
@@ -62,5 +63,6 @@ __all__ = [
     "ArrayRef",
     "ArrayRoot",
     "structured",
+    "import_wendelin",
 ]
 __all__ += _errors.__all__
