@@ -229,3 +229,20 @@ def test_an_evil_transaction_extension_is_not_run(tmp_path, dst):
     assert not marker.exists()
     with outcore.open(dst, mode="r") as db:
         assert r["commits"] and "zodb" in db.history()[-1]["extension"]
+
+
+def test_command_line(tmp_path, dst):
+    fs, manifest = _fixture("zblk0", tmp_path)
+    cmd = [sys.executable, "-m", "outcore.wendelin", str(fs), dst, "--verify"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "imported 6 arrays" in p.stdout and "verified 6 arrays" in p.stdout
+    assert "\r" not in p.stderr  # no progress bar when stderr is not a terminal
+    _check_manifest(dst, manifest)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 1 and "exists in the destination" in p.stderr
+    p = subprocess.run(cmd + ["--overwrite", "-q"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    p = subprocess.run([sys.executable, "-m", "outcore.wendelin", str(tmp_path / "nope.fs"), dst],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 1 and "no ZODB FileStorage" in p.stderr
