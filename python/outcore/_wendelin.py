@@ -25,6 +25,7 @@ time in the commit's extension).
 from __future__ import annotations
 
 import datetime
+import gc
 import io
 import logging
 import math
@@ -681,38 +682,76 @@ def _import_array(root: Any, f: _Found, zconn: Any, sums: dict, tick: Callable[[
 # -- verification --------------------------------------------------------------------------
 
 
+class _DstReader:
+    """Reads an imported array's bytes through views of a connection that is replaced every
+    64 MiB read, so that the mapped pages of what was read are released (memory stays bounded)."""
+
+    SPAN = 64 << 20
+
+    def __init__(self, db: Any, f: _Found) -> None:
+        self.db, self.f = db, f
+        self.conn: Any = None
+        self.flat: Any = None
+        self.read = 0
+
+    def _open(self) -> None:
+        self.close()
+        self.conn = self.db.connect(transaction_manager=_tm())
+        A = self.conn.root[self.f.path]
+        f = self.f
+        if tuple(A.shape) != f.shape or A.dtype != f.dtype or A.order != f.order:
+            raise WendelinImportError(
+                f"verify: array '{f.path}' is {A.shape} {A.dtype} {A.order}, the source {f.shape} {f.dtype} {f.order}")
+        self.flat = _flat_bytes(A[...], f.order)
+        self.read = 0
+
+    def get(self, lo: int, hi: int) -> np.ndarray:
+        if self.flat is None or self.read > self.SPAN:
+            self._open()
+        self.read += hi - lo
+        return self.flat[lo:hi]
+
+    def zeros(self, lo: int, hi: int) -> bool:
+        for a in range(lo, hi, self.SPAN):
+            if self.get(a, min(a + self.SPAN, hi)).any():
+                return False
+        return True
+
+    def close(self) -> None:
+        self.flat = None
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+            gc.collect()  # the connection's arrays and views refer to it in cycles
+
+
 def _verify(db: Any, found: list[_Found], sums: dict) -> dict:
-    """Re-reads every imported array and compares it with the source's block checksums."""
-    conn = db.connect(transaction_manager=_tm())
+    """Re-reads every imported array and compares it with the source's block checksums (and
+    that the bytes outside the source's block data are zeros)."""
     arrays = blocks = nbytes = 0
-    try:
-        for f in found:
-            A = conn.root[f.path]
-            if tuple(A.shape) != f.shape or A.dtype != f.dtype or A.order != f.order:
-                raise WendelinImportError(
-                    f"verify: array '{f.path}' is {A.shape} {A.dtype} {A.order}, "
-                    f"the source {f.shape} {f.dtype} {f.order}")
-            flat = _flat_bytes(A[...], f.order)
+    for f in found:
+        r = _DstReader(db, f)
+        try:
+            r.get(0, 0)  # opens it: checks shape, dtype and order
             bs = f.blksize
             pos = 0
             for k, n, crc in sums[f.path]:
                 lo = k * bs
-                if flat[pos:lo].any():
+                if not r.zeros(pos, lo):
                     raise WendelinImportError(f"verify: array '{f.path}': bytes {pos}..{lo} (absent blocks) are not zeros")
-                if zlib.crc32(flat[lo:lo + n].data) != crc:
+                if zlib.crc32(r.get(lo, lo + n).data) != crc:
                     raise WendelinImportError(f"verify: array '{f.path}': block {k} differs from the source")
                 hi = min(lo + bs, f.nbytes)
-                if flat[lo + n:hi].any():
+                if not r.zeros(lo + n, hi):
                     raise WendelinImportError(f"verify: array '{f.path}': block {k} has non-zero bytes past its data")
                 pos = hi
                 blocks += 1
                 nbytes += n
-            if flat[pos:].any():
+            if not r.zeros(pos, f.nbytes):
                 raise WendelinImportError(f"verify: array '{f.path}': bytes past its last block are not zeros")
-            del flat
-            arrays += 1
-    finally:
-        conn.close()
+        finally:
+            r.close()
+        arrays += 1
     return {"arrays": arrays, "blocks": blocks, "bytes": nbytes}
 
 

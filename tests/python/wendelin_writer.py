@@ -298,6 +298,27 @@ def main():
     out = {}
     if scenario == "history":
         out = history(path)
+    elif scenario == "big":  # one float64 array of MARKER MiB (for measurements), random data
+        mib = int(marker or 64)
+        db = DB(FileStorage(path), cache_size=1 << 22)  # the array (and its byte model) stay
+        tm = transaction.TransactionManager()
+        conn = db.open(transaction_manager=tm)
+        root = conn.root()
+        root["big"] = a = ZBigArray((0,), np.float64, fmt=os.environ.get("FMT", "ZBlk0"))
+        tm.commit()
+        rng = np.random.default_rng(0)
+        step = 16 << 20  # 16 MiB per transaction, as wendelin's demo commits block by block
+        for i in range(mib * (1 << 20) // step):
+            n = a.nbytes
+            a.resize((a._shape[0] + step // 8,))
+            a.model[n:n + step] = rng.random(step // 8).tobytes()
+            a.store()
+            tm.commit()
+            for z in a.zfile.blktab.values():
+                z._p_deactivate()
+        out = {"big": a.expected()}
+        conn.close()
+        db.close()
     elif scenario == "unknown":
         _base(path)
         db = DB(FileStorage(path))
