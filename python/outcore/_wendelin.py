@@ -507,8 +507,6 @@ def _blocks(f: _Found, conn: Any) -> Iterator[tuple[int, bytes]]:
                     chunktab._p_deactivate()
                 data = bytes(buf)
             else:
-                with _Reading(what, zblk):
-                    zblk._p_activate() if hasattr(zblk, "_p_activate") else None
                 raise CorruptRecordError(f"{what}: a {type(zblk).__module__}.{type(zblk).__name__}, not a ZBlk0 or ZBlk1")
             zblk._p_deactivate()
             data = data[: f.nbytes - k * bs]
@@ -579,9 +577,16 @@ def _flat_bytes(view: np.ndarray, order: str) -> np.ndarray:
 
 
 class _Appender:
-    """Fills a new outcore array, created empty along its append axis, from byte ranges in
-    increasing order: appends whole slices along the major axis (straight into store extents)
-    and grows over runs of absent blocks by `resize` (holes stay holes)."""
+    """Fills a new outcore array, created empty along its append axis, block by block in
+    increasing order. Whole slices along the major axis ("rows") are appended, which writes them
+    straight into store extents; runs of absent blocks become `resize` growth (nothing written:
+    holes stay holes). A row that straddles the edge of a hole cannot be appended without
+    writing zeros into the hole: the array grows over it and its data bytes are written through
+    the view afterwards (a few dirty pages, kept in memory until the commit), within
+    `VIEW_BUDGET`; past it, such rows are appended with their zeros (the hole's block is then
+    stored, holding zeros)."""
+
+    VIEW_BUDGET = 64 << 20
 
     def __init__(self, A: Any, f: _Found) -> None:
         self.A, self.f = A, f
@@ -589,8 +594,10 @@ class _Appender:
         self.major = 0 if f.order == "C" else nd - 1
         others = [n for i, n in enumerate(f.shape) if i != self.major]
         self.row = math.prod(others) * f.dtype.itemsize
-        self.end = 0  # bytes the array holds
+        self.end = 0  # bytes the array holds (a whole number of rows)
         self.pending = bytearray()  # bytes from `end` on, not appended yet
+        self.next_blk = 0  # the block after the last one written
+        self.viewed = 0  # bytes of pages written through the view
 
     def _shape(self, rows: int) -> tuple:
         s = list(self.f.shape)
@@ -608,36 +615,84 @@ class _Appender:
         del self.pending[:n]
         self.end += n
 
-    def _zeros_to(self, at: int) -> None:
-        cur = self.end + len(self.pending)
-        gap = at - cur
-        if gap <= 0:
-            return
-        if gap < 2 * self.row + len(self.pending) or gap < (1 << 20):
-            self.pending.extend(bytes(gap))
-            return
-        # Complete the pending slice with zeros, then grow over whole slices (no bytes written).
-        pad = (-len(self.pending)) % self.row
-        self.pending.extend(bytes(pad))
-        self._flush()
-        rows = (at - self.end) // self.row
-        if rows:
+    def _grow(self, rows: int) -> None:
+        if rows > 0:
             self.end += rows * self.row
             self.A.resize(self._shape(self.end // self.row))
-        self.pending.extend(bytes(at - self.end))
 
-    def write(self, at: int, data: bytes) -> None:
+    def _can_view(self, lo: int, n: int) -> bool:
+        pages = ((lo + n - 1) >> 12) - (lo >> 12) + 1
+        if self.viewed + (pages << 12) > self.VIEW_BUDGET:
+            return False
+        self.viewed += pages << 12
+        return True
+
+    def _view_write(self, lo: int, data: Union[bytes, bytearray]) -> None:
+        if data:
+            flat = _flat_bytes(self.A[...], self.f.order)
+            flat[lo:lo + len(data)] = np.frombuffer(data, np.uint8)
+            del flat
+
+    def _close_run(self) -> None:
+        """Ends a run of present blocks before a hole: the partial row after the run's last
+        byte is written without touching the hole."""
+        hb = min(self.next_blk * self.f.blksize, self.f.nbytes)
+        cur = self.end + len(self.pending)
+        if hb > cur:
+            self.pending.extend(bytes(hb - cur))
+        self._flush()
+        if not self.pending:
+            return
+        at, tail = self.end, bytes(self.pending)
+        self.pending.clear()
+        if self._can_view(at, len(tail)):
+            self._grow(1)
+            self._view_write(at, tail)
+        else:
+            self.pending.extend(tail + bytes(self.row - len(tail)))
+            self._flush()
+
+    def write(self, k: int, data: bytes) -> None:
         if self.row == 0:
             return
-        self._zeros_to(at)
-        self.pending.extend(data)
-        self._flush()
+        at = k * self.f.blksize
+        deferred = None
+        if k > self.next_blk:  # a hole before this block
+            self._close_run()
+            if at > self.end:
+                self._grow((at - self.end) // self.row)
+            if at > self.end and data:  # the row at `end` starts in the hole
+                n = min(len(data), self.end + self.row - at)
+                if self._can_view(at, n):
+                    self._grow(1)
+                    deferred = (at, data[:n])  # written once the block's extent is staged
+                    data, at = data[n:], at + n
+                else:
+                    self.pending.extend(bytes(at - self.end))
+        if at < self.end and data:  # inside a row already grown over
+            n = min(len(data), self.end - at)
+            self._view_write(at, data[:n])
+            data, at = data[n:], at + n
+        if data:
+            cur = self.end + len(self.pending)
+            if at > cur:
+                self.pending.extend(bytes(at - cur))
+            self.pending.extend(data)
+            self._flush()
+        if deferred is not None:
+            self._view_write(*deferred)
+        self.next_blk = k + 1
 
     def finish(self) -> None:
         if self.row:
-            self._zeros_to(self.f.nbytes)
-            self._flush()
-        assert not self.pending
+            if self.next_blk * self.f.blksize < self.f.nbytes:
+                self._close_run()
+            else:
+                cur = self.end + len(self.pending)
+                self.pending.extend(bytes(self.f.nbytes - cur))
+                self._flush()
+            assert not self.pending
+            self._grow((self.f.nbytes - self.end) // self.row)
         if tuple(self.A.shape) != self.f.shape:
             self.A.resize(self.f.shape)
 
@@ -672,7 +727,7 @@ def _import_array(root: Any, f: _Found, zconn: Any, sums: dict, tick: Callable[[
         A = _create(root, f, empty=True)
         w = _Appender(A, f)
         for k, data in blocks:
-            w.write(k * bs, data)
+            w.write(k, data)
             crcs.append((k, len(data), zlib.crc32(data)))
             tick(min(bs, f.nbytes - k * bs))
         w.finish()

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import outcore
-from outcore._wendelin import CorruptRecordError, MissingObjectError, RefusedGlobalError
+from outcore._wendelin import CorruptRecordError, MissingObjectError, RefusedGlobalError, _Appender
 
 pytest.importorskip("ZODB")
 pytest.importorskip("zodburi")
@@ -98,6 +98,40 @@ def test_fixture_imports_as_its_manifest_says(name, tmp_path, dst):
     with outcore.open(dst, mode="r") as db:
         assert db.history()[-1]["description"].startswith("import of the wendelin.core database")
     print(f"\n{name}: {r['bytes'] / 1e6:.1f} MB of blocks in {secs:.2f} s: {r['bytes'] / 1e6 / secs:.1f} MB/s")
+
+
+def test_holes_stay_holes_with_small_blocks(tmp_path, dst):
+    fs, expected = _written("sparse", tmp_path)
+    blocks = expected.pop("blocks")
+    assert blocks == {"u8": 2, "rows": 3, "cols": 2}  # of 25, 8 and 137
+    r = outcore.import_wendelin(fs, dst, verify=True)
+    assert {n: a["blocks"] for n, a in r["arrays"].items()} == blocks
+    with outcore.open(dst, mode="r") as db:
+        root = db.connect().root
+        for name, m in expected.items():
+            assert _describe(root[name]) == m, name
+    # the data file holds the present blocks only (each at most its block size)
+    assert os.path.getsize(dst + ".blocks") <= 2 * 4096 + 3 * 8192 + 2 * 4096
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("view_budget", [None, 0])
+def test_random_sparse_arrays(seed, view_budget, tmp_path, dst, monkeypatch):
+    """Random shapes, orders, dtypes and sparse writes; with no budget for writes through the
+    view, rows straddling a hole's edge are appended with their zeros (same data)."""
+    if view_budget is not None:
+        monkeypatch.setattr(_Appender, "VIEW_BUDGET", view_budget)
+    fs, expected = _written("random", tmp_path, seed)
+    blocks = expected.pop("blocks")
+    r = outcore.import_wendelin(fs, dst, verify=True)
+    assert {n: a["blocks"] for n, a in r["arrays"].items()} == blocks
+    with outcore.open(dst, mode="r") as db:
+        root = db.connect().root
+        for name, m in expected.items():
+            assert _describe(root[name]) == m, name
+    if view_budget is None:
+        stored = sum(n * r["arrays"][a]["blksize"] for a, n in blocks.items())
+        assert os.path.getsize(dst + ".blocks") <= stored
 
 
 def test_file_url_and_existing_arrays(tmp_path, dst):

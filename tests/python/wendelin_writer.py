@@ -319,6 +319,55 @@ def main():
         out = {"big": a.expected()}
         conn.close()
         db.close()
+    elif scenario == "sparse":  # small blocks, most of them holes, rows across block boundaries
+        db = DB(FileStorage(path))
+        tm = transaction.TransactionManager()
+        conn = db.open(transaction_manager=tm)
+        root = conn.root()
+        root["u8"] = a = ZBigArray((100000,), np.uint8, blksize=4096)
+        a.view()[:10] = 1
+        a.view()[50000:50010] = 2
+        root["rows"] = b = ZBigArray((1000, 30), np.int16, blksize=8192, fmt="ZBlk1")
+        b.view()[0] = 3
+        b.view()[500, 29] = 4
+        b.view()[999] = 5
+        root["cols"] = c = ZBigArray((7, 20000), "<f4", order="F", blksize=4096)
+        c.view()[:, 3] = 6
+        c.view()[6, 19999] = 7
+        for x in (a, b, c):
+            x.store()
+        tm.commit()
+        out = {"u8": a.expected(), "rows": b.expected(), "cols": c.expected(),
+               "blocks": {k: len(x.zfile.blktab) for k, x in (("u8", a), ("rows", b), ("cols", c))}}
+        conn.close()
+        db.close()
+    elif scenario == "random":  # arrays of random shapes, orders and block sizes, sparse writes
+        rng = np.random.default_rng(int(marker or 0))
+        db = DB(FileStorage(path))
+        tm = transaction.TransactionManager()
+        conn = db.open(transaction_manager=tm)
+        root = conn.root()
+        out = {"blocks": {}}
+        bs = 4096 * int(rng.choice([1, 2, 4]))  # one block size: the data file then holds no padding
+        for i in range(12):
+            nd = int(rng.integers(1, 4))
+            shape = tuple(int(n) for n in rng.integers(1, 60, size=nd))
+            shape = (shape[0] * int(rng.integers(1, 400)),) + shape[1:]
+            dtype = [np.uint8, "<i2", ">f8", "V3", [("a", "<u2"), ("b", "u1")]][int(rng.integers(0, 5))]
+            order = "CF"[int(rng.integers(0, 2))]
+            x = ZBigArray(shape, dtype, order=order, blksize=bs, fmt=["ZBlk0", "ZBlk1"][i % 2])
+            root[f"r{i}"] = x
+            flat = np.frombuffer(x.model, np.uint8)
+            for _ in range(int(rng.integers(0, 6))):
+                lo = int(rng.integers(0, max(1, len(flat))))
+                n = int(rng.integers(1, 3 * bs))
+                x.model[lo:lo + n] = rng.integers(1, 255, size=len(flat[lo:lo + n]), dtype=np.uint8).tobytes()
+            x.store()
+            out[f"r{i}"] = x.expected()
+            out["blocks"][f"r{i}"] = len(x.zfile.blktab)
+        tm.commit()
+        conn.close()
+        db.close()
     elif scenario == "unknown":
         _base(path)
         db = DB(FileStorage(path))
