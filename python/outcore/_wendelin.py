@@ -176,21 +176,32 @@ class _NoGlobalsUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError("persistent reference in a transaction extension")
 
 
-class _CheckUnpickler(pickle.Unpickler):
-    """Reads a record's pickles with the import's class lookup, following no reference."""
+_CHECK_UNPICKLER: Any = None
 
-    def __init__(self, f: Any, standins: Any) -> None:
-        super().__init__(f)
-        self._standins = standins
 
-    def find_class(self, module: str, name: str) -> Any:
-        found = _allowed_global(module, name, self._standins)
-        if found is None:
-            raise _refused(module, name)
-        return found
+def _CheckUnpickler(f: Any, standins: Any) -> Any:
+    """An unpickler of a record's pickles with the import's class lookup, following no
+    reference (zodbpickle's, as ZODB reads records)."""
+    global _CHECK_UNPICKLER
+    if _CHECK_UNPICKLER is None:
+        import zodbpickle.pickle
 
-    def persistent_load(self, pid: Any) -> Any:
-        return None
+        class CheckUnpickler(zodbpickle.pickle.Unpickler):  # type: ignore[misc,unused-ignore]
+            def __init__(self, f: Any, standins: Any) -> None:
+                super().__init__(f)
+                self._standins = standins
+
+            def find_class(self, module: str, name: str) -> Any:
+                found = _allowed_global(module, name, self._standins)
+                if found is None:
+                    raise _refused(module, name)
+                return found
+
+            def persistent_load(self, pid: Any) -> Any:
+                return None
+
+        _CHECK_UNPICKLER = CheckUnpickler
+    return _CHECK_UNPICKLER(f, standins)
 
 
 def _precheck(storage: Any) -> int:
@@ -472,6 +483,21 @@ def _walk(root: Any) -> list[_Found]:
     return found
 
 
+def _zdata_bytes(zdata: Any, conn: Any, what: str) -> Any:
+    """The state of a ZData chunk. A ghost's record is read straight from the connection's
+    storage view (its snapshot) and unpickled with the import's class lookup, bypassing the
+    object cache: about twice as fast for the 512 chunks of a 2 MiB ZBlk1 block."""
+    standins = _standins()
+    if not isinstance(zdata, standins.ZData) or zdata._p_changed is not None:
+        return _state(zdata, "ZData", what)
+    with _Reading(what, zdata):
+        rec = conn._storage.load(zdata._p_oid)[0]
+        u = _CheckUnpickler(io.BytesIO(rec), standins)
+        if u.load() is not standins.ZData:
+            raise CorruptRecordError(f"{what} (object {_hex(zdata._p_oid)}): its record is not a ZData")
+        return u.load()
+
+
 def _blocks(f: _Found, conn: Any) -> Iterator[tuple[int, bytes]]:
     """(block number, bytes) of the present blocks of `f` in order, each clipped to the array's
     size and possibly shorter than the block (trailing zeros stripped)."""
@@ -497,7 +523,7 @@ def _blocks(f: _Found, conn: Any) -> Iterator[tuple[int, bytes]]:
                 buf = bytearray()
                 with _Reading(f"{what}: its chunk table", chunktab):
                     for off, zdata in chunktab.items():
-                        chunk = _state(zdata, "ZData", f"{what}: chunk at {off}")
+                        chunk = _zdata_bytes(zdata, conn, f"{what}: chunk at {off}")
                         if not isinstance(chunk, (bytes, bytearray)) or not isinstance(off, int) or off < 0 or off + len(chunk) > bs:
                             raise CorruptRecordError(f"{what}: chunk at {off!r} (object {_hex(zdata._p_oid)}) does not fit its block")
                         if off + len(chunk) > len(buf):

@@ -245,12 +245,13 @@ def test_errors_name_what_failed_and_leave_dst_unchanged(scenario, error, match,
 
 
 @pytest.mark.parametrize("scenario", ["evil-state", "evil-class", "evil-root"])
-def test_a_pickle_calling_os_system_is_refused_and_nothing_runs(scenario, tmp_path, dst):
+@pytest.mark.parametrize("history", [False, True])
+def test_a_pickle_calling_os_system_is_refused_and_nothing_runs(scenario, history, tmp_path, dst):
     marker = tmp_path / "marker"
     fs, _ = _written(scenario, tmp_path, marker)
     assert not marker.exists()
     with pytest.raises(RefusedGlobalError, match=r"'(posix|os)\.system'.* neither imported nor called") as e:
-        outcore.import_wendelin(fs, dst)
+        outcore.import_wendelin(fs, dst, history=history)
     assert e.value.global_name in ("posix.system", "os.system")
     assert not marker.exists()
     assert not os.path.exists(dst)
