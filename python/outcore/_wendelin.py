@@ -914,7 +914,8 @@ def import_wendelin(
     transactions whose objects were packed away are skipped. An existing array of the same name
     is an `outcore.AlreadyExistsError` unless `overwrite=True`. `verify=True` re-reads every
     imported array and compares per-block checksums with the source's (and that holes read
-    zeros). `progress(done, total)` is called with bytes of block data as they are imported.
+    zeros). `progress(done, total)` is called as blocks are imported, in bytes of block data
+    (with `history=True`: in ZODB transactions replayed).
 
     Returns a dict: `arrays` (name -> {shape, dtype, order, blksize, blocks, bytes}), `bytes`,
     `seconds`, `commits` (outcore tids), `skipped` (ZODB transactions not readable), and with
