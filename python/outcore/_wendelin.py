@@ -172,8 +172,9 @@ class _NoGlobalsUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         raise _refused(module, name)
 
-    def persistent_load(self, pid: Any) -> Any:
-        raise pickle.UnpicklingError("persistent reference in a transaction extension")
+
+def _extension_reference(pid: Any) -> Any:
+    raise pickle.UnpicklingError("persistent reference in a transaction extension")
 
 
 _CHECK_UNPICKLER: Any = None
@@ -197,11 +198,17 @@ def _CheckUnpickler(f: Any, standins: Any) -> Any:
                     raise _refused(module, name)
                 return found
 
-            def persistent_load(self, pid: Any) -> Any:
-                return None
-
         _CHECK_UNPICKLER = CheckUnpickler
-    return _CHECK_UNPICKLER(f, standins)
+    u = _CHECK_UNPICKLER(f, standins)
+    # A plain function, not a method: the C unpickler keeps its persistent_load, and a bound
+    # method would make a cycle that keeps every record read (a 2 MiB block each) until the
+    # garbage collector runs.
+    u.persistent_load = _no_reference
+    return u
+
+
+def _no_reference(pid: Any) -> None:
+    return None
 
 
 def _precheck(storage: Any) -> int:
@@ -237,7 +244,9 @@ def _extension(txn: Any) -> dict:
     if not raw:
         return {}
     try:
-        ext = _NoGlobalsUnpickler(io.BytesIO(raw)).load()
+        u = _NoGlobalsUnpickler(io.BytesIO(raw))
+        u.persistent_load = _extension_reference  # type: ignore[method-assign]
+        ext = u.load()
     except Exception as e:  # noqa: BLE001 - an unreadable extension does not stop the import
         log.warning("transaction %s: extension not read (%s)", _hex(txn.tid), e)
         return {"zodb_extension_unreadable": str(e)}
