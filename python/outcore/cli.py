@@ -31,6 +31,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command with `argv` (default: `sys.argv`); returns the exit status."""
     args = list(sys.argv if argv is None else argv)
     args[0] = "outcore"
+    if len(args) > 1 and args[1] == "import-wendelin":
+        # Reading ZODB pickles is Python's job (ZODB, BTrees, zodbpickle): `outcore.wendelin`.
+        from outcore import wendelin
+
+        return wendelin.main(args[2:], prog="outcore import-wendelin")
     try:
         handled = _python_formats(args)
     except _Failure as e:

@@ -41,9 +41,9 @@ def _bar(out: TextIO, unit: str) -> Callable[[int, int], None]:
     return show
 
 
-def main(argv: Optional[list] = None) -> int:
+def main(argv: Optional[list] = None, prog: str = "python -m outcore.wendelin") -> int:
     p = argparse.ArgumentParser(
-        prog="python -m outcore.wendelin",
+        prog=prog,
         description="Import the wendelin.core arrays (ZBigArray) of a ZODB database into outcore.",
     )
     p.add_argument("src", metavar="SRC", help="ZODB FileStorage path, or URL (zeo://host:port, file:///path)")

@@ -281,3 +281,16 @@ def test_command_line(tmp_path, dst):
     p = subprocess.run([sys.executable, "-m", "outcore.wendelin", str(tmp_path / "nope.fs"), dst],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 1 and "no ZODB FileStorage" in p.stderr
+
+
+def test_the_outcore_command_imports_too(tmp_path, dst):
+    # `outcore import-wendelin` is the same import as `python -m outcore.wendelin`.
+    fs, manifest = _fixture("zblk1", tmp_path)
+    cmd = [sys.executable, "-m", "outcore", "import-wendelin", str(fs), dst, "--verify"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "verified" in p.stdout
+    _check_manifest(dst, manifest)
+    p = subprocess.run([sys.executable, "-m", "outcore", "import-wendelin", "--help"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "outcore import-wendelin" in p.stdout
