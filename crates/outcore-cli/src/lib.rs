@@ -286,7 +286,7 @@ pub fn open_existing(location: &str) -> Result<Arc<dyn Store>> {
             bail!("{location} is not an outcore store (not an SQLite database)");
         }
     }
-    store::open(location).with_context(|| format!("opening {location}"))
+    store::open_existing(location).with_context(|| format!("opening {location}"))
 }
 
 /// The files of a local store and their sizes.

@@ -52,6 +52,23 @@ pub fn is_postgres_url(location: &str) -> bool {
     location.starts_with("postgresql://") || location.starts_with("postgres://")
 }
 
+/// Open the store at `location` only if it exists: a missing file, a file that is not a store
+/// or a PostgreSQL database without one is an error, and nothing is created (for inspection
+/// tools).
+pub fn open_existing(location: &str) -> Result<Arc<dyn Store>> {
+    if is_postgres_url(location) {
+        return Ok(Arc::new(PgStore::open_existing(location)?));
+    }
+    let path = location.strip_prefix("sqlite://").or_else(|| location.strip_prefix("sqlite:")).unwrap_or(location);
+    if !std::path::Path::new(path).is_file() {
+        return Err(Error::NotAStore {
+            location: location.into(),
+            reason: "no such file (nothing was created)".into(),
+        });
+    }
+    open(location)
+}
+
 /// Open (creating if needed) the store at `location`: a `postgresql://` URL, or a file path
 /// (optionally prefixed by `sqlite:`) for the embedded SQLite store.
 pub fn open(location: &str) -> Result<Arc<dyn Store>> {

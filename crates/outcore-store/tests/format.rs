@@ -125,3 +125,23 @@ fn postgres_connection_failures_name_the_place_without_password() {
         other => panic!("expected Unreachable, got {other:?}"),
     }
 }
+
+#[test]
+fn open_existing_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typo.outcore");
+    assert!(matches!(outcore_store::open_existing(path.to_str().unwrap()), Err(Error::NotAStore { .. })));
+    assert!(!path.exists(), "nothing was created");
+    let Some((_admin, _name, url)) = common::pg_new_database() else { return };
+    match outcore_store::open_existing(&url) {
+        Err(e @ Error::NotAStore { .. }) => assert!(e.to_string().contains("nothing was created"), "{e}"),
+        other => panic!("expected NotAStore, got {:?}", other.map(|_| ())),
+    }
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let tables: i64 =
+        c.query_one("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'outcore_%'", &[]).unwrap().get(0);
+    assert_eq!(tables, 0, "no schema was created");
+    drop(c);
+    open(&url).unwrap();
+    assert!(outcore_store::open_existing(&url).is_ok());
+}

@@ -194,10 +194,29 @@ impl PgStore {
     /// Connect to the database named by a `postgresql://` URL, creating the schema if the
     /// database has none.
     pub fn open(url: &str) -> Result<Self> {
+        Self::open_with(url, true)
+    }
+
+    /// Connect to a database that already holds a store: one without the schema is
+    /// [`Error::NotAStore`] and is left as it was (for inspection tools).
+    pub fn open_existing(url: &str) -> Result<Self> {
+        Self::open_with(url, false)
+    }
+
+    fn open_with(url: &str, create: bool) -> Result<Self> {
         let target = pg_config::parse(url)?;
         let location = target.location.clone();
         let store = PgStore { target, location, conns: Pool::new(16) };
         let mut conn = store.connect()?;
+        if !create {
+            let rows = conn.client.query_text("open", "SELECT to_regclass('outcore_meta') IS NOT NULL", &[])?;
+            if !rows.first().is_some_and(|r| r.get::<_, bool>(0)) {
+                return Err(Error::NotAStore {
+                    location: store.location.clone(),
+                    reason: "the database holds no outcore store (nothing was created)".into(),
+                });
+            }
+        }
         let r = store.init_schema(&mut conn);
         if r.is_err() {
             conn.rollback();
