@@ -72,8 +72,9 @@ def test_info_log_check_gc_on_a_local_store(tmp_path):
     assert arrays["signal"]["shape"] == [300_000] and arrays["signal"]["dtype"] == "<f8"
     assert arrays["grid"]["order"] == "F" and arrays["grid"]["nbytes"] == expect["grid"].nbytes
     assert arrays["signal"]["engine"] == "page cache"
+    assert info["format_version"] == 5
     text = run("info", path).stdout
-    assert "signal" in text and "grid" in text and "last commit" in text
+    assert "signal" in text and "grid" in text and "last commit" in text and "store format 5" in text
     log = jrun("log", path)
     assert [t["note"] for t in log] == ["create signal", "add grid", "patch signal"]
     assert log[0]["user"] == "alice" and "T" in log[0]["time"]  # a local ISO date, not epoch
@@ -186,3 +187,16 @@ def test_commands_on_postgresql(url, tmp_path):
     run("import", url, "g2", tmp_path / "g.npy")
     assert len(jrun("log", url)) == 4
     jrun("gc", url)
+
+
+def test_info_names_the_engine_of_a_fill_array(tmp_path):
+    path = str(tmp_path / "f.outcore")
+    db = outcore.open(path)
+    conn = db.connect(transaction_manager=False)
+    conn.root.create("plain", (1000,), "f8")
+    conn.root.create("nan", (1000,), "f8", fill_value=np.nan)
+    conn.commit()
+    db.close()
+    arrays = {a["name"]: a for a in jrun("info", path)["arrays"]}
+    assert arrays["plain"]["engine"] == "page cache"
+    assert arrays["nan"]["engine"] == "userfaultfd"  # a non-zero fill value is read through it

@@ -334,11 +334,14 @@ fn info(s: &Arc<dyn Store>, ui: Ui) -> Result<i32> {
     let files = store_files(s.location());
     let last = s.history(head.saturating_sub(1), head)?.pop();
     let backend = if local_path(s.location()).is_some() { "local (SQLite + data file)" } else { "PostgreSQL" };
-    let engine = |a: &ArrayInfo| if s.can_locate(&a.meta) { "page cache" } else { "userfaultfd" };
+    // Arrays with a non-zero fill value go through userfaultfd whatever the store (see outcore).
+    let engine =
+        |a: &ArrayInfo| if s.can_locate(&a.meta) && a.meta.fill.is_none() { "page cache" } else { "userfaultfd" };
     if ui.json {
         let doc = json!({
             "location": s.location(),
             "backend": backend,
+            "format_version": s.format_version(),
             "head": head,
             "gc_horizon": horizon,
             "last_commit": last.as_ref().map(|t| local_time_rfc3339(t.time())),
@@ -361,7 +364,7 @@ fn info(s: &Arc<dyn Store>, ui: Ui) -> Result<i32> {
         println!("{doc:#}");
         return Ok(0);
     }
-    println!("{} ({backend})", s.location());
+    println!("{} ({backend}, store format {})", s.location(), s.format_version());
     let when = last.map(|t| format!(", last commit {}", local_time(t.time()))).unwrap_or_default();
     println!("history: tids {}..={head} readable{when}", horizon.max(1).min(head.max(1)));
     println!(

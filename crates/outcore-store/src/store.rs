@@ -20,6 +20,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Where the store lives (path, or URL without password).
     fn location(&self) -> &str;
 
+    /// The store format version of this store (the one this build reads: a store of another
+    /// version is refused at open).
+    fn format_version(&self) -> u32;
+
     /// The newest committed tid.
     fn head(&self) -> Result<Tid>;
 

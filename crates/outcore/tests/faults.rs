@@ -29,6 +29,9 @@ impl Store for Flaky {
     fn location(&self) -> &str {
         self.inner.location()
     }
+    fn format_version(&self) -> u32 {
+        self.inner.format_version()
+    }
     fn head(&self) -> R<Tid> {
         self.inner.head()
     }

@@ -936,6 +936,10 @@ impl Store for PgStore {
         &self.location
     }
 
+    fn format_version(&self) -> u32 {
+        PG_FORMAT_VERSION
+    }
+
     fn head(&self) -> Result<Tid> {
         self.with_conn(|c| Ok(q_head(c, HEAD)?.tid))
     }

@@ -1836,6 +1836,10 @@ impl Store for SqliteStore {
         &self.location
     }
 
+    fn format_version(&self) -> u32 {
+        super::SQLITE_FORMAT_VERSION
+    }
+
     fn head(&self) -> Result<Tid> {
         Ok(q_head(&*self.reader()?)?.tid)
     }
