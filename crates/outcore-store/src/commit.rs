@@ -304,9 +304,10 @@ pub(crate) trait WriteTxn {
         let _ = (id, blk, tid, off, len, blksize);
         Err(Error::Invalid("this backend stages no extents".into()))
     }
-    /// Whether uncompressed arrays keep their current versions in data-file extents (with page
-    /// checksums of their own).
-    fn keeps_extents(&self) -> bool {
+    /// Whether raw current versions are checked page by page (SQLite's data-file extents) or
+    /// segment by segment (PostgreSQL) by the backend, so that no whole-content checksum is
+    /// computed for them.
+    fn checks_raw_pages(&self) -> bool {
         false
     }
     fn head(&mut self) -> Result<Head>;
@@ -504,9 +505,8 @@ fn store_new(
         let patch = block::encode_patch(id, blk, tid, data, changed, c.tid, meta.codec);
         return txn.write_patch(id, blk, tid, &patch);
     }
-    let enc = if meta.codec == Codec::None && txn.keeps_extents() {
-        // Kept in a data-file extent with page checksums (computed by the backend): no
-        // whole-content checksum to compute.
+    let enc = if meta.codec == Codec::None && txn.checks_raw_pages() {
+        // Checked by the backend's page or segment checksums: no whole-content checksum.
         block::CurrentEnc {
             codec: block::CODEC_RAW,
             len: block::content_len(data) as u64,

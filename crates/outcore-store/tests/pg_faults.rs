@@ -219,16 +219,23 @@ fn an_interrupt_ends_a_wait_for_a_frozen_server() {
     proxy.set(FORWARD);
 }
 
+/// A store through a proxy in `mode`, for the commit under test: an array with one block of
+/// ones committed first (through another handle), and the head then.
+fn armed(f: &common::Fixture, mode: u8) -> (Proxy, std::sync::Arc<dyn outcore_store::Store>, ArrayId, u64) {
+    let proxy = Proxy::start(upstream(&f.url));
+    let first = open(&via(&f.url, &proxy, "")).unwrap();
+    let id = create(&*first, "a");
+    let before = first.head().unwrap();
+    // A new handle: its connection prepares COMMIT in the commit under test.
+    let store = open(&via(&f.url, &proxy, "")).unwrap();
+    proxy.set(mode);
+    (proxy, store, id, before)
+}
+
 #[test]
 fn a_commit_whose_reply_is_lost_is_found_to_have_landed() {
     let Some(f) = common::postgres() else { return };
-    let proxy = Proxy::start(upstream(&f.url));
-    let store = open(&via(&f.url, &proxy, "")).unwrap();
-    let id = create(&*store, "a");
-    let before = store.head().unwrap();
-    // A new handle: its connection prepares COMMIT in the commit under test.
-    let store = open(&via(&f.url, &proxy, "")).unwrap();
-    proxy.set(CUT_AFTER_COMMIT);
+    let (proxy, store, id, before) = armed(&f, CUT_AFTER_COMMIT);
     let mut c = Commit::new();
     c.write_block(id, 0, vec![2u8; 4096]);
     let tid = store.commit(before, c).expect("the commit landed: the store must say so");
@@ -245,12 +252,7 @@ fn a_commit_whose_reply_is_lost_is_found_to_have_landed() {
 #[test]
 fn a_commit_cut_before_it_was_sent_says_nothing_was_written() {
     let Some(f) = common::postgres() else { return };
-    let proxy = Proxy::start(upstream(&f.url));
-    let store = open(&via(&f.url, &proxy, "")).unwrap();
-    let id = create(&*store, "a");
-    let before = store.head().unwrap();
-    let store = open(&via(&f.url, &proxy, "")).unwrap();
-    proxy.set(CUT_BEFORE_COMMIT);
+    let (proxy, store, id, before) = armed(&f, CUT_BEFORE_COMMIT);
     let mut c = Commit::new();
     c.write_block(id, 0, vec![3u8; 4096]);
     match store.commit(before, c) {

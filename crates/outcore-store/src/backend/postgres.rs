@@ -856,6 +856,10 @@ impl WriteTxn for PgTxn<'_> {
         self.put_current(id, blk, tid, new.enc.codec, len as u64, checksum)
     }
 
+    fn checks_raw_pages(&self) -> bool {
+        true
+    }
+
     fn rewrites_pages(&self, cur: &CurrentRow) -> bool {
         cur.codec == block::CODEC_RAW
     }

@@ -1371,7 +1371,7 @@ impl WriteTxn for SqliteTxn<'_> {
         Some(PATCH_GRANULE)
     }
 
-    fn keeps_extents(&self) -> bool {
+    fn checks_raw_pages(&self) -> bool {
         true
     }
 
