@@ -294,7 +294,7 @@ impl Error {
                     );
                 }
                 if let Some(e) = source.downcast_ref::<tokio_postgres::Error>() {
-                    return crate::backend::pg_config::transient(e);
+                    return crate::backend::postgres::config::transient(e);
                 }
                 false
             }

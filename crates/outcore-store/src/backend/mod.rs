@@ -1,11 +1,7 @@
 //! Backends: one module per database, each implementing [`Store`](crate::Store).
 
-mod checkpoint;
-pub(crate) mod local;
-pub(crate) mod pg_client;
-pub(crate) mod pg_config;
-mod pg_tls;
 pub(crate) mod postgres;
+mod sql;
 pub(crate) mod sqlite;
 
 use crate::error::{Error, Result};
@@ -28,6 +24,29 @@ pub(crate) const PG_FORMAT_VERSION: u32 = 5;
 /// (`row_sum`, see `rowsum`), and `outcore_blocks` records which blocks have an index row.
 /// Version 4 had no row checksums; version 3 kept all bytes in SQLite.
 pub(crate) const SQLITE_FORMAT_VERSION: u32 = 5;
+
+/// Check the format marker and version found in a store.
+pub(crate) fn check_format(
+    location: &str,
+    format: Option<String>,
+    version: Option<String>,
+    supported: u32,
+) -> Result<()> {
+    if format.as_deref() != Some(FORMAT_NAME) {
+        return Err(Error::NotAStore {
+            location: location.to_string(),
+            reason: format!("format marker is {format:?}, expected '{FORMAT_NAME}'"),
+        });
+    }
+    let found: u32 = version.as_deref().and_then(|v| v.parse().ok()).ok_or_else(|| Error::NotAStore {
+        location: location.to_string(),
+        reason: format!("unreadable format version {version:?}"),
+    })?;
+    if found != supported {
+        return Err(Error::UnsupportedVersion { location: location.to_string(), found, supported });
+    }
+    Ok(())
+}
 
 /// Decode a stored metadata JSON document.
 pub(crate) fn decode_meta(id: ArrayId, tid: Tid, json: &str) -> Result<ArrayMeta> {

@@ -7,7 +7,7 @@
 //! connection leaves the connection *broken*: its protocol state is unknown, so it is never used
 //! again (the pool drops it).
 
-use super::pg_config::{self, Target};
+use super::config::{self, Target};
 use crate::error::{Error, Result};
 use crate::interrupt;
 use futures_util::Stream;
@@ -138,7 +138,7 @@ impl PgClient {
                 if let Some(corrupt) = corruption(op, &e) {
                     return Err(corrupt);
                 }
-                let lost = pg_config::transient(&e);
+                let lost = config::transient(&e);
                 let err = backend(op, e);
                 if !lost {
                     return Err(err);

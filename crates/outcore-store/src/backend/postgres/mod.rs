@@ -7,10 +7,11 @@
 //! client-chosen `commit_id`; a new connection ends the old server process (if it is still
 //! there) and looks the id up (`commit_outcome`).
 
-use super::pg_client::{Param, PgClient};
-use super::pg_config::{self, Target};
-use super::sqlite::check_format;
-use super::{array_info, encode_meta, time_to_us, FORMAT_NAME, PG_FORMAT_VERSION};
+mod client;
+pub(crate) mod config;
+mod tls;
+
+use super::{array_info, check_format, encode_meta, sql, time_to_us, FORMAT_NAME, PG_FORMAT_VERSION};
 use crate::block::{self, Encoded, Stored};
 use crate::commit::{self, ArrayVersion, ChangedSets, Commit, CurrentRow, CurrentWrite, Head, WriteTxn};
 use crate::error::{Error, Result};
@@ -18,6 +19,8 @@ use crate::pool::Pool;
 use crate::rowsum::RowSum;
 use crate::store::{Store, Subscription};
 use crate::types::{ArrayId, ArrayInfo, ArrayMeta, Changes, GcStats, StoreStats, Tid, TxnInfo};
+use client::{Param, PgClient};
+use config::Target;
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 use tokio_postgres::types::{ToSql, Type};
@@ -204,7 +207,7 @@ impl PgStore {
     }
 
     fn open_with(url: &str, create: bool) -> Result<Self> {
-        let target = pg_config::parse(url)?;
+        let target = config::parse(url)?;
         let location = target.location.clone();
         let store = PgStore { target, location, conns: Pool::new(16) };
         let mut conn = store.connect()?;
@@ -327,11 +330,6 @@ const ARRAY_BY_NAME: &str = "SELECT v.array_id, v.tid, v.name, v.meta FROM outco
 const ARRAY_BY_ID: &str = "SELECT v.array_id, v.tid, v.name, v.meta FROM outcore_array v
      WHERE v.array_id = $2 AND v.name IS NOT NULL
        AND v.tid = (SELECT max(w.tid) FROM outcore_array w WHERE w.array_id = v.array_id AND w.tid <= $1)";
-const CHANGED_BLOCKS: &str = "SELECT array_id, blk, max(tid) FROM outcore_undo WHERE tid > $1 AND tid <= $2
-     GROUP BY array_id, blk ORDER BY array_id, blk";
-const CHANGED_ARRAYS: &str = "SELECT array_id, max(tid) FROM outcore_array WHERE tid > $1 AND tid <= $2
-     GROUP BY array_id ORDER BY array_id";
-
 fn q_head(c: &mut PgConn, sql: &'static str) -> Result<Head> {
     let rows = c.q("read head", sql, &[])?;
     let row = rows.first().ok_or_else(|| Error::Invalid("store has no head row".into()))?;
@@ -478,8 +476,8 @@ fn array_version(id: ArrayId, r: &Row, at: usize) -> Result<ArrayVersion> {
 
 fn q_changes(c: &mut PgConn, after: Tid, upto: Tid) -> Result<ChangedSets> {
     let p: [&(dyn ToSql + Sync); 2] = [&(after as i64), &(upto.min(i64::MAX as u64) as i64)];
-    let blocks = changed_blocks(&c.q("changes", CHANGED_BLOCKS, &p)?);
-    let arrays = changed_arrays(&c.q("changes", CHANGED_ARRAYS, &p)?);
+    let blocks = changed_blocks(&c.q("changes", sql::CHANGED_BLOCKS, &p)?);
+    let arrays = changed_arrays(&c.q("changes", sql::CHANGED_ARRAYS, &p)?);
     Ok((blocks, arrays))
 }
 
@@ -639,8 +637,8 @@ impl WriteTxn for PgTxn<'_> {
             "commit",
             vec![
                 (LOCKED_HEAD, params![]),
-                (CHANGED_BLOCKS, params![plan.base as i64, upto]),
-                (CHANGED_ARRAYS, params![plan.base as i64, upto]),
+                (sql::CHANGED_BLOCKS, params![plan.base as i64, upto]),
+                (sql::CHANGED_ARRAYS, params![plan.base as i64, upto]),
                 (
                     "SELECT DISTINCT ON (array_id) array_id, tid, name, meta FROM outcore_array
                      WHERE array_id = ANY($1) ORDER BY array_id, tid DESC",
@@ -1137,34 +1135,25 @@ fn gc_in(c: &mut PgConn, keep_after: Tid) -> Result<GcStats> {
         return Ok(stats);
     }
     let k = keep_after as i64;
-    let mut run = |sql: &str| -> Result<(u64, u64)> {
+    // Runs a gc statement; returns the rows it deleted, adding the sizes it returns to `bytes`.
+    let mut run = |sql: &str, bytes: Option<&mut u64>| -> Result<u64> {
         let rows = c.client.query_text("gc", sql, &[&k])?;
-        let n = rows.len() as u64;
-        Ok((n, rows.iter().map(|r| r.get::<_, i64>(0) as u64).sum()))
-    };
-    // The gc statements are the SQLite ones with PostgreSQL placeholders and types.
-    let pg = |sql: &str| sql.replace("?1", "$1").replace("length(data)", "length(data)::bigint");
-    let deleted_segments = format!(
-        "DELETE FROM outcore_segment WHERE array_id IN ({}) RETURNING length(data)",
-        super::sqlite::deleted_arrays!()
-    );
-    let deleted_current =
-        format!("DELETE FROM outcore_current WHERE array_id IN ({}) RETURNING 0", super::sqlite::deleted_arrays!());
-    for (sql, versions) in [
-        (super::sqlite::GC_UNDO, true),
-        (super::sqlite::GC_EMPTY, false),
-        (&deleted_segments, false),
-        (&deleted_current, false),
-        (super::sqlite::GC_DELETED_UNDO, true),
-    ] {
-        let (n, bytes) = run(&pg(sql).replace("RETURNING 0", "RETURNING 0::bigint"))?;
-        if versions {
-            stats.block_versions += n;
+        if let Some(bytes) = bytes {
+            *bytes += rows.iter().map(|r| r.get::<_, i64>(0) as u64).sum::<u64>();
         }
-        stats.bytes += bytes;
-    }
-    let (n, _) = run(&pg(super::sqlite::GC_ARRAY_VERSIONS).replace("RETURNING 0", "RETURNING 0::bigint"))?;
-    stats.array_versions = n;
+        Ok(rows.len() as u64)
+    };
+    let deleted_segments = concat!(
+        "DELETE FROM outcore_segment WHERE array_id IN (",
+        sql::deleted_arrays!(),
+        ") RETURNING CAST(length(data) AS BIGINT)"
+    );
+    stats.block_versions += run(sql::GC_UNDO, Some(&mut stats.bytes))?;
+    run(sql::GC_EMPTY, None)?;
+    run(deleted_segments, Some(&mut stats.bytes))?;
+    run(sql::GC_DELETED_CURRENT, None)?;
+    stats.block_versions += run(sql::GC_DELETED_UNDO, Some(&mut stats.bytes))?;
+    stats.array_versions = run(sql::GC_ARRAY_VERSIONS, None)?;
     c.client.query_text("gc", "UPDATE outcore_head SET gc_horizon = $1 WHERE id = 1", &[&k])?;
     Ok(stats)
 }

@@ -1,6 +1,6 @@
 //! SQLite backend: the embedded default. Metadata in one SQLite file (WAL mode,
 //! `synchronous=FULL`); the bytes of uncompressed arrays in block extents of the data file
-//! `<store>.blocks` (see `local`), which views map. Commits take SQLite's write lock
+//! `<store>.blocks` (see `datafile`), which views map. Commits take SQLite's write lock
 //! (`BEGIN IMMEDIATE`), so tid order is commit order across processes.
 //!
 //! A commit writes a changed block of an uncompressed array either **in place** (only the
@@ -10,13 +10,12 @@
 //! commit; the old extent is retired at the commit's tid and reused once no open snapshot is
 //! older than that tid). Redo rows left by a crash are replayed by the next commit or snapshot.
 
-use super::local::{
-    self,
-    datafile::DataFile,
-    registry::{Readers, Registry},
-    staged::StagedPages,
-};
-use super::{array_info, encode_meta, FORMAT_NAME, SQLITE_FORMAT_VERSION};
+mod checkpoint;
+pub(crate) mod datafile;
+pub(crate) mod registry;
+pub(crate) mod staged;
+
+use super::{array_info, check_format, encode_meta, sql, FORMAT_NAME, SQLITE_FORMAT_VERSION};
 use crate::block::{self, Encoded, Stored};
 use crate::commit::{self, ArrayVersion, ChangedSets, Commit, CurrentRow, CurrentWrite, Head, WriteTxn};
 use crate::error::{Error, Result};
@@ -26,8 +25,11 @@ use crate::store::{Store, Subscription};
 use crate::types::{
     ArrayId, ArrayInfo, ArrayMeta, Changes, Codec, GcStats, Location, Snapshot, Staged, StoreStats, Tid, TxnInfo,
 };
+use datafile::DataFile;
 use parking_lot::Mutex;
+use registry::{Readers, Registry};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use staged::StagedPages;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -115,7 +117,7 @@ pub struct SqliteStore {
     pid: u32,
     writer: Mutex<Connection>,
     readers: Pool<Connection>,
-    checkpointer: super::checkpoint::Checkpointer,
+    checkpointer: checkpoint::Checkpointer,
     /// The page checksums of this handle's staged extents, by offset.
     staged: Mutex<HashMap<u64, StagedPages>>,
     /// Recent verified array listings, by tid.
@@ -174,9 +176,9 @@ impl SqliteStore {
         Self::init_schema(&mut writer, &location)?;
         // Commits leave copying the WAL into the database file to a background thread.
         writer.pragma_update(None, "wal_autocheckpoint", 0).map_err(err("open"))?;
-        let data = DataFile::open(&local::data_path(&path))?;
-        let registry = Arc::new(Registry::open(&local::readers_path(&path))?);
-        let checkpointer = super::checkpoint::Checkpointer::start(&path)
+        let data = DataFile::open(&data_path(&path))?;
+        let registry = Arc::new(Registry::open(&readers_path(&path))?);
+        let checkpointer = checkpoint::Checkpointer::start(&path)
             .map_err(|e| Error::BadLocation { location: location.clone(), reason: e.to_string() })?;
         Ok(SqliteStore {
             path,
@@ -279,27 +281,20 @@ fn refuse_foreign(path: &Path, location: &str) -> Result<()> {
     Ok(())
 }
 
-/// Check the format marker and version found in a store.
-pub(crate) fn check_format(
-    location: &str,
-    format: Option<String>,
-    version: Option<String>,
-    supported: u32,
-) -> Result<()> {
-    if format.as_deref() != Some(FORMAT_NAME) {
-        return Err(Error::NotAStore {
-            location: location.to_string(),
-            reason: format!("format marker is {format:?}, expected '{FORMAT_NAME}'"),
-        });
-    }
-    let found: u32 = version.as_deref().and_then(|v| v.parse().ok()).ok_or_else(|| Error::NotAStore {
-        location: location.to_string(),
-        reason: format!("unreadable format version {version:?}"),
-    })?;
-    if found != supported {
-        return Err(Error::UnsupportedVersion { location: location.to_string(), found, supported });
-    }
-    Ok(())
+/// `<store>.blocks`: the data file.
+pub(crate) fn data_path(store: &Path) -> PathBuf {
+    sibling(store, ".blocks")
+}
+
+/// `<store>.readers`: the reader registry.
+pub(crate) fn readers_path(store: &Path) -> PathBuf {
+    sibling(store, ".readers")
+}
+
+fn sibling(store: &Path, suffix: &str) -> PathBuf {
+    let mut s = store.as_os_str().to_os_string();
+    s.push(suffix);
+    PathBuf::from(s)
 }
 
 // ---- queries shared by readers and the commit transaction ----
@@ -838,31 +833,22 @@ fn verify_array_row(id: i64, tid: i64, name: Option<&str>, meta: Option<&str>, s
 }
 
 fn q_changes(c: &Connection, after: Tid, upto: Tid) -> Result<ChangedSets> {
-    let mut st = c
-        .prepare_cached(
-            "SELECT array_id, blk, max(tid) FROM outcore_undo WHERE tid > ?1 AND tid <= ?2
-             GROUP BY array_id, blk ORDER BY array_id, blk",
-        )
-        .map_err(err("changes"))?;
-    let blocks = st
-        .query_map(params![after as i64, upto as i64], |r| {
-            Ok((ArrayId(r.get::<_, i64>(0)? as u64), r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64))
+    let p = params![after as i64, upto.min(i64::MAX as u64) as i64];
+    let blocks = c
+        .prepare_cached(sql::CHANGED_BLOCKS)
+        .and_then(|mut st| {
+            st.query_map(p, |r| {
+                Ok((ArrayId(r.get::<_, i64>(0)? as u64), r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
         })
-        .map_err(err("changes"))?
-        .collect::<rusqlite::Result<Vec<_>>>()
         .map_err(err("changes"))?;
-    let mut st = c
-        .prepare_cached(
-            "SELECT array_id, max(tid) FROM outcore_array WHERE tid > ?1 AND tid <= ?2
-             GROUP BY array_id ORDER BY array_id",
-        )
-        .map_err(err("changes"))?;
-    let arrays = st
-        .query_map(params![after as i64, upto as i64], |r| {
-            Ok((ArrayId(r.get::<_, i64>(0)? as u64), r.get::<_, i64>(1)? as u64))
+    let arrays = c
+        .prepare_cached(sql::CHANGED_ARRAYS)
+        .and_then(|mut st| {
+            st.query_map(p, |r| Ok((ArrayId(r.get::<_, i64>(0)? as u64), r.get::<_, i64>(1)? as u64)))?
+                .collect::<rusqlite::Result<Vec<_>>>()
         })
-        .map_err(err("changes"))?
-        .collect::<rusqlite::Result<Vec<_>>>()
         .map_err(err("changes"))?;
     Ok((blocks, arrays))
 }
@@ -2125,10 +2111,10 @@ impl Store for SqliteStore {
         };
         let mut versions = 0;
         let mut other = 0;
-        stats.bytes += sum(GC_UNDO, &mut versions)?;
+        stats.bytes += sum(sql::GC_UNDO, &mut versions)?;
         // Empty current versions go; so do their bits in the record of written blocks.
         let emptied: Vec<(i64, i64)> = tx
-            .prepare(GC_EMPTY_BLOCKS)
+            .prepare(sql::GC_EMPTY)
             .and_then(|mut st| st.query_map([k], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
             .map_err(err("gc"))?;
         other += emptied.len() as u64;
@@ -2174,12 +2160,12 @@ impl Store for SqliteStore {
         }
         stats.bytes += sum(GC_DELETED_BLOBS, &mut other)?;
         stats.bytes += sum(GC_DELETED_PATCHES, &mut other)?;
-        sum(GC_DELETED_CURRENT, &mut other)?;
+        sum(sql::GC_DELETED_CURRENT, &mut other)?;
         tx.execute(GC_DELETED_BLOCKS, [k]).map_err(err("gc"))?;
-        stats.bytes += sum(GC_DELETED_UNDO, &mut versions)?;
+        stats.bytes += sum(sql::GC_DELETED_UNDO, &mut versions)?;
         stats.block_versions = versions;
         let mut av = 0;
-        sum(GC_ARRAY_VERSIONS, &mut av)?;
+        sum(sql::GC_ARRAY_VERSIONS, &mut av)?;
         stats.array_versions = av;
         set_head_row(&tx, &Head { horizon: keep_after, ..head })?;
         tx.commit().map_err(err("gc"))?;
@@ -2209,54 +2195,31 @@ const STATS: &str = "SELECT (SELECT count(*) FROM outcore_undo),
     + (SELECT coalesce(sum(len), 0) FROM outcore_current WHERE ext_off IS NOT NULL)
     + (SELECT coalesce(sum(length(data)), 0) FROM outcore_patch)";
 
-/// gc, first step: undo records that only snapshots before `keep_after` need (a snapshot `s`
-/// applies the records with tid > `s`).
-pub(crate) const GC_UNDO: &str = "DELETE FROM outcore_undo WHERE tid <= ?1 RETURNING length(data)";
-/// gc, second step: empty current versions no kept snapshot needs (an absent row reads zeros).
-pub(crate) const GC_EMPTY: &str = "DELETE FROM outcore_current WHERE tid <= ?1 AND len = 0 RETURNING 0";
-/// Arrays deleted at or before `keep_after`.
-macro_rules! deleted_arrays {
-    () => {
-        "SELECT v.array_id FROM outcore_array v WHERE v.tid <= ?1 AND v.name IS NULL
-         AND NOT EXISTS (SELECT 1 FROM outcore_array n WHERE n.array_id = v.array_id AND n.tid > v.tid)"
-    };
-}
-pub(crate) use deleted_arrays;
-/// gc, third step: the current contents of arrays deleted at or before `keep_after`...
+/// gc (SQLite): the current contents of arrays deleted at or before `keep_after`...
 const GC_DELETED_EXTENTS: &str = concat!(
     "SELECT c.tid, c.len, c.base_tid, c.base_len, c.codec, c.checksum, coalesce(c.data_id, 0), c.patches,
          c.patch_bytes, c.ext_off, NULL, c.row_sum, c.array_id, c.blk,
          (SELECT a.meta FROM outcore_array a WHERE a.array_id = c.array_id
           AND a.meta IS NOT NULL ORDER BY a.tid DESC LIMIT 1)
      FROM outcore_current c WHERE c.array_id IN (",
-    deleted_arrays!(),
+    super::sql::deleted_arrays!(),
     ")"
 );
-/// gc (SQLite): empty current versions no kept snapshot needs (an absent row reads zeros),
-/// with their blocks (their bits in `outcore_blocks` are cleared).
-const GC_EMPTY_BLOCKS: &str = "DELETE FROM outcore_current WHERE tid <= ?1 AND len = 0 RETURNING array_id, blk";
 /// gc (SQLite): the record of written blocks of deleted arrays.
-const GC_DELETED_BLOCKS: &str = concat!("DELETE FROM outcore_blocks WHERE array_id IN (", deleted_arrays!(), ")");
+const GC_DELETED_BLOCKS: &str =
+    concat!("DELETE FROM outcore_blocks WHERE array_id IN (", super::sql::deleted_arrays!(), ")");
+/// gc (SQLite): the payloads of deleted arrays' blocks kept in SQLite.
 const GC_DELETED_BLOBS: &str = concat!(
     "DELETE FROM outcore_blob WHERE id IN (SELECT data_id FROM outcore_current WHERE array_id IN (",
-    deleted_arrays!(),
-    ")) RETURNING length(data)"
+    super::sql::deleted_arrays!(),
+    ")) RETURNING CAST(length(data) AS BIGINT)"
 );
-const GC_DELETED_PATCHES: &str =
-    concat!("DELETE FROM outcore_patch WHERE array_id IN (", deleted_arrays!(), ") RETURNING length(data)");
-const GC_DELETED_CURRENT: &str =
-    concat!("DELETE FROM outcore_current WHERE array_id IN (", deleted_arrays!(), ") RETURNING 0");
-/// ...and their history.
-pub(crate) const GC_DELETED_UNDO: &str =
-    concat!("DELETE FROM outcore_undo WHERE array_id IN (", deleted_arrays!(), ") RETURNING length(data)");
-/// gc, last step: array versions shadowed at `keep_after`, and arrays deleted at or before it.
-pub(crate) const GC_ARRAY_VERSIONS: &str = "DELETE FROM outcore_array WHERE tid <= ?1 AND (
-    EXISTS (SELECT 1 FROM outcore_array n WHERE n.array_id = outcore_array.array_id
-            AND n.tid > outcore_array.tid AND n.tid <= ?1)
-    OR (name IS NULL AND NOT EXISTS (SELECT 1 FROM outcore_array n
-            WHERE n.array_id = outcore_array.array_id AND n.tid > outcore_array.tid)))
-    RETURNING 0";
-
+/// gc (SQLite): the pending patches of deleted arrays' blocks.
+const GC_DELETED_PATCHES: &str = concat!(
+    "DELETE FROM outcore_patch WHERE array_id IN (",
+    super::sql::deleted_arrays!(),
+    ") RETURNING CAST(length(data) AS BIGINT)"
+);
 /// SQLite has no notifications: poll the head row.
 struct SqlitePoll {
     conn: Connection,

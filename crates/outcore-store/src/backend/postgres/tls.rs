@@ -15,7 +15,7 @@
 //! (`sslkey`, default: the certificate's path with the extension `.key`; PKCS#8, PKCS#1 or SEC1
 //! PEM). Cryptography is `ring`'s, chosen explicitly so no process-wide default is needed.
 
-use super::pg_config::TlsMode;
+use super::config::TlsMode;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};

@@ -16,7 +16,7 @@
 //! `keepalives_retries`; defaults here 15 s, 5 s, 3 probes instead of the system's two hours) and
 //! `tcp_user_timeout` defaults to 30 s, so a dead peer is noticed within about half a minute.
 
-use super::pg_tls::MakeTlsConnector;
+use super::tls::MakeTlsConnector;
 use crate::error::{Error, Result};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -256,7 +256,7 @@ fn connector(
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
 ) -> std::result::Result<MakeTlsConnector, String> {
-    super::pg_tls::connector(mode, rootcert, cert, key)
+    super::tls::connector(mode, rootcert, cert, key)
 }
 
 /// The password for `config` from `PGPASSFILE` or `~/.pgpass` (`host:port:db:user:password`,
