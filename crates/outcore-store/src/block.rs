@@ -211,25 +211,29 @@ pub(crate) fn changed_pages_of(old: &[u8], new: &[u8], pages: &[u32]) -> Vec<u32
         .collect()
 }
 
-/// The undo record of a commit `tid` that changed `pages` of a block whose previous content was
-/// `old` (version `prev_tid`; `prev` is the block's newest undo record, if kept).
+/// Whose undo record is being made: commit `tid`'s, for block `blk` of `array`, whose previous
+/// version is `prev_tid` (`prev`: where the block's newest undo record sits in its history, if
+/// kept), compressed with `codec`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct UndoOf {
+    pub array: ArrayId,
+    pub blk: u64,
+    pub tid: Tid,
+    pub prev_tid: Tid,
+    pub prev: Option<UndoChain>,
+    pub codec: Codec,
+}
+
+/// The undo record of a commit that changed `pages` of a block whose previous content was `old`
+/// (see [`UndoOf`] for whose).
 ///
 /// Normally the previous bytes of those pages, up to the end of the old content: pages that
 /// were zeros cost nothing. It is a full record (the whole old content) when that is no bigger,
 /// or when the page records since the last full one pass their bounds (count and bytes), so
 /// that reading any old snapshot fetches a bounded amount of history. A block that did not exist
 /// (or was empty) has an empty full record.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn encode_undo(
-    array: ArrayId,
-    blk: u64,
-    tid: Tid,
-    old: &[u8],
-    pages: &[u32],
-    prev_tid: Tid,
-    prev: Option<UndoChain>,
-    codec: Codec,
-) -> Encoded {
+pub(crate) fn encode_undo(of: &UndoOf, old: &[u8], pages: &[u32]) -> Encoded {
+    let UndoOf { array, blk, tid, prev_tid, prev, codec } = *of;
     let old_len = content_len(old);
     let prev = prev.unwrap_or_default();
     // A page record extends the chain since the last full record; a full record starts a new one.
@@ -264,19 +268,8 @@ pub(crate) fn encode_undo(
 /// old content length `old_len` (bytes at or beyond it are zero; an upper bound is fine). Pages
 /// whose change is small store only the changed byte ranges. `None` when the record must be a
 /// full one (the caller then reads the whole old content and uses [`encode_undo`]).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn encode_undo_diff(
-    array: ArrayId,
-    blk: u64,
-    tid: Tid,
-    old: &[u8],
-    old_len: usize,
-    new: &[u8],
-    pages: &[u32],
-    prev_tid: Tid,
-    prev: Option<UndoChain>,
-    codec: Codec,
-) -> Option<Encoded> {
+pub(crate) fn encode_undo_diff(of: &UndoOf, old: &[u8], old_len: usize, new: &[u8], pages: &[u32]) -> Option<Encoded> {
+    let UndoOf { array, blk, tid, prev_tid, prev, codec } = *of;
     let prev = prev.unwrap_or_default();
     if old_len == 0 || prev.depth >= MAX_UNDO_DEPTH {
         return None;
@@ -687,6 +680,11 @@ pub(crate) fn rewind<'a>(
 mod tests {
     use super::*;
 
+    /// Whose undo record: block 0 of array 1.
+    fn of(tid: Tid, prev_tid: Tid, prev: Option<UndoChain>, codec: Codec) -> UndoOf {
+        UndoOf { array: ArrayId(1), blk: 0, tid, prev_tid, prev, codec }
+    }
+
     #[test]
     fn content_len_strips_only_the_zero_tail() {
         assert_eq!(content_len(&[]), 0);
@@ -811,7 +809,7 @@ mod tests {
         let pages = changed_pages(&old, &new);
         assert_eq!(pages, vec![1, 2, 7]);
         for codec in [Codec::None, Codec::Zstd { level: 1 }, Codec::Lz4] {
-            let u = encode_undo(ArrayId(1), 0, 5, &old, &pages, 4, None, codec);
+            let u = encode_undo(&of(5, 4, None, codec), &old, &pages);
             assert_eq!((u.len, u.prev_tid), (20000, 4));
             if codec == Codec::None {
                 assert_eq!(u.data.len(), 4 + 2 * 4 + 2 * PAGE, "pages 1 and 2 (page 7 was zero)");
@@ -823,12 +821,12 @@ mod tests {
         // The page where the old content ends is kept only up to that end.
         let mut longer = old.clone();
         longer[20000..20100].fill(5);
-        let u = encode_undo(ArrayId(1), 0, 5, &old, &changed_pages(&old, &longer), 4, None, Codec::None);
+        let u = encode_undo(&of(5, 4, None, Codec::None), &old, &changed_pages(&old, &longer));
         assert_eq!(u.data.len(), 4 + 4 + (20000 - 4 * PAGE));
         apply_undo(ArrayId(1), 0, &undo(&u, 5), &mut longer).unwrap();
         assert_eq!(longer, old);
         // The first version of a block has an empty full record: before it, zeros.
-        let u = encode_undo(ArrayId(1), 0, 4, &[], &[0, 1], 0, None, Codec::None);
+        let u = encode_undo(&of(4, 0, None, Codec::None), &[], &[0, 1]);
         assert!(u.data.is_empty() && u.kind == KIND_UNDO_FULL);
         let mut buf = old.clone();
         rewind(ArrayId(1), 0, 0, 4, |_| unreachable!(), [undo(&u, 4)], &mut buf).unwrap();
@@ -841,7 +839,7 @@ mod tests {
         let old = vec![1u8; bs];
         let mut new = old.clone();
         new[0] = 2;
-        let u = encode_undo(ArrayId(1), 0, 2, &old, &[0], 1, None, Codec::None);
+        let u = encode_undo(&of(2, 1, None, Codec::None), &old, &[0]);
         let mut cut = u.data.clone();
         cut.truncate(cut.len() - 10);
         let place =
@@ -866,8 +864,8 @@ mod tests {
         let mut v1 = v[0].clone();
         v1[3 * PAGE..4 * PAGE].fill(7);
         // Versions at tids 2 (v[0]), 5 (v1) and 9 (v[2]): a page record for 5, a full one for 9.
-        let u5 = encode_undo(ArrayId(1), 0, 5, &v[0], &one, 2, None, Codec::None);
-        let u9 = encode_undo(ArrayId(1), 0, 9, &v1, &(0..8).collect::<Vec<_>>(), 5, u5.chain.into(), Codec::None);
+        let u5 = encode_undo(&of(5, 2, None, Codec::None), &v[0], &one);
+        let u9 = encode_undo(&of(9, 5, u5.chain.into(), Codec::None), &v1, &(0..8).collect::<Vec<_>>());
         assert_eq!((u5.kind, u9.kind), (KIND_UNDO, KIND_UNDO_FULL), "all pages changed: a full record");
         let at = |snap: Tid, recs: Vec<Stored<'_>>| -> Result<Vec<u8>> {
             let mut buf = vec![0u8; bs];
@@ -892,7 +890,7 @@ mod tests {
         // A missing record is corruption, not an older or newer version.
         assert!(matches!(at(3, vec![undo(&u9, 9)]), Err(Error::Corrupt { .. })));
         // So is a record that claims to restore a version newer than itself.
-        let loop_back = encode_undo(ArrayId(1), 0, 9, &v1, &one, 9, None, Codec::None);
+        let loop_back = encode_undo(&of(9, 9, None, Codec::None), &v1, &one);
         let e = at(3, vec![undo(&loop_back, 9)]).unwrap_err();
         assert!(e.to_string().contains("later tid 9"), "{e}");
     }
@@ -904,7 +902,7 @@ mod tests {
         let mut chain = None;
         let mut full_at = vec![];
         for i in 0..2000 {
-            let u = encode_undo(ArrayId(1), 0, i + 1, &old, &[(i % 64) as u32], i, chain, Codec::None);
+            let u = encode_undo(&of(i + 1, i, chain, Codec::None), &old, &[(i % 64) as u32]);
             assert!(u.chain.depth <= MAX_UNDO_DEPTH);
             assert!(u.chain.bytes <= UNDO_BUDGET_FACTOR * bs as i64, "{:?}", u.chain);
             if u.kind == KIND_UNDO_FULL {
@@ -917,7 +915,7 @@ mod tests {
         // 4 blocks' worth of one-page records (256 of them here), then a full record.
         assert_eq!(full_at, (1..=7).map(|k| k * 256 - 1).collect::<Vec<_>>());
         // Records of a block whose history was gc'd start a new chain.
-        let u = encode_undo(ArrayId(1), 0, 5000, &old, &[0], 4999, None, Codec::None);
+        let u = encode_undo(&of(5000, 4999, None, Codec::None), &old, &[0]);
         assert_eq!(u.chain, UndoChain { depth: 1, bytes: u.data.len() as i64 });
     }
 
@@ -937,8 +935,7 @@ mod tests {
             let a = *p as usize * PAGE;
             sparse[a..a + PAGE].copy_from_slice(&old[a..a + PAGE]);
         }
-        let u =
-            encode_undo_diff(ArrayId(1), 0, 5, &sparse, n, &new, &pages, 4, None, Codec::None).expect("page record");
+        let u = encode_undo_diff(&of(5, 4, None, Codec::None), &sparse, n, &new, &pages).expect("page record");
         assert!(u.data.len() < PAGE + 100, "{} bytes", u.data.len()); // ranges + one whole page
         let mut buf = new.clone();
         apply_undo(ArrayId(1), 0, &undo(&u, 5), &mut buf).unwrap();

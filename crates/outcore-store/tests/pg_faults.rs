@@ -49,15 +49,18 @@ impl Proxy {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
                 let Ok(server) = TcpStream::connect(&upstream) else { continue };
-                let cut = Arc::new(AtomicBool::new(false));
-                let awaiting_reply = Arc::new(AtomicBool::new(false));
-                for (from, to, upward) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap(), true),
-                    (server.try_clone().unwrap(), client.try_clone().unwrap(), false),
-                ] {
-                    let (m, cut, awaiting) = (m.clone(), cut.clone(), awaiting_reply.clone());
-                    let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                    std::thread::spawn(move || pump(from, to, upward, &m, &cut, &awaiting, c2, s2));
+                let link = Arc::new(Link {
+                    mode: m.clone(),
+                    cut: AtomicBool::new(false),
+                    awaiting_reply: AtomicBool::new(false),
+                    client: client.try_clone().unwrap(),
+                    server: server.try_clone().unwrap(),
+                });
+                for (from, to, upward) in
+                    [(client.try_clone().unwrap(), server, true), (link.server.try_clone().unwrap(), client, false)]
+                {
+                    let link = link.clone();
+                    std::thread::spawn(move || pump(from, to, upward, &link));
                 }
             }
         });
@@ -73,17 +76,20 @@ impl Proxy {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn pump(
-    mut from: TcpStream,
-    mut to: TcpStream,
-    upward: bool,
-    mode: &AtomicU8,
-    cut: &AtomicBool,
-    awaiting_reply: &AtomicBool,
+/// One proxied connection: what its two pumps (client to server, server to client) share.
+struct Link {
+    mode: Arc<AtomicU8>,
+    /// The connection was cut (both directions end).
+    cut: AtomicBool,
+    /// COMMIT went up in mode `CUT_AFTER_COMMIT`: its reply is to be dropped.
+    awaiting_reply: AtomicBool,
     client: TcpStream,
     server: TcpStream,
-) {
+}
+
+/// Forward bytes `from` one side `to` the other (`upward`: client to server) as `link.mode` says.
+fn pump(mut from: TcpStream, mut to: TcpStream, upward: bool, link: &Link) {
+    let Link { mode, cut, awaiting_reply, client, server } = link;
     let cut_both = || {
         cut.store(true, Ordering::SeqCst);
         let _ = client.shutdown(Shutdown::Both);

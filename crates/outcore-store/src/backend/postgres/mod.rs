@@ -13,7 +13,7 @@ mod tls;
 
 use super::{array_info, check_format, encode_meta, sql, time_to_us, FORMAT_NAME, PG_FORMAT_VERSION};
 use crate::block::{self, Encoded, Stored};
-use crate::commit::{self, ArrayVersion, ChangedSets, Commit, CurrentRow, CurrentWrite, Head, WriteTxn};
+use crate::commit::{self, ArrayVersion, ChangedSets, Commit, CurrentRow, CurrentWrite, Head, PageWrite, WriteTxn};
 use crate::error::{Error, Result};
 use crate::pool::Pool;
 use crate::rowsum::RowSum;
@@ -891,17 +891,8 @@ impl WriteTxn for PgTxn<'_> {
         Ok(true)
     }
 
-    fn write_pages(
-        &mut self,
-        id: ArrayId,
-        blk: u64,
-        tid: Tid,
-        _cur: &CurrentRow,
-        changed: &[u32],
-        old: &[u8],
-        new: &[u8],
-        len: u64,
-    ) -> Result<()> {
+    fn write_pages(&mut self, id: ArrayId, blk: u64, tid: Tid, w: &PageWrite<'_>) -> Result<()> {
+        let PageWrite { changed, old, new, len, .. } = *w;
         // Each touched segment: its stored bytes (in `old`, read whole by `load_pages`) with the
         // changed pages from `new`, cut at the new content's end.
         let len = len as usize;

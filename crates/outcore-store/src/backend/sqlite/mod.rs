@@ -17,7 +17,9 @@ pub(crate) mod staged;
 
 use super::{array_info, check_format, encode_meta, sql, FORMAT_NAME, SQLITE_FORMAT_VERSION};
 use crate::block::{self, Encoded, Stored};
-use crate::commit::{self, ArrayVersion, ChangedSets, Commit, CurrentRow, CurrentWrite, Head, WriteTxn};
+use crate::commit::{
+    self, ArrayVersion, ChangedSets, Commit, CurrentRow, CurrentWrite, Head, PageWrite, PatchTxn, WriteTxn,
+};
 use crate::error::{Error, Result};
 use crate::pool::Pool;
 use crate::rowsum::{self, CurrentCols};
@@ -1033,18 +1035,10 @@ impl SqliteTxn<'_> {
         Ok(off)
     }
 
-    /// The current row of a block kept in extent `off`.
-    #[allow(clippy::too_many_arguments)]
-    fn put_extent_row(
-        &self,
-        id: ArrayId,
-        blk: u64,
-        tid: Tid,
-        len: u64,
-        checksum: i64,
-        off: u64,
-        sums: &[u8],
-    ) -> Result<()> {
+    /// The current row of a block kept in extent `off` (`len` bytes of content whose pages have
+    /// the checksums `sums`).
+    fn put_extent_row(&self, id: ArrayId, blk: u64, tid: Tid, len: u64, off: u64, sums: &[u8]) -> Result<()> {
+        let checksum = block::extent_checksum(id, blk, tid, len, sums);
         self.tx
             .prepare_cached(
                 "INSERT INTO outcore_current
@@ -1191,7 +1185,79 @@ fn page_runs(pages: &[u32]) -> impl Iterator<Item = std::ops::Range<u32>> + '_ {
     })
 }
 
+impl PatchTxn for SqliteTxn<'_> {
+    fn patch_granule(&self) -> u64 {
+        PATCH_GRANULE
+    }
+
+    fn write_patch(&mut self, id: ArrayId, blk: u64, tid: Tid, patch: &Encoded) -> Result<()> {
+        let c = &*self.tx;
+        c.prepare_cached(
+            "INSERT INTO outcore_patch (array_id, blk, tid, prev_tid, codec, len, checksum, data)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                id.0 as i64,
+                blk as i64,
+                tid as i64,
+                patch.prev_tid as i64,
+                patch.codec,
+                patch.len as i64,
+                patch.checksum,
+                patch.data
+            ])
+        })
+        .map_err(err("commit"))?;
+        let cur = q_current(c, id, blk)?
+            .ok_or_else(|| Error::Invalid(format!("a patch of block {blk} of array {id}, which has no index row")))?;
+        let cols = CurrentCols {
+            tid,
+            len: patch.len,
+            patches: cur.patches + 1,
+            patch_bytes: cur.patch_bytes + patch.data.len() as i64,
+            ..cur.cols(id, blk)
+        };
+        c.prepare_cached(
+            "UPDATE outcore_current SET tid = ?3, len = ?4, patches = ?5, patch_bytes = ?6, row_sum = ?7
+             WHERE array_id = ?1 AND blk = ?2",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                id.0 as i64,
+                blk as i64,
+                tid as i64,
+                patch.len as i64,
+                cols.patches,
+                cols.patch_bytes,
+                rowsum::current(&cols).finish()
+            ])
+        })
+        .map(|_| ())
+        .map_err(err("commit"))
+    }
+
+    fn load_base(&mut self, id: ArrayId, blk: u64, buf: &mut [u8]) -> Result<()> {
+        let data = &self.store.data;
+        let r = self.reader()?;
+        match q_current(r, id, blk)? {
+            Some(cur) if cur.data_id != 0 || cur.ext_off.is_some() => read_base(r, data, id, blk, &cur, buf),
+            cur => {
+                if cur.is_none() {
+                    check_unwritten(r, id, blk)?;
+                }
+                buf.fill(0);
+                Ok(())
+            }
+        }
+    }
+}
+
 impl WriteTxn for SqliteTxn<'_> {
+    fn patches(&mut self) -> Option<&mut dyn PatchTxn> {
+        Some(self)
+    }
+
     fn head(&mut self) -> Result<Head> {
         q_head(&self.tx)
     }
@@ -1240,21 +1306,6 @@ impl WriteTxn for SqliteTxn<'_> {
     fn load(&mut self, id: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> Result<()> {
         let data = &self.store.data;
         q_load(self.reader()?, data, id, blk, at, buf)
-    }
-
-    fn load_base(&mut self, id: ArrayId, blk: u64, buf: &mut [u8]) -> Result<()> {
-        let data = &self.store.data;
-        let r = self.reader()?;
-        match q_current(r, id, blk)? {
-            Some(cur) if cur.data_id != 0 || cur.ext_off.is_some() => read_base(r, data, id, blk, &cur, buf),
-            cur => {
-                if cur.is_none() {
-                    check_unwritten(r, id, blk)?;
-                }
-                buf.fill(0);
-                Ok(())
-            }
-        }
     }
 
     fn current(&mut self, id: ArrayId, blk: u64) -> Result<Option<CurrentRow>> {
@@ -1353,10 +1404,6 @@ impl WriteTxn for SqliteTxn<'_> {
             .map_err(err("commit"))
     }
 
-    fn patch_granule(&self) -> Option<u64> {
-        Some(PATCH_GRANULE)
-    }
-
     fn checks_raw_pages(&self) -> bool {
         true
     }
@@ -1393,10 +1440,9 @@ impl WriteTxn for SqliteTxn<'_> {
                 "block {blk} of array {id}: the staged extent holds bytes beyond {len}"
             )));
         }
-        let checksum = block::extent_checksum(id, blk, tid, n as u64, &sums);
         self.wrote_extents = true;
         self.allocated.push((off, blksize));
-        self.put_extent_row(id, blk, tid, n as u64, checksum, off, &sums)
+        self.put_extent_row(id, blk, tid, n as u64, off, &sums)
     }
 
     fn load_pages(&mut self, id: ArrayId, blk: u64, cur: &CurrentRow, pages: &[u32], buf: &mut [u8]) -> Result<bool> {
@@ -1419,17 +1465,8 @@ impl WriteTxn for SqliteTxn<'_> {
         Ok(true)
     }
 
-    fn write_pages(
-        &mut self,
-        id: ArrayId,
-        blk: u64,
-        tid: Tid,
-        cur: &CurrentRow,
-        changed: &[u32],
-        old: &[u8],
-        new: &[u8],
-        len: u64,
-    ) -> Result<()> {
+    fn write_pages(&mut self, id: ArrayId, blk: u64, tid: Tid, w: &PageWrite<'_>) -> Result<()> {
+        let PageWrite { cur, changed, old, new, len } = *w;
         let bs = new.len();
         let Some(prev_off) = cur.extent else { return Err(Error::Invalid("write_pages: no extent".into())) };
         let mut sums = match self.sums.take() {
@@ -1467,55 +1504,7 @@ impl WriteTxn for SqliteTxn<'_> {
             self.retire(id, blk, prev_off, bs as u64, cur.tid, tid)?;
             off
         };
-        let checksum = block::extent_checksum(id, blk, tid, len, &sums);
-        self.put_extent_row(id, blk, tid, len, checksum, off, &sums)
-    }
-
-    fn write_patch(&mut self, id: ArrayId, blk: u64, tid: Tid, patch: &Encoded) -> Result<()> {
-        let c = &*self.tx;
-        c.prepare_cached(
-            "INSERT INTO outcore_patch (array_id, blk, tid, prev_tid, codec, len, checksum, data)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )
-        .and_then(|mut st| {
-            st.execute(params![
-                id.0 as i64,
-                blk as i64,
-                tid as i64,
-                patch.prev_tid as i64,
-                patch.codec,
-                patch.len as i64,
-                patch.checksum,
-                patch.data
-            ])
-        })
-        .map_err(err("commit"))?;
-        let cur = q_current(c, id, blk)?
-            .ok_or_else(|| Error::Invalid(format!("a patch of block {blk} of array {id}, which has no index row")))?;
-        let cols = CurrentCols {
-            tid,
-            len: patch.len,
-            patches: cur.patches + 1,
-            patch_bytes: cur.patch_bytes + patch.data.len() as i64,
-            ..cur.cols(id, blk)
-        };
-        c.prepare_cached(
-            "UPDATE outcore_current SET tid = ?3, len = ?4, patches = ?5, patch_bytes = ?6, row_sum = ?7
-             WHERE array_id = ?1 AND blk = ?2",
-        )
-        .and_then(|mut st| {
-            st.execute(params![
-                id.0 as i64,
-                blk as i64,
-                tid as i64,
-                patch.len as i64,
-                cols.patches,
-                cols.patch_bytes,
-                rowsum::current(&cols).finish()
-            ])
-        })
-        .map(|_| ())
-        .map_err(err("commit"))
+        self.put_extent_row(id, blk, tid, len, off, &sums)
     }
 
     fn write_current(
@@ -1542,8 +1531,7 @@ impl WriteTxn for SqliteTxn<'_> {
             }
             let off = self.write_extent(id, blk, tid, prev_ext, new)?;
             let sums = block::page_sums(id, blk, new.data, len);
-            let checksum = block::extent_checksum(id, blk, tid, len as u64, &sums);
-            return self.put_extent_row(id, blk, tid, len as u64, checksum, off, &sums);
+            return self.put_extent_row(id, blk, tid, len as u64, off, &sums);
         } else if let Some((off, since)) = prev_ext {
             self.retire(id, blk, off, new.blksize, since, tid)?;
         }
