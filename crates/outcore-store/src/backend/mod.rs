@@ -48,6 +48,12 @@ pub(crate) fn check_format(
     Ok(())
 }
 
+/// A tid or block number as an SQL integer, for the bound of a range: beyond the largest
+/// integer SQL keeps (an open range, `u64::MAX`), the largest.
+pub(crate) fn bound(x: u64) -> i64 {
+    i64::try_from(x).unwrap_or(i64::MAX)
+}
+
 /// Decode a stored metadata JSON document.
 pub(crate) fn decode_meta(id: ArrayId, tid: Tid, json: &str) -> Result<ArrayMeta> {
     serde_json::from_str(json).map_err(|e| Error::BadMeta { array: id, tid, detail: e.to_string() })
@@ -60,9 +66,7 @@ pub(crate) fn encode_meta(meta: &ArrayMeta) -> String {
 }
 
 /// Build an `ArrayInfo` from a version row.
-pub(crate) fn array_info(id: i64, tid: i64, name: String, meta: &str) -> Result<ArrayInfo> {
-    let id = ArrayId(id as u64);
-    let tid = tid as u64;
+pub(crate) fn array_info(id: ArrayId, tid: Tid, name: String, meta: &str) -> Result<ArrayInfo> {
     Ok(ArrayInfo { id, name, meta: decode_meta(id, tid, meta)?, tid })
 }
 

@@ -43,6 +43,8 @@ pub(crate) struct CurrentRow {
 
 /// A new current version of a block, handed to the backend.
 pub(crate) struct CurrentWrite<'a> {
+    /// The version it replaces, if any.
+    pub prev: Option<&'a CurrentRow>,
     /// The block's new content (zero beyond `enc.len`; may be shorter than the block).
     pub data: &'a [u8],
     /// Length, codec, checksum and (if compressed) the payload.
@@ -102,15 +104,8 @@ pub(crate) trait WriteTxn {
     fn undo_chain(&mut self, id: ArrayId, blk: u64, tid: Tid) -> Result<Option<block::UndoChain>>;
     /// Record the undo record of commit `tid` for a block.
     fn insert_undo(&mut self, id: ArrayId, blk: u64, tid: Tid, undo: &Encoded) -> Result<()>;
-    /// Replace a block's current version (`prev`, if any, with its pending patches) by `new`.
-    fn write_current(
-        &mut self,
-        id: ArrayId,
-        blk: u64,
-        tid: Tid,
-        prev: Option<&CurrentRow>,
-        new: &CurrentWrite<'_>,
-    ) -> Result<()>;
+    /// Replace a block's current version (`new.prev`, if any, with its pending patches) by `new`.
+    fn write_current(&mut self, id: ArrayId, blk: u64, tid: Tid, new: &CurrentWrite<'_>) -> Result<()>;
     fn set_head(&mut self, tid: Tid, time_us: i64) -> Result<()>;
     /// Whether the current version `cur` can be read and rewritten page by page
     /// ([`load_pages`](Self::load_pages), [`write_pages`](Self::write_pages)).

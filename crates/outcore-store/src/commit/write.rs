@@ -267,8 +267,9 @@ fn store_new(
         }
         _ => changed,
     };
-    let new = CurrentWrite { data, enc, changed, blksize: meta.blksize, raw_array: meta.codec == Codec::None };
-    txn.write_current(id, blk, tid, t.cur.as_ref(), &new)
+    let prev = t.cur.as_ref();
+    let new = CurrentWrite { prev, data, enc, changed, blksize: meta.blksize, raw_array: meta.codec == Codec::None };
+    txn.write_current(id, blk, tid, &new)
 }
 
 /// Whether a commit that changes `changed` pages of a block (new content `data`) should keep them

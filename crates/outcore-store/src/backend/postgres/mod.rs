@@ -8,10 +8,11 @@
 //! there) and looks the id up (`commit_outcome`).
 
 mod client;
+mod columns;
 pub(crate) mod config;
 mod tls;
 
-use super::{array_info, check_format, encode_meta, sql, time_to_us, FORMAT_NAME, PG_FORMAT_VERSION};
+use super::{array_info, bound, check_format, encode_meta, sql, time_to_us, FORMAT_NAME, PG_FORMAT_VERSION};
 use crate::block::{self, Encoded, Stored};
 use crate::commit::{self, ArrayVersion, ChangedSets, Commit, CurrentRow, CurrentWrite, Head, PageWrite, WriteTxn};
 use crate::error::{Error, Result};
@@ -449,7 +450,7 @@ fn stored_row(r: &Row) -> Stored<'_> {
 }
 
 fn rows_to_arrays(rows: Vec<Row>) -> Result<Vec<ArrayInfo>> {
-    rows.into_iter().map(|r| array_info(r.get(0), r.get(1), r.get(2), r.get::<_, &str>(3))).collect()
+    rows.into_iter().map(|r| array_info(r.get(0), r.get::<_, i64>(1) as u64, r.get(2), r.get::<_, &str>(3))).collect()
 }
 
 /// Rows of `CHANGED_BLOCKS`.
@@ -475,7 +476,7 @@ fn array_version(id: ArrayId, r: &Row, at: usize) -> Result<ArrayVersion> {
 }
 
 fn q_changes(c: &mut PgConn, after: Tid, upto: Tid) -> Result<ChangedSets> {
-    let p: [&(dyn ToSql + Sync); 2] = [&(after as i64), &(upto.min(i64::MAX as u64) as i64)];
+    let p: [&(dyn ToSql + Sync); 2] = [&(after as i64), &bound(upto)];
     let blocks = changed_blocks(&c.q("changes", sql::CHANGED_BLOCKS, &p)?);
     let arrays = changed_arrays(&c.q("changes", sql::CHANGED_ARRAYS, &p)?);
     Ok((blocks, arrays))
@@ -815,14 +816,8 @@ impl WriteTxn for PgTxn<'_> {
         Ok(())
     }
 
-    fn write_current(
-        &mut self,
-        id: ArrayId,
-        blk: u64,
-        tid: Tid,
-        prev: Option<&CurrentRow>,
-        new: &CurrentWrite<'_>,
-    ) -> Result<()> {
+    fn write_current(&mut self, id: ArrayId, blk: u64, tid: Tid, new: &CurrentWrite<'_>) -> Result<()> {
+        let prev = new.prev;
         let len = new.enc.len as usize;
         let in_place = new.enc.compressed.is_none() && prev.is_some_and(|p| p.codec == block::CODEC_RAW);
         let (segs, datas): (Vec<i32>, Vec<&[u8]>) = if let Some(payload) = &new.enc.compressed {
@@ -1047,7 +1042,7 @@ impl Store for PgStore {
                 "history",
                 "SELECT tid, time_us, \"user\", description, extension FROM outcore_txn
                  WHERE tid > $1 AND tid <= $2 ORDER BY tid",
-                &[&(after as i64), &(upto.min(i64::MAX as u64) as i64)],
+                &[&(after as i64), &bound(upto)],
             )?;
             Ok(rows
                 .into_iter()

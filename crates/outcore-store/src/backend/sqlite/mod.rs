@@ -11,11 +11,12 @@
 //! older than that tid). Redo rows left by a crash are replayed by the next commit or snapshot.
 
 mod checkpoint;
+mod columns;
 pub(crate) mod datafile;
 pub(crate) mod registry;
 pub(crate) mod staged;
 
-use super::{array_info, check_format, encode_meta, sql, FORMAT_NAME, SQLITE_FORMAT_VERSION};
+use super::{array_info, bound, check_format, encode_meta, sql, FORMAT_NAME, SQLITE_FORMAT_VERSION};
 use crate::block::{self, Encoded, Stored};
 use crate::commit::{
     self, ArrayVersion, ChangedSets, Commit, CurrentRow, CurrentWrite, Head, PageWrite, PatchTxn, WriteTxn,
@@ -27,6 +28,7 @@ use crate::store::{Store, Subscription};
 use crate::types::{
     ArrayId, ArrayInfo, ArrayMeta, Changes, Codec, GcStats, Location, Snapshot, Staged, StoreStats, Tid, TxnInfo,
 };
+use columns::Bits;
 use datafile::DataFile;
 use parking_lot::Mutex;
 use registry::{Readers, Registry};
@@ -306,8 +308,7 @@ fn q_head(c: &Connection) -> Result<Head> {
         .prepare_cached("SELECT tid, gc_horizon, time_us, row_sum FROM outcore_head WHERE id = 1")
         .and_then(|mut st| {
             st.query_row([], |r| {
-                let head =
-                    Head { tid: r.get::<_, i64>(0)? as u64, horizon: r.get::<_, i64>(1)? as u64, time_us: r.get(2)? };
+                let head = Head { tid: r.get::<_, u64>(0)?, horizon: r.get::<_, u64>(1)?, time_us: r.get(2)? };
                 Ok((head, r.get::<_, i64>(3)?))
             })
         })
@@ -321,7 +322,7 @@ fn set_head_row(c: &Connection, head: &Head) -> Result<()> {
     c.prepare_cached("UPDATE outcore_head SET tid = ?1, gc_horizon = ?2, time_us = ?3, row_sum = ?4 WHERE id = 1")
         .and_then(|mut st| {
             let sum = rowsum::head(head.tid, head.horizon, head.time_us).finish();
-            st.execute(params![head.tid as i64, head.horizon as i64, head.time_us, sum])
+            st.execute(params![head.tid, head.horizon, head.time_us, sum])
         })
         .map(|_| ())
         .map_err(err("write head"))
@@ -330,11 +331,7 @@ fn set_head_row(c: &Connection, head: &Head) -> Result<()> {
 /// The catalog recorded with the newest commit at or before `at`: the sum of
 /// `rowsum::catalog_entry` over the array versions live at that commit (0 before the first).
 fn q_catalog(c: &Connection, at: Tid) -> Result<i64> {
-    let rows = q_txns(
-        c,
-        "WHERE tid = (SELECT max(tid) FROM outcore_txn WHERE tid <= ?1)",
-        &[&(at.min(i64::MAX as u64) as i64)],
-    )?;
+    let rows = q_txns(c, "WHERE tid = (SELECT max(tid) FROM outcore_txn WHERE tid <= ?1)", &[&bound(at)])?;
     Ok(rows.first().map_or(0, |r| r.catalog))
 }
 
@@ -359,7 +356,7 @@ fn q_txns(c: &Connection, filter: &str, p: &[&dyn rusqlite::ToSql]) -> Result<Ve
         .and_then(|mut st| {
             st.query_map(p, |r| {
                 let row = TxnRow {
-                    tid: r.get::<_, i64>(0)? as u64,
+                    tid: r.get::<_, u64>(0)?,
                     time_us: r.get(1)?,
                     user: r.get(2)?,
                     description: r.get(3)?,
@@ -388,7 +385,7 @@ fn put_txn(c: &Connection, info: &TxnInfo, catalog: i64) -> Result<()> {
     .and_then(|mut st| {
         let ext = info.extension.to_string();
         let sum = rowsum::txn(info.tid, info.time_us, &info.user, &info.description, &ext, catalog).finish();
-        st.execute(params![info.tid as i64, info.time_us, info.user, info.description, ext, catalog, sum])
+        st.execute(params![info.tid, info.time_us, info.user, info.description, ext, catalog, sum])
     })
     .map(|_| ())
     .map_err(err("commit"))
@@ -397,7 +394,7 @@ fn put_txn(c: &Connection, info: &TxnInfo, catalog: i64) -> Result<()> {
 /// The arrays live at `at`, checked against the catalog of the commit record: a version row
 /// lost or moved (to another tid or array) is reported, never read as an older version.
 fn q_live_arrays(c: &Connection, at: Tid) -> Result<Vec<ArrayInfo>> {
-    let arrays = q_arrays(c, LIVE_ARRAYS, &[&(at.min(i64::MAX as u64) as i64)])?;
+    let arrays = q_arrays(c, LIVE_ARRAYS, &[&bound(at)])?;
     let found = arrays.iter().fold(0i64, |s, a| s.wrapping_add(rowsum::catalog_entry(a.id.0, a.tid)));
     let want = q_catalog(c, at)?;
     if found != want {
@@ -412,12 +409,12 @@ fn q_live_arrays(c: &Connection, at: Tid) -> Result<Vec<ArrayInfo>> {
 /// The data file's allocation row: (end of the allocated part, tid of the pending in-place
 /// commit or 0).
 fn q_local(c: &Connection) -> Result<(u64, u64)> {
-    let (end, redo, sum): (i64, i64, i64) = c
+    let (end, redo, sum): (u64, u64, i64) = c
         .prepare_cached("SELECT data_end, redo, row_sum FROM outcore_local WHERE id = 1")
         .and_then(|mut st| st.query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
         .map_err(err("read the local head"))?;
-    rowsum::verify(rowsum::local(end as u64, redo as u64), sum, || "the data file's allocation row".into())?;
-    Ok((end as u64, redo as u64))
+    rowsum::verify(rowsum::local(end, redo), sum, || "the data file's allocation row".into())?;
+    Ok((end, redo))
 }
 
 /// Write the data file's allocation row.
@@ -426,7 +423,7 @@ fn set_local(c: &Connection, data_end: u64, redo: u64) -> Result<()> {
         "INSERT INTO outcore_local (id, data_end, redo, row_sum) VALUES (1, ?1, ?2, ?3)
          ON CONFLICT (id) DO UPDATE SET data_end = excluded.data_end, redo = excluded.redo, row_sum = excluded.row_sum",
     )
-    .and_then(|mut st| st.execute(params![data_end as i64, redo as i64, rowsum::local(data_end, redo).finish()]))
+    .and_then(|mut st| st.execute(params![data_end, redo, rowsum::local(data_end, redo).finish()]))
     .map(|_| ())
     .map_err(err("write the local head"))
 }
@@ -487,7 +484,7 @@ fn q_current(c: &Connection, array: ArrayId, blk: u64) -> Result<Option<CurrentR
                     page_sums, row_sum
              FROM outcore_current WHERE array_id = ?1 AND blk = ?2",
         )
-        .and_then(|mut st| st.query_row(params![array.0 as i64, blk as i64], current_row).optional())
+        .and_then(|mut st| st.query_row(params![array, blk], current_row).optional())
         .map_err(err("read the block index"))?;
     match row {
         Some((cur, sum)) => {
@@ -506,7 +503,7 @@ const SEG_BLOCKS: u64 = 4096;
 fn q_segment(c: &Connection, array: ArrayId, seg: u64) -> Result<Option<Vec<u8>>> {
     let row: Option<(Vec<u8>, i64)> = c
         .prepare_cached("SELECT bits, row_sum FROM outcore_blocks WHERE array_id = ?1 AND seg = ?2")
-        .and_then(|mut st| st.query_row(params![array.0 as i64, seg as i64], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .and_then(|mut st| st.query_row(params![array, seg], |r| Ok((r.get(0)?, r.get(1)?))).optional())
         .map_err(err("read the block record"))?;
     let Some((bits, sum)) = row else { return Ok(None) };
     verify_segment(array, seg, &bits, sum)?;
@@ -544,12 +541,12 @@ fn set_bits(c: &Connection, array: ArrayId, seg: u64, blks: impl IntoIterator<It
     }
     let r = if bits.iter().all(|&b| b == 0) {
         c.prepare_cached("DELETE FROM outcore_blocks WHERE array_id = ?1 AND seg = ?2")
-            .and_then(|mut st| st.execute(params![array.0 as i64, seg as i64]))
+            .and_then(|mut st| st.execute(params![array, seg]))
     } else {
         c.prepare_cached("INSERT OR REPLACE INTO outcore_blocks (array_id, seg, bits, row_sum) VALUES (?1, ?2, ?3, ?4)")
             .and_then(|mut st| {
                 let sum = rowsum::blocks(array.0, seg, &bits).finish();
-                st.execute(params![array.0 as i64, seg as i64, bits, sum])
+                st.execute(params![array, seg, bits, sum])
             })
     };
     r.map(|_| ()).map_err(err("write the block record"))
@@ -580,12 +577,12 @@ fn verify_current(cols: &CurrentCols, sum: i64) -> Result<()> {
 fn current_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(CurrentRowSql, i64)> {
     Ok((
         CurrentRowSql {
-            tid: r.get::<_, i64>(0)? as u64,
-            len: r.get::<_, i64>(1)? as u64,
+            tid: r.get::<_, u64>(0)?,
+            len: r.get::<_, u64>(1)?,
             stored: Stored {
-                tid: r.get::<_, i64>(2)? as u64,
+                tid: r.get::<_, u64>(2)?,
                 kind: block::KIND_CURRENT,
-                len: r.get::<_, i64>(3)? as u64,
+                len: r.get::<_, u64>(3)?,
                 codec: r.get(4)?,
                 checksum: r.get(5)?,
                 prev_tid: 0,
@@ -594,7 +591,7 @@ fn current_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(CurrentRowSql, i64)> 
             data_id: r.get(6)?,
             patches: r.get(7)?,
             patch_bytes: r.get(8)?,
-            ext_off: r.get::<_, Option<i64>>(9)?.map(|o| o as u64),
+            ext_off: r.get::<_, Option<u64>>(9)?,
             page_sums: r.get(10)?,
         },
         r.get(11)?,
@@ -604,25 +601,25 @@ fn current_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(CurrentRowSql, i64)> 
 /// The index rows of blocks `blks` of `array` (without their page checksums), verified, in
 /// block order.
 fn q_current_range(c: &Connection, array: ArrayId, blks: std::ops::Range<u64>) -> Result<Vec<(u64, CurrentRowSql)>> {
-    let rows: Vec<(CurrentRowSql, i64, i64)> = c
+    let rows: Vec<(CurrentRowSql, i64, u64)> = c
         .prepare_cached(
             "SELECT tid, len, base_tid, base_len, codec, checksum, coalesce(data_id, 0), patches, patch_bytes, ext_off,
                     NULL, row_sum, blk
              FROM outcore_current WHERE array_id = ?1 AND blk >= ?2 AND blk < ?3 ORDER BY blk",
         )
         .and_then(|mut st| {
-            let end = blks.end.min(i64::MAX as u64) as i64;
-            st.query_map(params![array.0 as i64, blks.start.min(i64::MAX as u64) as i64, end], |r| {
+            let end = bound(blks.end);
+            st.query_map(params![array, bound(blks.start), end], |r| {
                 let (cur, sum) = current_row(r)?;
-                Ok((cur, sum, r.get(12)?))
+                Ok((cur, sum, r.get::<_, u64>(12)?))
             })?
             .collect()
         })
         .map_err(err("read the block index"))?;
     let mut out = Vec::with_capacity(rows.len());
     for (cur, sum, blk) in rows {
-        verify_current(&cur.cols(array, blk as u64), sum)?;
-        out.push((blk as u64, cur));
+        verify_current(&cur.cols(array, blk), sum)?;
+        out.push((blk, cur));
     }
     Ok(out)
 }
@@ -634,19 +631,18 @@ fn check_range_recorded(c: &Connection, array: ArrayId, blks: std::ops::Range<u6
         return Ok(());
     }
     let (first, last) = (blks.start / SEG_BLOCKS, (blks.end - 1) / SEG_BLOCKS);
-    let segs: Vec<(i64, Vec<u8>, i64)> = c
+    let segs: Vec<(u64, Vec<u8>, i64)> = c
         .prepare_cached(
             "SELECT seg, bits, row_sum FROM outcore_blocks WHERE array_id = ?1 AND seg >= ?2 AND seg <= ?3 ORDER BY seg",
         )
         .and_then(|mut st| {
-            st.query_map(params![array.0 as i64, first.min(i64::MAX as u64) as i64, last.min(i64::MAX as u64) as i64], |r| {
+            st.query_map(params![array, bound(first), bound(last)], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })?
             .collect()
         })
         .map_err(err("read the block record"))?;
     for (seg, bits, sum) in segs {
-        let seg = seg as u64;
         verify_segment(array, seg, &bits, sum)?;
         for (i, byte) in bits.iter().enumerate().filter(|(_, b)| **b != 0) {
             for k in 0..8 {
@@ -684,13 +680,13 @@ fn q_load_in_txn(c: &Connection, data: &DataFile, array: ArrayId, blk: u64, at: 
     // newer than the snapshot if there is one, else from the current version.
     let mut st = c.prepare_cached(UNDO_SINCE).map_err(err("load"))?;
     let rows = st
-        .query_map(params![array.0 as i64, blk as i64, at as i64], |r| {
+        .query_map(params![array, blk, at], |r| {
             Ok((
-                r.get::<_, i64>(0)? as u64,
+                r.get::<_, u64>(0)?,
                 r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)? as u64,
+                r.get::<_, u64>(2)?,
                 r.get::<_, i64>(3)?,
-                r.get::<_, i64>(4)? as u64,
+                r.get::<_, u64>(4)?,
                 r.get::<_, i64>(5)?,
                 r.get::<_, Vec<u8>>(6)?,
             ))
@@ -737,22 +733,14 @@ fn read_current(
              WHERE array_id = ?1 AND blk = ?2 ORDER BY tid",
         )
         .map_err(err("load"))?;
-    let mut rows = st.query(params![array.0 as i64, blk as i64]).map_err(err("load"))?;
+    let mut rows = st.query(params![array, blk]).map_err(err("load"))?;
     let mut at = cur.stored.tid;
     while let Some(r) = rows.next().map_err(err("load"))? {
-        let get = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(i64, i64, i64, i64, i64, Vec<u8>)> {
+        let get = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(Tid, Tid, i64, u64, i64, Vec<u8>)> {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
         };
         let (tid, prev_tid, codec, len, checksum, data) = get(r).map_err(err("load"))?;
-        let s = Stored {
-            tid: tid as u64,
-            kind: block::KIND_PATCH,
-            codec,
-            len: len as u64,
-            checksum,
-            prev_tid: prev_tid as u64,
-            data: &data,
-        };
+        let s = Stored { tid, kind: block::KIND_PATCH, codec, len, checksum, prev_tid, data: &data };
         if s.prev_tid != at || s.tid > cur.tid {
             return Err(block::corrupt(array, blk, s.tid, format!("pending patch of tid {} follows tid {at}", s.tid)));
         }
@@ -811,8 +799,8 @@ fn q_arrays(c: &Connection, sql: &str, p: &[&dyn rusqlite::ToSql]) -> Result<Vec
     let rows = st
         .query_map(p, |r| {
             Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
+                r.get::<_, ArrayId>(0)?,
+                r.get::<_, Tid>(1)?,
                 r.get::<_, String>(2)?,
                 r.get::<_, String>(3)?,
                 r.get::<_, i64>(4)?,
@@ -828,27 +816,23 @@ fn q_arrays(c: &Connection, sql: &str, p: &[&dyn rusqlite::ToSql]) -> Result<Vec
     Ok(out)
 }
 
-fn verify_array_row(id: i64, tid: i64, name: Option<&str>, meta: Option<&str>, sum: i64) -> Result<()> {
-    rowsum::verify(rowsum::array(id as u64, tid as u64, name, meta), sum, || {
-        format!("the row of array {} at tid {tid}", ArrayId(id as u64))
-    })
+fn verify_array_row(id: ArrayId, tid: Tid, name: Option<&str>, meta: Option<&str>, sum: i64) -> Result<()> {
+    rowsum::verify(rowsum::array(id.0, tid, name, meta), sum, || format!("the row of array {id} at tid {tid}"))
 }
 
 fn q_changes(c: &Connection, after: Tid, upto: Tid) -> Result<ChangedSets> {
-    let p = params![after as i64, upto.min(i64::MAX as u64) as i64];
+    let p = params![after, bound(upto)];
     let blocks = c
         .prepare_cached(sql::CHANGED_BLOCKS)
         .and_then(|mut st| {
-            st.query_map(p, |r| {
-                Ok((ArrayId(r.get::<_, i64>(0)? as u64), r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()
+            st.query_map(p, |r| Ok((r.get::<_, ArrayId>(0)?, r.get::<_, u64>(1)?, r.get::<_, u64>(2)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()
         })
         .map_err(err("changes"))?;
     let arrays = c
         .prepare_cached(sql::CHANGED_ARRAYS)
         .and_then(|mut st| {
-            st.query_map(p, |r| Ok((ArrayId(r.get::<_, i64>(0)? as u64), r.get::<_, i64>(1)? as u64)))?
+            st.query_map(p, |r| Ok((r.get::<_, ArrayId>(0)?, r.get::<_, u64>(1)?)))?
                 .collect::<rusqlite::Result<Vec<_>>>()
         })
         .map_err(err("changes"))?;
@@ -900,12 +884,12 @@ fn put_blob(c: &Connection, id: i64, payload: &[u8]) -> Result<i64> {
 fn put_raw_blob(c: &Connection, id: i64, content: &[u8], room: usize) -> Result<i64> {
     let id = if id != 0 {
         c.prepare_cached("UPDATE outcore_blob SET data = zeroblob(?2) WHERE id = ?1")
-            .and_then(|mut st| st.execute(params![id, room as i64]))
+            .and_then(|mut st| st.execute(params![id, room]))
             .map_err(err("commit"))?;
         id
     } else {
         c.prepare_cached("INSERT INTO outcore_blob (data) VALUES (zeroblob(?1))")
-            .and_then(|mut st| st.execute(params![room as i64]))
+            .and_then(|mut st| st.execute(params![room]))
             .map_err(err("commit"))?;
         c.last_insert_rowid()
     };
@@ -1019,8 +1003,7 @@ impl SqliteTxn<'_> {
                 // writes after the commit cannot fail for lack of space.
                 self.store.data.reserve(off + start as u64, (end - start) as u64)?;
                 let at = off + start as u64;
-                st.execute(params![tid as i64, at as i64, &buf, rowsum::redo(tid, at, &buf).finish()])
-                    .map_err(err("commit"))?;
+                st.execute(params![tid, at, &buf, rowsum::redo(tid, at, &buf).finish()]).map_err(err("commit"))?;
             }
             self.redo = true;
             return Ok(off);
@@ -1066,7 +1049,7 @@ impl SqliteTxn<'_> {
                     ext_off: Some(off),
                 };
                 let sum = rowsum::current(&cols).finish();
-                st.execute(params![id.0 as i64, blk as i64, tid as i64, len as i64, checksum, off as i64, sums, sum])
+                st.execute(params![id, blk, tid, len, checksum, off, sums, sum])
             })
             .map_err(err("commit"))?;
         self.mark_written(id, blk)
@@ -1097,7 +1080,7 @@ impl SqliteTxn<'_> {
                     self.store.data.reserve(off + at, len as u64)?;
                 }
                 let bytes = &new[a + start..a + start + len];
-                st.execute(params![tid as i64, (off + at) as i64, bytes, rowsum::redo(tid, off + at, bytes).finish()])
+                st.execute(params![tid, off + at, bytes, rowsum::redo(tid, off + at, bytes).finish()])
                     .map_err(err("commit"))?;
             }
         }
@@ -1122,7 +1105,7 @@ impl SqliteTxn<'_> {
             )
             .and_then(|mut st| {
                 let sum = rowsum::retired(off, size, id.0, blk, since, tid).finish();
-                st.execute(params![off as i64, size as i64, id.0 as i64, blk as i64, since as i64, tid as i64, sum])
+                st.execute(params![off, size, id, blk, since, tid, sum])
             })
             .map(|_| ())
             .map_err(err("commit"))
@@ -1141,20 +1124,20 @@ fn failpoint(name: &str) {
 /// (`data_end` moves). Punched first, so that bytes beyond the content written into it read
 /// zeros. Inside the caller's write transaction.
 fn allocate(c: &Connection, data: &DataFile, data_end: &mut u64, size: u64) -> Result<u64> {
-    let reused: Option<(i64, i64)> = c
+    let reused: Option<(u64, i64)> = c
         .prepare_cached("SELECT ext_off, row_sum FROM outcore_free WHERE size = ?1 LIMIT 1")
-        .and_then(|mut st| st.query_row([size as i64], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .and_then(|mut st| st.query_row([size], |r| Ok((r.get(0)?, r.get(1)?))).optional())
         .map_err(err("allocate an extent"))?;
     if let Some((off, sum)) = reused {
-        rowsum::verify(rowsum::free(size, off as u64), sum, || format!("the free extent row at offset {off}"))?;
+        rowsum::verify(rowsum::free(size, off), sum, || format!("the free extent row at offset {off}"))?;
     }
     let reused = reused.map(|(off, _)| off);
     let off = match reused {
         Some(off) => {
             c.prepare_cached("DELETE FROM outcore_free WHERE size = ?1 AND ext_off = ?2")
-                .and_then(|mut st| st.execute(params![size as i64, off]))
+                .and_then(|mut st| st.execute(params![size, off]))
                 .map_err(err("allocate an extent"))?;
-            off as u64
+            off
         }
         None => {
             let off = data_end.div_ceil(size) * size;
@@ -1197,16 +1180,7 @@ impl PatchTxn for SqliteTxn<'_> {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )
         .and_then(|mut st| {
-            st.execute(params![
-                id.0 as i64,
-                blk as i64,
-                tid as i64,
-                patch.prev_tid as i64,
-                patch.codec,
-                patch.len as i64,
-                patch.checksum,
-                patch.data
-            ])
+            st.execute(params![id, blk, tid, patch.prev_tid, patch.codec, patch.len, patch.checksum, patch.data])
         })
         .map_err(err("commit"))?;
         let cur = q_current(c, id, blk)?
@@ -1224,10 +1198,10 @@ impl PatchTxn for SqliteTxn<'_> {
         )
         .and_then(|mut st| {
             st.execute(params![
-                id.0 as i64,
-                blk as i64,
-                tid as i64,
-                patch.len as i64,
+                id,
+                blk,
+                tid,
+                patch.len,
                 cols.patches,
                 cols.patch_bytes,
                 rowsum::current(&cols).finish()
@@ -1263,7 +1237,7 @@ impl WriteTxn for SqliteTxn<'_> {
     }
 
     fn changed_since(&mut self, base: Tid) -> Result<ChangedSets> {
-        q_changes(&self.tx, base, i64::MAX as u64)
+        q_changes(&self.tx, base, u64::MAX)
     }
 
     fn array_at(&mut self, id: ArrayId, at: Tid) -> Result<Option<ArrayVersion>> {
@@ -1274,9 +1248,9 @@ impl WriteTxn for SqliteTxn<'_> {
                  ORDER BY tid DESC LIMIT 1",
             )
             .and_then(|mut st| {
-                st.query_row(params![id.0 as i64, at as i64], |r| {
+                st.query_row(params![id, at], |r| {
                     Ok((
-                        r.get::<_, i64>(0)?,
+                        r.get::<_, Tid>(0)?,
                         r.get::<_, Option<String>>(1)?,
                         r.get::<_, Option<String>>(2)?,
                         r.get::<_, i64>(3)?,
@@ -1286,12 +1260,12 @@ impl WriteTxn for SqliteTxn<'_> {
             })
             .map_err(err("read array"))?;
         let Some((tid, name, meta, sum)) = row else { return Ok(None) };
-        verify_array_row(id.0 as i64, tid, name.as_deref(), meta.as_deref(), sum)?;
+        verify_array_row(id, tid, name.as_deref(), meta.as_deref(), sum)?;
         let state = match (name, meta) {
-            (Some(name), Some(meta)) => Some((name, super::decode_meta(id, tid as u64, &meta)?)),
+            (Some(name), Some(meta)) => Some((name, super::decode_meta(id, tid, &meta)?)),
             _ => None,
         };
-        Ok(Some(ArrayVersion { tid: tid as u64, state }))
+        Ok(Some(ArrayVersion { tid, state }))
     }
 
     fn live_arrays(&mut self, at: Tid) -> Result<Vec<ArrayInfo>> {
@@ -1341,14 +1315,14 @@ impl WriteTxn for SqliteTxn<'_> {
             None => (None, None),
         };
         // The catalog: this version replaces the array's newest one.
-        let prev: Option<(i64, Option<String>)> = self
+        let prev: Option<(Tid, Option<String>)> = self
             .tx
             .prepare_cached("SELECT tid, name FROM outcore_array WHERE array_id = ?1 ORDER BY tid DESC LIMIT 1")
-            .and_then(|mut st| st.query_row([id.0 as i64], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+            .and_then(|mut st| st.query_row([id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
             .map_err(err("commit"))?;
         if let Some((_, catalog)) = &mut self.record {
             if let Some((ptid, Some(_))) = prev {
-                *catalog = catalog.wrapping_sub(rowsum::catalog_entry(id.0, ptid as u64));
+                *catalog = catalog.wrapping_sub(rowsum::catalog_entry(id.0, ptid));
             }
             if name.is_some() {
                 *catalog = catalog.wrapping_add(rowsum::catalog_entry(id.0, tid));
@@ -1360,7 +1334,7 @@ impl WriteTxn for SqliteTxn<'_> {
             )
             .and_then(|mut st| {
                 let sum = rowsum::array(id.0, tid, name, meta.as_deref()).finish();
-                st.execute(params![id.0 as i64, tid as i64, name, meta, sum])
+                st.execute(params![id, tid, name, meta, sum])
             })
             .map(|_| ())
             .map_err(err("commit"))
@@ -1370,10 +1344,8 @@ impl WriteTxn for SqliteTxn<'_> {
         self.tx
             .prepare_cached("SELECT depth, chain_bytes FROM outcore_undo WHERE array_id = ?1 AND blk = ?2 AND tid = ?3")
             .and_then(|mut st| {
-                st.query_row(params![id.0 as i64, blk as i64, tid as i64], |r| {
-                    Ok(block::UndoChain { depth: r.get(0)?, bytes: r.get(1)? })
-                })
-                .optional()
+                st.query_row(params![id, blk, tid], |r| Ok(block::UndoChain { depth: r.get(0)?, bytes: r.get(1)? }))
+                    .optional()
             })
             .map_err(err("commit"))
     }
@@ -1387,15 +1359,15 @@ impl WriteTxn for SqliteTxn<'_> {
             )
             .and_then(|mut st| {
                 st.execute(params![
-                    id.0 as i64,
-                    blk as i64,
-                    tid as i64,
-                    undo.prev_tid as i64,
+                    id,
+                    blk,
+                    tid,
+                    undo.prev_tid,
                     undo.kind,
                     undo.chain.depth,
                     undo.chain.bytes,
                     undo.codec,
-                    undo.len as i64,
+                    undo.len,
                     undo.checksum,
                     undo.data
                 ])
@@ -1413,7 +1385,7 @@ impl WriteTxn for SqliteTxn<'_> {
         let gone = self
             .tx
             .prepare_cached("DELETE FROM outcore_staged WHERE ext_off = ?1 AND size = ?2 AND slot = ?3 AND nonce = ?4")
-            .and_then(|mut st| st.execute(params![off as i64, blksize as i64, slot as i64, nonce as i64]))
+            .and_then(|mut st| st.execute(params![off, blksize, slot, Bits(nonce)]))
             .map_err(err("commit"))?;
         if gone != 1 {
             return Err(Error::Invalid(format!(
@@ -1507,18 +1479,12 @@ impl WriteTxn for SqliteTxn<'_> {
         self.put_extent_row(id, blk, tid, len, off, &sums)
     }
 
-    fn write_current(
-        &mut self,
-        id: ArrayId,
-        blk: u64,
-        tid: Tid,
-        prev: Option<&CurrentRow>,
-        new: &CurrentWrite<'_>,
-    ) -> Result<()> {
+    fn write_current(&mut self, id: ArrayId, blk: u64, tid: Tid, new: &CurrentWrite<'_>) -> Result<()> {
+        let prev = new.prev;
         if prev.is_some_and(|p| p.patches > 0) {
             self.tx
                 .prepare_cached("DELETE FROM outcore_patch WHERE array_id = ?1 AND blk = ?2")
-                .and_then(|mut st| st.execute(params![id.0 as i64, blk as i64]))
+                .and_then(|mut st| st.execute(params![id, blk]))
                 .map_err(err("commit"))?;
         }
         let len = new.enc.len as usize;
@@ -1590,11 +1556,11 @@ impl WriteTxn for SqliteTxn<'_> {
                 ext_off: None,
             };
             st.execute(params![
-                id.0 as i64,
-                blk as i64,
-                tid as i64,
+                id,
+                blk,
+                tid,
                 new.enc.codec,
-                len as i64,
+                len,
                 new.enc.checksum,
                 data_id,
                 rowsum::current(&cols).finish()
@@ -1667,17 +1633,15 @@ fn write_home(c: &Connection, data: &DataFile, tid: Option<Tid>) -> Result<()> {
         )
         .map_err(err("redo"))?;
     // All rows are verified before any byte goes home: a damaged row must not write anywhere.
-    let rows: Vec<(i64, i64, Vec<u8>, i64)> = st
-        .query_map([tid.map(|t| t as i64)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+    let rows: Vec<(Tid, u64, Vec<u8>, i64)> = st
+        .query_map([tid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .and_then(|rows| rows.collect())
         .map_err(err("redo"))?;
     for (tid, off, bytes, sum) in &rows {
-        rowsum::verify(rowsum::redo(*tid as u64, *off as u64, bytes), *sum, || {
-            format!("the redo row of tid {tid} at offset {off}")
-        })?;
+        rowsum::verify(rowsum::redo(*tid, *off, bytes), *sum, || format!("the redo row of tid {tid} at offset {off}"))?;
     }
     for (_, off, bytes, _) in rows {
-        data.write_at(off as u64, &bytes)?;
+        data.write_at(off, &bytes)?;
     }
     Ok(())
 }
@@ -1685,7 +1649,7 @@ fn write_home(c: &Connection, data: &DataFile, tid: Option<Tid>) -> Result<()> {
 /// Add a free extent.
 fn put_free(c: &Connection, size: u64, off: u64) -> Result<()> {
     c.prepare_cached("INSERT INTO outcore_free (size, ext_off, row_sum) VALUES (?1, ?2, ?3)")
-        .and_then(|mut st| st.execute(params![size as i64, off as i64, rowsum::free(size, off).finish()]))
+        .and_then(|mut st| st.execute(params![size, off, rowsum::free(size, off).finish()]))
         .map(|_| ())
         .map_err(err("free extents"))
 }
@@ -1695,17 +1659,17 @@ fn put_free(c: &Connection, size: u64, off: u64) -> Result<()> {
 fn q_retired(c: &Connection, filter: &str, p: &[&dyn rusqlite::ToSql]) -> Result<Vec<(u64, u64, u64, u64)>> {
     let sql =
         format!("SELECT ext_off, size, array_id, blk, since_tid, retired_tid, row_sum FROM outcore_retired {filter}");
-    let rows: Vec<[i64; 7]> = c
+    type Row = ([u64; 2], ArrayId, [u64; 3], i64);
+    let rows: Vec<Row> = c
         .prepare_cached(&sql)
         .and_then(|mut st| {
-            st.query_map(p, |r| Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?]))?
+            st.query_map(p, |r| Ok(([r.get(0)?, r.get(1)?], r.get(2)?, [r.get(3)?, r.get(4)?, r.get(5)?], r.get(6)?)))?
                 .collect()
         })
         .map_err(err("read retired extents"))?;
     let mut out = Vec::with_capacity(rows.len());
-    for [off, size, array, blk, since, retired, sum] in rows {
-        let [off, size, array, blk, since, retired] = [off, size, array, blk, since, retired].map(|v| v as u64);
-        rowsum::verify(rowsum::retired(off, size, array, blk, since, retired), sum, || {
+    for ([off, size], array, [blk, since, retired], sum) in rows {
+        rowsum::verify(rowsum::retired(off, size, array.0, blk, since, retired), sum, || {
             format!("the retired extent row at offset {off}")
         })?;
         out.push((off, size, since, retired));
@@ -1716,20 +1680,20 @@ fn q_retired(c: &Connection, filter: &str, p: &[&dyn rusqlite::ToSql]) -> Result
 /// Move retired extents that no open snapshot can map to the free list, releasing their space.
 fn free_retired(tx: &Connection, data: &DataFile, readers: &Readers, registry: &Registry) -> Result<()> {
     // Staged extents of handles that are gone (their process ended) are free again.
-    let staged: Vec<(i64, i64, i64, i64, i64)> = tx
+    let staged: Vec<(u64, u64, u64, Bits, i64)> = tx
         .prepare_cached("SELECT ext_off, size, slot, nonce, row_sum FROM outcore_staged")
         .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?.collect())
         .map_err(err("free extents"))?;
-    for (off, size, slot, nonce, sum) in staged {
-        rowsum::verify(rowsum::staged(off as u64, size as u64, slot as u64, nonce as u64), sum, || {
+    for (off, size, slot, Bits(nonce), sum) in staged {
+        rowsum::verify(rowsum::staged(off, size, slot, nonce), sum, || {
             format!("the staged extent row at offset {off}")
         })?;
-        if registry.owner_alive(slot as u64, nonce as u64)? {
+        if registry.owner_alive(slot, nonce)? {
             continue;
         }
-        data.punch(off as u64, size as u64)?;
+        data.punch(off, size)?;
         tx.execute("DELETE FROM outcore_staged WHERE ext_off = ?1", [off]).map_err(err("free extents"))?;
-        put_free(tx, size as u64, off as u64)?;
+        put_free(tx, size, off)?;
     }
     let retired = q_retired(tx, "", params![])?;
     for (off, size, since, retired) in retired {
@@ -1738,7 +1702,7 @@ fn free_retired(tx: &Connection, data: &DataFile, readers: &Readers, registry: &
         }
         data.punch(off, size)?;
         tx.prepare_cached("DELETE FROM outcore_retired WHERE ext_off = ?1")
-            .and_then(|mut st| st.execute([off as i64]))
+            .and_then(|mut st| st.execute([off]))
             .map_err(err("free extents"))?;
         put_free(tx, size, off)?;
     }
@@ -1763,12 +1727,10 @@ fn q_locate(
     check_range_recorded(c, array, blks, &have)?;
     let mut out = Vec::with_capacity(rows.len());
     for (blk, cur) in rows {
-        let (tid, ext, len) = (cur.tid as i64, cur.ext_off.map(|o| o as i64), cur.len as i64);
-        let blk = blk as i64;
-        let place = if tid as u64 <= at {
-            match ext {
-                Some(off) => Some(off as u64),
-                None if len == 0 => None,
+        let place = if cur.tid <= at {
+            match cur.ext_off {
+                Some(off) => Some(off),
+                None if cur.len == 0 => None,
                 None => return Ok(None), // kept in a blob (written while the array was compressed)
             }
         } else {
@@ -1777,7 +1739,7 @@ fn q_locate(
             let retired = q_retired(
                 c,
                 "WHERE array_id = ?1 AND blk = ?2 AND since_tid <= ?3 AND retired_tid > ?3",
-                params![array.0 as i64, blk, at as i64],
+                params![array, blk, at],
             )?;
             match retired.first() {
                 Some(&(off, ..)) => Some(off),
@@ -1787,9 +1749,7 @@ fn q_locate(
                             "SELECT len FROM outcore_undo WHERE array_id = ?1 AND blk = ?2 AND tid > ?3
                              ORDER BY tid LIMIT 1",
                         )
-                        .and_then(|mut st| {
-                            st.query_row(params![array.0 as i64, blk, at as i64], |r| r.get(0)).optional()
-                        })
+                        .and_then(|mut st| st.query_row(params![array, blk, at], |r| r.get(0)).optional())
                         .map_err(err("locate"))?;
                     match prev_len {
                         Some(0) => None,
@@ -1799,7 +1759,7 @@ fn q_locate(
             }
         };
         if let Some(offset) = place {
-            out.push((blk as u64, Location { file: data.file().clone(), offset }));
+            out.push((blk, Location { file: data.file().clone(), offset }));
         }
     }
     Ok(Some(out))
@@ -1967,13 +1927,7 @@ impl Store for SqliteStore {
             set_local(&tx, data_end, redo)?;
             tx.execute(
                 "INSERT INTO outcore_staged (ext_off, size, slot, nonce, row_sum) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    off as i64,
-                    size as i64,
-                    slot as i64,
-                    nonce as i64,
-                    rowsum::staged(off, size, slot, nonce).finish()
-                ],
+                params![off, size, slot, Bits(nonce), rowsum::staged(off, size, slot, nonce).finish()],
             )
             .map_err(err("stage an extent"))?;
             tx.commit().map_err(err("stage an extent"))?;
@@ -2012,7 +1966,7 @@ impl Store for SqliteStore {
             let n = tx
                 .execute(
                     "DELETE FROM outcore_staged WHERE ext_off = ?1 AND slot = ?2 AND nonce = ?3",
-                    params![staged.location.offset as i64, slot as i64, nonce as i64],
+                    params![staged.location.offset, slot, Bits(nonce)],
                 )
                 .map_err(err("release an extent"))?;
             if n == 1 {
@@ -2057,7 +2011,7 @@ impl Store for SqliteStore {
 
     fn history(&self, after: Tid, upto: Tid) -> Result<Vec<TxnInfo>> {
         let c = self.reader()?;
-        let rows = q_txns(&c, "WHERE tid > ?1 AND tid <= ?2", params![after as i64, upto.min(i64::MAX as u64) as i64])?;
+        let rows = q_txns(&c, "WHERE tid > ?1 AND tid <= ?2", params![after, bound(upto)])?;
         Ok(rows
             .into_iter()
             .map(|r| {
@@ -2086,13 +2040,13 @@ impl Store for SqliteStore {
         if keep_after <= head.horizon {
             return Ok(stats);
         }
-        let k = keep_after as i64;
+        let k = keep_after;
         let sum = |sql: &str, counter: &mut u64| -> Result<u64> {
             let mut st = tx.prepare(sql).map_err(err("gc"))?;
-            let lens = st.query_map([k], |r| r.get::<_, i64>(0)).map_err(err("gc"))?;
+            let lens = st.query_map([k], |r| r.get::<_, u64>(0)).map_err(err("gc"))?;
             let mut bytes = 0u64;
             for l in lens {
-                bytes += l.map_err(err("gc"))? as u64;
+                bytes += l.map_err(err("gc"))?;
                 *counter += 1;
             }
             Ok(bytes)
@@ -2101,21 +2055,21 @@ impl Store for SqliteStore {
         let mut other = 0;
         stats.bytes += sum(sql::GC_UNDO, &mut versions)?;
         // Empty current versions go; so do their bits in the record of written blocks.
-        let emptied: Vec<(i64, i64)> = tx
+        let emptied: Vec<(ArrayId, u64)> = tx
             .prepare(sql::GC_EMPTY)
             .and_then(|mut st| st.query_map([k], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
             .map_err(err("gc"))?;
         other += emptied.len() as u64;
-        let mut by_seg: std::collections::BTreeMap<(i64, u64), Vec<u64>> = Default::default();
+        let mut by_seg: std::collections::BTreeMap<(ArrayId, u64), Vec<u64>> = Default::default();
         for (array, blk) in emptied {
-            by_seg.entry((array, blk as u64 / SEG_BLOCKS)).or_default().push(blk as u64);
+            by_seg.entry((array, blk / SEG_BLOCKS)).or_default().push(blk);
         }
         for ((array, seg), blks) in by_seg {
-            set_bits(&tx, ArrayId(array as u64), seg, blks, false)?;
+            set_bits(&tx, array, seg, blks, false)?;
         }
         // Arrays deleted at or before the horizon: all their data and history go. Their extents
         // are retired (open snapshots may still map them), reused once none is that old.
-        let rows: Vec<(CurrentRowSql, i64, i64, i64, Option<String>)> = tx
+        let rows: Vec<(CurrentRowSql, i64, ArrayId, u64, Option<String>)> = tx
             .prepare(GC_DELETED_EXTENTS)
             .and_then(|mut st| {
                 st.query_map([k], |r| {
@@ -2127,21 +2081,21 @@ impl Store for SqliteStore {
             .map_err(err("gc"))?;
         let mut extents = Vec::with_capacity(rows.len());
         for (cur, sum, array_id, blk, meta) in rows {
-            verify_current(&cur.cols(ArrayId(array_id as u64), blk as u64), sum)?;
+            verify_current(&cur.cols(array_id, blk), sum)?;
             if let Some(off) = cur.ext_off {
-                extents.push((array_id, blk, cur.tid as i64, off as i64, meta));
+                extents.push((array_id, blk, cur.tid, off, meta));
             }
         }
         for (array_id, blk, tid, off, meta) in extents {
             let size = meta
-                .and_then(|m| super::decode_meta(ArrayId(array_id as u64), tid as u64, &m).ok())
+                .and_then(|m| super::decode_meta(array_id, tid, &m).ok())
                 .map_or(crate::types::MAX_BLKSIZE, |m| m.blksize);
             let retired = head.tid + 1;
-            let sum = rowsum::retired(off as u64, size, array_id as u64, blk as u64, tid as u64, retired).finish();
+            let sum = rowsum::retired(off, size, array_id.0, blk, tid, retired).finish();
             tx.execute(
                 "INSERT INTO outcore_retired (ext_off, size, array_id, blk, since_tid, retired_tid, row_sum)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![off, size as i64, array_id, blk, tid, retired as i64, sum],
+                params![off, size, array_id, blk, tid, retired, sum],
             )
             .map_err(err("gc"))?;
             stats.bytes += size;
@@ -2164,7 +2118,7 @@ impl Store for SqliteStore {
     fn stats(&self) -> Result<StoreStats> {
         let c = self.reader()?;
         c.query_row(STATS, [], |r| {
-            Ok(StoreStats { block_versions: r.get::<_, i64>(0)? as u64, stored_bytes: r.get::<_, i64>(1)? as u64 })
+            Ok(StoreStats { block_versions: r.get::<_, u64>(0)?, stored_bytes: r.get::<_, u64>(1)? })
         })
         .map_err(err("stats"))
     }
