@@ -1,6 +1,8 @@
-//! Backends: one module per database, each implementing [`Store`](crate::Store).
+//! Backends: one folder per database, each implementing [`Store`](crate::Store), and what they
+//! share: the SQL both run (`sql`) and the rules of reading history (`read`).
 
 pub(crate) mod postgres;
+mod read;
 mod sql;
 pub(crate) mod sqlite;
 

@@ -12,6 +12,7 @@ mod columns;
 pub(crate) mod config;
 mod tls;
 
+use super::read::{self, CommitRow, ReadTxn};
 use super::{array_info, bound, check_format, encode_meta, sql, time_to_us, FORMAT_NAME, PG_FORMAT_VERSION};
 use crate::block::{self, Encoded, Stored};
 use crate::commit::{self, ArrayVersion, ChangedSets, Commit, CurrentRow, CurrentWrite, Head, PageWrite, WriteTxn};
@@ -21,6 +22,7 @@ use crate::rowsum::RowSum;
 use crate::store::{Store, Subscription};
 use crate::types::{ArrayId, ArrayInfo, ArrayMeta, Changes, GcStats, StoreStats, Tid, TxnInfo};
 use client::{Param, PgClient};
+use columns::{uint, Uint};
 use config::Target;
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
@@ -334,13 +336,13 @@ const ARRAY_BY_ID: &str = "SELECT v.array_id, v.tid, v.name, v.meta FROM outcore
 fn q_head(c: &mut PgConn, sql: &'static str) -> Result<Head> {
     let rows = c.q("read head", sql, &[])?;
     let row = rows.first().ok_or_else(|| Error::Invalid("store has no head row".into()))?;
-    Ok(Head { tid: row.get::<_, i64>(0) as u64, horizon: row.get::<_, i64>(1) as u64, time_us: row.get(2) })
+    Ok(Head { tid: uint(row, 0), horizon: uint(row, 1), time_us: row.get(2) })
 }
 
 fn q_load(c: &mut PgConn, array: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> Result<()> {
-    let rows = c.q("load", LOAD, &[&(array.0 as i64), &(blk as i64), &(at as i64)])?;
+    let rows = c.q("load", LOAD, &[&array, &Uint(blk), &Uint(at)])?;
     let first = rows.first().ok_or_else(|| Error::Invalid("store has no head row".into()))?;
-    let horizon = first.get::<_, i64>(1) as u64;
+    let horizon = uint(first, 1);
     if at < horizon {
         return Err(Error::SnapshotGone { at, horizon });
     }
@@ -355,7 +357,7 @@ fn q_load(c: &mut PgConn, array: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> 
     let read_current = |buf: &mut [u8]| match current {
         Some(cur) if cur.len > 0 && cur.codec == block::CODEC_RAW => {
             if cur.kind != block::KIND_CURRENT {
-                return Err(corrupt(array, blk, cur.tid, format!("not a current version (kind {})", cur.kind)));
+                return Err(block::corrupt(array, blk, cur.tid, format!("not a current version (kind {})", cur.kind)));
             }
             // Segments in place; a missing one (or the end of a short one) reads zeros.
             buf.fill(0);
@@ -402,15 +404,11 @@ fn segment_sum(array: ArrayId, blk: u64, seg: i64, data: &[u8]) -> i64 {
     RowSum::new("outcore_segment").uint(array.0).uint(blk).int(seg).bytes(data).finish()
 }
 
-fn corrupt(array: ArrayId, blk: u64, tid: Tid, detail: String) -> Error {
-    Error::Corrupt { array, name: String::new(), blk, tid, detail }
-}
-
 impl Segment<'_> {
     /// Check the row's checksum.
     fn verify(&self, array: ArrayId, blk: u64, tid: Tid) -> Result<()> {
         if segment_sum(array, blk, self.seg, self.data) != self.sum {
-            return Err(corrupt(array, blk, tid, format!("segment {} failed its checksum", self.seg)));
+            return Err(block::corrupt(array, blk, tid, format!("segment {} failed its checksum", self.seg)));
         }
         Ok(())
     }
@@ -424,7 +422,7 @@ impl Segment<'_> {
         // the content's end with zeros (the content's zero tail shrank in pages not rewritten).
         let past_end = self.data.get(len.saturating_sub(start).min(self.data.len())..).unwrap_or(&[]);
         if end > buf.len() || self.data.len() > SEGMENT || past_end.iter().any(|b| *b != 0) {
-            return Err(corrupt(
+            return Err(block::corrupt(
                 array,
                 blk,
                 tid,
@@ -439,35 +437,33 @@ impl Segment<'_> {
 /// A payload row of the `LOAD` query.
 fn stored_row(r: &Row) -> Stored<'_> {
     Stored {
-        tid: r.get::<_, i64>(2) as u64,
+        tid: uint(r, 2),
         kind: r.get::<_, i32>(7) as i64,
         codec: r.get::<_, i32>(3) as i64,
-        len: r.get::<_, i64>(4) as u64,
+        len: uint(r, 4),
         checksum: r.get(5),
-        prev_tid: r.get::<_, i64>(6) as u64,
+        prev_tid: uint(r, 6),
         data: r.get::<_, Option<&[u8]>>(8).unwrap_or(&[]),
     }
 }
 
 fn rows_to_arrays(rows: Vec<Row>) -> Result<Vec<ArrayInfo>> {
-    rows.into_iter().map(|r| array_info(r.get(0), r.get::<_, i64>(1) as u64, r.get(2), r.get::<_, &str>(3))).collect()
+    rows.into_iter().map(|r| array_info(r.get(0), uint(&r, 1), r.get(2), r.get::<_, &str>(3))).collect()
 }
 
 /// Rows of `CHANGED_BLOCKS`.
 fn changed_blocks(rows: &[Row]) -> Vec<(ArrayId, u64, Tid)> {
-    rows.iter()
-        .map(|r| (ArrayId(r.get::<_, i64>(0) as u64), r.get::<_, i64>(1) as u64, r.get::<_, i64>(2) as u64))
-        .collect()
+    rows.iter().map(|r| (r.get::<_, ArrayId>(0), uint(r, 1), uint(r, 2))).collect()
 }
 
 /// Rows of `CHANGED_ARRAYS`.
 fn changed_arrays(rows: &[Row]) -> Vec<(ArrayId, Tid)> {
-    rows.iter().map(|r| (ArrayId(r.get::<_, i64>(0) as u64), r.get::<_, i64>(1) as u64)).collect()
+    rows.iter().map(|r| (r.get::<_, ArrayId>(0), uint(r, 1))).collect()
 }
 
 /// An array version from columns `tid, name, meta` starting at `at`.
 fn array_version(id: ArrayId, r: &Row, at: usize) -> Result<ArrayVersion> {
-    let tid = r.get::<_, i64>(at) as u64;
+    let tid = uint(r, at);
     let state = match (r.get::<_, Option<String>>(at + 1), r.get::<_, Option<&str>>(at + 2)) {
         (Some(name), Some(meta)) => Some((name, super::decode_meta(id, tid, meta)?)),
         _ => None,
@@ -476,29 +472,51 @@ fn array_version(id: ArrayId, r: &Row, at: usize) -> Result<ArrayVersion> {
 }
 
 fn q_changes(c: &mut PgConn, after: Tid, upto: Tid) -> Result<ChangedSets> {
-    let p: [&(dyn ToSql + Sync); 2] = [&(after as i64), &bound(upto)];
+    let p: [&(dyn ToSql + Sync); 2] = [&Uint(after), &bound(upto)];
     let blocks = changed_blocks(&c.q("changes", sql::CHANGED_BLOCKS, &p)?);
     let arrays = changed_arrays(&c.q("changes", sql::CHANGED_ARRAYS, &p)?);
     Ok((blocks, arrays))
 }
 
 fn check_at(c: &mut PgConn, at: Tid) -> Result<()> {
-    let head = q_head(c, HEAD)?;
-    if at < head.horizon {
-        return Err(Error::SnapshotGone { at, horizon: head.horizon });
+    read::check_at(&q_head(c, HEAD)?, at)
+}
+
+impl ReadTxn for PgConn {
+    fn head(&mut self) -> Result<Head> {
+        q_head(self, HEAD)
     }
-    if at > head.tid {
-        return Err(Error::FutureTid { at, head: head.tid });
+
+    fn changed(&mut self, after: Tid, upto: Tid) -> Result<ChangedSets> {
+        q_changes(self, after, upto)
     }
-    Ok(())
+
+    fn commits(&mut self, after: Tid, upto: Tid) -> Result<Vec<CommitRow>> {
+        let rows = self.q(
+            "history",
+            "SELECT tid, time_us, \"user\", description, extension FROM outcore_txn
+             WHERE tid > $1 AND tid <= $2 ORDER BY tid",
+            &[&Uint(after), &bound(upto)],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| CommitRow {
+                tid: uint(r, 0),
+                time_us: r.get(1),
+                user: r.get(2),
+                description: r.get(3),
+                extension: r.get(4),
+            })
+            .collect())
+    }
 }
 
 /// A current row from columns `tid, codec, len` starting at `at`. No pending patches on
 /// PostgreSQL: the payload is always the newest version.
 fn current_row(r: &Row, at: usize) -> CurrentRow {
-    let len = r.get::<_, i64>(at + 2) as u64;
+    let len = uint(r, at + 2);
     CurrentRow {
-        tid: r.get::<_, i64>(at) as u64,
+        tid: uint(r, at),
         codec: r.get::<_, i32>(at + 1) as i64,
         len,
         handle: 0,
@@ -576,7 +594,7 @@ impl PgTxn<'_> {
         if fresh {
             for (s, d) in segs.iter().zip(datas) {
                 let sum = segment_sum(id, blk, i64::from(*s), d);
-                self.c.new_segments.push(params![id.0 as i64, blk as i64, *s, d.to_vec(), sum]);
+                self.c.new_segments.push(params![id, Uint(blk), *s, d.to_vec(), sum]);
                 self.c.new_bytes += d.len();
             }
             // Bounded memory: a big commit streams its new segments in COPYs of 32 MiB.
@@ -591,7 +609,7 @@ impl PgTxn<'_> {
             "INSERT INTO outcore_segment (array_id, blk, seg, data, sum)
              SELECT $1, $2, unnest($3::int[]), unnest($4::bytea[]), unnest($5::bigint[])
              ON CONFLICT (array_id, blk, seg) DO UPDATE SET data = excluded.data, sum = excluded.sum",
-            params![id.0 as i64, blk as i64, segs.to_vec(), datas, sums],
+            params![id, Uint(blk), segs.to_vec(), datas, sums],
         );
         Ok(())
     }
@@ -603,7 +621,7 @@ impl PgTxn<'_> {
              VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (array_id, blk) DO UPDATE SET tid = excluded.tid, codec = excluded.codec,
                  len = excluded.len, checksum = excluded.checksum",
-            params![id.0 as i64, blk as i64, tid as i64, codec as i32, len as i64, checksum],
+            params![id, Uint(blk), Uint(tid), codec as i32, Uint(len), checksum],
         );
         Ok(())
     }
@@ -638,8 +656,8 @@ impl WriteTxn for PgTxn<'_> {
             "commit",
             vec![
                 (LOCKED_HEAD, params![]),
-                (sql::CHANGED_BLOCKS, params![plan.base as i64, upto]),
-                (sql::CHANGED_ARRAYS, params![plan.base as i64, upto]),
+                (sql::CHANGED_BLOCKS, params![Uint(plan.base), upto]),
+                (sql::CHANGED_ARRAYS, params![Uint(plan.base), upto]),
                 (
                     "SELECT DISTINCT ON (array_id) array_id, tid, name, meta FROM outcore_array
                      WHERE array_id = ANY($1) ORDER BY array_id, tid DESC",
@@ -669,32 +687,32 @@ impl WriteTxn for PgTxn<'_> {
         let [head, blocks, arrays, versions, current, segments, chains] =
             <[Vec<Row>; 7]>::try_from(rows).map_err(|_| Error::Invalid("a pipeline lost a result".into()))?;
         let row = head.first().ok_or_else(|| Error::Invalid("store has no head row".into()))?;
-        let head = Head { tid: row.get::<_, i64>(0) as u64, horizon: row.get::<_, i64>(1) as u64, time_us: row.get(2) };
+        let head = Head { tid: uint(row, 0), horizon: uint(row, 1), time_us: row.get(2) };
         self.got.changed = Some((plan.base, (changed_blocks(&blocks), changed_arrays(&arrays))));
         let mut at_head: HashMap<ArrayId, Option<ArrayVersion>> =
             plan.arrays.iter().map(|a| (ArrayId(*a as u64), None)).collect();
         for r in &versions {
-            let id = ArrayId(r.get::<_, i64>(0) as u64);
+            let id = r.get::<_, ArrayId>(0);
             at_head.insert(id, Some(array_version(id, r, 1)?));
         }
         self.got.arrays = Some((head.tid, at_head));
         self.got.current =
             plan.blocks.0.iter().zip(&plan.blocks.1).map(|(a, b)| ((ArrayId(*a as u64), *b as u64), None)).collect();
         for r in &current {
-            let key = (ArrayId(r.get::<_, i64>(3) as u64), r.get::<_, i64>(4) as u64);
+            let key = (r.get::<_, ArrayId>(3), uint(r, 4));
             let row = current_row(r, 0);
             self.got.chains.insert((key.0, key.1, row.tid), None);
             self.got.current.insert(key, Some(row));
         }
         for r in &chains {
-            let key = (ArrayId(r.get::<_, i64>(0) as u64), r.get::<_, i64>(1) as u64, r.get::<_, i64>(2) as u64);
+            let key = (r.get::<_, ArrayId>(0), uint(r, 1), uint(r, 2));
             self.got.chains.insert(key, Some(block::UndoChain { depth: r.get(3), bytes: r.get(4) }));
         }
         for ((a, b), s) in plan.segs.0.iter().zip(&plan.segs.1).zip(&plan.segs.2) {
             self.got.segments.entry((ArrayId(*a as u64), *b as u64)).or_default().0.push(*s);
         }
         for r in &segments {
-            let key = (ArrayId(r.get::<_, i64>(0) as u64), r.get::<_, i64>(1) as u64);
+            let key = (r.get::<_, ArrayId>(0), uint(r, 1));
             let seg = (r.get::<_, i64>(2), r.get::<_, &[u8]>(3).to_vec(), r.get::<_, i64>(4));
             self.got.segments.entry(key).or_default().1.push(seg);
         }
@@ -719,22 +737,22 @@ impl WriteTxn for PgTxn<'_> {
         let rows = self.c.q(
             "read array",
             "SELECT tid, name, meta FROM outcore_array WHERE array_id = $1 AND tid <= $2 ORDER BY tid DESC LIMIT 1",
-            &[&(id.0 as i64), &(at as i64)],
+            &[&id, &Uint(at)],
         )?;
         rows.first().map(|r| array_version(id, r, 0)).transpose()
     }
 
     fn live_arrays(&mut self, at: Tid) -> Result<Vec<ArrayInfo>> {
-        rows_to_arrays(self.c.q("list arrays", LIVE_ARRAYS, &[&(at as i64)])?)
+        rows_to_arrays(self.c.q("list arrays", LIVE_ARRAYS, &[&Uint(at)])?)
     }
 
     fn stored_blocks_from(&mut self, id: ArrayId, from_blk: u64) -> Result<Vec<(u64, u64)>> {
         let rows = self.c.q(
             "truncate",
             "SELECT blk, len FROM outcore_current WHERE array_id = $1 AND blk >= $2 AND len > 0 ORDER BY blk",
-            &[&(id.0 as i64), &(from_blk as i64)],
+            &[&id, &Uint(from_blk)],
         )?;
-        Ok(rows.into_iter().map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64)).collect())
+        Ok(rows.into_iter().map(|r| (uint(&r, 0), uint(&r, 1))).collect())
     }
 
     fn load(&mut self, id: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> Result<()> {
@@ -748,7 +766,7 @@ impl WriteTxn for PgTxn<'_> {
         let rows = self.c.q(
             "commit",
             "SELECT tid, codec, len FROM outcore_current WHERE array_id = $1 AND blk = $2",
-            &[&(id.0 as i64), &(blk as i64)],
+            &[&id, &Uint(blk)],
         )?;
         Ok(rows.first().map(|r| current_row(r, 0)))
     }
@@ -759,7 +777,7 @@ impl WriteTxn for PgTxn<'_> {
             "INSERT INTO outcore_txn (tid, time_us, \"user\", description, extension, commit_id)
              VALUES ($1, $2, $3, $4, $5, $6)",
             params![
-                info.tid as i64,
+                Uint(info.tid),
                 info.time_us,
                 info.user.clone(),
                 info.description.clone(),
@@ -777,7 +795,7 @@ impl WriteTxn for PgTxn<'_> {
         };
         self.defer(
             "INSERT INTO outcore_array (array_id, tid, name, meta) VALUES ($1, $2, $3, $4)",
-            params![id.0 as i64, tid as i64, name.map(str::to_string), meta],
+            params![id, Uint(tid), name.map(str::to_string), meta],
         );
         Ok(())
     }
@@ -789,7 +807,7 @@ impl WriteTxn for PgTxn<'_> {
         let rows = self.c.q(
             "commit",
             "SELECT depth, chain_bytes FROM outcore_undo WHERE array_id = $1 AND blk = $2 AND tid = $3",
-            &[&(id.0 as i64), &(blk as i64), &(tid as i64)],
+            &[&id, &Uint(blk), &Uint(tid)],
         )?;
         Ok(rows.first().map(|r| block::UndoChain { depth: r.get(0), bytes: r.get(1) }))
     }
@@ -800,15 +818,15 @@ impl WriteTxn for PgTxn<'_> {
              (array_id, blk, tid, prev_tid, kind, depth, chain_bytes, codec, len, checksum, data)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             params![
-                id.0 as i64,
-                blk as i64,
-                tid as i64,
-                undo.prev_tid as i64,
+                id,
+                Uint(blk),
+                Uint(tid),
+                Uint(undo.prev_tid),
                 undo.kind as i32,
                 undo.chain.depth,
                 undo.chain.bytes,
                 undo.codec as i32,
-                undo.len as i64,
+                Uint(undo.len),
                 undo.checksum,
                 undo.data.clone(),
             ],
@@ -841,7 +859,7 @@ impl WriteTxn for PgTxn<'_> {
         let keep_below: i32 = if in_place { len.div_ceil(SEGMENT) as i32 } else { 0 };
         self.defer(
             "DELETE FROM outcore_segment WHERE array_id = $1 AND blk = $2 AND seg >= $3",
-            params![id.0 as i64, blk as i64, keep_below],
+            params![id, Uint(blk), keep_below],
         );
         self.put_segments(id, blk, &segs, &datas, !in_place)?;
         // Raw content is checked by its segments' checksums, compressed by the payload's.
@@ -877,7 +895,7 @@ impl WriteTxn for PgTxn<'_> {
         let rows = self.c.q(
             "commit",
             "SELECT seg::bigint, data, sum FROM outcore_segment WHERE array_id = $1 AND blk = $2 AND seg = ANY($3)",
-            &[&(id.0 as i64), &(blk as i64), &segs],
+            &[&id, &Uint(blk), &segs],
         )?;
         for r in &rows {
             let s = Segment { seg: r.get(0), data: r.get(1), sum: r.get(2) };
@@ -912,7 +930,7 @@ impl WriteTxn for PgTxn<'_> {
     }
 
     fn set_head(&mut self, tid: Tid, time_us: i64) -> Result<()> {
-        self.defer("UPDATE outcore_head SET tid = $1, time_us = $2 WHERE id = 1", params![tid as i64, time_us]);
+        self.defer("UPDATE outcore_head SET tid = $1, time_us = $2 WHERE id = 1", params![Uint(tid), time_us]);
         self.defer("SELECT pg_notify('outcore_commit', $1)", params![tid.to_string()]);
         // The last step of `commit::apply`: the writes still queued go with COMMIT.
         Ok(())
@@ -939,21 +957,21 @@ impl Store for PgStore {
     fn arrays(&self, at: Tid) -> Result<Vec<ArrayInfo>> {
         self.with_conn(|c| {
             check_at(c, at)?;
-            rows_to_arrays(c.q("list arrays", LIVE_ARRAYS, &[&(at as i64)])?)
+            rows_to_arrays(c.q("list arrays", LIVE_ARRAYS, &[&Uint(at)])?)
         })
     }
 
     fn array(&self, name: &str, at: Tid) -> Result<Option<ArrayInfo>> {
         self.with_conn(|c| {
             check_at(c, at)?;
-            Ok(rows_to_arrays(c.q("read array", ARRAY_BY_NAME, &[&(at as i64), &name])?)?.pop())
+            Ok(rows_to_arrays(c.q("read array", ARRAY_BY_NAME, &[&Uint(at), &name])?)?.pop())
         })
     }
 
     fn array_by_id(&self, id: ArrayId, at: Tid) -> Result<Option<ArrayInfo>> {
         self.with_conn(|c| {
             check_at(c, at)?;
-            Ok(rows_to_arrays(c.q("read array", ARRAY_BY_ID, &[&(at as i64), &(id.0 as i64)])?)?.pop())
+            Ok(rows_to_arrays(c.q("read array", ARRAY_BY_ID, &[&Uint(at), &id])?)?.pop())
         })
     }
 
@@ -961,7 +979,7 @@ impl Store for PgStore {
         self.with_conn(|c| match q_load(c, array, blk, at, buf) {
             Err(Error::Corrupt { array, blk, tid, detail, .. }) => {
                 let name = c
-                    .q("read array", ARRAY_BY_ID, &[&(at as i64), &(array.0 as i64)])
+                    .q("read array", ARRAY_BY_ID, &[&Uint(at), &array])
                     .ok()
                     .and_then(|rows| rows_to_arrays(rows).ok())
                     .and_then(|mut v| v.pop())
@@ -1022,42 +1040,11 @@ impl Store for PgStore {
     }
 
     fn changes(&self, after: Tid, upto: Tid) -> Result<Changes> {
-        self.with_conn(|c| {
-            // History before the horizon is gone: what changed since `after` cannot be told.
-            let horizon = q_head(c, HEAD)?.horizon;
-            if after < horizon {
-                return Err(Error::SnapshotGone { at: after, horizon });
-            }
-            let (blocks, arrays) = q_changes(c, after, upto)?;
-            Ok(Changes {
-                blocks: blocks.into_iter().map(|(a, b, _)| (a, b)).collect(),
-                arrays: arrays.into_iter().map(|(a, _)| a).collect(),
-            })
-        })
+        self.with_conn(|c| read::changes(c, after, upto))
     }
 
     fn history(&self, after: Tid, upto: Tid) -> Result<Vec<TxnInfo>> {
-        self.with_conn(|c| {
-            let rows = c.q(
-                "history",
-                "SELECT tid, time_us, \"user\", description, extension FROM outcore_txn
-                 WHERE tid > $1 AND tid <= $2 ORDER BY tid",
-                &[&(after as i64), &bound(upto)],
-            )?;
-            Ok(rows
-                .into_iter()
-                .map(|r| {
-                    let ext: String = r.get(4);
-                    TxnInfo {
-                        tid: r.get::<_, i64>(0) as u64,
-                        time_us: r.get(1),
-                        user: r.get(2),
-                        description: r.get(3),
-                        extension: serde_json::from_str(&ext).unwrap_or(serde_json::Value::String(ext)),
-                    }
-                })
-                .collect())
-        })
+        self.with_conn(|c| read::history(c, after, upto))
     }
 
     fn tid_at(&self, time: SystemTime) -> Result<Tid> {
@@ -1098,7 +1085,7 @@ impl Store for PgStore {
                 &[],
             )?;
             let row = rows.first().ok_or_else(|| Error::Invalid("stats query returned no row".into()))?;
-            Ok(StoreStats { block_versions: row.get::<_, i64>(0) as u64, stored_bytes: row.get::<_, i64>(1) as u64 })
+            Ok(StoreStats { block_versions: uint(row, 0), stored_bytes: uint(row, 1) })
         })
     }
 
@@ -1125,7 +1112,7 @@ fn gc_in(c: &mut PgConn, keep_after: Tid) -> Result<GcStats> {
     let mut run = |sql: &str, bytes: Option<&mut u64>| -> Result<u64> {
         let rows = c.client.query_text("gc", sql, &[&k])?;
         if let Some(bytes) = bytes {
-            *bytes += rows.iter().map(|r| r.get::<_, i64>(0) as u64).sum::<u64>();
+            *bytes += rows.iter().map(|r| uint(r, 0)).sum::<u64>();
         }
         Ok(rows.len() as u64)
     };
@@ -1223,7 +1210,7 @@ impl PgStore {
             "SELECT tid FROM outcore_txn WHERE commit_id = $1",
             &[&commit_id],
         )?;
-        Ok(rows.first().map(|r| r.get::<_, i64>(0) as u64))
+        Ok(rows.first().map(|r| uint(r, 0)))
     }
 }
 

@@ -16,6 +16,7 @@ pub(crate) mod datafile;
 pub(crate) mod registry;
 pub(crate) mod staged;
 
+use super::read::{self, CommitRow, ReadTxn};
 use super::{array_info, bound, check_format, encode_meta, sql, FORMAT_NAME, SQLITE_FORMAT_VERSION};
 use crate::block::{self, Encoded, Stored};
 use crate::commit::{
@@ -337,11 +338,7 @@ fn q_catalog(c: &Connection, at: Tid) -> Result<i64> {
 
 /// A commit record as stored.
 struct TxnRow {
-    tid: u64,
-    time_us: i64,
-    user: String,
-    description: String,
-    extension: String,
+    commit: CommitRow,
     catalog: i64,
 }
 
@@ -355,14 +352,14 @@ fn q_txns(c: &Connection, filter: &str, p: &[&dyn rusqlite::ToSql]) -> Result<Ve
         .prepare_cached(&sql)
         .and_then(|mut st| {
             st.query_map(p, |r| {
-                let row = TxnRow {
-                    tid: r.get::<_, u64>(0)?,
+                let commit = CommitRow {
+                    tid: r.get(0)?,
                     time_us: r.get(1)?,
                     user: r.get(2)?,
                     description: r.get(3)?,
                     extension: r.get(4)?,
-                    catalog: r.get(5)?,
                 };
+                let row = TxnRow { commit, catalog: r.get(5)? };
                 Ok((row, r.get(6)?))
             })?
             .collect()
@@ -370,8 +367,9 @@ fn q_txns(c: &Connection, filter: &str, p: &[&dyn rusqlite::ToSql]) -> Result<Ve
         .map_err(err("read commit records"))?;
     rows.into_iter()
         .map(|(r, sum)| {
-            let want = rowsum::txn(r.tid, r.time_us, &r.user, &r.description, &r.extension, r.catalog);
-            rowsum::verify(want, sum, || format!("the commit record of tid {}", r.tid)).map(|()| r)
+            let c = &r.commit;
+            let want = rowsum::txn(c.tid, c.time_us, &c.user, &c.description, &c.extension, r.catalog);
+            rowsum::verify(want, sum, || format!("the commit record of tid {}", c.tid)).map(|()| r)
         })
         .collect()
 }
@@ -433,10 +431,33 @@ fn q_load(c: &Connection, data: &DataFile, array: ArrayId, blk: u64, at: Tid, bu
         return q_load_in_txn(c, data, array, blk, at, buf);
     }
     // One read transaction: the version row, its payload and the gc horizon from one snapshot.
-    c.execute_batch("BEGIN DEFERRED").map_err(err("load"))?;
-    let r = q_load_in_txn(c, data, array, blk, at, buf);
-    c.execute_batch("COMMIT").map_err(err("load"))?;
+    in_snapshot(c, "load", |c| q_load_in_txn(c, data, array, blk, at, buf))
+}
+
+/// Run `f` inside one read transaction of `c` (one snapshot of the database).
+fn in_snapshot<T>(c: &Connection, op: &'static str, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    c.execute_batch("BEGIN DEFERRED").map_err(err(op))?;
+    let r = f(c);
+    c.execute_batch("COMMIT").map_err(err(op))?;
     r
+}
+
+/// A read snapshot of the store: a connection inside a read transaction.
+struct SqliteRead<'c>(&'c Connection);
+
+impl ReadTxn for SqliteRead<'_> {
+    fn head(&mut self) -> Result<Head> {
+        q_head(self.0)
+    }
+
+    fn changed(&mut self, after: Tid, upto: Tid) -> Result<ChangedSets> {
+        q_changes(self.0, after, upto)
+    }
+
+    fn commits(&mut self, after: Tid, upto: Tid) -> Result<Vec<CommitRow>> {
+        let rows = q_txns(self.0, "WHERE tid > ?1 AND tid <= ?2", params![after, bound(upto)])?;
+        Ok(rows.into_iter().map(|r| r.commit).collect())
+    }
 }
 
 /// A block's current version row.
@@ -837,17 +858,6 @@ fn q_changes(c: &Connection, after: Tid, upto: Tid) -> Result<ChangedSets> {
         })
         .map_err(err("changes"))?;
     Ok((blocks, arrays))
-}
-
-fn check_at(c: &Connection, at: Tid) -> Result<()> {
-    let head = q_head(c)?;
-    if at < head.horizon {
-        return Err(Error::SnapshotGone { at, horizon: head.horizon });
-    }
-    if at > head.tid {
-        return Err(Error::FutureTid { at, head: head.tid });
-    }
-    Ok(())
 }
 
 /// Bytes to allocate for a raw current payload of `len` bytes that outgrew its room `cap` (0: a
@@ -1583,7 +1593,7 @@ impl SqliteStore {
     /// The arrays live at `at` (checked against the commit record's catalog), from the cache
     /// or read with `c`.
     fn listing(&self, c: &Connection, at: Tid) -> Result<Arc<Vec<ArrayInfo>>> {
-        check_at(c, at)?;
+        read::check_at(&q_head(c)?, at)?;
         if let Some((_, l)) = self.listings.lock().iter().find(|(t, _)| *t == at) {
             return Ok(l.clone());
         }
@@ -1891,10 +1901,8 @@ impl Store for SqliteStore {
             let gate = self.registry.gate_shared()?;
             let c = self.reader()?;
             // The head and the pending in-place commit, from one read transaction.
-            c.execute_batch("BEGIN DEFERRED").map_err(err("snapshot"))?;
-            let read = q_head(&c).and_then(|h| q_local(&c).map(|(_, redo)| (h.tid, redo)));
-            c.execute_batch("COMMIT").map_err(err("snapshot"))?;
-            let (head, redo) = read?;
+            let (head, redo) =
+                in_snapshot(&c, "snapshot", |c| q_head(c).and_then(|h| q_local(c).map(|(_, redo)| (h.tid, redo))))?;
             if redo != 0 && self.registry.home()? < redo {
                 // A committer died between its commit and its home writes (or the machine
                 // restarted since): finish them.
@@ -1985,47 +1993,26 @@ impl Store for SqliteStore {
 
     fn locate(&self, array: ArrayId, blks: std::ops::Range<u64>, at: Tid) -> Result<Option<Vec<(u64, Location)>>> {
         let c = self.reader()?;
-        c.execute_batch("BEGIN DEFERRED").map_err(err("locate"))?;
-        let r = self.listing(&c, at).and_then(|listing| q_locate(&c, &self.data, &listing, array, blks, at));
-        c.execute_batch("COMMIT").map_err(err("locate"))?;
-        r
+        in_snapshot(&c, "locate", |c| {
+            self.listing(c, at).and_then(|listing| q_locate(c, &self.data, &listing, array, blks, at))
+        })
     }
 
     fn changes(&self, after: Tid, upto: Tid) -> Result<Changes> {
         let c = self.reader()?;
-        c.execute_batch("BEGIN DEFERRED").map_err(err("changes"))?;
-        let r = q_head(&c).and_then(|head| {
-            // History before the horizon is gone: what changed since `after` cannot be told.
-            if after < head.horizon {
-                return Err(Error::SnapshotGone { at: after, horizon: head.horizon });
-            }
-            q_changes(&c, after, upto)
-        });
-        c.execute_batch("COMMIT").map_err(err("changes"))?;
-        let (blocks, arrays) = r?;
-        Ok(Changes {
-            blocks: blocks.into_iter().map(|(a, b, _)| (a, b)).collect(),
-            arrays: arrays.into_iter().map(|(a, _)| a).collect(),
-        })
+        in_snapshot(&c, "changes", |c| read::changes(&mut SqliteRead(c), after, upto))
     }
 
     fn history(&self, after: Tid, upto: Tid) -> Result<Vec<TxnInfo>> {
         let c = self.reader()?;
-        let rows = q_txns(&c, "WHERE tid > ?1 AND tid <= ?2", params![after, bound(upto)])?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let extension = serde_json::from_str(&r.extension).unwrap_or(serde_json::Value::String(r.extension));
-                TxnInfo { tid: r.tid, time_us: r.time_us, user: r.user, description: r.description, extension }
-            })
-            .collect())
+        in_snapshot(&c, "history", |c| read::history(&mut SqliteRead(c), after, upto))
     }
 
     fn tid_at(&self, time: SystemTime) -> Result<Tid> {
         let us = super::time_to_us(time);
         let c = self.reader()?;
         let rows = q_txns(&c, "WHERE tid = (SELECT max(tid) FROM outcore_txn WHERE time_us <= ?1)", &[&us])?;
-        Ok(rows.first().map_or(0, |r| r.tid))
+        Ok(rows.first().map_or(0, |r| r.commit.tid))
     }
 
     fn gc(&self, keep_after: Tid) -> Result<GcStats> {
