@@ -579,6 +579,11 @@ macro_rules! params {
 }
 
 impl PgTxn<'_> {
+    /// The first row of `sql` run with parameters `id` and `n`, if any.
+    fn first_row(&mut self, op: &'static str, sql: &'static str, id: ArrayId, n: u64) -> Result<Option<Row>> {
+        Ok(self.c.q(op, sql, &[&id, &Uint(n)])?.into_iter().next())
+    }
+
     /// Queue a write.
     fn defer(&mut self, sql: &'static str, params: Vec<Param>) {
         self.c.defer(sql, params);
@@ -734,12 +739,9 @@ impl WriteTxn for PgTxn<'_> {
                 }
             }
         }
-        let rows = self.c.q(
-            "read array",
-            "SELECT tid, name, meta FROM outcore_array WHERE array_id = $1 AND tid <= $2 ORDER BY tid DESC LIMIT 1",
-            &[&id, &Uint(at)],
-        )?;
-        rows.first().map(|r| array_version(id, r, 0)).transpose()
+        let sql =
+            "SELECT tid, name, meta FROM outcore_array WHERE array_id = $1 AND tid <= $2 ORDER BY tid DESC LIMIT 1";
+        self.first_row("read array", sql, id, at)?.map(|r| array_version(id, &r, 0)).transpose()
     }
 
     fn live_arrays(&mut self, at: Tid) -> Result<Vec<ArrayInfo>> {
@@ -763,12 +765,8 @@ impl WriteTxn for PgTxn<'_> {
         if let Some(row) = self.got.current.remove(&(id, blk)) {
             return Ok(row);
         }
-        let rows = self.c.q(
-            "commit",
-            "SELECT tid, codec, len FROM outcore_current WHERE array_id = $1 AND blk = $2",
-            &[&id, &Uint(blk)],
-        )?;
-        Ok(rows.first().map(|r| current_row(r, 0)))
+        let sql = "SELECT tid, codec, len FROM outcore_current WHERE array_id = $1 AND blk = $2";
+        Ok(self.first_row("commit", sql, id, blk)?.map(|r| current_row(&r, 0)))
     }
 
     fn insert_txn(&mut self, info: &TxnInfo) -> Result<()> {

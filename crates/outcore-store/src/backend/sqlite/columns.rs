@@ -6,30 +6,26 @@
 use crate::types::ArrayId;
 use rusqlite::types::{FromSql, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
-impl ToSql for ArrayId {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::from(self.0 as i64))
-    }
-}
-
-impl FromSql for ArrayId {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-        i64::column_result(value).map(|v| ArrayId(v as u64))
-    }
-}
-
 /// A random 64-bit number (a registry nonce) stored as the `i64` of the same bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Bits(pub u64);
 
-impl ToSql for Bits {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::from(self.0 as i64))
-    }
+/// Columns of random 64-bit numbers: the `i64` of the same bits.
+macro_rules! bits_column {
+    ($t:ident) => {
+        impl ToSql for $t {
+            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+                Ok(ToSqlOutput::from(self.0 as i64))
+            }
+        }
+
+        impl FromSql for $t {
+            fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+                i64::column_result(value).map(|v| $t(v as u64))
+            }
+        }
+    };
 }
 
-impl FromSql for Bits {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-        i64::column_result(value).map(|v| Bits(v as u64))
-    }
-}
+bits_column!(ArrayId);
+bits_column!(Bits);

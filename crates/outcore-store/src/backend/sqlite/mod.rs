@@ -688,7 +688,9 @@ fn q_load_in_txn(c: &Connection, data: &DataFile, array: ArrayId, blk: u64, at: 
     }
     let current_tid = cur.as_ref().map_or(0, |c| c.tid);
     let read_current = |buf: &mut [u8]| match &cur {
-        Some(cur) if cur.data_id != 0 || cur.ext_off.is_some() => read_current(c, data, array, blk, cur, buf),
+        Some(cur) if cur.data_id != 0 || cur.ext_off.is_some() => {
+            Payloads { c, data }.read_current(array, blk, cur, buf)
+        }
         _ => {
             buf.fill(0);
             Ok(())
@@ -699,31 +701,18 @@ fn q_load_in_txn(c: &Connection, data: &DataFile, array: ArrayId, blk: u64, at: 
     }
     // An older snapshot: undo the newer commits, newest first, from the oldest full record
     // newer than the snapshot if there is one, else from the current version.
-    let mut st = c.prepare_cached(UNDO_SINCE).map_err(err("load"))?;
-    let rows = st
-        .query_map(params![array, blk, at], |r| {
-            Ok((
-                r.get::<_, u64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, u64>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, u64>(4)?,
-                r.get::<_, i64>(5)?,
-                r.get::<_, Vec<u8>>(6)?,
-            ))
+    let rows: Vec<(Stored<'static>, Vec<u8>)> = c
+        .prepare_cached(UNDO_SINCE)
+        .and_then(|mut st| {
+            st.query_map(params![array, blk, at], |r| {
+                let (tid, kind, prev_tid, codec, len, checksum) =
+                    (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?);
+                Ok((Stored { tid, kind, codec, len, checksum, prev_tid, data: &[] }, r.get(6)?))
+            })?
+            .collect()
         })
-        .map_err(err("load"))?
-        .collect::<rusqlite::Result<Vec<_>>>()
         .map_err(err("load"))?;
-    let undo = rows.iter().map(|(tid, kind, prev_tid, codec, len, checksum, data)| Stored {
-        tid: *tid,
-        kind: *kind,
-        codec: *codec,
-        len: *len,
-        checksum: *checksum,
-        prev_tid: *prev_tid,
-        data,
-    });
+    let undo = rows.iter().map(|(s, data)| Stored { data, ..*s });
     block::rewind(array, blk, at, current_tid, read_current, undo, buf)
 }
 
@@ -735,80 +724,87 @@ const UNDO_SINCE: &str = "SELECT tid, kind, prev_tid, codec, len, checksum, data
          9223372036854775807)
      ORDER BY tid DESC";
 
-/// Read a block's current version into `buf`: its stored payload, then its pending patches.
-fn read_current(
-    c: &Connection,
-    data: &DataFile,
-    array: ArrayId,
-    blk: u64,
-    cur: &CurrentRowSql,
-    buf: &mut [u8],
-) -> Result<()> {
-    read_base(c, data, array, blk, cur, buf)?;
-    if cur.patches == 0 && cur.stored.tid == cur.tid {
-        return Ok(());
-    }
-    let mut st = c
-        .prepare_cached(
-            "SELECT tid, prev_tid, codec, len, checksum, data FROM outcore_patch
-             WHERE array_id = ?1 AND blk = ?2 ORDER BY tid",
-        )
-        .map_err(err("load"))?;
-    let mut rows = st.query(params![array, blk]).map_err(err("load"))?;
-    let mut at = cur.stored.tid;
-    while let Some(r) = rows.next().map_err(err("load"))? {
-        let get = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(Tid, Tid, i64, u64, i64, Vec<u8>)> {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
-        };
-        let (tid, prev_tid, codec, len, checksum, data) = get(r).map_err(err("load"))?;
-        let s = Stored { tid, kind: block::KIND_PATCH, codec, len, checksum, prev_tid, data: &data };
-        if s.prev_tid != at || s.tid > cur.tid {
-            return Err(block::corrupt(array, blk, s.tid, format!("pending patch of tid {} follows tid {at}", s.tid)));
-        }
-        block::apply_patch(array, blk, &s, buf)?;
-        at = s.tid;
-    }
-    if at != cur.tid {
-        return Err(block::corrupt(array, blk, cur.tid, format!("the pending patch of tid {} is missing", cur.tid)));
-    }
-    Ok(())
+/// Where block payloads are read from: the metadata database (blobs, pending patches) and the
+/// data file (extents).
+struct Payloads<'a> {
+    c: &'a Connection,
+    data: &'a DataFile,
 }
 
-/// Read a block's stored payload (the current version without its pending patches) into `buf`.
-fn read_base(
-    c: &Connection,
-    data: &DataFile,
-    array: ArrayId,
-    blk: u64,
-    cur: &CurrentRowSql,
-    buf: &mut [u8],
-) -> Result<()> {
-    if let Some(off) = cur.ext_off {
-        let len = cur.stored.len as usize;
-        if cur.stored.codec != block::CODEC_RAW || len > buf.len() {
+impl Payloads<'_> {
+    /// Read a block's current version into `buf`: its stored payload, then its pending patches.
+    fn read_current(&self, array: ArrayId, blk: u64, cur: &CurrentRowSql, buf: &mut [u8]) -> Result<()> {
+        let c = self.c;
+        self.read_base(array, blk, cur, buf)?;
+        if cur.patches == 0 && cur.stored.tid == cur.tid {
+            return Ok(());
+        }
+        let mut st = c
+            .prepare_cached(
+                "SELECT tid, prev_tid, codec, len, checksum, data FROM outcore_patch
+             WHERE array_id = ?1 AND blk = ?2 ORDER BY tid",
+            )
+            .map_err(err("load"))?;
+        let mut rows = st.query(params![array, blk]).map_err(err("load"))?;
+        let mut at = cur.stored.tid;
+        while let Some(r) = rows.next().map_err(err("load"))? {
+            let get = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(Tid, Tid, i64, u64, i64, Vec<u8>)> {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+            };
+            let (tid, prev_tid, codec, len, checksum, data) = get(r).map_err(err("load"))?;
+            let s = Stored { tid, kind: block::KIND_PATCH, codec, len, checksum, prev_tid, data: &data };
+            if s.prev_tid != at || s.tid > cur.tid {
+                return Err(block::corrupt(
+                    array,
+                    blk,
+                    s.tid,
+                    format!("pending patch of tid {} follows tid {at}", s.tid),
+                ));
+            }
+            block::apply_patch(array, blk, &s, buf)?;
+            at = s.tid;
+        }
+        if at != cur.tid {
             return Err(block::corrupt(
                 array,
                 blk,
                 cur.tid,
-                format!("extent row of {len} bytes, codec {}", cur.stored.codec),
+                format!("the pending patch of tid {} is missing", cur.tid),
             ));
         }
-        data.read_at(off, &mut buf[..len])?;
-        buf[len..].fill(0);
-        let sums = cur.page_sums.as_deref().unwrap_or(&[]);
-        return block::verify_extent_pages(array, blk, &cur.stored, sums, buf, 0..len.div_ceil(block::PAGE) as u32);
+        Ok(())
     }
-    let blob = c.blob_open(rusqlite::MAIN_DB, c"outcore_blob", c"data", cur.data_id, true).map_err(err("load"))?;
-    let len = cur.stored.len as usize;
-    if cur.stored.codec != block::CODEC_RAW || blob.len() < len || len > buf.len() {
-        // Compressed (or inconsistent): read the payload aside and decode it.
-        let mut payload = vec![0u8; blob.len()];
-        blob.read_at_exact(&mut payload, 0).map_err(err("load"))?;
-        return block::decode_current(array, blk, &Stored { data: &payload, ..cur.stored }, buf);
+
+    /// Read a block's stored payload (the current version without its pending patches) into `buf`.
+    fn read_base(&self, array: ArrayId, blk: u64, cur: &CurrentRowSql, buf: &mut [u8]) -> Result<()> {
+        let (c, data) = (self.c, self.data);
+        if let Some(off) = cur.ext_off {
+            let len = cur.stored.len as usize;
+            if cur.stored.codec != block::CODEC_RAW || len > buf.len() {
+                return Err(block::corrupt(
+                    array,
+                    blk,
+                    cur.tid,
+                    format!("extent row of {len} bytes, codec {}", cur.stored.codec),
+                ));
+            }
+            data.read_at(off, &mut buf[..len])?;
+            buf[len..].fill(0);
+            let sums = cur.page_sums.as_deref().unwrap_or(&[]);
+            return block::verify_extent_pages(array, blk, &cur.stored, sums, buf, 0..len.div_ceil(block::PAGE) as u32);
+        }
+        let blob = c.blob_open(rusqlite::MAIN_DB, c"outcore_blob", c"data", cur.data_id, true).map_err(err("load"))?;
+        let len = cur.stored.len as usize;
+        if cur.stored.codec != block::CODEC_RAW || blob.len() < len || len > buf.len() {
+            // Compressed (or inconsistent): read the payload aside and decode it.
+            let mut payload = vec![0u8; blob.len()];
+            blob.read_at_exact(&mut payload, 0).map_err(err("load"))?;
+            return block::decode_current(array, blk, &Stored { data: &payload, ..cur.stored }, buf);
+        }
+        // Raw: incremental blob I/O reads the content straight into `buf` (no intermediate copies).
+        blob.read_at_exact(&mut buf[..len], 0).map_err(err("load"))?;
+        block::verify_in_place(array, blk, &cur.stored, buf)
     }
-    // Raw: incremental blob I/O reads the content straight into `buf` (no intermediate copies).
-    blob.read_at_exact(&mut buf[..len], 0).map_err(err("load"))?;
-    block::verify_in_place(array, blk, &cur.stored, buf)
 }
 
 const LIVE_ARRAYS: &str = "SELECT v.array_id, v.tid, v.name, v.meta, v.row_sum FROM outcore_array v
@@ -816,21 +812,12 @@ const LIVE_ARRAYS: &str = "SELECT v.array_id, v.tid, v.name, v.meta, v.row_sum F
        AND v.name IS NOT NULL";
 
 fn q_arrays(c: &Connection, sql: &str, p: &[&dyn rusqlite::ToSql]) -> Result<Vec<ArrayInfo>> {
-    let mut st = c.prepare_cached(sql).map_err(err("list arrays"))?;
-    let rows = st
-        .query_map(p, |r| {
-            Ok((
-                r.get::<_, ArrayId>(0)?,
-                r.get::<_, Tid>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, i64>(4)?,
-            ))
-        })
+    let rows: Vec<(ArrayId, Tid, String, String, i64)> = c
+        .prepare_cached(sql)
+        .and_then(|mut st| st.query_map(p, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?.collect())
         .map_err(err("list arrays"))?;
     let mut out = Vec::new();
-    for row in rows {
-        let (id, tid, name, meta, sum) = row.map_err(err("list arrays"))?;
+    for (id, tid, name, meta, sum) in rows {
         verify_array_row(id, tid, Some(&name), Some(&meta), sum)?;
         out.push(array_info(id, tid, name, &meta)?);
     }
@@ -1225,7 +1212,9 @@ impl PatchTxn for SqliteTxn<'_> {
         let data = &self.store.data;
         let r = self.reader()?;
         match q_current(r, id, blk)? {
-            Some(cur) if cur.data_id != 0 || cur.ext_off.is_some() => read_base(r, data, id, blk, &cur, buf),
+            Some(cur) if cur.data_id != 0 || cur.ext_off.is_some() => {
+                Payloads { c: r, data }.read_base(id, blk, &cur, buf)
+            }
             cur => {
                 if cur.is_none() {
                     check_unwritten(r, id, blk)?;
