@@ -1,4 +1,5 @@
-//! Views over pager memory: the only module of the core with `unsafe` code.
+//! Views over pager memory: one of the two modules of the core with `unsafe` code (the other is
+//! `fork.rs`; see docs/ARCHITECTURE.md, "Where `unsafe` lives").
 //!
 //! Each guard owns a pager [`View`] (a shared mapping of whole blocks of an array's page
 //! cache) and hands out slices or `ndarray` views borrowing the guard. Bounds and alignment are
