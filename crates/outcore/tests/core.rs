@@ -23,6 +23,19 @@ fn committed(conn: &Connection) {
     conn.commit().expect("commit");
 }
 
+/// Two connections to the committed array "a": one of `f.db`, one of a second `Db` of the
+/// same store; each has filled one row of "a" (`rows.0` with 1.0, `rows.1` with 2.0).
+fn two_writers(f: &Fixture, rows: (u64, u64)) -> (Connection, Connection) {
+    let conn1 = f.db.connect().expect("connect");
+    committed(&conn1);
+    let conn2 = f.reopen().connect().expect("connect 2");
+    for (conn, row, v) in [(&conn1, rows.0, 1.0), (&conn2, rows.1, 2.0)] {
+        let a = conn.open("a").expect("open");
+        a.slice_view_mut::<f64>(&[row..row + 1, 0..50]).expect("view").view_mut().fill(v);
+    }
+    (conn1, conn2)
+}
+
 fn get(conn: &Connection, name: &str, i: u64, j: u64) -> f64 {
     let g = conn.open(name).expect("open").slice_view::<f64>(&[i..i + 1, j..j + 1]).expect("slice");
     let v = g.view()[[0, 0]];
@@ -134,11 +147,7 @@ fn isolation_between_connections(f: &Fixture) {
 }
 
 fn conflict_same_block_then_abort(f: &Fixture) {
-    let conn1 = f.db.connect().expect("connect");
-    committed(&conn1);
-    let conn2 = f.reopen().connect().expect("connect 2");
-    conn1.open("a").expect("open").slice_view_mut::<f64>(&[0..1, 0..50]).expect("view").view_mut().fill(1.0);
-    conn2.open("a").expect("open").slice_view_mut::<f64>(&[1..2, 0..50]).expect("view").view_mut().fill(2.0);
+    let (conn1, conn2) = two_writers(f, (0, 1));
     let t1 = conn1.commit().expect("commit 1");
     let e = conn2.commit().expect_err("conflict");
     let msg = e.to_string();
@@ -160,12 +169,8 @@ fn conflict_same_block_then_abort(f: &Fixture) {
 }
 
 fn different_blocks_both_commit(f: &Fixture) {
-    let conn1 = f.db.connect().expect("connect");
-    committed(&conn1);
-    let conn2 = f.reopen().connect().expect("connect 2");
     // Row 0 is in block 0, row 99 in block 2.
-    conn1.open("a").expect("open").slice_view_mut::<f64>(&[0..1, 0..50]).expect("view").view_mut().fill(1.0);
-    conn2.open("a").expect("open").slice_view_mut::<f64>(&[99..100, 0..50]).expect("view").view_mut().fill(2.0);
+    let (conn1, conn2) = two_writers(f, (0, 99));
     conn1.commit().expect("commit 1");
     conn2.commit().expect("commit 2");
     for conn in [&conn1, &conn2, &f.reopen().connect().expect("connect 3")] {

@@ -5,7 +5,7 @@
 //!
 //! Child processes are this test binary re-executed on an ignored entry point.
 
-use outcore::{ArraySpec, Db, DbOptions};
+use outcore::{Array, ArraySpec, Connection, Db, DbOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -34,13 +34,20 @@ fn create(url: &str, value: f64) {
     conn.commit().expect("commit");
 }
 
-#[test]
-#[ignore = "child process: holds an old snapshot"]
-fn child_old_reader() {
+/// In a child process: array "a" of the store the parent names in `OUTCORE_CHILD_URL`, in a
+/// new connection (with its `Db`).
+fn child_array() -> (Db, Connection, Array) {
     let url = std::env::var("OUTCORE_CHILD_URL").expect("url");
     let db = Db::open(&url, options()).expect("open");
     let conn = db.connect().expect("connect");
     let a = conn.open("a").expect("open a");
+    (db, conn, a)
+}
+
+#[test]
+#[ignore = "child process: holds an old snapshot"]
+fn child_old_reader() {
+    let (_db, conn, a) = child_array();
     let g = a.as_array_view::<f64>().expect("view");
     assert!(g.view().iter().all(|v| *v == 1.0));
     println!("ready");
@@ -126,10 +133,7 @@ fn crash_commit(t: u64) -> Vec<usize> {
 #[test]
 #[ignore = "child process: commits until killed"]
 fn child_committer() {
-    let url = std::env::var("OUTCORE_CHILD_URL").expect("url");
-    let db = Db::open(&url, options()).expect("open");
-    let conn = db.connect().expect("connect");
-    let a = conn.open("a").expect("open a");
+    let (_db, conn, a) = child_array();
     let mut stdout = std::io::stdout();
     loop {
         let t = conn.tid() + 1;
