@@ -127,3 +127,34 @@ fn forked_child_gets_no_view() {
     assert_eq!(rd(&v, 2 * BS + 5), src.expected(2, 5));
     assert_eq!(src.count(2), 1);
 }
+
+/// A failed load keeps the source's error, not its text: whether it was transient, and its
+/// cause chain (where the layer above finds its own typed error, e.g. the store's `Corrupt`).
+#[test]
+fn load_errors_keep_the_source_error() {
+    struct Failing(bool);
+    impl outcore_pager::BlockSource for Failing {
+        fn load(&self, blk: u64, _: &mut [u8]) -> Result<(), outcore_pager::SourceError> {
+            let e = std::io::Error::other(format!("disk on fire at block {blk}"));
+            let se = if self.0 {
+                outcore_pager::SourceError::transient("busy")
+            } else {
+                outcore_pager::SourceError::permanent("unreadable")
+            };
+            Err(se.with_cause(e))
+        }
+    }
+    let p = pager_with(PagerConfig { max_retries: 1, retry_for: std::time::Duration::ZERO, ..PagerConfig::default() });
+    for transient in [false, true] {
+        let f = p.open_file(std::sync::Arc::new(Failing(transient)), BS, 2 * BS as u64).unwrap();
+        match f.prefetch(1..2) {
+            Err(outcore_pager::PagerError::Load { blk: 1, error }) => {
+                assert_eq!(error.is_transient(), transient);
+                let cause = std::error::Error::source(&*error).expect("the cause");
+                let io = cause.downcast_ref::<std::io::Error>().expect("the source's own error");
+                assert_eq!(io.to_string(), "disk on fire at block 1");
+            }
+            other => panic!("expected a load error, got {other:?}"),
+        }
+    }
+}
