@@ -3,7 +3,7 @@
 //! `PagerError`). Invariant: through either engine, a corrupt block reached by a load is the
 //! store's own `Error::Store(Corrupt)` naming the block; other pager failures stay `Pager`.
 
-use std::os::unix::fs::FileExt;
+mod common;
 
 use outcore::store::Error as StoreError;
 use outcore::{ArraySpec, Codec, Db, DbOptions, Error};
@@ -34,15 +34,7 @@ fn a_flipped_byte_in_the_data_file_is_a_corrupt_error() {
     // Page-cache engine (uncompressed array of a local store): the block's extent.
     let dir = tempfile::tempdir().expect("tempdir");
     let url = store(dir.path(), Codec::None);
-    let off: i64 = rusqlite::Connection::open(&url)
-        .expect("sqlite")
-        .query_row("SELECT ext_off FROM outcore_current WHERE blk = 1", [], |r| r.get(0))
-        .expect("extent");
-    let data = std::fs::OpenOptions::new().read(true).write(true).open(format!("{url}.blocks")).expect("data file");
-    let mut b = [0u8; 1];
-    data.read_exact_at(&mut b, off as u64 + 5000).expect("read");
-    data.write_all_at(&[b[0] ^ 0x40], off as u64 + 5000).expect("write");
-    drop(data);
+    common::flip_extent_byte(&url, 1, 5000);
     match load_error(&url) {
         Error::Store(StoreError::Corrupt { blk: 1, .. }) => {}
         other => panic!("expected the store's Corrupt error for block 1, got {other:?}"),
