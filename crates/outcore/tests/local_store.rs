@@ -151,6 +151,18 @@ fn child_committer() {
     }
 }
 
+/// The tids a child reports on `stdout` (`committed <tid>` lines), read by a thread.
+fn committed_tids(stdout: std::process::ChildStdout) -> (std::sync::mpsc::Receiver<u64>, std::thread::JoinHandle<()>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let tids = BufReader::new(stdout).lines().map_while(Result::ok);
+        for t in tids.filter_map(|line| line.strip_prefix("committed ").map(|t| t.parse::<u64>().expect("tid"))) {
+            let _ = tx.send(t);
+        }
+    });
+    (rx, reader)
+}
+
 #[test]
 fn sigkill_during_mapped_commits_loses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -159,15 +171,7 @@ fn sigkill_during_mapped_commits_loses_nothing() {
     let mut reported = 1u64;
     for round in 0..12u64 {
         let mut proc = child("child_committer", &url).spawn().expect("spawn");
-        let stdout = proc.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let lines = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(t) = line.strip_prefix("committed ") {
-                    let _ = tx.send(t.parse::<u64>().expect("tid"));
-                }
-            }
-        });
+        let (rx, lines) = committed_tids(proc.stdout.take().expect("stdout"));
         let first = rx.recv_timeout(Duration::from_secs(60)).expect("the child commits");
         reported = reported.max(first);
         std::thread::sleep(Duration::from_millis(round * 13 % 70));
