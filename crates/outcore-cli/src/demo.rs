@@ -1,10 +1,11 @@
-//! `outcore demo`: the original system's demo re-created on the block store (until the Python
-//! layer takes it over): fill a float64 array with S(t) = 15 sin(0.2 t) in 32 MiB transactions,
-//! reopen, scan, verify.
+//! `outcore demo`: the original system's demo re-created on the core API (`Db`, `Connection`,
+//! array views): fill a float64 array with S(t) = 15 sin(0.2 t) in 32 MiB transactions, reopen,
+//! scan, verify.
 
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use outcore::store::{self, ArrayId, ArrayMeta, Commit, Order, DEFAULT_BLKSIZE};
+use outcore::{ArraySpec, CommitInfo, Db, DbOptions};
+use std::ops::Range;
 use std::time::Instant;
 
 /// Arguments of `outcore demo`.
@@ -41,72 +42,17 @@ pub fn run(args: Args) -> Result<()> {
     }
     let nbytes = args.size << 20;
     let n = nbytes / 8;
-    let bs = DEFAULT_BLKSIZE;
     println!("gen: {} float64 values ({} MiB) into {}", n, args.size, args.path);
-    let s = store::open(&args.path)?;
-    let mut base = s.head()?;
-    let id = ArrayId::random();
-    let mut c = Commit::new().with_description("demo: create signal");
-    if let Some(old) = s.array("signal", base)? {
-        c.delete_array(old.id);
-        base = s.commit(base, c)?;
-        c = Commit::new().with_description("demo: create signal");
-    }
-    c.put_array(id, "signal", ArrayMeta::new("<f8", vec![n], Order::C, nbytes));
-    base = s.commit(base, c)?;
-
     let t0 = Instant::now();
-    let pb = bar(nbytes, "gen");
-    let mut blk = 0u64;
-    while blk * bs < nbytes {
-        let mut c = Commit::new().with_user("demo");
-        let first = blk;
-        while blk * bs < nbytes && (blk - first) * bs < TXN_BYTES {
-            let start = blk * bs / 8;
-            let end = ((blk + 1) * bs / 8).min(n);
-            let mut data = Vec::with_capacity(((end - start) * 8) as usize);
-            for t in start..end {
-                data.extend_from_slice(&signal(t).to_le_bytes());
-            }
-            c.write_block(id, blk, data);
-            blk += 1;
-        }
-        c.description = format!("demo: signal blocks {first}..{blk}");
-        base = s.commit(base, c)?;
-        pb.set_position((blk * bs).min(nbytes));
-    }
-    pb.finish();
+    generate(&args.path, n)?;
     let gen = t0.elapsed();
-    drop(s);
 
     println!("read: reopening {}", args.path);
-    let s = store::open(&args.path)?;
-    let head = s.head()?;
-    let a = s.array("signal", head)?.ok_or_else(|| anyhow::anyhow!("array 'signal' missing after reopen"))?;
     let t1 = Instant::now();
-    let pb = bar(nbytes, "scan");
-    let mut buf = vec![0u8; bs as usize];
-    let (mut sum, mut count, mut mismatches) = (0.0f64, 0u64, 0u64);
-    for blk in 0..a.meta.nblocks() {
-        s.load(a.id, blk, head, &mut buf)?;
-        let start = blk * bs / 8;
-        let end = ((blk + 1) * bs / 8).min(n);
-        for (i, chunk) in buf.chunks_exact(8).take((end - start) as usize).enumerate() {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(chunk);
-            let v = f64::from_le_bytes(w);
-            if v != signal(start + i as u64) {
-                mismatches += 1;
-            }
-            sum += v;
-            count += 1;
-        }
-        pb.inc(bs);
-    }
-    pb.finish();
+    let scanned = scan(&args.path)?;
     let scan = t1.elapsed();
-    println!("shape ({},)  dtype {}  size {}", a.meta.shape[0], a.meta.dtype, count);
-    println!("mean {:.6}  sum {:.3}", sum / count as f64, sum);
+    println!("shape ({},)  dtype {}  size {}", scanned.shape[0], scanned.dtype, scanned.count);
+    println!("mean {:.6}  sum {:.3}", scanned.sum / scanned.count as f64, scanned.sum);
     println!(
         "gen {:.2} s ({:.0} MiB/s, durable commits of 32 MiB), scan {:.2} s ({:.0} MiB/s)",
         gen.as_secs_f64(),
@@ -115,11 +61,81 @@ pub fn run(args: Args) -> Result<()> {
         args.size as f64 / scan.as_secs_f64()
     );
     println!("{}", memory_line());
-    if mismatches > 0 {
-        bail!("{mismatches} values read back differ from what was written");
+    if scanned.mismatches > 0 {
+        bail!("{} values read back differ from what was written", scanned.mismatches);
     }
     println!("verified: every value read back equals what was written");
     Ok(())
+}
+
+/// Element ranges of the 32 MiB transactions: whole blocks of `blksize` bytes each, as
+/// `(first block, end block, elements)`.
+fn transactions(n: u64, blksize: u64) -> impl Iterator<Item = (u64, u64, Range<u64>)> {
+    let per_txn = (TXN_BYTES / blksize).max(1);
+    let nblocks = (n * 8).div_ceil(blksize);
+    (0..nblocks).step_by(per_txn as usize).map(move |first| {
+        let end = (first + per_txn).min(nblocks);
+        (first, end, first * blksize / 8..(end * blksize / 8).min(n))
+    })
+}
+
+/// Creates the array `signal` of `n` float64 (replacing an existing one) and fills it, one
+/// commit per 32 MiB.
+fn generate(path: &str, n: u64) -> Result<()> {
+    let db = Db::open(path, DbOptions::default())?;
+    let conn = db.connect()?;
+    if conn.contains("signal")? {
+        conn.delete("signal")?;
+        conn.commit_with(CommitInfo::new("demo: create signal"))?;
+    }
+    let a = conn.create("signal", ArraySpec::of::<f64>([n]))?;
+    conn.commit_with(CommitInfo::new("demo: create signal"))?;
+    let pb = bar(n * 8, "gen");
+    for (first, end, elems) in transactions(n, a.blksize()?) {
+        let mut view = a.slice_view_mut::<f64>(std::slice::from_ref(&elems))?;
+        for (v, t) in view.view_mut().iter_mut().zip(elems.clone()) {
+            *v = signal(t);
+        }
+        drop(view);
+        conn.commit_with(CommitInfo::new(format!("demo: signal blocks {first}..{end}")).user("demo"))?;
+        pb.set_position(elems.end * 8);
+    }
+    pb.finish();
+    Ok(())
+}
+
+/// What a scan of `signal` found.
+struct Scanned {
+    shape: Vec<u64>,
+    dtype: String,
+    count: u64,
+    sum: f64,
+    mismatches: u64,
+}
+
+/// Reopens the database and reads `signal` back, 32 MiB at a time, comparing every value with
+/// the signal.
+fn scan(path: &str) -> Result<Scanned> {
+    let db = Db::open(path, DbOptions::default())?;
+    let conn = db.connect()?;
+    let a = conn.open("signal").map_err(|e| anyhow::anyhow!("array 'signal' missing after reopen: {e}"))?;
+    let shape = a.shape()?;
+    let n = shape[0];
+    let mut out = Scanned { shape, dtype: a.dtype()?, count: 0, sum: 0.0, mismatches: 0 };
+    let pb = bar(n * 8, "scan");
+    for (_, _, elems) in transactions(n, a.blksize()?) {
+        let view = a.slice_view::<f64>(std::slice::from_ref(&elems))?;
+        for (v, t) in view.view().iter().zip(elems.clone()) {
+            if *v != signal(t) {
+                out.mismatches += 1;
+            }
+            out.sum += *v;
+            out.count += 1;
+        }
+        pb.set_position(elems.end * 8);
+    }
+    pb.finish();
+    Ok(out)
 }
 
 /// VIRT and RSS of this process, from /proc.

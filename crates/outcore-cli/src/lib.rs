@@ -665,12 +665,53 @@ fn cp(src_loc: &str, dst_loc: &str, current: bool, ui: Ui) -> Result<i32> {
     }
     let head = src.head()?;
     let horizon = src.gc_horizon()?;
-    // Holds every tid from the oldest copied on against a concurrent gc.
-    let _snap = src.snapshot(Some(if current { head } else { horizon.min(head) }))?;
-
-    // The plan: the state at the first copied tid in full, then each later commit's changes.
-    let mut steps = Vec::new();
     let first = if current { head } else { horizon.min(head) };
+    // Holds every tid from the oldest copied on against a concurrent gc.
+    let _snap = src.snapshot(Some(first))?;
+    let steps = copy_plan(&*src, first, head, current)?;
+    let total_blocks: u64 = steps.iter().map(|s| s.blocks.len() as u64).sum();
+
+    let dst = store::open(dst_loc).with_context(|| format!("opening {dst_loc}"))?;
+    if dst.head()? != 0 {
+        bail!("{dst_loc} is not empty (head tid {}): cp writes into a new store only", dst.head()?);
+    }
+    let pb = ui.bar(total_blocks, "copying [{bar:40}] {pos}/{len} blocks ({msg}), eta {eta}");
+    let mut dst_head = 0;
+    for (i, step) in steps.iter().enumerate() {
+        pb.set_message(format!("commit {}/{}", i + 1, steps.len()));
+        let c = copy_commit(&src, step, &pb)?;
+        dst_head = dst.commit(dst_head, c).with_context(|| format!("copying tid {}", step.tid))?;
+    }
+    pb.finish_and_clear();
+
+    // Verify: the same arrays with the same metadata and bytes at the heads, and as many commits.
+    let vb = ui.bar(0, "verifying [{bar:40}] {pos}/{len} blocks, eta {eta}");
+    let (blocks, bytes) = verify_copy(&*src, head, &*dst, dst_head, &vb)?;
+    vb.finish_and_clear();
+    let commits = steps.len();
+    let secs = t0.elapsed().as_secs_f64();
+    if ui.json {
+        println!(
+            "{:#}",
+            json!({ "src": src.location(), "dst": dst.location(), "commits": commits, "src_head": head, "dst_head": dst_head,
+                    "blocks_verified": blocks, "bytes_verified": bytes, "history": !current, "seconds": secs })
+        );
+    } else {
+        ui.say(format!(
+            "copied {} to {}: {commits} commits ({}), {blocks} blocks / {} verified equal, in {secs:.1} s",
+            src.location(),
+            dst.location(),
+            if current { "newest state only".to_string() } else { format!("history from tid {first}") },
+            human(bytes)
+        ));
+    }
+    Ok(0)
+}
+
+/// The commits of a copy: the state at `first` in full (unless the store is empty), then,
+/// unless `current`, each later commit up to `head` with the blocks and arrays it changed.
+fn copy_plan(src: &dyn Store, first: Tid, head: Tid, current: bool) -> Result<Vec<Step>> {
+    let mut steps = Vec::new();
     if first > 0 {
         let mut blocks = Vec::new();
         let arrays = src.arrays(first)?;
@@ -702,106 +743,80 @@ fn cp(src_loc: &str, dst_loc: &str, current: bool, ui: Ui) -> Result<i32> {
             prev = t.tid;
         }
     }
-    let total_blocks: u64 = steps.iter().map(|s| s.blocks.len() as u64).sum();
+    Ok(steps)
+}
 
-    let dst = store::open(dst_loc).with_context(|| format!("opening {dst_loc}"))?;
-    if dst.head()? != 0 {
-        bail!("{dst_loc} is not empty (head tid {}): cp writes into a new store only", dst.head()?);
-    }
-    let pb = ui.bar(total_blocks, "copying [{bar:40}] {pos}/{len} blocks ({msg}), eta {eta}");
-    let mut dst_head = 0;
-    for (i, step) in steps.iter().enumerate() {
-        pb.set_message(format!("commit {}/{}", i + 1, steps.len()));
-        let mut c = Commit::new();
-        match &step.txn {
-            Some(t) => {
-                c = c
-                    .with_user(t.user.clone())
-                    .with_description(t.description.clone())
-                    .with_extension(t.extension.clone());
-            }
-            None => {
-                c = c.with_user(user()).with_description(format!(
-                    "outcore cp of {} at tid {}",
-                    src.location(),
-                    step.tid
-                ))
-            }
-        }
-        let mut live = std::collections::HashMap::new();
-        for id in &step.arrays {
-            match src.array_by_id(*id, step.tid)? {
+/// The commit that replays `step` of a copy: its record (the source's, or a note naming the
+/// copy), its array changes, and its blocks loaded from `src` when the destination stores them
+/// (each one ticks `pb`).
+fn copy_commit(src: &Arc<dyn Store>, step: &Step, pb: &ProgressBar) -> Result<Commit> {
+    let mut c = match &step.txn {
+        Some(t) => Commit::new()
+            .with_user(t.user.clone())
+            .with_description(t.description.clone())
+            .with_extension(t.extension.clone()),
+        None => Commit::new().with_user(user()).with_description(format!(
+            "outcore cp of {} at tid {}",
+            src.location(),
+            step.tid
+        )),
+    };
+    let mut live = copy_arrays(&**src, step, &mut c)?;
+    for &(id, blk) in &step.blocks {
+        let meta = match live.get(&id) {
+            Some(m) => m.clone(),
+            None => match src.array_by_id(id, step.tid)? {
                 Some(a) => {
-                    if !step.full {
-                        if let Some(old) = src.array_by_id(*id, step.prev)? {
-                            if old.meta.nbytes > a.meta.nbytes {
-                                c.truncate(*id, a.meta.nbytes);
-                            }
+                    live.insert(id, a.meta.clone());
+                    a.meta
+                }
+                None => continue,
+            },
+        };
+        if blk >= meta.nblocks() {
+            pb.inc(1);
+            continue;
+        }
+        let (src, pb, at, bs) = (src.clone(), pb.clone(), step.tid, meta.blksize as usize);
+        c.write_block_from(
+            id,
+            blk,
+            move |buf: &mut Vec<u8>| -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
+                buf.resize(bs, 0);
+                src.load(id, blk, at, buf)?;
+                pb.inc(1);
+                Ok(())
+            },
+        );
+    }
+    Ok(c)
+}
+
+/// Adds the array changes of `step` to `c` (creations and metadata, the shrinks as truncations,
+/// deletions); returns the metadata of the arrays live after it.
+fn copy_arrays(src: &dyn Store, step: &Step, c: &mut Commit) -> Result<std::collections::HashMap<ArrayId, ArrayMeta>> {
+    let mut live = std::collections::HashMap::new();
+    for id in &step.arrays {
+        match src.array_by_id(*id, step.tid)? {
+            Some(a) => {
+                if !step.full {
+                    if let Some(old) = src.array_by_id(*id, step.prev)? {
+                        if old.meta.nbytes > a.meta.nbytes {
+                            c.truncate(*id, a.meta.nbytes);
                         }
                     }
-                    c.put_array(*id, a.name.clone(), a.meta.clone());
-                    live.insert(*id, a.meta.clone());
                 }
-                None => {
-                    if !step.full && src.array_by_id(*id, step.prev)?.is_some() {
-                        c.delete_array(*id);
-                    }
+                c.put_array(*id, a.name.clone(), a.meta.clone());
+                live.insert(*id, a.meta.clone());
+            }
+            None => {
+                if !step.full && src.array_by_id(*id, step.prev)?.is_some() {
+                    c.delete_array(*id);
                 }
             }
         }
-        for &(id, blk) in &step.blocks {
-            let meta = match live.get(&id) {
-                Some(m) => m.clone(),
-                None => match src.array_by_id(id, step.tid)? {
-                    Some(a) => {
-                        live.insert(id, a.meta.clone());
-                        a.meta
-                    }
-                    None => continue,
-                },
-            };
-            if blk >= meta.nblocks() {
-                pb.inc(1);
-                continue;
-            }
-            let (src, pb, at, bs) = (src.clone(), pb.clone(), step.tid, meta.blksize as usize);
-            c.write_block_from(
-                id,
-                blk,
-                move |buf: &mut Vec<u8>| -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
-                    buf.resize(bs, 0);
-                    src.load(id, blk, at, buf)?;
-                    pb.inc(1);
-                    Ok(())
-                },
-            );
-        }
-        dst_head = dst.commit(dst_head, c).with_context(|| format!("copying tid {}", step.tid))?;
     }
-    pb.finish_and_clear();
-
-    // Verify: the same arrays with the same metadata and bytes at the heads, and as many commits.
-    let vb = ui.bar(0, "verifying [{bar:40}] {pos}/{len} blocks, eta {eta}");
-    let (blocks, bytes) = verify_copy(&*src, head, &*dst, dst_head, &vb)?;
-    vb.finish_and_clear();
-    let commits = steps.len();
-    let secs = t0.elapsed().as_secs_f64();
-    if ui.json {
-        println!(
-            "{:#}",
-            json!({ "src": src.location(), "dst": dst.location(), "commits": commits, "src_head": head, "dst_head": dst_head,
-                    "blocks_verified": blocks, "bytes_verified": bytes, "history": !current, "seconds": secs })
-        );
-    } else {
-        ui.say(format!(
-            "copied {} to {}: {commits} commits ({}), {blocks} blocks / {} verified equal, in {secs:.1} s",
-            src.location(),
-            dst.location(),
-            if current { "newest state only".to_string() } else { format!("history from tid {first}") },
-            human(bytes)
-        ));
-    }
-    Ok(0)
+    Ok(live)
 }
 
 /// Compare every array of `a` at `ta` with `b` at `tb`; returns (blocks, bytes) compared.

@@ -103,6 +103,28 @@ struct Row {
     ratio: f64,
 }
 
+impl Row {
+    /// Throughput over `bytes`: the pager took `p`, the baseline (`note`) `b`.
+    fn rate(what: &'static str, bytes: usize, p: Duration, b: Duration, note: &str) -> Row {
+        Row {
+            what,
+            pager: format!("{:.2} GB/s", gbps(bytes, p)),
+            baseline: format!("{:.2} GB/s ({note})", gbps(bytes, b)),
+            ratio: b.as_secs_f64() / p.as_secs_f64(),
+        }
+    }
+
+    /// Time taken, in ms with `digits` decimals: the pager took `p`, the baseline (`note`) `b`.
+    fn time(what: &'static str, digits: usize, p: Duration, b: Duration, note: &str) -> Row {
+        Row {
+            what,
+            pager: format!("{:.*} ms", digits, ms(p)),
+            baseline: format!("{:.*} ms ({note})", digits, ms(b)),
+            ratio: b.as_secs_f64() / p.as_secs_f64(),
+        }
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return;
@@ -151,19 +173,15 @@ fn main() {
         pb2.push(time(|| sum(m.ptr, bytes)));
     }
     let (p, b) = (median(pv), median(pb));
-    rows.push(Row {
-        what: "warm scan of a fresh view (u64 sum), median of 3",
-        pager: format!("{:.2} GB/s", gbps(bytes, p)),
-        baseline: format!("{:.2} GB/s (MAP_SHARED read-only mmap of the file)", gbps(bytes, b)),
-        ratio: b.as_secs_f64() / p.as_secs_f64(),
-    });
+    rows.push(Row::rate(
+        "warm scan of a fresh view (u64 sum), median of 3",
+        bytes,
+        p,
+        b,
+        "MAP_SHARED read-only mmap of the file",
+    ));
     let (p, b) = (median(pv2), median(pb2));
-    rows.push(Row {
-        what: "second scan (page tables populated)",
-        pager: format!("{:.2} GB/s", gbps(bytes, p)),
-        baseline: format!("{:.2} GB/s (same mmap, second scan)", gbps(bytes, b)),
-        ratio: b.as_secs_f64() / p.as_secs_f64(),
-    });
+    rows.push(Row::rate("second scan (page tables populated)", bytes, p, b, "same mmap, second scan"));
 
     // 2. First write to clean data: one store per page of 256 MiB (copy-on-write).
     let wlen = (256 << 20).min(bytes);
@@ -174,12 +192,13 @@ fn main() {
     let a = Plain::anon(wlen);
     let b = time(|| touch_write(a.ptr, wlen, 7));
     drop(a);
-    rows.push(Row {
-        what: "first write to clean data, 256 MiB (one store per page: COW)",
-        pager: format!("{:.2} GB/s", gbps(wlen, p)),
-        baseline: format!("{:.2} GB/s (anonymous first-touch write)", gbps(wlen, b)),
-        ratio: b.as_secs_f64() / p.as_secs_f64(),
-    });
+    rows.push(Row::rate(
+        "first write to clean data, 256 MiB (one store per page: COW)",
+        wlen,
+        p,
+        b,
+        "anonymous first-touch write",
+    ));
 
     // 3. Discard of 256 MiB written vs raw MADV_DONTNEED of a private mapping as written.
     let p = time(|| f.discard().unwrap());
@@ -189,12 +208,13 @@ fn main() {
     // SAFETY: advice on the mapping just created.
     let b = time(|| assert_eq!(unsafe { libc::madvise(m.ptr.cast(), wlen, libc::MADV_DONTNEED) }, 0));
     drop(m);
-    rows.push(Row {
-        what: "discard of 256 MiB written (65,536 pages)",
-        pager: format!("{:.1} ms", ms(p)),
-        baseline: format!("{:.1} ms (MADV_DONTNEED of the written private mapping)", ms(b)),
-        ratio: b.as_secs_f64() / p.as_secs_f64(),
-    });
+    rows.push(Row::time(
+        "discard of 256 MiB written (65,536 pages)",
+        1,
+        p,
+        b,
+        "MADV_DONTNEED of the written private mapping",
+    ));
 
     // 4. dirty() with 2048 written pages spread over the file vs nothing written.
     sum(v.as_ptr(), bytes);
@@ -215,12 +235,13 @@ fn main() {
             .collect(),
     );
     assert_eq!(n, 2048);
-    rows.push(Row {
-        what: "dirty() over 1 GiB read, 2048 pages written, median of 5",
-        pager: format!("{:.2} ms", ms(p)),
-        baseline: format!("{:.2} ms (dirty() of the same view, read, nothing written)", ms(clean)),
-        ratio: clean.as_secs_f64() / p.as_secs_f64(),
-    });
+    rows.push(Row::time(
+        "dirty() over 1 GiB read, 2048 pages written, median of 5",
+        2,
+        p,
+        clean,
+        "dirty() of the same view, read, nothing written",
+    ));
     let p = time(|| f.mark_clean(&(0..nblk).collect::<Vec<_>>()).unwrap());
     let m = Plain::new(fd, bytes, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE);
     sum(m.ptr, bytes);
@@ -232,12 +253,13 @@ fn main() {
     // SAFETY: replaces the mapping this value owns by the same file range.
     let b = time(|| unsafe { libc::mmap(m.ptr.cast(), bytes, libc::PROT_READ | libc::PROT_WRITE, flags, fd, 0) });
     drop(m);
-    rows.push(Row {
-        what: "mark_clean of every block (remap, 2048 pages written)",
-        pager: format!("{:.2} ms", ms(p)),
-        baseline: format!("{:.2} ms (one mmap(MAP_FIXED) over a private mapping as written)", ms(b)),
-        ratio: b.as_secs_f64() / p.as_secs_f64(),
-    });
+    rows.push(Row::time(
+        "mark_clean of every block (remap, 2048 pages written)",
+        2,
+        p,
+        b,
+        "one mmap(MAP_FIXED) over a private mapping as written",
+    ));
     drop((v, f));
 
     println!("\nPage-cache engine, {mib} MiB data file in file order (2 MiB blocks)\n");

@@ -156,15 +156,34 @@ fn gbps(bytes: usize, d: Duration) -> f64 {
     bytes as f64 / d.as_secs_f64() / 1e9
 }
 
-fn tput_row(rows: &mut Vec<Row>, what: &str, bytes: usize, p: Duration, b: Duration, bname: &str, goal: &'static str) {
-    let (pg, bg) = (gbps(bytes, p), gbps(bytes, b));
-    rows.push(Row {
-        what: what.into(),
-        pager: format!("{pg:.2} GB/s"),
-        baseline: format!("{bg:.2} GB/s ({bname})"),
-        ratio: pg / bg,
-        goal,
-    });
+/// Baselines of the throughput rows.
+const ZERO_FILL: &str = "memfd zero-fill first touch";
+const PLAIN: &str = "plain memory, PTEs present";
+const ANON_WRITE: &str = "anonymous first-touch write";
+
+/// A throughput over `bytes`: the pager took `pager`, the baseline `baseline`.
+struct Rate {
+    bytes: usize,
+    pager: Duration,
+    baseline: Duration,
+}
+
+fn rate(bytes: usize, pager: Duration, baseline: Duration) -> Rate {
+    Rate { bytes, pager, baseline }
+}
+
+impl Rate {
+    /// The table row `what`, the baseline described as `bname`.
+    fn row(&self, what: &str, bname: &str, goal: &'static str) -> Row {
+        let (pg, bg) = (gbps(self.bytes, self.pager), gbps(self.bytes, self.baseline));
+        Row {
+            what: what.into(),
+            pager: format!("{pg:.2} GB/s"),
+            baseline: format!("{bg:.2} GB/s ({bname})"),
+            ratio: pg / bg,
+            goal,
+        }
+    }
 }
 
 fn pager_file(p: &Arc<Pager>, src: &Arc<MemCopy>, bytes: usize) -> (FileHandle, View) {
@@ -262,15 +281,11 @@ fn main() {
     }
     let Some((plain, f, v)) = kept else { return };
     let (t_memfd_first, c_memfd_first, t_first, c_first) = (median(tb), median(cb), median(tp), median(cp));
-    tput_row(
-        &mut rows,
+    rows.push(rate(bytes, t_first, t_memfd_first).row(
         "first-touch sequential read (readahead 4), median of 3",
-        bytes,
-        t_first,
-        t_memfd_first,
-        "memfd zero-fill first touch",
+        ZERO_FILL,
         ">= 1.5x",
-    );
+    ));
     let per_gib = |d: Duration| d.as_secs_f64() * 1e3 / gib as f64;
     rows.push(Row {
         what: "first-touch sequential read: CPU time, all threads".into(),
@@ -286,15 +301,7 @@ fn main() {
         tp.push(time(|| read_all(v.as_ptr(), bytes)));
     }
     let t_plain_reread = median(tb);
-    tput_row(
-        &mut rows,
-        "re-read of loaded data",
-        bytes,
-        median(tp),
-        t_plain_reread,
-        "plain memory, PTEs present",
-        ">= 0.95x",
-    );
+    rows.push(rate(bytes, median(tp), t_plain_reread).row("re-read of loaded data", PLAIN, ">= 0.95x"));
     // 3. Second view over loaded blocks vs a fresh mapping of the cached plain memfd.
     let (mut tp, mut tb) = (Vec::new(), Vec::new());
     for _ in 0..3 {
@@ -305,24 +312,12 @@ fn main() {
         tp.push(time(|| read_all(v2.as_ptr(), bytes)));
     }
     let t_second = median(tp);
-    tput_row(
-        &mut rows,
+    rows.push(rate(bytes, t_second, median(tb)).row(
         "second view, first pass",
-        bytes,
-        t_second,
-        median(tb),
         "cached memfd, fresh mapping",
         ">= 0.5x",
-    );
-    tput_row(
-        &mut rows,
-        "second view, first pass",
-        bytes,
-        t_second,
-        t_plain_reread,
-        "plain memory, PTEs present",
-        "(info)",
-    );
+    ));
+    rows.push(rate(bytes, t_second, t_plain_reread).row("second view, first pass", PLAIN, "(info)"));
     drop(plain);
     // 4. Writes: first write to clean loaded data, then re-writes of dirty data.
     let t_first_write = time(|| write_all(v.as_ptr(), bytes, 7));
@@ -335,16 +330,8 @@ fn main() {
     }
     let (t_rewrite, t_anon_rewrite) = (median(tp), median(tb));
     drop(anon);
-    tput_row(&mut rows, "re-write of dirty data", bytes, t_rewrite, t_anon_rewrite, "plain memory", ">= 0.95x");
-    tput_row(
-        &mut rows,
-        "first write to clean loaded data",
-        bytes,
-        t_first_write,
-        t_anon_first,
-        "anonymous first-touch write",
-        "(report)",
-    );
+    rows.push(rate(bytes, t_rewrite, t_anon_rewrite).row("re-write of dirty data", "plain memory", ">= 0.95x"));
+    rows.push(rate(bytes, t_first_write, t_anon_first).row("first write to clean loaded data", ANON_WRITE, "(report)"));
     // 6. Commit-time dirty scan.
     let t_dirty_all = time(|| f.dirty().expect("dirty"));
     let all: Vec<u64> = (0..nblk as u64).collect();
@@ -400,15 +387,11 @@ fn main() {
         ratio: per_fault.as_secs_f64() / per_zero.as_secs_f64(),
         goal: "<= 1.0x (time ratio)",
     });
-    tput_row(
-        &mut rows,
+    rows.push(rate(n * BS, t_noahead, t_zero_read).row(
         "first-touch sequential read, no readahead",
-        n * BS,
-        t_noahead,
-        t_zero_read,
-        "memfd zero-fill first touch",
+        ZERO_FILL,
         "(info)",
-    );
+    ));
     drop(pager);
 
     // 7. Variants: UFFDIO_COPY fill; synchronous write-protect faults for dirty tracking.
@@ -421,15 +404,7 @@ fn main() {
             .expect("pager");
     let (f, v) = pager_file(&pager, &src, m);
     let tp = time(|| read_all(v.as_ptr(), m));
-    tput_row(
-        &mut rows,
-        "first-touch read, FillMode::Copy (readahead 4)",
-        m,
-        tp,
-        tb,
-        "memfd zero-fill first touch",
-        "(variant)",
-    );
+    rows.push(rate(m, tp, tb).row("first-touch read, FillMode::Copy (readahead 4)", ZERO_FILL, "(variant)"));
     drop(v);
     drop(f);
     drop(pager);
@@ -445,15 +420,7 @@ fn main() {
     let anon = Region::anon(m);
     let tb = time(|| write_all(anon.ptr, m, 3));
     drop(anon);
-    tput_row(
-        &mut rows,
-        "first write to clean loaded data, sync WP faults",
-        m,
-        tp,
-        tb,
-        "anonymous first-touch write",
-        "(variant)",
-    );
+    rows.push(rate(m, tp, tb).row("first write to clean loaded data, sync WP faults", ANON_WRITE, "(variant)"));
     drop(v);
     drop(f);
     drop(pager);

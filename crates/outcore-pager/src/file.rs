@@ -5,11 +5,10 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use crate::dirty::DirtyBlock;
-use crate::mapped::{ExtentSource, MappedFile};
-use crate::pager::{Pager, Shared};
+use crate::mapped::MappedFile;
 use crate::uffd_file::UffdFile;
 use crate::view::{View, ViewKind};
-use crate::{BlockSource, PagerError};
+use crate::PagerError;
 
 /// Which engine a file uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -56,27 +55,19 @@ pub struct FileHandle {
     pub(crate) kind: FileKind,
 }
 
+impl From<UffdFile> for FileHandle {
+    fn from(f: UffdFile) -> Self {
+        Self { kind: FileKind::Uffd(f) }
+    }
+}
+
+impl From<Arc<MappedFile>> for FileHandle {
+    fn from(f: Arc<MappedFile>) -> Self {
+        Self { kind: FileKind::Mapped(f) }
+    }
+}
+
 impl FileHandle {
-    pub(crate) fn open(
-        pager: Arc<Pager>,
-        source: Arc<dyn BlockSource>,
-        blksize: u64,
-        size: u64,
-        fill: Option<crate::FillPattern>,
-    ) -> Result<Self, PagerError> {
-        Ok(Self { kind: FileKind::Uffd(UffdFile::open(pager, source, blksize, size, fill)?) })
-    }
-
-    pub(crate) fn open_mapped(
-        shared: Arc<Shared>,
-        source: Arc<dyn ExtentSource>,
-        blksize: u64,
-        size: u64,
-        label: &str,
-    ) -> Result<Self, PagerError> {
-        Ok(Self { kind: FileKind::Mapped(MappedFile::open(shared, source, blksize, size, label)?) })
-    }
-
     /// Which engine this file uses.
     pub fn engine(&self) -> FileEngine {
         match &self.kind {

@@ -10,10 +10,10 @@ use parking_lot::{Mutex, RwLock};
 use crate::cache::Lru;
 use crate::engine::{self, Capabilities, FaultEngine, UffdEngine};
 use crate::file::FileHandle;
-use crate::mapped::ExtentSource;
+use crate::mapped::{ExtentSource, MappedFile};
 use crate::mapping::Pagemap;
 use crate::stats::{Counters, Stats};
-use crate::uffd_file::FileInner;
+use crate::uffd_file::{FileInner, UffdFile};
 use crate::view::ViewReg;
 use crate::{fault_thread, loader, BlockSource, PagerError, PAGE};
 
@@ -268,7 +268,7 @@ impl Pager {
         if blksize == 0 || blksize % PAGE != 0 {
             return Err(PagerError::InvalidArgument(format!("blksize {blksize} is not a positive multiple of {PAGE}")));
         }
-        FileHandle::open(self.clone(), source, blksize as u64, size, fill)
+        UffdFile::open(self.clone(), source, blksize as u64, size, fill).map(FileHandle::from)
     }
 
     /// Opens a file of `size` bytes made of blocks of `blksize` bytes (a multiple of 4 KiB) whose
@@ -286,7 +286,7 @@ impl Pager {
         if blksize == 0 || blksize % PAGE != 0 {
             return Err(PagerError::InvalidArgument(format!("blksize {blksize} is not a positive multiple of {PAGE}")));
         }
-        FileHandle::open_mapped(self.shared.clone(), source, blksize as u64, size, label)
+        MappedFile::open(self.shared.clone(), source, blksize as u64, size, label).map(FileHandle::from)
     }
 
     /// A snapshot of the counters.

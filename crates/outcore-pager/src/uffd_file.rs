@@ -532,15 +532,7 @@ impl UffdFile {
         let f = &self.inner;
         let shared = f.shared();
         let bs = f.blksize;
-        let len = blocks
-            .end
-            .checked_sub(blocks.start)
-            .filter(|n| *n > 0)
-            .and_then(|n| n.checked_mul(bs))
-            .filter(|l| usize::try_from(*l).is_ok());
-        let (Some(len), Some(end)) = (len, blocks.end.checked_mul(bs)) else {
-            return Err(PagerError::InvalidArgument(format!("block range {blocks:?} is empty or too large")));
-        };
+        let (len, end) = crate::view::span(&blocks, bs)?;
         {
             let mut st = f.state.lock();
             if end > st.memfd_len {

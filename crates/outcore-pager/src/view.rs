@@ -9,6 +9,21 @@ use crate::mapping::Mapping;
 use crate::readahead::Readahead;
 use crate::uffd_file::FileInner;
 
+/// The bytes a view of `blocks` spans and the file offset where it ends (both engines: a
+/// view is at least one block, and its length fits a `usize`).
+pub(crate) fn span(blocks: &std::ops::Range<u64>, blksize: u64) -> Result<(u64, u64), crate::PagerError> {
+    let len = blocks
+        .end
+        .checked_sub(blocks.start)
+        .filter(|n| *n > 0)
+        .and_then(|n| n.checked_mul(blksize))
+        .filter(|l| usize::try_from(*l).is_ok());
+    match (len, blocks.end.checked_mul(blksize)) {
+        (Some(len), Some(end)) => Ok((len, end)),
+        _ => Err(crate::PagerError::InvalidArgument(format!("block range {blocks:?} is empty or too large"))),
+    }
+}
+
 /// What the fault thread needs to know about a view (owned by the registries).
 #[derive(Debug)]
 pub(crate) struct ViewReg {

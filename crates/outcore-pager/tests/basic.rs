@@ -11,7 +11,7 @@ use std::sync::{Arc, Barrier};
 use std::time::Instant;
 
 use common::*;
-use outcore_pager::{PagerConfig, PagerError};
+use outcore_pager::{PagerConfig, PagerError, View};
 
 /// Mapping a 1 TiB view is instant and loads nothing; touching one byte loads exactly its block,
 /// once.
@@ -42,8 +42,7 @@ fn lazy_one_tib_view() {
 #[test]
 fn views_alias() {
     let p = pager(1 << 30);
-    let src = MemSource::new();
-    let f = p.open_file(src.clone(), BS, 16 * BS as u64).unwrap();
+    let (src, f) = open(&p, 16);
     let a = f.map(0..16).unwrap();
     let b = f.map(0..16).unwrap();
     let c = f.map(4..8).unwrap();
@@ -62,8 +61,7 @@ fn views_alias() {
 fn kernel_mode_access() {
     let p = pager(1 << 30);
     assert!(p.capabilities().kernel_mode_faults);
-    let src = MemSource::new();
-    let f = p.open_file(src.clone(), BS, 8 * BS as u64).unwrap();
+    let (src, f) = open(&p, 8);
     let v = f.map(0..8).unwrap();
     // write(2) from block 2 (not loaded) into a pipe-backed temp file.
     let path = std::env::temp_dir().join(format!("outcore-pager-km-{}", std::process::id()));
@@ -107,9 +105,8 @@ fn kernel_mode_access() {
 #[test]
 fn same_block_one_load() {
     let p = pager(1 << 30);
-    let src = MemSource::new();
+    let (src, f) = open(&p, 4);
     *src.delay.lock() = Some(std::time::Duration::from_millis(100));
-    let f = p.open_file(src.clone(), BS, 4 * BS as u64).unwrap();
     let v = Arc::new(f.map(0..4).unwrap());
     let n = 8;
     let barrier = Arc::new(Barrier::new(n));
@@ -133,9 +130,8 @@ fn same_block_one_load() {
 #[test]
 fn different_blocks_load_in_parallel() {
     let p = pager(1 << 30);
-    let src = MemSource::new();
+    let (src, f) = open(&p, 8);
     *src.rendezvous.lock() = Some(3);
-    let f = p.open_file(src.clone(), BS, 8 * BS as u64).unwrap();
     let v = Arc::new(f.map(0..8).unwrap());
     let hs: Vec<_> = [1usize, 4, 6]
         .into_iter()
@@ -189,8 +185,7 @@ fn grow_and_shrink() {
 #[test]
 fn readahead_sequential_only() {
     let p = pager_with(PagerConfig { readahead_blocks: 4, ..PagerConfig::default() });
-    let src = MemSource::new();
-    let f = p.open_file(src.clone(), BS, 64 * BS as u64).unwrap();
+    let (src, f) = open(&p, 64);
     let v = f.map(0..64).unwrap();
     rd(&v, 0);
     rd(&v, BS);
@@ -228,29 +223,28 @@ fn readahead_sequential_only() {
     // Mapping ahead: on a fresh view, after faults on blocks 0 and 1, blocks 2, 3 and 5 get
     // mapped before they are touched; block 4 (half a window ahead) stays unmapped as the marker
     // whose fault requests the next blocks.
-    let src3 = MemSource::new();
-    let f3 = p.open_file(src3.clone(), BS, 64 * BS as u64).unwrap();
+    // Faults on blocks 0 and 1 of view `w`: then page `page` of blocks 2, 3 and 5 is mapped,
+    // block 4 is not.
+    let maps_ahead = |w: &View, page: usize| {
+        rd(w, 0);
+        rd(w, BS);
+        let base = w.as_ptr() as usize;
+        assert!(eventually(|| [2, 3, 5].iter().all(|b| page_present(base + b * BS + 4096 * page))));
+        assert!(!page_present(base + 4 * BS));
+    };
+    let (src3, f3) = open(&p, 64);
     let w3 = f3.map(0..64).unwrap();
-    rd(&w3, 0);
-    rd(&w3, BS);
-    let base = w3.as_ptr() as usize;
-    assert!(eventually(|| [2, 3, 5].iter().all(|b| page_present(base + b * BS + 4096 * 7))));
-    assert!(!page_present(base + 4 * BS));
+    maps_ahead(&w3, 7);
     assert_eq!(src3.count(6), 0);
     rd(&w3, 4 * BS);
     assert!(eventually(|| src3.count(6) == 1 && src3.count(7) == 1));
     // A second view over the cached blocks: blocks ahead are mapped without loads.
     let w4 = f3.map(0..64).unwrap();
-    rd(&w4, 0);
-    rd(&w4, BS);
-    let base4 = w4.as_ptr() as usize;
-    assert!(eventually(|| [2, 3, 5].iter().all(|b| page_present(base4 + b * BS + 4096 * 9))));
-    assert!(!page_present(base4 + 4 * BS));
+    maps_ahead(&w4, 9);
     assert_eq!(src3.count(2), 1);
 
     // Random access on a fresh file: only the touched blocks are ever loaded.
-    let src2 = MemSource::new();
-    let f2 = p.open_file(src2.clone(), BS, 64 * BS as u64).unwrap();
+    let (src2, f2) = open(&p, 64);
     let v2 = f2.map(0..64).unwrap();
     let order = [40u64, 7, 23, 58, 3, 31, 12, 50, 19, 61];
     for b in order {
@@ -279,24 +273,18 @@ fn page_present(addr: usize) -> bool {
 fn prefetch_and_user_mode_only() {
     let p = pager_with(PagerConfig { force_user_mode_only: true, ..PagerConfig::default() });
     assert!(!p.capabilities().kernel_mode_faults);
-    let src = MemSource::new();
+    let (src, f) = open(&p, 8);
     src.permanent.lock().insert(7);
-    let f = p.open_file(src.clone(), BS, 8 * BS as u64).unwrap();
     let v = f.map(0..8).unwrap();
-    let path = std::env::temp_dir().join(format!("outcore-pager-umo-{}", std::process::id()));
-    let file = std::fs::File::create(&path).unwrap();
-    // SAFETY: the range is inside the live view.
-    let n = unsafe { libc::write(file.as_raw_fd(), v.as_ptr().add(BS).cast(), 4096) };
+    let (n, errno, _) = write_from_view(&v, BS, 4096);
     assert_eq!(n, -1);
-    assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EFAULT));
+    assert_eq!(errno, Some(libc::EFAULT));
     f.prefetch(1..3).unwrap();
     let mut log = src.log();
     log.sort_unstable();
     assert_eq!(log, vec![1, 2]);
-    // SAFETY: the range is inside the live view.
-    let n = unsafe { libc::write(file.as_raw_fd(), v.as_ptr().add(BS).cast(), 2 * BS) };
+    let (n, _, data) = write_from_view(&v, BS, 2 * BS);
     assert_eq!(n, 2 * BS as isize);
-    let data = std::fs::read(&path).unwrap();
     assert!(data[..BS].iter().enumerate().all(|(i, b)| *b == src.expected(1, i)));
     assert!(data[BS..].iter().enumerate().all(|(i, b)| *b == src.expected(2, i)));
     // User-mode access still loads on demand.
@@ -306,15 +294,13 @@ fn prefetch_and_user_mode_only() {
         Err(PagerError::Load { blk: 7, error }) => assert!(error.to_string().contains("checksum"), "{error}"),
         other => panic!("expected a load error, got {other:?}"),
     }
-    std::fs::remove_file(&path).unwrap();
 }
 
 /// `read_block` returns the cached content (including unsaved writes) without faults.
 #[test]
 fn read_block_returns_cached_content() {
     let p = pager(1 << 30);
-    let src = MemSource::new();
-    let f = p.open_file(src.clone(), BS, 4 * BS as u64).unwrap();
+    let (src, f) = open(&p, 4);
     let v = f.map(0..4).unwrap();
     wr(&v, BS + 10, 0x42);
     let faults = p.stats().faults;
@@ -334,8 +320,7 @@ fn read_block_returns_cached_content() {
 #[test]
 fn read_pages_copies_only_those_pages() {
     let p = pager(1 << 30);
-    let src = MemSource::new();
-    let f = p.open_file(src.clone(), BS, 4 * BS as u64).unwrap();
+    let (src, f) = open(&p, 4);
     let v = f.map(0..4).unwrap();
     wr(&v, BS + 2 * 4096 + 5, 0x42);
     let mut buf = vec![0xEEu8; BS];
@@ -372,8 +357,7 @@ fn global_pager_and_capabilities() {
 #[test]
 fn copy_fill_mode() {
     let p = pager_with(PagerConfig { fill_mode: outcore_pager::FillMode::Copy, ..PagerConfig::default() });
-    let src = MemSource::new();
-    let f = p.open_file(src.clone(), BS, 8 * BS as u64).unwrap();
+    let (src, f) = open(&p, 8);
     let a = f.map(0..8).unwrap();
     let b = f.map(0..8).unwrap();
     assert_eq!(rd(&a, 3 * BS + 5), src.expected(3, 5));
@@ -398,8 +382,7 @@ fn copy_fill_mode() {
 #[test]
 fn budget_below_one_block() {
     let p = pager(0);
-    let src = MemSource::new();
-    let f = p.open_file(src.clone(), BS, 16 * BS as u64).unwrap();
+    let (src, f) = open(&p, 16);
     let v = f.map(0..16).unwrap();
     for pass in 0..2 {
         for b in 0..16usize {

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use common::*;
-use outcore_pager::{Pager, PagerConfig};
+use outcore_pager::{FileHandle, Pager, PagerConfig};
 
 fn pagers() -> Vec<(&'static str, Arc<Pager>)> {
     vec![
@@ -16,69 +16,71 @@ fn pagers() -> Vec<(&'static str, Arc<Pager>)> {
     ]
 }
 
+/// Runs `body(mode, pager, source, file)` with asynchronous and with synchronous dirty
+/// tracking, each time on a file of `nblk` blocks of a new source.
+fn each_mode(nblk: u64, body: impl Fn(&str, &Arc<Pager>, &Arc<MemSource>, &FileHandle)) {
+    for (mode, p) in pagers() {
+        let (src, f) = open(&p, nblk);
+        body(mode, &p, &src, &f);
+    }
+}
+
 /// A read-only scan dirties nothing; a one-byte write dirties exactly that block and page.
 #[test]
 fn exact_dirty_pages() {
-    for (mode, p) in pagers() {
+    each_mode(8, |mode, p, src, f| {
         assert_eq!(p.capabilities().async_dirty_tracking, mode == "async");
-        let src = MemSource::new();
-        let f = p.open_file(src.clone(), BS, 8 * BS as u64).unwrap();
         let v = f.map(0..8).unwrap();
         for off in (0..8 * BS).step_by(4096) {
             assert_eq!(rd(&v, off), src.expected((off / BS) as u64, off % BS));
         }
-        assert_eq!(dirty_list(&f), vec![], "{mode}: a read scan dirtied pages");
+        assert_eq!(dirty_list(f), vec![], "{mode}: a read scan dirtied pages");
         wr(&v, 3 * BS + 5 * 4096 + 17, 9);
-        assert_eq!(dirty_list(&f), vec![(3, vec![5])], "{mode}");
+        assert_eq!(dirty_list(f), vec![(3, vec![5])], "{mode}");
         assert_eq!(p.stats().bytes_dirty, BS as u64);
         // Reported again (dirty stays dirty until mark_clean) and a second write adds its page.
         wr(&v, 6 * BS + 511 * 4096, 1);
         wr(&v, 3 * BS + 5 * 4096 + 18, 9);
-        assert_eq!(dirty_list(&f), vec![(3, vec![5]), (6, vec![511])], "{mode}");
-    }
+        assert_eq!(dirty_list(f), vec![(3, vec![5]), (6, vec![511])], "{mode}");
+    });
 }
 
 /// A write through a view that never touched the block is tracked, in every view.
 #[test]
 fn write_through_untouched_view_is_tracked() {
-    for (mode, p) in pagers() {
-        let src = MemSource::new();
-        let f = p.open_file(src.clone(), BS, 8 * BS as u64).unwrap();
+    each_mode(8, |mode, _, src, f| {
         let a = f.map(0..8).unwrap();
         let b = f.map(2..6).unwrap();
         assert_eq!(rd(&a, 3 * BS), src.expected(3, 0)); // loaded through a
         wr(&b, BS + 4096 * 7, 5); // block 3 through b, which never touched it
-        assert_eq!(dirty_list(&f), vec![(3, vec![7])], "{mode}");
+        assert_eq!(dirty_list(f), vec![(3, vec![7])], "{mode}");
         assert_eq!(rd(&a, 3 * BS + 4096 * 7), 5);
         // A block never loaded anywhere, written through b.
         wr(&b, 2 * BS + 4096 * 2, 6);
-        assert_eq!(dirty_list(&f), vec![(3, vec![7]), (4, vec![2])], "{mode}");
+        assert_eq!(dirty_list(f), vec![(3, vec![7]), (4, vec![2])], "{mode}");
         assert_eq!(rd(&a, 4 * BS + 4096 * 2), 6);
         f.mark_clean(&[3, 4]).unwrap();
-        assert_eq!(dirty_list(&f), vec![], "{mode}");
+        assert_eq!(dirty_list(f), vec![], "{mode}");
         // After mark-clean a new write is tracked again, in each view.
         wr(&a, 4 * BS + 4096 * 9, 1);
-        assert_eq!(dirty_list(&f), vec![(4, vec![9])], "{mode}");
+        assert_eq!(dirty_list(f), vec![(4, vec![9])], "{mode}");
         wr(&b, BS + 4096 * 3, 1);
-        assert_eq!(dirty_list(&f), vec![(3, vec![3]), (4, vec![9])], "{mode}");
+        assert_eq!(dirty_list(f), vec![(3, vec![3]), (4, vec![9])], "{mode}");
         f.mark_clean(&[3, 4]).unwrap();
         wr(&b, BS + 4096 * 3, 2); // same page again, through the same view
-        assert_eq!(dirty_list(&f), vec![(3, vec![3])], "{mode}");
+        assert_eq!(dirty_list(f), vec![(3, vec![3])], "{mode}");
         wr(&a, 3 * BS + 4096 * 3, 2); // and through the other
-        assert_eq!(dirty_list(&f), vec![(3, vec![3])], "{mode}");
-    }
+        assert_eq!(dirty_list(f), vec![(3, vec![3])], "{mode}");
+    });
 }
 
 /// After mark-clean, eviction and reload, writes are tracked again.
 #[test]
 fn tracked_after_eviction_and_reload() {
-    for (mode, p) in pagers() {
-        let src = MemSource::new();
-        let f = p.open_file(src.clone(), BS, 16 * BS as u64).unwrap();
-        let a = f.map(0..16).unwrap();
-        let b = f.map(0..16).unwrap();
+    each_mode(16, |mode, p, src, f| {
+        let (a, b) = (f.map(0..16).unwrap(), f.map(0..16).unwrap());
         wr(&a, 4096 * 3, 1);
-        assert_eq!(dirty_list(&f), vec![(0, vec![3])]);
+        assert_eq!(dirty_list(f), vec![(0, vec![3])]);
         f.mark_clean(&[0]).unwrap();
         assert_eq!(rd(&b, 100), src.expected(0, 100));
         // Squeeze the budget: block 0 is clean, so it goes.
@@ -89,20 +91,18 @@ fn tracked_after_eviction_and_reload() {
         p.set_cache_budget(1 << 30);
         assert_eq!(rd(&b, 100), src.expected(0, 100), "{mode}: reloaded");
         assert_eq!(src.count(0), 2);
-        assert_eq!(dirty_list(&f), vec![], "{mode}");
+        assert_eq!(dirty_list(f), vec![], "{mode}");
         wr(&b, 4096 * 8, 1);
-        assert_eq!(dirty_list(&f), vec![(0, vec![8])], "{mode}");
+        assert_eq!(dirty_list(f), vec![(0, vec![8])], "{mode}");
         wr(&a, 4096 * 9, 1);
-        assert_eq!(dirty_list(&f), vec![(0, vec![8, 9])], "{mode}");
-    }
+        assert_eq!(dirty_list(f), vec![(0, vec![8, 9])], "{mode}");
+    });
 }
 
 /// Dirty blocks are never evicted; their content survives a zero budget.
 #[test]
 fn dirty_blocks_are_not_evicted() {
-    for (mode, p) in pagers() {
-        let src = MemSource::new();
-        let f = p.open_file(src.clone(), BS, 8 * BS as u64).unwrap();
+    each_mode(8, |mode, p, src, f| {
         let v = f.map(0..8).unwrap();
         for b in 0..8 {
             rd(&v, b * BS);
@@ -112,17 +112,15 @@ fn dirty_blocks_are_not_evicted() {
         assert_eq!(p.stats().bytes_resident, BS as u64, "{mode}: only the dirty block stays");
         assert_eq!(rd(&v, 2 * BS + 1), 0x77);
         assert_eq!(src.count(2), 1);
-        assert_eq!(dirty_list(&f), vec![(2, vec![0])]);
+        assert_eq!(dirty_list(f), vec![(2, vec![0])]);
         p.set_cache_budget(1 << 30);
-    }
+    });
 }
 
 /// Discard reverts every dirty block to the source's content, in every view.
 #[test]
 fn discard_reverts_in_every_view() {
-    for (mode, p) in pagers() {
-        let src = MemSource::new();
-        let f = p.open_file(src.clone(), BS, 8 * BS as u64).unwrap();
+    each_mode(8, |mode, _, src, f| {
         let a = f.map(0..8).unwrap();
         let b = f.map(0..8).unwrap();
         let c = f.map(1..2).unwrap();
@@ -131,7 +129,7 @@ fn discard_reverts_in_every_view() {
         assert_eq!(rd(&c, 10), 0);
         rd(&a, 7 * BS); // clean block stays cached
         f.discard().unwrap();
-        assert_eq!(dirty_list(&f), vec![], "{mode}");
+        assert_eq!(dirty_list(f), vec![], "{mode}");
         for v in [&a, &b] {
             assert_eq!(rd(v, BS + 10), src.expected(1, 10), "{mode}");
             assert_eq!(rd(v, 5 * BS + 10), src.expected(5, 10), "{mode}");
@@ -140,16 +138,14 @@ fn discard_reverts_in_every_view() {
         assert_eq!(src.count(7), 1, "clean blocks are not dropped by discard");
         // Tracking works after discard.
         wr(&c, 4096, 3);
-        assert_eq!(dirty_list(&f), vec![(1, vec![1])], "{mode}");
-    }
+        assert_eq!(dirty_list(f), vec![(1, vec![1])], "{mode}");
+    });
 }
 
 /// Invalidate makes the next touch reload from the source, which may return new content.
 #[test]
 fn invalidate_reloads_new_content() {
-    for (mode, p) in pagers() {
-        let src = MemSource::new();
-        let f = p.open_file(src.clone(), BS, 8 * BS as u64).unwrap();
+    each_mode(8, |mode, _, src, f| {
         let a = f.map(0..8).unwrap();
         let b = f.map(2..4).unwrap();
         assert_eq!(rd(&a, 2 * BS), src.expected(2, 0));
@@ -162,19 +158,18 @@ fn invalidate_reloads_new_content() {
         assert_eq!(rd(&b, 5), 0xAB);
         assert_eq!(rd(&b, BS + 1), 0xCD);
         assert_eq!(rd(&a, 3 * BS + 1), 0xCD);
-        assert_eq!(dirty_list(&f), vec![], "{mode}: invalidated dirty pages are forgotten");
+        assert_eq!(dirty_list(f), vec![], "{mode}: invalidated dirty pages are forgotten");
         assert_eq!(src.count(2), 2);
         assert_eq!(src.count(1), 0);
-    }
+    });
 }
 
 /// Invalidate during a load: the stale content is never installed.
 #[test]
 fn invalidate_during_load() {
     let p = pager(1 << 30);
-    let src = MemSource::new();
+    let (src, f) = open(&p, 4);
     src.gated.lock().insert(1);
-    let f = p.open_file(src.clone(), BS, 4 * BS as u64).unwrap();
     let v = Arc::new(f.map(0..4).unwrap());
     let v2 = v.clone();
     let h = std::thread::spawn(move || rd(&v2, BS + 3));
@@ -189,15 +184,13 @@ fn invalidate_during_load() {
 /// Pages written through a view that was dropped stay dirty.
 #[test]
 fn dropped_view_keeps_dirty_pages() {
-    for (mode, p) in pagers() {
-        let src = MemSource::new();
-        let f = p.open_file(src.clone(), BS, 4 * BS as u64).unwrap();
+    each_mode(4, |mode, _, _, f| {
         {
             let v = f.map(1..3).unwrap();
             wr(&v, BS + 4096 * 4, 1);
         }
-        assert_eq!(dirty_list(&f), vec![(2, vec![4])], "{mode}");
+        assert_eq!(dirty_list(f), vec![(2, vec![4])], "{mode}");
         let v = f.map(0..4).unwrap();
         assert_eq!(rd(&v, 2 * BS + 4096 * 4), 1);
-    }
+    });
 }

@@ -70,8 +70,7 @@ fn engine_child() {
     let p = Pager::new(PagerConfig::default()).unwrap();
     assert_eq!(p.capabilities().engine, EngineKind::UserModeOnly);
     assert!(!p.capabilities().kernel_mode_faults);
-    let src = MemSource::new();
-    let f = p.open_file(src.clone(), BS, 4 * BS as u64).unwrap();
+    let (src, f) = open(&p, 4);
     let v = f.map(0..4).unwrap();
     assert_eq!(rd(&v, 2 * BS + 3), src.expected(2, 3));
     wr(&v, BS + 4096, 1);
@@ -99,8 +98,7 @@ fn pagers_shut_down_cleanly() {
     let (uffds, memfds) = (count_fds("userfaultfd"), count_fds("outcore-"));
     for _ in 0..10 {
         let p = pager(1 << 30);
-        let src = MemSource::new();
-        let f = p.open_file(src.clone(), BS, 4 * BS as u64).unwrap();
+        let (src, f) = open(&p, 4);
         let v = f.map(0..4).unwrap();
         drop(p);
         drop(f);

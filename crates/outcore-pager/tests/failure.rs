@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 
@@ -19,9 +18,8 @@ const CHILD_ENV: &str = "OUTCORE_PAGER_TEST_CHILD";
 #[test]
 fn transient_errors_are_retried() {
     let p = pager(1 << 30);
-    let src = MemSource::new();
+    let (src, f) = open(&p, 4);
     src.transient.lock().insert(2, 3);
-    let f = p.open_file(src.clone(), BS, 4 * BS as u64).unwrap();
     let v = f.map(0..4).unwrap();
     assert_eq!(rd(&v, 2 * BS + 9), src.expected(2, 9));
     assert_eq!(src.count(2), 4, "three failures then success");
@@ -33,9 +31,8 @@ fn transient_errors_are_retried() {
 #[test]
 fn persistent_transient_error_gives_up() {
     let p = pager_with(PagerConfig { max_retries: 2, retry_for: std::time::Duration::ZERO, ..PagerConfig::default() });
-    let src = MemSource::new();
+    let (src, f) = open(&p, 4);
     src.transient.lock().insert(1, 100);
-    let f = p.open_file(src.clone(), BS, 4 * BS as u64).unwrap();
     let _v = f.map(0..4).unwrap();
     let e = f.prefetch(1..2).unwrap_err();
     assert!(e.to_string().contains("connection reset"), "{e}");
@@ -47,19 +44,13 @@ fn persistent_transient_error_gives_up() {
 #[test]
 fn permanent_error_fails_system_calls() {
     let p = pager(1 << 30);
-    let src = MemSource::new();
+    let (src, f) = open(&p, 4);
     src.permanent.lock().insert(1);
-    let f = p.open_file(src.clone(), BS, 4 * BS as u64).unwrap();
     let v = f.map(0..4).unwrap();
-    let path = std::env::temp_dir().join(format!("outcore-pager-fail-{}", std::process::id()));
-    let file = std::fs::File::create(&path).unwrap();
-    // SAFETY: the range is inside the live view.
-    let n = unsafe { libc::write(file.as_raw_fd(), v.as_ptr().add(BS).cast(), 4096) };
-    let err = std::io::Error::last_os_error();
+    let (n, errno, data) = write_from_view(&v, BS, 4096);
     assert_eq!(n, -1, "a failed block must not be readable");
-    assert_eq!(err.raw_os_error(), Some(libc::EFAULT));
-    assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
-    std::fs::remove_file(&path).unwrap();
+    assert_eq!(errno, Some(libc::EFAULT));
+    assert_eq!(data.len(), 0);
     // Once the source recovers, invalidate lets the block load.
     src.permanent.lock().clear();
     f.invalidate(&[1]).unwrap();
@@ -94,9 +85,8 @@ fn child_entry() {
     let Ok(which) = std::env::var(CHILD_ENV) else { return };
     tracing_subscriber::fmt().with_writer(std::io::stderr).init();
     let p = pager(1 << 30);
-    let src = MemSource::new();
+    let (src, f) = open(&p, 4);
     src.permanent.lock().insert(3);
-    let f = p.open_file(src.clone(), BS, 4 * BS as u64).unwrap();
     let v = f.map(0..4).unwrap();
     assert_eq!(rd(&v, 5), src.expected(0, 5));
     println!("CHILD READY");
@@ -115,8 +105,7 @@ fn child_entry() {
 #[test]
 fn forked_child_gets_no_view() {
     let p = pager(1 << 30);
-    let src = MemSource::new();
-    let f = p.open_file(src.clone(), BS, 4 * BS as u64).unwrap();
+    let (src, f) = open(&p, 4);
     let v = f.map(0..4).unwrap();
     assert_eq!(rd(&v, 7), src.expected(0, 7));
     let addr = v.as_ptr() as usize;
@@ -137,4 +126,35 @@ fn forked_child_gets_no_view() {
     assert_eq!(libc::WTERMSIG(status), libc::SIGSEGV);
     assert_eq!(rd(&v, 2 * BS + 5), src.expected(2, 5));
     assert_eq!(src.count(2), 1);
+}
+
+/// A failed load keeps the source's error, not its text: whether it was transient, and its
+/// cause chain (where the layer above finds its own typed error, e.g. the store's `Corrupt`).
+#[test]
+fn load_errors_keep_the_source_error() {
+    struct Failing(bool);
+    impl outcore_pager::BlockSource for Failing {
+        fn load(&self, blk: u64, _: &mut [u8]) -> Result<(), outcore_pager::SourceError> {
+            let e = std::io::Error::other(format!("disk on fire at block {blk}"));
+            let se = if self.0 {
+                outcore_pager::SourceError::transient("busy")
+            } else {
+                outcore_pager::SourceError::permanent("unreadable")
+            };
+            Err(se.with_cause(e))
+        }
+    }
+    let p = pager_with(PagerConfig { max_retries: 1, retry_for: std::time::Duration::ZERO, ..PagerConfig::default() });
+    for transient in [false, true] {
+        let f = p.open_file(std::sync::Arc::new(Failing(transient)), BS, 2 * BS as u64).unwrap();
+        match f.prefetch(1..2) {
+            Err(outcore_pager::PagerError::Load { blk: 1, error }) => {
+                assert_eq!(error.is_transient(), transient);
+                let cause = std::error::Error::source(&*error).expect("the cause");
+                let io = cause.downcast_ref::<std::io::Error>().expect("the source's own error");
+                assert_eq!(io.to_string(), "disk on fire at block 1");
+            }
+            other => panic!("expected a load error, got {other:?}"),
+        }
+    }
 }

@@ -9,7 +9,7 @@ use outcore_store::{ArrayId, ArrayMeta, Order};
 use crate::connection::{Change, ConnShared, ConnState};
 use crate::dtype::{check_element, Element};
 use crate::error::{Error, Result};
-use crate::mem::{element_bytes, ArrayGuard, ArrayGuardMut, BytesView, BytesViewMut, Region};
+use crate::mem::{element_bytes, ArrayGuard, ArrayGuardMut, BytesView, BytesViewMut};
 
 /// Largest array size in bytes (fits signed 64-bit SQL integers and the address space).
 const MAX_NBYTES: u64 = i64::MAX as u64;
@@ -58,11 +58,10 @@ impl std::fmt::Debug for Array {
 /// A mapped slice: view, offset of the first element, shape and strides in elements.
 type SliceMap = (Option<View>, usize, Vec<usize>, Vec<usize>);
 
-/// A mapped region: view, offset of the first element in it, span, shape, byte strides.
+/// A mapped region: view, offset of the first element in it, shape, byte strides.
 struct Mapped {
     view: Option<View>,
     offset: usize,
-    span: usize,
     shape: Vec<usize>,
     strides: Vec<usize>,
     itemsize: usize,
@@ -239,52 +238,38 @@ impl Array {
 
     /// Maps the blocks covering bytes `range`: the view and the offset of `range.start` in it.
     fn map_bytes(&self, range: Range<u64>, write: Option<&'static str>) -> Result<(Option<View>, usize, usize)> {
-        let s = {
-            let st = self.conn.lock();
-            if let Some(op) = write {
-                st.check_writable(op)?;
-            }
-            st.check_usable()?;
-            self.snap(&st)?
-        };
+        let s = self.snap_for(write)?;
         if range.start > range.end || range.end > s.meta.nbytes {
             return Err(Error::OutOfRange(format!("bytes {range:?} of array '{}' of {} bytes", s.name, s.meta.nbytes)));
         }
         map_range(&s.file, range)
     }
 
-    fn map_slice<T: Element>(&self, ranges: &[Range<u64>], write: Option<&'static str>) -> Result<SliceMap> {
-        let m = self.map_region(ranges, write, Some(check_element::<T>))?;
-        let estrides = m.strides.iter().map(|b| b / m.itemsize).collect();
-        Ok((m.view, m.offset, m.shape, estrides))
+    /// The array's state for a new view, once the connection may write (`write`: what is
+    /// attempted) or at least be used.
+    fn snap_for(&self, write: Option<&'static str>) -> Result<Snap> {
+        let st = self.conn.lock();
+        if let Some(op) = write {
+            st.check_writable(op)?;
+        }
+        st.check_usable()?;
+        self.snap(&st)
     }
 
-    /// A strided region of the index ranges `ranges` (one per axis; missing trailing axes are
-    /// taken whole) for foreign code such as NumPy; writable unless the connection is
-    /// read-only.
-    pub fn region(&self, ranges: &[Range<u64>]) -> Result<Region> {
-        let writable = !self.conn.read_only;
-        let m = self.map_region(ranges, None, None)?;
-        Region::new(m.view, m.offset, m.span, m.shape, m.strides, writable)
+    fn map_slice<T: Element>(&self, ranges: &[Range<u64>], write: Option<&'static str>) -> Result<SliceMap> {
+        let m = self.map_region(ranges, write, check_element::<T>)?;
+        let estrides = m.strides.iter().map(|b| b / m.itemsize).collect();
+        Ok((m.view, m.offset, m.shape, estrides))
     }
 
     fn map_region(
         &self,
         ranges: &[Range<u64>],
         write: Option<&'static str>,
-        check: Option<fn(&str) -> Result<()>>,
+        check: fn(&str) -> Result<()>,
     ) -> Result<Mapped> {
-        let s = {
-            let st = self.conn.lock();
-            if let Some(op) = write {
-                st.check_writable(op)?;
-            }
-            st.check_usable()?;
-            self.snap(&st)?
-        };
-        if let Some(check) = check {
-            check(&s.meta.dtype)?;
-        }
+        let s = self.snap_for(write)?;
+        check(&s.meta.dtype)?;
         let shape = &s.meta.shape;
         if ranges.len() > shape.len() {
             return Err(Error::OutOfRange(format!(
@@ -313,11 +298,11 @@ impl Array {
         let bstrides = strides.iter().map(|b| to_usize(*b)).collect::<Result<Vec<_>>>()?;
         let itemsize = to_usize(s.itemsize)?;
         if vshape.contains(&0) {
-            return Ok(Mapped { view: None, offset: 0, span: 0, shape: vshape, strides: bstrides, itemsize });
+            return Ok(Mapped { view: None, offset: 0, shape: vshape, strides: bstrides, itemsize });
         }
         let span = last + s.itemsize - first;
         let (view, offset, _) = map_range(&s.file, first..first + span)?;
-        Ok(Mapped { view, offset, span: to_usize(span)?, shape: vshape, strides: bstrides, itemsize })
+        Ok(Mapped { view, offset, shape: vshape, strides: bstrides, itemsize })
     }
 
     /// Loads the blocks holding bytes `range` now (waiting for them; a load error is returned

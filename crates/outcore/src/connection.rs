@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use outcore_pager::{FileHandle, FillPattern, PAGE};
+use outcore_pager::{FileHandle, FillPattern};
 use outcore_store::{ArrayId, ArrayInfo, ArrayMeta, Changes, Codec, Commit, Order, Snapshot, Tid};
 use parking_lot::{Mutex, MutexGuard};
 
@@ -13,6 +13,9 @@ use crate::db::{check_blksize, Db};
 use crate::dtype::{descr_itemsize, descr_of, Element};
 use crate::error::{Error, Result};
 use crate::source::StoreSource;
+
+mod commit;
+use commit::CommitPlan;
 
 /// What a block source of a commit reports on failure.
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -656,143 +659,17 @@ impl Connection {
         let mut st = self.shared.lock();
         st.check_writable("commit")?;
         let base = st.tid;
-        let mut c = Commit::new()
-            .with_user(info.user)
-            .with_description(info.description)
-            .with_extension(info.extension)
-            .by(&st.snapshot);
-        for (id, change) in &st.txn {
-            match change {
-                Change::Live { name, meta } => {
-                    c.put_array(*id, name.clone(), meta.clone());
-                    if let Some(t) = st.truncated.get(id) {
-                        c.truncate(*id, *t);
-                    }
-                }
-                Change::Deleted => {
-                    c.delete_array(*id);
-                }
-            }
-        }
-        // Written blocks of every live array, and stray written blocks beyond an array's size.
-        let mut written: Vec<(ArrayId, Vec<u64>)> = Vec::new();
-        let mut stray: Vec<(ArrayId, Vec<u64>)> = Vec::new();
-        // Staged blocks (appends): committed where they are; those beyond the end released.
-        let mut adopted: Vec<(ArrayId, Vec<u64>)> = Vec::new();
-        let mut unused: Vec<(ArrayId, Vec<u64>)> = Vec::new();
-        let store = &self.shared.db.inner.store;
-        for (id, oa) in &st.open {
-            let mut dirty = oa.file.dirty()?;
-            let staged = oa.source.staged_blocks();
-            if dirty.is_empty() && staged.is_empty() {
-                continue;
-            }
-            let Some((_, meta)) = st.current(*id) else {
-                stray.push((*id, dirty.iter().map(|d| d.blk).collect()));
-                unused.push((*id, staged.into_keys().collect()));
-                continue;
-            };
-            let bs = oa.file.blksize();
-            let (mut ok, mut beyond) = (Vec::new(), Vec::new());
-            let (mut took, mut left) = (Vec::new(), Vec::new());
-            for (blk, (staged_ext, end)) in &staged {
-                let start = blk.saturating_mul(bs as u64);
-                if start >= meta.nbytes {
-                    left.push(*blk);
-                    continue;
-                }
-                let len = (meta.nbytes - start).min(bs as u64);
-                // Pages written through views since the block was staged go into its extent.
-                if let Some(d) = dirty.iter().find(|d| d.blk == *blk) {
-                    let pages: Vec<u32> = d.pages.iter().collect();
-                    let mut buf = vec![0u8; bs];
-                    oa.file.read_pages(*blk, &pages, &mut buf)?;
-                    for p in pages {
-                        let a = p as usize * PAGE;
-                        let b = (a + PAGE).min(len as usize);
-                        if a < b {
-                            store.write_staged(staged_ext, a as u64, &buf[a..b])?;
-                        }
-                    }
-                }
-                // Bytes cut off by a shrink in this transaction read zeros.
-                if *end > len {
-                    store.write_staged(staged_ext, len, &vec![0u8; (*end - len) as usize])?;
-                }
-                c.write_staged(*id, *blk, staged_ext, len);
-                took.push(*blk);
-            }
-            dirty.retain(|d| !staged.contains_key(&d.blk));
-            ok.extend(took.iter().copied());
-            adopted.push((*id, took));
-            unused.push((*id, left));
-            for d in dirty {
-                let start = d.blk.saturating_mul(bs as u64);
-                if start >= meta.nbytes {
-                    beyond.push(d.blk);
-                    continue;
-                }
-                // Only the written pages are read from the page cache, when the store takes the
-                // block (into its buffer, over the stored content): a commit holds one block in
-                // memory, however many it writes. The kernel reports every first write to a page,
-                // so the other pages hold the stored content; the store still compares the
-                // result with it and keeps only pages that changed.
-                // Only this connection's own size counts: bytes beyond it (written through a view
-                // older than a shrink) are dropped, even if another connection grew the array
-                // since; there the store keeps what it has.
-                let (file, blk, len) = (oa.file.clone(), d.blk, (meta.nbytes - start).min(bs as u64) as usize);
-                let pages: Vec<u32> = d.pages.iter().filter(|p| (*p as usize) * PAGE < len).collect();
-                let fill = oa.source.fill().cloned();
-                c.write_pages_from(
-                    *id,
-                    d.blk,
-                    pages,
-                    move |pages: &[u32], buf: &mut [u8]| -> std::result::Result<(), BoxError> {
-                        let tail_end = len.next_multiple_of(PAGE).min(buf.len());
-                        let tail = buf[len..tail_end].to_vec();
-                        file.read_pages(blk, pages, buf)?;
-                        if let Some(fill) = &fill {
-                            // The store holds fill arrays XOR their pattern.
-                            for p in pages {
-                                let a = *p as usize * PAGE;
-                                let b = (a + PAGE).min(buf.len());
-                                fill.xor(&mut buf[a..b], start + a as u64);
-                            }
-                        }
-                        buf[len..tail_end].copy_from_slice(&tail);
-                        Ok(())
-                    },
-                );
-                ok.push(d.blk);
-            }
-            written.push((*id, ok));
-            if !beyond.is_empty() {
-                stray.push((*id, beyond));
-            }
-        }
-        // Staged extents no block will use (beyond the end, or of deleted arrays).
-        let release_unused = |st: &ConnGuard<'_>| {
-            for (id, blks) in &unused {
-                if let Some(oa) = st.open.get(id) {
-                    for (_, staged) in oa.source.take_staged(blks.iter().copied()) {
-                        if let Err(e) = store.release_staged(&staged) {
-                            tracing::warn!("releasing a staged extent: {e}");
-                        }
-                    }
-                }
-            }
-        };
-        if c.is_empty() {
-            release_unused(&st);
-            for (id, blks) in stray {
-                if let Some(oa) = st.open.get(&id) {
-                    oa.file.invalidate(&blks)?;
-                }
-            }
+        let store = &*self.shared.db.inner.store;
+        let mut plan = CommitPlan::new(&st, info);
+        plan.add_blocks(&st, store)?;
+        if plan.commit.is_empty() {
+            plan.release_unused(&st, store);
+            plan.drop_stray(&st)?;
             self.advance(&mut st, base, None)?;
             return Ok(st.tid);
         }
-        let tid = match self.shared.db.inner.store.commit(base, c) {
+        let commit = std::mem::replace(&mut plan.commit, Commit::new());
+        let tid = match store.commit(base, commit) {
             Ok(tid) => tid,
             Err(e) => {
                 let e = Error::from(e);
@@ -804,44 +681,10 @@ impl Connection {
         };
         // Loads from now on see this commit (it hides nothing any more: truncations are stored).
         self.shared.tid_cell.store(tid, Ordering::SeqCst);
-        // Adopted staged extents are now where the store locates those blocks.
-        for (id, blks) in &adopted {
-            if let Some(oa) = st.open.get(id) {
-                oa.source.take_staged(blks.iter().copied());
-            }
-        }
-        release_unused(&st);
-        tracing::debug!(base, tid, arrays = st.txn.len(), "committed");
-        let txn = std::mem::take(&mut st.txn);
-        for (id, change) in txn {
-            if let Some(oa) = st.open.get_mut(&id) {
-                oa.committed = match change {
-                    Change::Live { name, meta } => Some((name, meta)),
-                    Change::Deleted => None,
-                };
-            }
-        }
-        st.created.clear();
-        st.truncated.clear();
-        for oa in st.open.values() {
-            oa.source.reset(oa.committed_nbytes());
-        }
+        plan.settle(&mut st, store, base, tid);
         // The sources now describe the committed state (the page-cache engine maps what they
         // list): only then are the written blocks marked clean (remapped).
-        let remapped = (|| -> Result<()> {
-            for (id, blks) in &written {
-                if let Some(oa) = st.open.get(id) {
-                    oa.file.mark_clean(blks)?;
-                }
-            }
-            for (id, blks) in &stray {
-                if let Some(oa) = st.open.get(id) {
-                    oa.file.invalidate(blks)?;
-                }
-            }
-            Ok(())
-        })();
-        if let Err(e) = remapped {
+        if let Err(e) = plan.remap(&st) {
             // The commit is durable, and the written pages still hold its bytes; the connection
             // keeps its old snapshot (so nothing it maps can be reused) until an abort retries
             // the move, which remaps every block this commit changed.

@@ -82,7 +82,7 @@ pub use connection::{ArraySpec, CommitInfo, Connection};
 pub use db::{Db, DbOptions, OpenMode};
 pub use dtype::{descr_itemsize, descr_of, Element};
 pub use error::{Error, Result};
-pub use mem::{ArrayGuard, ArrayGuardMut, BytesView, BytesViewMut, Region};
+pub use mem::{ArrayGuard, ArrayGuardMut, BytesView, BytesViewMut};
 pub use outcore_pager as pager;
 pub use outcore_store as store;
 pub use outcore_store::{ArrayId, ArrayMeta, Codec, Order, Tid};

@@ -1,4 +1,5 @@
-//! Views over pager memory: the only module of the core with `unsafe` code.
+//! Views over pager memory: one of the two modules of the core with `unsafe` code (the other is
+//! `fork.rs`; see docs/ARCHITECTURE.md, "Where `unsafe` lives").
 //!
 //! Each guard owns a pager [`View`] (a shared mapping of whole blocks of an array's page
 //! cache) and hands out slices or `ndarray` views borrowing the guard. Bounds and alignment are
@@ -116,56 +117,6 @@ impl BytesViewMut {
         // `PROT_READ | PROT_WRITE`) and the `&mut self` borrow makes this the only slice handed
         // out by this guard.
         unsafe { std::slice::from_raw_parts_mut(self.raw.ptr::<u8>(), self.raw.span) }
-    }
-}
-
-/// A strided region of an array for foreign code (NumPy, C): the address of its first element,
-/// its shape and byte strides. The memory stays mapped while the region lives; see the
-/// [crate docs](crate#aliasing) on aliasing. Writing through a region that is not
-/// [writable](Self::is_writable) is a logic error (the write would never be committed).
-#[derive(Debug)]
-pub struct Region {
-    raw: Raw,
-    shape: Vec<usize>,
-    strides: Vec<usize>,
-    writable: bool,
-}
-
-impl Region {
-    pub(crate) fn new(
-        view: Option<View>,
-        offset: usize,
-        span: usize,
-        shape: Vec<usize>,
-        strides: Vec<usize>,
-        writable: bool,
-    ) -> Result<Self> {
-        Ok(Region { raw: Raw::new(view, offset, span, 1)?, shape, strides, writable })
-    }
-
-    /// Address of the first element (dangling but aligned when the region is empty).
-    pub fn as_ptr(&self) -> *mut u8 {
-        self.raw.ptr::<u8>()
-    }
-
-    /// Bytes from the first element to the end of the last.
-    pub fn span(&self) -> usize {
-        self.raw.span
-    }
-
-    /// Shape.
-    pub fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-
-    /// Strides in bytes (non-negative).
-    pub fn strides(&self) -> &[usize] {
-        &self.strides
-    }
-
-    /// Whether writes through the region belong to the transaction.
-    pub fn is_writable(&self) -> bool {
-        self.writable
     }
 }
 

@@ -1,8 +1,9 @@
 //! `Db::check` verifies every stored block: a flipped byte in a mapped array's data file (which
 //! reads never verify) is found and named; `Db::gc` frees history.
 
+mod common;
+
 use outcore::{ArraySpec, Db, DbOptions};
-use std::os::unix::fs::FileExt;
 
 #[test]
 fn check_finds_a_flipped_byte_in_the_data_file() {
@@ -22,15 +23,7 @@ fn check_finds_a_flipped_byte_in_the_data_file() {
     assert_eq!(seen.last(), Some(&(3, 3)));
 
     // Flip one byte of block 1 behind the store's back.
-    let off: i64 = rusqlite::Connection::open(&path)
-        .expect("sqlite")
-        .query_row("SELECT ext_off FROM outcore_current WHERE blk = 1", [], |r| r.get(0))
-        .expect("extent");
-    let data = std::fs::OpenOptions::new().read(true).write(true).open(format!("{url}.blocks")).expect("data file");
-    let mut b = [0u8; 1];
-    data.read_exact_at(&mut b, off as u64 + 5000).expect("read");
-    data.write_all_at(&[b[0] ^ 0x40], off as u64 + 5000).expect("write");
-    drop(data);
+    common::flip_extent_byte(url, 1, 5000);
 
     let report = Db::open(url, DbOptions::default()).expect("reopen").check(|_| {}).expect("check");
     assert_eq!(report.errors.len(), 1, "{report:?}");

@@ -23,6 +23,19 @@ fn committed(conn: &Connection) {
     conn.commit().expect("commit");
 }
 
+/// Two connections to the committed array "a": one of `f.db`, one of a second `Db` of the
+/// same store; each has filled one row of "a" (`rows.0` with 1.0, `rows.1` with 2.0).
+fn two_writers(f: &Fixture, rows: (u64, u64)) -> (Connection, Connection) {
+    let conn1 = f.db.connect().expect("connect");
+    committed(&conn1);
+    let conn2 = f.reopen().connect().expect("connect 2");
+    for (conn, row, v) in [(&conn1, rows.0, 1.0), (&conn2, rows.1, 2.0)] {
+        let a = conn.open("a").expect("open");
+        a.slice_view_mut::<f64>(&[row..row + 1, 0..50]).expect("view").view_mut().fill(v);
+    }
+    (conn1, conn2)
+}
+
 fn get(conn: &Connection, name: &str, i: u64, j: u64) -> f64 {
     let g = conn.open(name).expect("open").slice_view::<f64>(&[i..i + 1, j..j + 1]).expect("slice");
     let v = g.view()[[0, 0]];
@@ -134,11 +147,7 @@ fn isolation_between_connections(f: &Fixture) {
 }
 
 fn conflict_same_block_then_abort(f: &Fixture) {
-    let conn1 = f.db.connect().expect("connect");
-    committed(&conn1);
-    let conn2 = f.reopen().connect().expect("connect 2");
-    conn1.open("a").expect("open").slice_view_mut::<f64>(&[0..1, 0..50]).expect("view").view_mut().fill(1.0);
-    conn2.open("a").expect("open").slice_view_mut::<f64>(&[1..2, 0..50]).expect("view").view_mut().fill(2.0);
+    let (conn1, conn2) = two_writers(f, (0, 1));
     let t1 = conn1.commit().expect("commit 1");
     let e = conn2.commit().expect_err("conflict");
     let msg = e.to_string();
@@ -160,12 +169,8 @@ fn conflict_same_block_then_abort(f: &Fixture) {
 }
 
 fn different_blocks_both_commit(f: &Fixture) {
-    let conn1 = f.db.connect().expect("connect");
-    committed(&conn1);
-    let conn2 = f.reopen().connect().expect("connect 2");
     // Row 0 is in block 0, row 99 in block 2.
-    conn1.open("a").expect("open").slice_view_mut::<f64>(&[0..1, 0..50]).expect("view").view_mut().fill(1.0);
-    conn2.open("a").expect("open").slice_view_mut::<f64>(&[99..100, 0..50]).expect("view").view_mut().fill(2.0);
+    let (conn1, conn2) = two_writers(f, (0, 99));
     conn1.commit().expect("commit 1");
     conn2.commit().expect("commit 2");
     for conn in [&conn1, &conn2, &f.reopen().connect().expect("connect 3")] {
@@ -286,22 +291,20 @@ fn time_travel(f: &Fixture) {
     );
 }
 
-fn regions_for_foreign_code(f: &Fixture) {
+fn strided_slice_views(f: &Fixture) {
     let conn = f.db.connect().expect("connect");
     committed(&conn);
     let a = conn.open("a").expect("open");
-    let r = a.region(&[10..20, 5..7]).expect("region");
-    assert_eq!((r.shape(), r.strides(), r.is_writable()), (&[10usize, 2][..], &[400usize, 8][..], true));
-    assert_eq!(r.span(), 9 * 400 + 8 + 8);
-    let mut b = [0u8; 8];
-    // The first element is a[10, 5]: read it the way foreign code would, through bytes.
-    b.copy_from_slice(&a.bytes(10 * 400 + 40..10 * 400 + 48).expect("bytes").as_slice()[..8]);
-    assert_eq!(f64::from_le_bytes(b), value(10, 5));
-    assert!(!r.as_ptr().is_null());
-    let empty = a.region(&[3..3, 0..50]).expect("empty region");
-    assert_eq!((empty.shape(), empty.span()), (&[0usize, 50][..], 0));
+    let g = a.slice_view::<f64>(&[10..20, 5..7]).expect("slice");
+    let v = g.view();
+    assert_eq!((v.shape(), v.strides()), (&[10usize, 2][..], &[50isize, 1][..]));
+    assert_eq!(v[[0, 0]], value(10, 5));
+    assert_eq!(v[[9, 1]], value(19, 6));
+    let empty = a.slice_view::<f64>(&[3..3, 0..50]).expect("empty slice");
+    assert_eq!(empty.view().shape(), &[0usize, 50][..]);
     let old = f.db.connect_at(conn.tid()).expect("historical");
-    assert!(!old.open("a").expect("open").region(&[]).expect("region").is_writable());
+    let e = old.open("a").expect("open").slice_view_mut::<f64>(&[]).expect_err("read-only");
+    assert!(matches!(e, Error::ReadOnly { historical: true, .. }), "{e}");
 }
 
 fn writes_beyond_the_size_through_old_views(f: &Fixture) {
@@ -391,7 +394,7 @@ backends!(
     nothing_loads_until_touched,
     namespace_changes_by_others,
     commits_are_announced,
-    regions_for_foreign_code,
+    strided_slice_views,
     writes_beyond_the_size_through_old_views,
     writes_beyond_own_size_stay_dropped_after_a_foreign_grow,
     small_writes_store_only_their_pages,

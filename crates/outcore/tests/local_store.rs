@@ -5,7 +5,7 @@
 //!
 //! Child processes are this test binary re-executed on an ignored entry point.
 
-use outcore::{ArraySpec, Db, DbOptions};
+use outcore::{Array, ArraySpec, Connection, Db, DbOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -34,13 +34,20 @@ fn create(url: &str, value: f64) {
     conn.commit().expect("commit");
 }
 
-#[test]
-#[ignore = "child process: holds an old snapshot"]
-fn child_old_reader() {
+/// In a child process: array "a" of the store the parent names in `OUTCORE_CHILD_URL`, in a
+/// new connection (with its `Db`).
+fn child_array() -> (Db, Connection, Array) {
     let url = std::env::var("OUTCORE_CHILD_URL").expect("url");
     let db = Db::open(&url, options()).expect("open");
     let conn = db.connect().expect("connect");
     let a = conn.open("a").expect("open a");
+    (db, conn, a)
+}
+
+#[test]
+#[ignore = "child process: holds an old snapshot"]
+fn child_old_reader() {
+    let (_db, conn, a) = child_array();
     let g = a.as_array_view::<f64>().expect("view");
     assert!(g.view().iter().all(|v| *v == 1.0));
     println!("ready");
@@ -126,10 +133,7 @@ fn crash_commit(t: u64) -> Vec<usize> {
 #[test]
 #[ignore = "child process: commits until killed"]
 fn child_committer() {
-    let url = std::env::var("OUTCORE_CHILD_URL").expect("url");
-    let db = Db::open(&url, options()).expect("open");
-    let conn = db.connect().expect("connect");
-    let a = conn.open("a").expect("open a");
+    let (_db, conn, a) = child_array();
     let mut stdout = std::io::stdout();
     loop {
         let t = conn.tid() + 1;
@@ -147,6 +151,18 @@ fn child_committer() {
     }
 }
 
+/// The tids a child reports on `stdout` (`committed <tid>` lines), read by a thread.
+fn committed_tids(stdout: std::process::ChildStdout) -> (std::sync::mpsc::Receiver<u64>, std::thread::JoinHandle<()>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let tids = BufReader::new(stdout).lines().map_while(Result::ok);
+        for t in tids.filter_map(|line| line.strip_prefix("committed ").map(|t| t.parse::<u64>().expect("tid"))) {
+            let _ = tx.send(t);
+        }
+    });
+    (rx, reader)
+}
+
 #[test]
 fn sigkill_during_mapped_commits_loses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -155,15 +171,7 @@ fn sigkill_during_mapped_commits_loses_nothing() {
     let mut reported = 1u64;
     for round in 0..12u64 {
         let mut proc = child("child_committer", &url).spawn().expect("spawn");
-        let stdout = proc.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let lines = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(t) = line.strip_prefix("committed ") {
-                    let _ = tx.send(t.parse::<u64>().expect("tid"));
-                }
-            }
-        });
+        let (rx, lines) = committed_tids(proc.stdout.take().expect("stdout"));
         let first = rx.recv_timeout(Duration::from_secs(60)).expect("the child commits");
         reported = reported.max(first);
         std::thread::sleep(Duration::from_millis(round * 13 % 70));

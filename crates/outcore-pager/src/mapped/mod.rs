@@ -355,15 +355,7 @@ impl MappedFile {
     /// A view's address range: the blocks' place in the reservation.
     pub fn map(&self, blocks: Range<u64>) -> Result<(u64, u64), PagerError> {
         let bs = self.blksize;
-        let len = blocks
-            .end
-            .checked_sub(blocks.start)
-            .filter(|n| *n > 0)
-            .and_then(|n| n.checked_mul(bs))
-            .filter(|l| usize::try_from(*l).is_ok());
-        let (Some(len), Some(end)) = (len, blocks.end.checked_mul(bs)) else {
-            return Err(PagerError::InvalidArgument(format!("block range {blocks:?} is empty or too large")));
-        };
+        let (len, end) = crate::view::span(&blocks, bs)?;
         let mut st = self.state.lock();
         self.ensure_reserved(end)?;
         st.scan_end = st.scan_end.max(end);

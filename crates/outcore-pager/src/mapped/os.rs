@@ -28,6 +28,33 @@ pub(crate) struct Reservation {
     len: AtomicU64,
 }
 
+/// `mmap` of `len` bytes at `addr` (0: where the kernel chooses), read/write,
+/// `MAP_PRIVATE | MAP_NORESERVE | flags`, of `fd` at `file_off` (`-1` and 0 with
+/// `MAP_ANONYMOUS`); returns the address.
+///
+/// # Safety
+/// With `MAP_FIXED` in `flags`, `[addr, addr + len)` must be memory the caller owns, and no Rust
+/// reference may point into it: its pages are replaced.
+unsafe fn mmap_private(addr: u64, len: u64, flags: libc::c_int, fd: RawFd, file_off: u64) -> io::Result<u64> {
+    // SAFETY: a new mapping; it replaces existing memory only with `MAP_FIXED`, over a range
+    // the caller owns (see the contract above).
+    let p = unsafe {
+        libc::mmap(
+            addr as *mut libc::c_void,
+            len as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_NORESERVE | flags,
+            fd,
+            file_off as libc::off_t,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(p as u64)
+    }
+}
+
 fn check(r: libc::c_int) -> io::Result<()> {
     if r < 0 {
         Err(io::Error::last_os_error())
@@ -40,22 +67,10 @@ impl Reservation {
     /// Reserves `len` bytes (a multiple of the page size), aligned to 2 MiB.
     pub fn new(len: u64) -> io::Result<Self> {
         let total = len.checked_add(ALIGN).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: a fresh anonymous mapping at an address the kernel chooses; no existing memory
-        // is touched.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                total as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let raw = p as u64;
+        // SAFETY: a fresh anonymous mapping at an address the kernel chooses (no `MAP_FIXED`);
+        // no existing memory is touched.
+        let raw = unsafe { mmap_private(0, total, libc::MAP_ANONYMOUS, -1, 0) }?;
+        let p = raw as *mut libc::c_void;
         let base = raw.next_multiple_of(ALIGN);
         // SAFETY: the head and tail trimmed lie inside the mapping just created, which nothing
         // else knows of yet.
@@ -107,22 +122,10 @@ impl Reservation {
         let add = new_len - old;
         // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping: it fails (or, on kernels
         // without it, places the mapping elsewhere, which is undone below).
-        let p = unsafe {
-            libc::mmap(
-                want as *mut libc::c_void,
-                add as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED_NOREPLACE,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        if p as u64 != want {
+        let p = unsafe { mmap_private(want, add, libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE, -1, 0) }?;
+        if p != want {
             // SAFETY: unmaps the mapping just created elsewhere, which nothing else knows of.
-            unsafe { libc::munmap(p, add as usize) };
+            unsafe { libc::munmap(p as *mut libc::c_void, add as usize) };
             return Err(io::Error::from(io::ErrorKind::AddrInUse));
         }
         self.len.store(new_len, Ordering::Release);
@@ -134,46 +137,25 @@ impl Reservation {
     /// `MAP_PRIVATE` read/write: the bytes the data file holds, with private copy-on-write pages
     /// for writes. Then `MADV_HUGEPAGE` (2 MiB folios whatever the file order).
     pub fn map_file(&self, off: u64, len: u64, fd: RawFd, file_off: u64) -> io::Result<()> {
-        self.check_range(off, len)?;
-        let addr = self.base + off;
-        // SAFETY: the range lies inside this reservation (checked above), which this value owns;
-        // MAP_FIXED replaces only its own pages there, and no Rust reference points into it.
-        let p = unsafe {
-            libc::mmap(
-                addr as *mut libc::c_void,
-                len as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_NORESERVE | libc::MAP_FIXED,
-                fd,
-                file_off as libc::off_t,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
+        self.map_fixed(off, len, 0, fd, file_off)?;
         self.advise(off, len, libc::MADV_HUGEPAGE);
         Ok(())
     }
 
     /// Maps fresh anonymous memory (zeros) over `[off, off+len)`, dropping what was there.
     pub fn map_anon(&self, off: u64, len: u64) -> io::Result<()> {
-        self.check_range(off, len)?;
-        let addr = self.base + off;
-        // SAFETY: as in `map_file`: inside this reservation, which this value owns.
-        let p = unsafe {
-            libc::mmap(
-                addr as *mut libc::c_void,
-                len as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
+        self.map_fixed(off, len, libc::MAP_ANONYMOUS, -1, 0)?;
         self.advise(off, len, libc::MADV_NOHUGEPAGE);
+        Ok(())
+    }
+
+    /// Maps over `[off, off+len)` of the reservation (`MAP_FIXED | flags`, of `fd` at
+    /// `file_off`).
+    fn map_fixed(&self, off: u64, len: u64, flags: libc::c_int, fd: RawFd, file_off: u64) -> io::Result<()> {
+        self.check_range(off, len)?;
+        // SAFETY: the range lies inside this reservation (checked above), which this value owns;
+        // MAP_FIXED replaces only its own pages there, and no Rust reference points into it.
+        unsafe { mmap_private(self.base + off, len, libc::MAP_FIXED | flags, fd, file_off) }?;
         Ok(())
     }
 

@@ -22,9 +22,16 @@ use std::sync::{Once, OnceLock};
 const SLOTS: usize = 1024;
 const LABEL: usize = 112;
 
-const FREE: u32 = 0;
-const BUSY: u32 = 1;
-const LIVE: u32 = 2;
+/// A slot's state (`Slot::state`).
+#[repr(u32)]
+enum State {
+    /// Unused.
+    Free,
+    /// Being filled by `put`.
+    Busy,
+    /// Registered: the handler reads it.
+    Live,
+}
 
 /// What a slot covers.
 const RESERVATION: u32 = 0;
@@ -44,7 +51,7 @@ struct Slot {
 
 #[allow(clippy::declare_interior_mutable_const)]
 const EMPTY: Slot = Slot {
-    state: AtomicU32::new(FREE),
+    state: AtomicU32::new(State::Free as u32),
     kind: AtomicU32::new(RESERVATION),
     pid: AtomicU32::new(0),
     start: AtomicU64::new(0),
@@ -87,7 +94,7 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         if let Some(i) = self.slot {
-            TABLE[i].state.store(FREE, Ordering::Release);
+            TABLE[i].state.store(State::Free as u32, Ordering::Release);
         }
     }
 }
@@ -108,7 +115,10 @@ pub(crate) fn register_parent_only(start: u64, end: u64, label: &str) -> Registr
 
 fn put(kind: u32, start: u64, end: u64, blksize: u64, label: &str) -> Registration {
     for (i, s) in TABLE.iter().enumerate() {
-        if s.state.compare_exchange(FREE, BUSY, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+        if s.state
+            .compare_exchange(State::Free as u32, State::Busy as u32, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
             s.kind.store(kind, Ordering::Relaxed);
             s.pid.store(std::process::id(), Ordering::Relaxed);
             s.start.store(start, Ordering::Relaxed);
@@ -120,7 +130,7 @@ fn put(kind: u32, start: u64, end: u64, blksize: u64, label: &str) -> Registrati
                 d.store(*b, Ordering::Relaxed);
             }
             s.label_len.store(n, Ordering::Relaxed);
-            s.state.store(LIVE, Ordering::Release);
+            s.state.store(State::Live as u32, Ordering::Release);
             return Registration { slot: Some(i) };
         }
     }
@@ -200,7 +210,7 @@ impl Line {
 /// the kind that signal reports.
 fn report(sig: libc::c_int, addr: u64, pid: u32) -> Option<Line> {
     for s in &TABLE {
-        if s.state.load(Ordering::Acquire) != LIVE {
+        if s.state.load(Ordering::Acquire) != State::Live as u32 {
             continue;
         }
         let (start, end) = (s.start.load(Ordering::Relaxed), s.end.load(Ordering::Acquire));

@@ -202,3 +202,28 @@ pub fn eventually(mut f: impl FnMut() -> bool) -> bool {
 pub fn dirty_list(f: &outcore_pager::FileHandle) -> Vec<(u64, Vec<u32>)> {
     f.dirty().expect("dirty").into_iter().map(|d| (d.blk, d.pages.iter().collect())).collect()
 }
+
+/// A file of `nblk` blocks of a new [`MemSource`] (its content the [`pattern`]) in pager `p`.
+pub fn open(p: &Arc<Pager>, nblk: u64) -> (Arc<MemSource>, outcore_pager::FileHandle) {
+    let src = MemSource::new();
+    let f = p.open_file(src.clone(), BS, nblk * BS as u64).expect("open_file");
+    (src, f)
+}
+
+/// `write(2)` of `len` bytes of view `v` from offset `off` into a new temporary file (the
+/// kernel reads the view, as any system call would): the call's result, its `errno` if it
+/// failed, and what the file holds.
+pub fn write_from_view(v: &View, off: usize, len: usize) -> (isize, Option<i32>, Vec<u8>) {
+    use std::os::fd::AsRawFd;
+    static N: AtomicUsize = AtomicUsize::new(0);
+    assert!(off + len <= v.len());
+    let k = N.fetch_add(1, Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("outcore-pager-write-{}-{k}", std::process::id()));
+    let file = std::fs::File::create(&path).expect("temporary file");
+    // SAFETY: `off..off + len` is inside the live view.
+    let n = unsafe { libc::write(file.as_raw_fd(), v.as_ptr().add(off).cast(), len) };
+    let errno = (n < 0).then(|| std::io::Error::last_os_error().raw_os_error()).flatten();
+    let data = std::fs::read(&path).expect("read back");
+    std::fs::remove_file(&path).expect("remove");
+    (n, errno, data)
+}

@@ -97,3 +97,17 @@ macro_rules! backends {
         }
     };
 }
+
+/// Flips one bit of the byte at offset `at` of block `blk` (of the only array) in the data file
+/// of the local store `url`, behind the store's back.
+pub fn flip_extent_byte(url: &str, blk: u64, at: u64) {
+    use std::os::unix::fs::FileExt;
+    let off: i64 = rusqlite::Connection::open(url)
+        .expect("sqlite")
+        .query_row("SELECT ext_off FROM outcore_current WHERE blk = ?1", [blk as i64], |r| r.get(0))
+        .expect("extent");
+    let data = std::fs::OpenOptions::new().read(true).write(true).open(format!("{url}.blocks")).expect("data file");
+    let mut b = [0u8; 1];
+    data.read_exact_at(&mut b, off as u64 + at).expect("read");
+    data.write_all_at(&[b[0] ^ 0x40], off as u64 + at).expect("write");
+}
