@@ -47,6 +47,9 @@ pub(crate) struct PgClient {
     io_timeout: Duration,
     location: String,
     broken: bool,
+    /// A `COPY ... FROM STDIN (FORMAT binary)` in progress ([`copy_row`](Self::copy_row)):
+    /// until it is finished, nothing else may be sent.
+    copy: Option<Pin<Box<BinaryCopyInWriter>>>,
 }
 
 /// The server found its own storage corrupt (SQLSTATE class XX: a page failed its checksum, an
@@ -102,6 +105,7 @@ impl PgClient {
             io_timeout: target.io_timeout,
             location,
             broken: false,
+            copy: None,
         })
     }
 
@@ -122,12 +126,15 @@ impl PgClient {
     where
         F: Future<Output = std::result::Result<T, tokio_postgres::Error>> + 'c,
     {
-        let PgClient { rt, client, messages, notifications, location, broken, .. } = self;
+        let PgClient { rt, client, messages, notifications, location, broken, copy, .. } = self;
         if *broken {
             return Err(Error::Unreachable {
                 location: location.clone(),
                 reason: format!("{op} on a connection that an earlier failure left unusable"),
             });
+        }
+        if copy.is_some() {
+            return Err(Error::Invalid(format!("{op} while a COPY is in progress on the connection")));
         }
         let client: &'c tokio_postgres::Client = client;
         let waited = rt.block_on(bounded(limit, make(client), Some((messages, notifications)), until_notified));
@@ -246,6 +253,41 @@ impl PgClient {
             }
             writer.finish().await
         })
+    }
+
+    /// Send `row` (columns of `types`) into the `COPY ... FROM STDIN (FORMAT binary)` `sql`,
+    /// starting it if none is in progress. The row goes out as the socket takes it: the server
+    /// works on the rows sent while the caller makes the next ones. Until
+    /// [`copy_finish`](Self::copy_finish), nothing else may be sent on the connection.
+    pub fn copy_row(&mut self, op: &'static str, sql: &str, types: &[Type], row: &[&(dyn ToSql + Sync)]) -> Result<()> {
+        let limit = self.io_timeout;
+        let mut writer = match self.copy.take() {
+            Some(w) => w,
+            None => Box::pin(BinaryCopyInWriter::new(self.wait(op, limit, false, |c| c.copy_in(sql))?, types)),
+        };
+        self.wait(op, limit, false, |_| writer.as_mut().write(row))?;
+        self.copy = Some(writer);
+        Ok(())
+    }
+
+    /// End the COPY in progress, if any; the number of rows it copied.
+    pub fn copy_finish(&mut self, op: &'static str) -> Result<u64> {
+        let Some(writer) = self.copy.take() else { return Ok(0) };
+        let limit = self.io_timeout;
+        self.wait(op, limit, false, |_| async move {
+            let mut writer = writer;
+            writer.as_mut().finish().await
+        })
+    }
+
+    /// Whether a COPY is in progress ([`copy_row`](Self::copy_row)).
+    pub fn copying(&self) -> bool {
+        self.copy.is_some()
+    }
+
+    /// Abandon the COPY in progress, if any (the server discards its rows and fails it).
+    pub fn copy_abort(&mut self) {
+        self.copy = None;
     }
 
     /// Run a statement given as text with parameters (prepared each time).

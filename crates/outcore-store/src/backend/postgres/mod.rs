@@ -62,6 +62,11 @@ CREATE INDEX outcore_undo_tid ON outcore_undo (tid, array_id, blk);
 INSERT INTO outcore_head (id, tid, gc_horizon, time_us) VALUES (1, 0, 0, 0);
 ";
 
+/// New segment rows go in by binary COPY, the server's fastest way in.
+const COPY_SEGMENTS: &str = "COPY outcore_segment (array_id, blk, seg, data, sum) FROM STDIN (FORMAT binary)";
+/// The columns [`COPY_SEGMENTS`] takes.
+const SEGMENT_COLUMNS: [Type; 5] = [Type::INT8, Type::INT8, Type::INT4, Type::BYTEA, Type::INT8];
+
 /// Advisory lock key taken while creating the schema (ASCII "outcore").
 const INIT_LOCK: i64 = 0x006f_7574_636f_7265;
 /// The notification channel.
@@ -96,7 +101,7 @@ impl PgConn {
     /// Run `sql` (prepared once per connection) and collect its rows; deferred writes go first,
     /// in the same round trip.
     fn q(&mut self, op: &'static str, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
-        if !self.new_segments.is_empty() {
+        if self.client.copying() || !self.new_segments.is_empty() {
             self.flush()?;
         }
         let st = self.stmt(op, sql)?;
@@ -110,7 +115,7 @@ impl PgConn {
     /// Run the queued writes and then `queries` (owned parameters) in one round trip; the rows
     /// of each query.
     fn q_many(&mut self, op: &'static str, queries: Vec<(&'static str, Vec<Param>)>) -> Result<Vec<Vec<Row>>> {
-        if !self.new_segments.is_empty() {
+        if self.client.copying() || !self.new_segments.is_empty() {
             self.flush()?;
         }
         let items = self.take_pending()?;
@@ -136,8 +141,10 @@ impl PgConn {
         Ok(items)
     }
 
-    /// Send the queued writes: one pipeline, then the new segment rows by binary COPY.
+    /// Send the queued writes: end the streamed COPY, then one pipeline, then the new segment
+    /// rows that wait for it by binary COPY.
     fn flush(&mut self) -> Result<()> {
+        self.client.copy_finish("commit")?;
         if !self.pending.is_empty() {
             let items = self.take_pending()?;
             self.client.pipeline("commit", &items, &[])?;
@@ -145,12 +152,7 @@ impl PgConn {
         if !self.new_segments.is_empty() {
             let rows = std::mem::take(&mut self.new_segments);
             self.new_bytes = 0;
-            self.client.copy_in(
-                "commit",
-                "COPY outcore_segment (array_id, blk, seg, data, sum) FROM STDIN (FORMAT binary)",
-                &[Type::INT8, Type::INT8, Type::INT4, Type::BYTEA, Type::INT8],
-                &rows,
-            )?;
+            self.client.copy_in("commit", COPY_SEGMENTS, &SEGMENT_COLUMNS, &rows)?;
         }
         Ok(())
     }
@@ -174,6 +176,7 @@ impl PgConn {
     /// End the open transaction after a failure (dropping the writes not sent), if the
     /// connection still works.
     fn rollback(&mut self) {
+        self.client.copy_abort();
         self.pending.clear();
         self.new_segments.clear();
         self.new_bytes = 0;
@@ -853,6 +856,19 @@ impl WriteTxn for PgTxn<'_> {
                 .filter(|(_, d)| in_place || d.iter().any(|b| *b != 0))
                 .unzip()
         };
+        // Raw content is checked by its segments' checksums, compressed by the payload's.
+        let checksum = if new.enc.compressed.is_some() { new.enc.checksum } else { 0 };
+        if prev.is_none() {
+            // A block without a version has no segment rows (every version with content has a
+            // current row; gc drops a current row only with its segments): its rows are
+            // streamed, the server storing them while the next blocks are made (appends).
+            for (s, d) in segs.iter().zip(&datas) {
+                let sum = segment_sum(id, blk, i64::from(*s), d);
+                let row: [&(dyn ToSql + Sync); 5] = [&id, &Uint(blk), s, d, &sum];
+                self.c.client.copy_row("commit", COPY_SEGMENTS, &SEGMENT_COLUMNS, &row)?;
+            }
+            return self.put_current(id, blk, tid, new.enc.codec, len as u64, checksum);
+        }
         // Segments beyond the content, and all of them when not rewriting in place, go first.
         let keep_below: i32 = if in_place { len.div_ceil(SEGMENT) as i32 } else { 0 };
         self.defer(
@@ -860,8 +876,6 @@ impl WriteTxn for PgTxn<'_> {
             params![id, Uint(blk), keep_below],
         );
         self.put_segments(id, blk, &segs, &datas, !in_place)?;
-        // Raw content is checked by its segments' checksums, compressed by the payload's.
-        let checksum = if new.enc.compressed.is_some() { new.enc.checksum } else { 0 };
         self.put_current(id, blk, tid, new.enc.codec, len as u64, checksum)
     }
 
