@@ -132,7 +132,7 @@ fn open_existing_creates_nothing() {
     let path = dir.path().join("typo.outcore");
     assert!(matches!(outcore_store::open_existing(path.to_str().unwrap()), Err(Error::NotAStore { .. })));
     assert!(!path.exists(), "nothing was created");
-    let Some((_admin, _name, url)) = common::pg_new_database() else { return };
+    let Some((url, _db)) = common::pg_database() else { return };
     match outcore_store::open_existing(&url) {
         Err(e @ Error::NotAStore { .. }) => assert!(e.to_string().contains("nothing was created"), "{e}"),
         other => panic!("expected NotAStore, got {:?}", other.map(|_| ())),
