@@ -231,4 +231,4 @@ fn two_processes_conflict_exactly(f: &Fixture) {
     }
 }
 
-conformance!(commits_survive_sigkill, two_processes_conflict_exactly);
+backends!(commits_survive_sigkill, two_processes_conflict_exactly);

@@ -1,4 +1,5 @@
-//! Test support: one fixture per backend, so every conformance test body runs on both.
+//! Test support: one fixture per backend, so every conformance test body runs on both (through
+//! `backends!`, in [`place`]).
 //!
 //! PostgreSQL tests need a server (see [`place`]): each test gets its own fresh database, and the
 //! PostgreSQL variants are skipped with a message when there is none, unless `OUTCORE_REQUIRE_PG=1`.
@@ -64,18 +65,4 @@ pub fn postgres() -> Option<Fixture> {
     let (url, guard) = pg_database()?;
     let store = open(&url).expect("open postgres store");
     Some(Fixture { store, url, backend: "postgresql", _guard: guard })
-}
-
-/// Run a test body on every backend: `conformance!(name1, name2, ...)` makes
-/// `sqlite::name1` and `postgres::name1` tests calling `name1(&Fixture)`.
-#[macro_export]
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[test] fn $name() { super::$name(&super::common::sqlite()) } )*
-        }
-        mod postgres {
-            $( #[test] fn $name() { if let Some(f) = super::common::postgres() { super::$name(&f) } } )*
-        }
-    };
 }

@@ -5,6 +5,9 @@
 //! (`#[path = "../../../outcore-store/tests/common/place.rs"] mod place;`), so it uses only what
 //! both have: std, tempfile, postgres and url.
 //!
+//! [`backends!`] runs a test body on each backend, given `common::sqlite()` and `common::postgres()`
+//! (the fixtures of the including crate).
+//!
 //! `OUTCORE_TEST_PG` is the URL of a database on a throwaway server with the right to create
 //! databases (the README's test command starts one). Without it the PostgreSQL variants are skipped
 //! with a message, unless `OUTCORE_REQUIRE_PG=1`, which turns the skip into a failure.
@@ -64,4 +67,19 @@ pub fn pg_database(prefix: &str) -> Option<(String, Guard)> {
     let mut u = url::Url::parse(&admin).expect("admin url");
     u.set_path(&format!("/{name}"));
     Some((u.to_string(), Guard::PgDb { admin, name }))
+}
+
+/// Run a test body on every backend: `backends!(name1, name2, ...)` makes `sqlite::name1` and
+/// `postgres::name1` tests calling `name1(&common::sqlite())` and, when there is a test server,
+/// `name1(&f)` with `f` from `common::postgres()`.
+#[macro_export]
+macro_rules! backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[test] fn $name() { super::$name(&super::common::sqlite()) } )*
+        }
+        mod postgres {
+            $( #[test] fn $name() { if let Some(f) = super::common::postgres() { super::$name(&f) } } )*
+        }
+    };
 }
