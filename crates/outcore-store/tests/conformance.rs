@@ -1,5 +1,5 @@
 //! One conformance suite for every backend: each test body below runs on SQLite and on
-//! PostgreSQL (see `common::conformance!`).
+//! PostgreSQL (see `common::place::backends!`).
 
 mod common;
 
@@ -49,7 +49,7 @@ fn write(s: &dyn Store, base: u64, id: ArrayId, blocks: &[(u64, Vec<u8>)]) -> Re
     s.commit(base, c)
 }
 
-conformance!(
+backends!(
     fresh_store_is_empty,
     metadata_round_trips,
     blocks_round_trip_and_zeros_cost_nothing,

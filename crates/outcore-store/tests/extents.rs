@@ -19,6 +19,15 @@ fn create(s: &dyn Store, nblk: u64) -> (ArrayId, u64) {
     (id, s.commit(s.head().unwrap(), c).unwrap())
 }
 
+/// A new SQLite store with an array of `nblk` blocks, block 0 committed as `first`: the
+/// fixture, the array and the tid of that commit.
+fn with_block0(nblk: u64, first: &[u8]) -> (common::Fixture, ArrayId, u64) {
+    let f = common::sqlite();
+    let (id, t0) = create(&*f.store, nblk);
+    let tid = put(&*f.store, t0, id, 0, first, None);
+    (f, id, tid)
+}
+
 fn put(s: &dyn Store, base: u64, id: ArrayId, blk: u64, content: &[u8], by: Option<&outcore_store::Snapshot>) -> u64 {
     let mut c = Commit::new();
     if let Some(snap) = by {
@@ -51,11 +60,9 @@ fn at_location(loc: &outcore_store::Location) -> Vec<u8> {
 
 #[test]
 fn small_commits_update_in_place_when_no_other_snapshot_is_open() {
-    let f = common::sqlite();
-    let s = &*f.store;
-    let (id, t0) = create(s, 4);
     let mut content = vec![3u8; BS as usize];
-    let mut tid = put(s, t0, id, 0, &content, None);
+    let (f, id, mut tid) = with_block0(4, &content);
+    let s = &*f.store;
     let len = data_len(&f);
     assert_eq!(len, BS, "one extent");
     let mut versions = vec![(tid, content.clone())];
@@ -85,11 +92,9 @@ fn small_commits_update_in_place_when_no_other_snapshot_is_open() {
 
 #[test]
 fn an_open_snapshot_keeps_its_bytes_and_its_space_is_reused_after_it_ends() {
-    let f = common::sqlite();
-    let s = &*f.store;
-    let (id, t0) = create(s, 4);
     let old = vec![1u8; BS as usize];
-    let t1 = put(s, t0, id, 0, &old, None);
+    let (f, id, t1) = with_block0(4, &old);
+    let s = &*f.store;
     // Another handle (as another process would) reads at t1.
     let other = f.reopen();
     let snap = other.snapshot(None).unwrap();
@@ -123,10 +128,8 @@ fn an_open_snapshot_keeps_its_bytes_and_its_space_is_reused_after_it_ends() {
 
 #[test]
 fn whole_block_rewrites_go_to_new_extents_and_deleted_arrays_free_theirs_after_gc() {
-    let f = common::sqlite();
+    let (f, id, t1) = with_block0(2, &vec![1u8; BS as usize]);
     let s = &*f.store;
-    let (id, t0) = create(s, 2);
-    let t1 = put(s, t0, id, 0, &vec![1u8; BS as usize], None);
     // Rewriting most of the block: a new extent (written once), the old one reused later.
     let t2 = put(s, t1, id, 0, &vec![2u8; BS as usize], None);
     let t3 = put(s, t2, id, 1, &vec![3u8; BS as usize], None);
@@ -156,10 +159,7 @@ fn child_commits_in_place_then_dies_before_home() {
 
 #[test]
 fn a_crash_between_commit_and_home_writes_is_repaired() {
-    let f = common::sqlite();
-    let s = &*f.store;
-    let (id, t0) = create(s, 1);
-    let t1 = put(s, t0, id, 0, &vec![4u8; BS as usize], None);
+    let (f, id, t1) = with_block0(1, &vec![4u8; BS as usize]);
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "child_commits_in_place_then_dies_before_home", "--include-ignored", "--nocapture"])
         .env("OUTCORE_CHILD_URL", &f.url)
@@ -185,11 +185,9 @@ fn a_crash_between_commit_and_home_writes_is_repaired() {
 
 #[test]
 fn an_old_snapshot_costs_one_new_extent_per_block_then_updates_go_in_place_again() {
-    let f = common::sqlite();
-    let s = &*f.store;
-    let (id, t0) = create(s, 4);
     let mut content = vec![1u8; BS as usize];
-    let mut tid = put(s, t0, id, 0, &content, None);
+    let (f, id, mut tid) = with_block0(4, &content);
+    let s = &*f.store;
     let old_reader = f.reopen();
     let old = old_reader.snapshot(None).unwrap();
     let old_loc = old_reader.locate(id, 0..1, old.tid()).unwrap().unwrap();
@@ -209,11 +207,9 @@ fn an_old_snapshot_costs_one_new_extent_per_block_then_updates_go_in_place_again
 
 #[test]
 fn a_small_change_keeps_only_its_bytes_in_history() {
-    let f = common::sqlite();
-    let s = &*f.store;
-    let (id, t0) = create(s, 1);
     let content: Vec<u8> = (0..BS as usize).map(|i| (i % 253) as u8 + 1).collect();
-    let t1 = put(s, t0, id, 0, &content, None);
+    let (f, id, t1) = with_block0(1, &content);
+    let s = &*f.store;
     let mut new = content.clone();
     let pages = [1u32, 9, 20, 33, 60];
     for p in pages {
@@ -238,10 +234,8 @@ fn a_small_change_keeps_only_its_bytes_in_history() {
 
 #[test]
 fn after_a_restart_pending_home_writes_are_replayed() {
-    let f = common::sqlite();
+    let (f, id, t1) = with_block0(1, &vec![4u8; BS as usize]);
     let s = &*f.store;
-    let (id, t0) = create(s, 1);
-    let t1 = put(s, t0, id, 0, &vec![4u8; BS as usize], None);
     let mut content = vec![4u8; BS as usize];
     content[4096 * 3] = 9;
     let snap = s.snapshot(None).unwrap();

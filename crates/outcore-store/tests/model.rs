@@ -349,7 +349,7 @@ fn damaged_history_is_detected(f: &Fixture) {
     assert_eq!(buf[0], 2);
 }
 
-conformance!(
+backends!(
     random_histories_match_the_model,
     small_writes_store_only_changed_pages,
     history_costs_the_changed_pages,

@@ -59,6 +59,14 @@ fn create(s: &dyn Store, codec: Codec) -> (ArrayId, u64) {
     (id, s.commit(s.head().unwrap(), c).unwrap())
 }
 
+/// A new SQLite store with a one-block raw array, and incompressible content for it (`seed`), not
+/// yet written: (fixture, array, tid, content).
+fn raw_array(seed: u64) -> (common::Fixture, ArrayId, u64, Vec<u8>) {
+    let f = common::sqlite();
+    let (id, tid) = create(&*f.store, RAW);
+    (f, id, tid, noise(BS as usize, seed))
+}
+
 /// Commit `content` as block 0 of `id` on top of `base`: the new tid.
 fn put(s: &dyn Store, id: ArrayId, base: u64, content: &[u8]) -> u64 {
     let mut c = Commit::new();
@@ -180,10 +188,8 @@ fn deleting_an_array_and_gc_drop_its_patches() {
 
 #[test]
 fn patches_that_shrink_and_regrow_the_content_merge_exactly() {
-    let f = common::sqlite();
+    let (f, id, mut tid, mut content) = raw_array(9);
     let s = &*f.store;
-    let (id, mut tid) = create(s, RAW);
-    let mut content = noise(BS as usize, 9);
     let mut versions = Vec::new();
     let mut commit = |content: &[u8], versions: &mut Vec<(u64, Vec<u8>)>| {
         tid = put(s, id, tid, content);
@@ -219,10 +225,8 @@ fn patches_that_shrink_and_regrow_the_content_merge_exactly() {
 
 #[test]
 fn a_change_within_one_database_page_is_written_in_place() {
-    let f = common::sqlite();
+    let (f, id, mut tid, mut content) = raw_array(4);
     let s = &*f.store;
-    let (id, mut tid) = create(s, RAW);
-    let mut content = noise(BS as usize, 4);
     for i in 0..6 {
         // Pages 0-15 share a 64 KiB database page.
         content[(i % 16) * PAGE] = i as u8;

@@ -238,13 +238,18 @@ fn armed(f: &common::Fixture, mode: u8) -> (Proxy, std::sync::Arc<dyn outcore_st
     (proxy, store, id, before)
 }
 
+/// A commit writing block 0 of `id` as 4096 bytes of `byte`.
+fn block0(id: ArrayId, byte: u8) -> Commit {
+    let mut c = Commit::new();
+    c.write_block(id, 0, vec![byte; 4096]);
+    c
+}
+
 #[test]
 fn a_commit_whose_reply_is_lost_is_found_to_have_landed() {
     let Some(f) = common::postgres() else { return };
     let (proxy, store, id, before) = armed(&f, CUT_AFTER_COMMIT);
-    let mut c = Commit::new();
-    c.write_block(id, 0, vec![2u8; 4096]);
-    let tid = store.commit(before, c).expect("the commit landed: the store must say so");
+    let tid = store.commit(before, block0(id, 2)).expect("the commit landed: the store must say so");
     assert_eq!(proxy.mode(), REPLY_DROPPED, "the reply to COMMIT was dropped");
     assert!(tid > before);
     // Seen from a direct connection: the commit is there, with the data.
@@ -259,9 +264,7 @@ fn a_commit_whose_reply_is_lost_is_found_to_have_landed() {
 fn a_commit_cut_before_it_was_sent_says_nothing_was_written() {
     let Some(f) = common::postgres() else { return };
     let (proxy, store, id, before) = armed(&f, CUT_BEFORE_COMMIT);
-    let mut c = Commit::new();
-    c.write_block(id, 0, vec![3u8; 4096]);
-    match store.commit(before, c) {
+    match store.commit(before, block0(id, 3)) {
         Err(e @ Error::CommitNotWritten { .. }) => assert!(e.to_string().contains("nothing changed"), "{e}"),
         other => panic!("expected CommitNotWritten, got {other:?}"),
     }
@@ -272,9 +275,7 @@ fn a_commit_cut_before_it_was_sent_says_nothing_was_written() {
     direct.load(id, 0, before, &mut buf).unwrap();
     assert_eq!(buf, vec![1u8; 4096]);
     // The same commit, tried again, goes through.
-    let mut c = Commit::new();
-    c.write_block(id, 0, vec![3u8; 4096]);
-    assert!(store.commit(before, c).unwrap() > before);
+    assert!(store.commit(before, block0(id, 3)).unwrap() > before);
 }
 
 #[test]

@@ -73,7 +73,10 @@ fn child_committer() {
     }
 }
 
-fn crash_loop(f: &Fixture, kills: usize) {
+/// Rounds of a child committing in a loop, killed at a random moment (25 rounds on SQLite, 15 on
+/// PostgreSQL).
+fn commits_survive_sigkill(f: &Fixture) {
+    let kills = if f.backend == "sqlite" { 25 } else { 15 };
     let id = ArrayId::random();
     let mut c = Commit::new();
     c.put_array(id, "crash", meta(0));
@@ -134,18 +137,6 @@ fn verify_whole(s: &dyn Store, id: ArrayId, t0: u64, head: u64) {
 }
 
 #[test]
-fn sqlite_commits_survive_sigkill() {
-    crash_loop(&common::sqlite(), 25);
-}
-
-#[test]
-fn postgres_commits_survive_sigkill() {
-    if let Some(f) = common::postgres() {
-        crash_loop(&f, 15);
-    }
-}
-
-#[test]
 #[ignore = "child process of the concurrency test"]
 fn child_racer() {
     let url = std::env::var("OUTCORE_CHILD_URL").expect("url");
@@ -175,8 +166,9 @@ fn child_racer() {
     println!("result {} {}", show(&r1), show(&r2));
 }
 
-fn race(f: &Fixture, rounds: usize) {
-    for round in 0..rounds {
+/// Four rounds of two child processes committing at once from the same base.
+fn two_processes_conflict_exactly(f: &Fixture) {
+    for round in 0..4 {
         let id = ArrayId::random();
         let mut c = Commit::new();
         c.put_array(id, format!("race{round}"), meta(0));
@@ -239,14 +231,4 @@ fn race(f: &Fixture, rounds: usize) {
     }
 }
 
-#[test]
-fn sqlite_two_processes_conflict_exactly() {
-    race(&common::sqlite(), 4);
-}
-
-#[test]
-fn postgres_two_processes_conflict_exactly() {
-    if let Some(f) = common::postgres() {
-        race(&f, 4);
-    }
-}
+backends!(commits_survive_sigkill, two_processes_conflict_exactly);

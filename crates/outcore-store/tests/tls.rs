@@ -5,8 +5,9 @@ mod common;
 
 use outcore_store::{open, Error};
 
-/// The test server's URL with the given query, and the CA file, or None to skip.
-fn target(query: &str) -> Option<(String, String)> {
+/// The URL of a new database on the test server with the given query, the CA file, and the guard
+/// that drops the database, or None to skip.
+fn target(query: &str) -> Option<(String, String, common::Guard)> {
     let admin = common::pg_admin_url()?;
     let ca = match std::env::var("OUTCORE_TEST_PG_CA") {
         Ok(ca) if !ca.is_empty() => ca,
@@ -18,10 +19,10 @@ fn target(query: &str) -> Option<(String, String)> {
             return None;
         }
     };
-    let (_, _, url) = common::pg_new_database()?;
+    let (url, db) = common::pg_database()?;
     let _ = admin;
     let sep = if url.contains('?') { '&' } else { '?' };
-    Some((format!("{url}{sep}{query}"), ca))
+    Some((format!("{url}{sep}{query}"), ca, db))
 }
 
 /// Whether the store's own connections are encrypted, asked through the store's URL.
@@ -45,25 +46,25 @@ fn encrypted(url: &str) -> bool {
 
 #[test]
 fn require_encrypts() {
-    let Some((url, _)) = target("sslmode=require") else { return };
+    let Some((url, _, _db)) = target("sslmode=require") else { return };
     assert!(encrypted(&url));
 }
 
 #[test]
 fn disable_does_not_encrypt() {
-    let Some((url, _)) = target("sslmode=disable") else { return };
+    let Some((url, _, _db)) = target("sslmode=disable") else { return };
     assert!(!encrypted(&url));
 }
 
 #[test]
 fn verify_full_accepts_the_right_ca() {
-    let Some((url, ca)) = target("sslmode=verify-full") else { return };
+    let Some((url, ca, _db)) = target("sslmode=verify-full") else { return };
     assert!(encrypted(&format!("{url}&sslrootcert={ca}")));
 }
 
 #[test]
 fn verify_full_rejects_an_unknown_ca() {
-    let Some((url, _)) = target("sslmode=verify-full") else { return };
+    let Some((url, _, _db)) = target("sslmode=verify-full") else { return };
     // A CA that did not sign the server's certificate: the system roots do not know it either.
     match open(&url) {
         Err(e @ Error::BadLocation { .. }) => {
@@ -76,7 +77,7 @@ fn verify_full_rejects_an_unknown_ca() {
 
 #[test]
 fn verify_full_checks_the_host_name() {
-    let Some((url, ca)) = target("sslmode=verify-full") else { return };
+    let Some((url, ca, _db)) = target("sslmode=verify-full") else { return };
     // The certificate names 127.0.0.1 and localhost, not 127.0.0.2 (same server, other name).
     let other = url.replace("127.0.0.1", "127.0.0.2");
     if other == url {
