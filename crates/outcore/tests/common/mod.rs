@@ -5,8 +5,11 @@
 //! unless `OUTCORE_REQUIRE_PG=1` turns the skip into a failure.
 #![allow(dead_code)]
 
+#[path = "../../../outcore-store/tests/common/place.rs"]
+mod place;
+
 use outcore::{Db, DbOptions};
-use std::sync::atomic::{AtomicU64, Ordering};
+use place::Guard;
 
 /// Block size used by the tests: small, so that arrays span several blocks.
 pub const BS: u64 = 16 << 10;
@@ -17,21 +20,6 @@ pub struct Fixture {
     pub url: String,
     pub backend: &'static str,
     _guard: Guard,
-}
-
-enum Guard {
-    Dir(tempfile::TempDir),
-    PgDb { admin: String, name: String },
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Guard::PgDb { admin, name } = self {
-            if let Ok(mut c) = postgres::Client::connect(admin, postgres::NoTls) {
-                let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-            }
-        }
-    }
 }
 
 pub fn options() -> DbOptions {
@@ -51,51 +39,15 @@ impl Fixture {
 }
 
 pub fn sqlite() -> Fixture {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = dir.path().join("test.outcore").to_str().expect("utf8 path").to_string();
+    let (url, guard) = place::sqlite_file();
     let db = Db::open(&url, options()).expect("open sqlite db");
-    Fixture { db, url, backend: "sqlite", _guard: Guard::Dir(dir) }
-}
-
-fn pg_admin_url() -> Option<String> {
-    match std::env::var("OUTCORE_TEST_PG") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            if std::env::var("OUTCORE_REQUIRE_PG").as_deref() == Ok("1") {
-                panic!("OUTCORE_REQUIRE_PG=1 but OUTCORE_TEST_PG is not set");
-            }
-            eprintln!("SKIPPED: PostgreSQL test (set OUTCORE_TEST_PG to a server URL, or run ./scripts/test)");
-            None
-        }
-    }
+    Fixture { db, url, backend: "sqlite", _guard: guard }
 }
 
 pub fn postgres() -> Option<Fixture> {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let admin = pg_admin_url()?;
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    let name = format!("outcore_core_t{}_{}_{nanos}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
-    let mut c = postgres::Client::connect(&admin, postgres::NoTls).expect("connect to test server");
-    c.batch_execute(&format!("CREATE DATABASE {name}")).expect("create test database");
-    let mut u = url::Url::parse(&admin).expect("admin url");
-    u.set_path(&format!("/{name}"));
-    let url = u.to_string();
+    let (url, guard) = place::pg_database("outcore_core_t")?;
     let db = Db::open(&url, options()).expect("open postgres db");
-    Some(Fixture { db, url, backend: "postgresql", _guard: Guard::PgDb { admin, name } })
-}
-
-/// `backends!(a, b)` makes `sqlite::a`, `postgres::a`, ... tests calling `a(&Fixture)`.
-#[macro_export]
-macro_rules! backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[test] fn $name() { super::$name(&super::common::sqlite()) } )*
-        }
-        mod postgres {
-            $( #[test] fn $name() { if let Some(f) = super::common::postgres() { super::$name(&f) } } )*
-        }
-    };
+    Some(Fixture { db, url, backend: "postgresql", _guard: guard })
 }
 
 /// Flips one bit of the byte at offset `at` of block `blk` (of the only array) in the data file
