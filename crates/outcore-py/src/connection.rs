@@ -11,10 +11,11 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
-use crate::array::{check_size, parse_order, parse_shape, PyArray};
+use crate::array::PyArray;
 use crate::db::{parse_codec, PyDb};
 use crate::dtype::{from_descr, to_descr};
 use crate::errors::PyResultExt;
+use crate::shape::{check_size, parse_order, parse_shape};
 
 /// The whole-array ndarray of an array and the shape and name it was built for.
 pub(crate) type FullView = (Vec<u64>, String, Py<PyAny>);
@@ -257,10 +258,10 @@ impl Root {
         attrs: Option<&str>,
         fill: Option<Vec<u8>>,
     ) -> PyResult<PyArray> {
-        let order = parse_order(order)?;
+        let order = parse_order(py, order)?;
         let shape = parse_shape(shape)?;
         let (dt, descr, itemsize) = to_descr(dtype)?;
-        check_size(&shape, itemsize)?;
+        check_size(shape.clone(), itemsize)?;
         self.ctx.join(py)?;
         let mut spec = ArraySpec::new(descr, itemsize, shape).order(order);
         if let Some(b) = blksize {

@@ -14,13 +14,8 @@ use crate::errors::PyResultExt;
 /// Parses a compression name: `None`/`"none"`, `"lz4"`, `"zstd"` or `"zstd:LEVEL"`.
 pub(crate) fn parse_codec(s: Option<&str>) -> PyResult<Codec> {
     let bad = || {
-        Python::attach(|py| {
-            crate::errors::new_err(
-                py,
-                "InvalidArgumentError",
-                format!("unknown compression {s:?}: use None, 'lz4', 'zstd' or 'zstd:LEVEL'"),
-            )
-        })
+        let msg = format!("unknown compression {s:?}: use None, 'lz4', 'zstd' or 'zstd:LEVEL'");
+        Python::attach(|py| crate::errors::Class::InvalidArgumentError.err(py, msg))
     };
     match s {
         None | Some("none") => Ok(Codec::None),
@@ -203,13 +198,13 @@ impl PyDb {
         if !report.ok() {
             let lines: Vec<String> =
                 report.errors.iter().map(|(name, blk, e)| format!("array '{name}' block {blk}: {e}")).collect();
-            let cls = py.import("outcore")?.getattr("CorruptError")?;
-            return Err(PyErr::from_value(cls.call1((format!(
+            let msg = format!(
                 "{} of {} blocks failed their check:\n{}",
                 report.errors.len(),
                 report.blocks,
                 lines.join("\n")
-            ),))?));
+            );
+            return Err(crate::errors::Class::CorruptError.err(py, msg));
         }
         let d = PyDict::new(py);
         d.set_item("tid", report.tid)?;

@@ -9,6 +9,8 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
 
+use crate::errors::Class;
+
 /// `numpy.dtype` (the class).
 pub(crate) fn dtype_class(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
     static CLS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
@@ -21,40 +23,42 @@ pub(crate) fn integer_class(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
     CLS.import(py, "numpy", "integer")
 }
 
-/// The NumPy dtype of `obj` (anything `numpy.dtype()` accepts), its descr and item size.
-/// Object dtypes (also nested in structured ones) and sub-array dtypes are a `TypeError`.
-pub(crate) fn to_descr<'py>(obj: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, String, u64)> {
+/// The NumPy dtype of `obj` (anything `numpy.dtype()` accepts), if outcore arrays can hold it:
+/// object dtypes (also nested in structured ones), sub-array dtypes and zero-sized items are an
+/// `outcore.DtypeError` (a `TypeError`).
+#[pyfunction]
+pub(crate) fn check_dtype<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = obj.py();
     let dt = dtype_class(py)?.call1((obj,)).map_err(|e| {
         if e.is_instance_of::<PyTypeError>(py) {
-            crate::errors::new_err(py, "DtypeError", e.value(py).to_string())
+            Class::DtypeError.err(py, e.value(py).to_string())
         } else {
             e
         }
     })?;
     if dt.getattr("hasobject")?.is_truthy()? {
-        return Err(crate::errors::new_err(
-            py,
-            "DtypeError",
-            format!("dtype {} holds Python objects, which outcore arrays cannot store", dt.repr()?),
-        ));
+        let msg = format!("dtype {} holds Python objects, which outcore arrays cannot store", dt.repr()?);
+        return Err(Class::DtypeError.err(py, msg));
     }
     if !dt.getattr("subdtype")?.is_none() {
-        return Err(crate::errors::new_err(
-            py,
-            "DtypeError",
-            format!("sub-array dtype {} is not supported: put its shape into the array's shape", dt.repr()?),
-        ));
+        let msg = format!("sub-array dtype {} is not supported: put its shape into the array's shape", dt.repr()?);
+        return Err(Class::DtypeError.err(py, msg));
     }
+    if dt.getattr("itemsize")?.extract::<u64>()? == 0 {
+        return Err(Class::DtypeError.err(py, format!("dtype {} has zero-sized items", dt.repr()?)));
+    }
+    Ok(dt)
+}
+
+/// The NumPy dtype of `obj` (see [`check_dtype`]), its descr and item size.
+pub(crate) fn to_descr<'py>(obj: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, String, u64)> {
+    let dt = check_dtype(obj)?;
     let descr: String = if dt.getattr("names")?.is_none() {
         dt.getattr("str")?.extract()?
     } else {
         dt.getattr("descr")?.repr()?.extract()?
     };
     let itemsize: u64 = dt.getattr("itemsize")?.extract()?;
-    if itemsize == 0 {
-        return Err(crate::errors::new_err(py, "DtypeError", format!("dtype {} has zero-sized items", dt.repr()?)));
-    }
     Ok((dt, descr, itemsize))
 }
 

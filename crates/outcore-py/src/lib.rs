@@ -20,6 +20,7 @@ mod interrupt;
 mod log;
 mod mem;
 mod reader;
+mod shape;
 
 use pyo3::prelude::*;
 
@@ -28,6 +29,8 @@ use pyo3::prelude::*;
 fn _outcore(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     db::register(m)?;
+    shape::register(m)?;
+    m.add_function(wrap_pyfunction!(dtype::check_dtype, m)?)?;
     m.add_class::<connection::PyConnection>()?;
     m.add_class::<connection::Root>()?;
     m.add_class::<connection::TxnHandle>()?;

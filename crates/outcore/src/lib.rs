@@ -74,6 +74,7 @@ mod error;
 mod fork;
 mod mem;
 mod savepoint;
+mod shape;
 mod source;
 
 pub use array::Array;
@@ -87,3 +88,4 @@ pub use outcore_pager as pager;
 pub use outcore_store as store;
 pub use outcore_store::{ArrayId, ArrayMeta, Codec, Order, Tid};
 pub use savepoint::Savepoint;
+pub use shape::{appended_shape, check_blksize, major_axis, nbytes_of, MAX_NBYTES};
