@@ -16,7 +16,8 @@ use outcore::{Array, ArrayMeta};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyMemoryError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyEllipsis, PyTuple};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyEllipsis, PyTuple, PyType};
 
 use crate::connection::Ctx;
 use crate::errors::{memory_error, to_py, to_py_bare, Class, PyResultExt};
@@ -30,6 +31,11 @@ pub(crate) fn parse_attrs(py: Python<'_>, json: &str) -> PyResult<serde_json::Ma
         Ok(_) => Err(Class::InvalidArgumentError.err(py, "attributes must be a JSON object")),
         Err(e) => Err(Class::InvalidArgumentError.err(py, format!("attributes are not JSON: {e}"))),
     }
+}
+
+/// A tuple of dimensions (a shape, strides, a block shape) from a core result.
+fn dims(py: Python<'_>, r: outcore::Result<Vec<u64>>) -> PyResult<Bound<'_, PyTuple>> {
+    PyTuple::new(py, r.py(py)?)
 }
 
 /// The error of mapping an array: address-space exhaustion is a `MemoryError`.
@@ -250,7 +256,20 @@ impl PyArray {
     /// Shape.
     #[getter]
     fn shape<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        PyTuple::new(py, self.meta(py)?.shape)
+        dims(py, Ok(self.meta(py)?.shape))
+    }
+
+    /// Byte strides (plain C or F layout).
+    #[getter]
+    fn strides<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        dims(py, self.arr.strides())
+    }
+
+    /// The block shape: the largest box of elements one block holds (minor axes whole while
+    /// they fit), as `dask.array.from_array` and xarray read `.chunks`.
+    #[getter]
+    fn chunks<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        dims(py, self.arr.chunks())
     }
 
     /// NumPy dtype.
@@ -283,12 +302,6 @@ impl PyArray {
         Ok(self.meta(py)?.nbytes)
     }
 
-    /// Byte strides (plain C or F layout).
-    #[getter]
-    fn strides<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        PyTuple::new(py, self.arr.strides().py(py)?)
-    }
-
     /// Memory layout: `"C"` or `"F"`.
     #[getter]
     fn order(&self, py: Python<'_>) -> PyResult<&'static str> {
@@ -301,18 +314,12 @@ impl PyArray {
         Ok(self.meta(py)?.blksize)
     }
 
-    /// The block shape: the largest box of elements one block holds (minor axes whole while
-    /// they fit), as `dask.array.from_array` and xarray read `.chunks`.
-    #[getter]
-    fn chunks<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        PyTuple::new(py, self.arr.chunks().py(py)?)
-    }
-
     /// The user attributes: `outcore.Attributes`, a mutable mapping of JSON-able values stored
     /// with the array (committed with the transaction, versioned with the array).
     #[getter]
     fn attrs<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        slf.py().import("outcore._attrs")?.getattr("Attributes")?.call1((slf,))
+        static ATTRIBUTES: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+        ATTRIBUTES.import(slf.py(), "outcore._attrs", "Attributes")?.call1((slf,))
     }
 
     /// The attributes as JSON text (what `attrs` reads).
@@ -540,7 +547,8 @@ impl PyArray {
     fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, (String, String, u64, u32, bool))> {
         let name = self.arr.name().py(py)?;
         let location = self.ctx.core.db().store().location().to_string();
-        let open = py.import("outcore._ref")?.getattr("_array_by_ref")?;
+        static BY_REF: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        let open = BY_REF.import(py, "outcore._ref", "_array_by_ref")?.clone();
         Ok((open, (location, name, self.arr.id().0, std::process::id(), self.ctx.read_only)))
     }
 
