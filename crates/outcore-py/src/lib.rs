@@ -35,6 +35,7 @@ fn _outcore(m: &Bound<'_, PyModule>) -> PyResult<()> {
     db::register(m)?;
     shape::register(m)?;
     m.add_function(wrap_pyfunction!(dtype::check_dtype, m)?)?;
+    m.add_function(wrap_pyfunction!(dtype::from_descr, m)?)?;
     m.add_class::<connection::PyConnection>()?;
     m.add_class::<connection::Root>()?;
     m.add_class::<connection::TxnHandle>()?;

@@ -81,7 +81,7 @@ pub use array::Array;
 pub use check::{CheckProgress, CheckReport};
 pub use connection::{ArraySpec, CommitInfo, Connection};
 pub use db::{Db, DbOptions, OpenMode};
-pub use dtype::{descr_itemsize, descr_of, Element};
+pub use dtype::{descr_itemsize, descr_of, Dtype, Element, Field, DTYPE_FORMAT};
 pub use error::{Error, Result};
 pub use mem::{ArrayGuard, ArrayGuardMut, BytesView, BytesViewMut, Region};
 pub use outcore_pager as pager;
