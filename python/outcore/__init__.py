@@ -39,9 +39,10 @@ from outcore._errors import (
     UncommittedError,
 )
 from outcore._attrs import Attributes
+from outcore._db import Connection, Db
 from outcore._group import Group
 from outcore._open import open, parse_size
-from outcore._outcore import Array, Connection, Db, __version__
+from outcore._outcore import Array, __version__
 from outcore._ram import RAMArray
 from outcore._ref import ArrayRef, ArrayRoot, WorkerArray, structured
 from outcore._wendelin import import_wendelin  # needs the `outcore[wendelin]` extra when called

@@ -32,9 +32,14 @@ class Group(MutableMapping):
     names of the members (arrays and groups), sorted. Every change belongs to the connection's
     transaction."""
 
-    def __init__(self, raw: Any, path: str = "") -> None:
-        self._raw = raw
+    def __init__(self, raw: Any, path: str = "", connection: Any = None) -> None:
+        self._raw = raw  # the extension's `Root`: arrays by full name
         self._path = _clean(path)
+        self._connection = connection
+
+    def _sub(self, path: str) -> "Group":
+        """The group at `path` (from the root) of the same connection."""
+        return Group(self._raw, path, self._connection)
 
     # names
 
@@ -56,7 +61,7 @@ class Group(MutableMapping):
     @property
     def connection(self) -> Any:
         """The connection whose transaction the group's changes belong to."""
-        return self._raw.connection
+        return self._connection
 
     def _full(self, name: str) -> str:
         if not isinstance(name, str):
@@ -77,7 +82,7 @@ class Group(MutableMapping):
     def __getitem__(self, name: str) -> Any:
         full = self._full(name)
         if not full:
-            return Group(self._raw, "")
+            return self._sub("")
         try:
             return self._raw[full]
         except NoSuchArrayError:
@@ -86,7 +91,7 @@ class Group(MutableMapping):
             self._raw.members(full)
         except NoSuchArrayError:
             raise NoSuchArrayError(f"no array or group named '{full}'") from None
-        return Group(self._raw, full)
+        return self._sub(full)
 
     def __setitem__(self, name: str, value: Any) -> None:
         full = self._full(name)
@@ -154,7 +159,7 @@ class Group(MutableMapping):
     def groups(self) -> Iterator[tuple]:
         """`(name, group)` of the groups in this group, as zarr's `groups()`."""
         for n in self.group_keys():
-            yield n, Group(self._raw, self._full(n))
+            yield n, self._sub(self._full(n))
 
     def _array_paths(self) -> Iterator[str]:
         prefix = f"{self._path}/" if self._path else ""
@@ -209,7 +214,7 @@ class Group(MutableMapping):
         full = self._full(name)
         if full and full in self._raw:
             raise NoSuchArrayError(f"'{full}' is an array, not a group")
-        return Group(self._raw, full)
+        return self._sub(full)
 
     create_group = group
     require_group = group

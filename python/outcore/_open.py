@@ -8,6 +8,7 @@ import re
 from typing import Any, Optional, Union
 
 from outcore import _outcore
+from outcore._db import Db
 from outcore._errors import InvalidArgumentError
 
 _UNITS = {
@@ -77,7 +78,7 @@ def open(
     cache: Union[int, str, None] = None,
     blksize: Union[int, str, None] = None,
     compression: Optional[str] = None,
-) -> Any:
+) -> Db:
     """Opens the database at `url`: a path (`str` or `pathlib.Path`, `~` expanded; a SQLite file
     beside its `.blocks` data file) or a `postgresql://` URL.
 
@@ -96,10 +97,11 @@ def open(
 
     The database is a context manager: `with outcore.open(path) as db:` closes it at the end.
     """
-    return _outcore.open(
+    raw = _outcore.open(
         location(url),
         cache=parse_size(cache, "cache"),
         blksize=parse_size(blksize, "blksize"),
         compression=compression,
         mode=mode,
     )
+    return Db(raw)

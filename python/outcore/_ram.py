@@ -15,9 +15,7 @@ from typing import Any, Iterator, Literal, Optional
 
 import numpy as np
 
-from outcore._index import check_basic, check_dtype, parse_shape
-
-_MAX_NBYTES = (1 << 63) - 1
+from outcore._index import appended_shape, check_basic, check_dtype, check_size, major_axis, parse_shape
 
 
 class RAMArray:
@@ -41,11 +39,10 @@ class RAMArray:
             os.close(fd)  # mappings of it stay valid
 
     def _nbytes(self, shape: tuple) -> int:
+        check_size(list(shape), self._dtype.itemsize)  # MemoryError beyond the address space
         n = self._dtype.itemsize
         for d in shape:
             n *= d
-        if n > _MAX_NBYTES:
-            raise MemoryError(f"an array of shape {shape} of {self._dtype} needs {n} bytes, beyond the address space")
         return n
 
     def _set_nbytes(self, n: int) -> None:
@@ -105,9 +102,6 @@ class RAMArray:
             acc *= self._shape[i]
         return tuple(strides)
 
-    def _major(self) -> int:
-        return 0 if self._order == "C" else len(self._shape) - 1
-
     def __len__(self) -> int:
         if not self._shape:
             raise TypeError("len() of a 0-dimensional array")
@@ -152,21 +146,11 @@ class RAMArray:
     def append(self, values: Any) -> None:
         """Appends along the major axis; the other dimensions must match. On error the array is
         unchanged."""
-        if not self._shape:
-            raise ValueError("cannot append to a 0-dimensional array")
         vals = np.asarray(values, dtype=self._dtype)
-        major = self._major()
-        if vals.ndim != len(self._shape) or any(
-            a != b for i, (a, b) in enumerate(zip(vals.shape, self._shape)) if i != major
-        ):
-            raise ValueError(
-                f"cannot append values of shape {vals.shape} to an array of shape {self._shape} "
-                f"({self._order} order): all dimensions but axis {major} must match"
-            )
+        new = appended_shape(self._shape, self._order, vals.shape)  # ShapeError (a ValueError)
+        major = major_axis(self._order, len(self._shape))
         old = self._shape[major]
-        new = list(self._shape)
-        new[major] += vals.shape[major]
-        self.resize(tuple(new))
+        self.resize(new)
         idx = (slice(old, None),) if self._order == "C" else (Ellipsis, slice(old, None))
         self._whole()[idx] = vals
 

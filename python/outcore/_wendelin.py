@@ -866,7 +866,7 @@ def _open_dst(dst: Any) -> tuple[Any, bool, list]:
     store this call creates)."""
     from outcore._open import location
     from outcore._open import open as oc_open
-    from outcore._outcore import Db
+    from outcore._db import Db
 
     if isinstance(dst, Db):
         return dst, False, []

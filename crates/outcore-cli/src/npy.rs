@@ -17,7 +17,10 @@ pub fn partial_path(file: &Path) -> PathBuf {
 
 /// The header of an array with `meta`.
 pub fn header(meta: &ArrayMeta) -> Vec<u8> {
-    let descr = if meta.dtype.starts_with('[') { meta.dtype.clone() } else { format!("'{}'", meta.dtype) };
+    let descr = outcore::Dtype::parse(&meta.dtype)
+        .ok()
+        .and_then(|d| d.npy_descr())
+        .unwrap_or_else(|| format!("'{}'", meta.dtype));
     let shape = match meta.shape.len() {
         1 => format!("({},)", meta.shape[0]),
         _ => format!("({})", meta.shape.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")),

@@ -12,116 +12,30 @@
 
 use std::sync::Arc;
 
-use outcore::{Array, ArrayMeta, Order};
+use outcore::{Array, ArrayMeta};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyMemoryError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyEllipsis, PyInt, PySlice, PyString, PyTuple};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyEllipsis, PyTuple, PyType};
 
 use crate::connection::Ctx;
-use crate::dtype::integer_class;
-use crate::errors::{memory_error, new_err, to_py, PyResultExt};
+use crate::errors::{memory_error, to_py, to_py_bare, Class, PyResultExt};
 use crate::mem::{Mapping, Origin};
-
-/// The largest array size in bytes the core accepts.
-const MAX_NBYTES: u128 = i64::MAX as u128;
-
-/// `"C"` or `"F"`.
-pub(crate) fn order_name(order: Order) -> &'static str {
-    match order {
-        Order::C => "C",
-        Order::F => "F",
-    }
-}
-
-/// Parses `"C"` / `"F"`.
-pub(crate) fn parse_order(s: &str) -> PyResult<Order> {
-    match s {
-        "C" | "c" => Ok(Order::C),
-        "F" | "f" => Ok(Order::F),
-        _ => Err(Python::attach(|py| {
-            new_err(py, "InvalidArgumentError", format!("order must be 'C' or 'F', not {s:?}"))
-        })),
-    }
-}
-
-/// A shape: an int or a sequence of ints, none negative.
-pub(crate) fn parse_shape(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
-    let dims: Vec<Bound<'_, PyAny>> = if obj.hasattr("__index__")? && !obj.hasattr("__len__")? {
-        vec![obj.clone()]
-    } else {
-        obj.try_iter()?.collect::<PyResult<_>>()?
-    };
-    dims.iter()
-        .map(|d| {
-            let n: i128 = d.call_method0("__index__")?.extract()?;
-            u64::try_from(n).map_err(|_| {
-                new_err(d.py(), "ShapeError", format!("invalid dimension {n} in shape: dimensions must be in 0..2**64"))
-            })
-        })
-        .collect()
-}
+use crate::shape::{check_basic, check_size, is_int_index, order_name, parse_shape};
 
 /// The attributes of a JSON object text (`outcore.InvalidArgumentError` otherwise).
 pub(crate) fn parse_attrs(py: Python<'_>, json: &str) -> PyResult<serde_json::Map<String, serde_json::Value>> {
     match serde_json::from_str::<serde_json::Value>(json) {
         Ok(serde_json::Value::Object(m)) => Ok(m),
-        Ok(_) => Err(new_err(py, "InvalidArgumentError", "attributes must be a JSON object".into())),
-        Err(e) => Err(new_err(py, "InvalidArgumentError", format!("attributes are not JSON: {e}"))),
+        Ok(_) => Err(Class::InvalidArgumentError.err(py, "attributes must be a JSON object")),
+        Err(e) => Err(Class::InvalidArgumentError.err(py, format!("attributes are not JSON: {e}"))),
     }
 }
 
-/// Fails with `MemoryError` when `shape` of `itemsize`-byte items cannot be addressed.
-pub(crate) fn check_size(shape: &[u64], itemsize: u64) -> PyResult<()> {
-    let mut n = u128::from(itemsize);
-    for d in shape {
-        n = n.saturating_mul(u128::from(*d));
-    }
-    if n > MAX_NBYTES || n > isize::MAX as u128 {
-        return Err(PyMemoryError::new_err(format!(
-            "an array of shape {shape:?} with {itemsize}-byte items needs {n} bytes, beyond the address space"
-        )));
-    }
-    Ok(())
-}
-
-/// True for an `int` (not a subclass such as `bool`) or a tuple of them: the common basic
-/// index that needs no further check.
-fn is_int_index(idx: &Bound<'_, PyAny>) -> bool {
-    if idx.is_exact_instance_of::<PyInt>() {
-        return true;
-    }
-    match idx.cast_exact::<PyTuple>() {
-        Ok(t) => t.iter().all(|i| i.is_exact_instance_of::<PyInt>()),
-        Err(_) => false,
-    }
-}
-
-/// Rejects everything but basic indices (ints, slices, `None`, `Ellipsis`, field names).
-fn check_basic(idx: &Bound<'_, PyAny>) -> PyResult<()> {
-    match idx.cast::<PyTuple>() {
-        Ok(t) => t.iter().try_for_each(|i| check_one(&i)),
-        Err(_) => check_one(idx),
-    }
-}
-
-fn check_one(i: &Bound<'_, PyAny>) -> PyResult<()> {
-    let py = i.py();
-    let basic = i.is_none()
-        || i.is_instance_of::<PySlice>()
-        || i.is_instance_of::<PyEllipsis>()
-        || i.is_instance_of::<PyString>()
-        || (i.is_instance_of::<PyInt>() && !i.is_instance_of::<PyBool>())
-        || i.is_instance(integer_class(py)?)?;
-    if basic {
-        return Ok(());
-    }
-    Err(PyTypeError::new_err(format!(
-        "outcore arrays support basic indexing only (ints, slices, None, Ellipsis), not {}: for \
-         advanced (list, array or boolean) indexing use np.asarray(A)[index], which copies the \
-         selected elements",
-        i.get_type().name()?
-    )))
+/// A tuple of dimensions (a shape, strides, a block shape) from a core result.
+fn dims(py: Python<'_>, r: outcore::Result<Vec<u64>>) -> PyResult<Bound<'_, PyTuple>> {
+    PyTuple::new(py, r.py(py)?)
 }
 
 /// The error of mapping an array: address-space exhaustion is a `MemoryError`.
@@ -252,7 +166,7 @@ impl PyArray {
             np.call_method("zeros", (shape, dtype), Some(&kw))?
         } else {
             let itemsize = self.arr.itemsize().py(py)?;
-            check_size(&meta.shape, itemsize)?;
+            check_size(meta.shape.clone(), itemsize)?;
             let what = format!("array '{name}' of {} bytes", meta.nbytes);
             let range = 0..meta.nbytes;
             let origin = self.origin(name.clone(), 0);
@@ -315,14 +229,6 @@ impl PyArray {
         }
         Ok(())
     }
-
-    /// The index of the major (append) axis.
-    fn major(meta: &outcore::ArrayMeta) -> usize {
-        match meta.order {
-            Order::C => 0,
-            Order::F => meta.shape.len().saturating_sub(1),
-        }
-    }
 }
 
 #[pymethods]
@@ -350,7 +256,20 @@ impl PyArray {
     /// Shape.
     #[getter]
     fn shape<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        PyTuple::new(py, self.meta(py)?.shape)
+        dims(py, Ok(self.meta(py)?.shape))
+    }
+
+    /// Byte strides (plain C or F layout).
+    #[getter]
+    fn strides<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        dims(py, self.arr.strides())
+    }
+
+    /// The block shape: the largest box of elements one block holds (minor axes whole while
+    /// they fit), as `dask.array.from_array` and xarray read `.chunks`.
+    #[getter]
+    fn chunks<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        dims(py, self.arr.chunks())
     }
 
     /// NumPy dtype.
@@ -383,12 +302,6 @@ impl PyArray {
         Ok(self.meta(py)?.nbytes)
     }
 
-    /// Byte strides (plain C or F layout).
-    #[getter]
-    fn strides<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        PyTuple::new(py, self.arr.strides().py(py)?)
-    }
-
     /// Memory layout: `"C"` or `"F"`.
     #[getter]
     fn order(&self, py: Python<'_>) -> PyResult<&'static str> {
@@ -401,18 +314,12 @@ impl PyArray {
         Ok(self.meta(py)?.blksize)
     }
 
-    /// The block shape: the largest box of elements one block holds (minor axes whole while
-    /// they fit), as `dask.array.from_array` and xarray read `.chunks`.
-    #[getter]
-    fn chunks<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        PyTuple::new(py, self.arr.chunks().py(py)?)
-    }
-
     /// The user attributes: `outcore.Attributes`, a mutable mapping of JSON-able values stored
     /// with the array (committed with the transaction, versioned with the array).
     #[getter]
     fn attrs<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        slf.py().import("outcore._attrs")?.getattr("Attributes")?.call1((slf,))
+        static ATTRIBUTES: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+        ATTRIBUTES.import(slf.py(), "outcore._attrs", "Attributes")?.call1((slf,))
     }
 
     /// The attributes as JSON text (what `attrs` reads).
@@ -546,43 +453,19 @@ impl PyArray {
         self.ctx.join(py)?;
         let meta = self.meta(py)?;
         let name = self.arr.name().py(py)?;
-        if meta.shape.is_empty() {
-            return Err(new_err(py, "ShapeError", format!("cannot append to 0-dimensional array '{name}'")));
-        }
-        let np = py.import("numpy")?;
-        let dtype = self.dtype.bind(py);
         let order = order_name(meta.order);
         let kw = PyDict::new(py);
-        kw.set_item("dtype", dtype)?;
+        kw.set_item("dtype", self.dtype.bind(py))?;
         kw.set_item("order", order)?;
         // Contiguous in the array's order: a copy only where `values` is not already.
-        let vals = np.call_method("asarray", (values,), Some(&kw))?;
+        let vals = py.import("numpy")?.call_method("asarray", (values,), Some(&kw))?;
         let vshape: Vec<u64> = vals.getattr("shape")?.extract()?;
-        let major = Self::major(&meta);
-        let fits = vshape.len() == meta.shape.len()
-            && vshape.iter().zip(&meta.shape).enumerate().all(|(i, (a, b))| i == major || a == b);
-        if !fits {
-            return Err(new_err(
-                py,
-                "ShapeError",
-                format!(
-                    "cannot append values of shape {vshape:?} to array '{name}' of shape {:?} ({} order): \
-                 all dimensions but axis {major} must match",
-                    meta.shape,
-                    order_name(meta.order)
-                ),
-            ));
-        }
-        let k = vshape[major];
-        if k == 0 {
+        let new_shape =
+            outcore::appended_shape(&meta.shape, meta.order, &vshape, Some(&name)).map_err(|e| to_py_bare(py, e))?;
+        if new_shape == meta.shape {
             return Ok(());
         }
-        let mut new_shape = meta.shape.clone();
-        new_shape[major] = new_shape[major]
-            .checked_add(k)
-            .ok_or_else(|| PyMemoryError::new_err(format!("appending {k} to array '{name}' overflows")))?;
-        let itemsize = self.arr.itemsize().py(py)?;
-        check_size(&new_shape, itemsize)?;
+        check_size(new_shape, self.arr.itemsize().py(py)?)?;
         // The values' bytes in place, in the array's order; the core writes blocks with no stored
         // content straight into staged extents of the store (each byte once) and the rest
         // through views.
@@ -652,7 +535,7 @@ impl PyArray {
     fn resize(&self, py: Python<'_>, shape: &Bound<'_, PyAny>) -> PyResult<()> {
         self.ctx.join(py)?;
         let shape = parse_shape(shape)?;
-        check_size(&shape, self.arr.itemsize().py(py)?)?;
+        check_size(shape.clone(), self.arr.itemsize().py(py)?)?;
         self.ctx.changing(py, || self.arr.resize(&shape))
     }
 
@@ -664,7 +547,8 @@ impl PyArray {
     fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, (String, String, u64, u32, bool))> {
         let name = self.arr.name().py(py)?;
         let location = self.ctx.core.db().store().location().to_string();
-        let open = py.import("outcore._ref")?.getattr("_array_by_ref")?;
+        static BY_REF: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        let open = BY_REF.import(py, "outcore._ref", "_array_by_ref")?.clone();
         Ok((open, (location, name, self.arr.id().0, std::process::id(), self.ctx.read_only)))
     }
 

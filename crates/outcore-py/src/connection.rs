@@ -2,19 +2,20 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use outcore::{ArrayId, ArraySpec, CommitInfo, Connection};
 use parking_lot::Mutex;
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::PyList;
+use pyo3::types::{PyDict, PyList};
 
-use crate::array::{check_size, parse_order, parse_shape, PyArray};
-use crate::db::{parse_codec, PyDb};
+use crate::array::PyArray;
+use crate::db::parse_codec;
 use crate::dtype::{from_descr, to_descr};
 use crate::errors::PyResultExt;
+use crate::shape::{check_size, parse_order, parse_shape};
 
 /// The whole-array ndarray of an array and the shape and name it was built for.
 pub(crate) type FullView = (Vec<u64>, String, Py<PyAny>);
@@ -51,10 +52,11 @@ pub(crate) struct Ctx {
     /// discards its transaction). The data manager holds it too while it is joined to a
     /// transaction, so changes made through dropped objects still commit.
     pub core: Arc<Connection>,
-    /// The `transaction` data manager (`outcore._transaction.DataManager`), told before every
-    /// operation that may change data so it joins the current transaction. `None` for
-    /// read-only connections and connections not joined to a transaction manager.
-    pub hook: Option<Py<PyAny>>,
+    /// The `transaction` data manager (`outcore._transaction.DataManager`, which the Python
+    /// `Db.connect` makes and sets once), told before every operation that may change data so
+    /// it joins the current transaction. Unset for read-only connections and connections not
+    /// joined to a transaction manager.
+    pub hook: OnceLock<Py<PyAny>>,
     /// A historical connection: views are read-only.
     pub read_only: bool,
     /// The whole-array ndarray of each array, with the shape and name it was built for.
@@ -66,7 +68,7 @@ pub(crate) struct Ctx {
 impl Ctx {
     /// Tells the data manager that data may change (unless it is joined to a transaction).
     pub(crate) fn join(&self, py: Python<'_>) -> PyResult<()> {
-        if let Some(h) = &self.hook {
+        if let Some(h) = self.hook.get() {
             if !self.flags.joined.load(Ordering::Acquire) {
                 h.call_method0(py, intern!(py, "_join"))?;
             }
@@ -83,6 +85,38 @@ impl Ctx {
         let r = py.detach(f);
         self.flags.bump();
         r.py(py)
+    }
+}
+
+/// The keyword options of `Root.create` (absent or `None`: the default).
+#[derive(Default)]
+struct CreateOptions {
+    order: Option<String>,
+    blksize: Option<u64>,
+    compression: Option<String>,
+    attrs: Option<String>,
+    fill: Option<Vec<u8>>,
+}
+
+impl CreateOptions {
+    /// The options of keyword arguments; a `TypeError` for an unknown one.
+    fn of(kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<CreateOptions> {
+        let mut o = CreateOptions::default();
+        for (key, value) in kwargs.into_iter().flat_map(|kw| kw.iter()) {
+            let key: String = key.extract()?;
+            if value.is_none() {
+                continue;
+            }
+            match key.as_str() {
+                "order" => o.order = Some(value.extract()?),
+                "blksize" => o.blksize = Some(value.extract()?),
+                "compression" => o.compression = Some(value.extract()?),
+                "attrs" => o.attrs = Some(value.extract()?),
+                "fill" => o.fill = Some(value.extract()?),
+                _ => return Err(PyTypeError::new_err(format!("create() got an unexpected keyword argument '{key}'"))),
+            }
+        }
+        Ok(o)
     }
 }
 
@@ -103,53 +137,51 @@ fn wrap(py: Python<'_>, ctx: &Arc<Ctx>, arr: outcore::Array, dtype: Option<Py<Py
 }
 
 impl PyConnection {
-    /// Wraps a core connection; `hook` is its data manager, if any, and `flags` are shared
-    /// with its `TxnHandle`.
-    pub(crate) fn new(core: Arc<Connection>, hook: Option<Py<PyAny>>, flags: Arc<Flags>) -> PyConnection {
+    /// Wraps a core connection.
+    pub(crate) fn new(core: Connection) -> PyConnection {
         let read_only = core.is_read_only();
-        PyConnection { ctx: Arc::new(Ctx { core, hook, read_only, cache: Mutex::new(HashMap::new()), flags }) }
+        let ctx = Ctx {
+            core: Arc::new(core),
+            hook: OnceLock::new(),
+            read_only,
+            cache: Mutex::new(HashMap::new()),
+            flags: Arc::new(Flags::default()),
+        };
+        PyConnection { ctx: Arc::new(ctx) }
     }
 }
 
 #[pymethods]
 impl PyConnection {
-    /// The arrays of this connection by name: the root group (`outcore.Group`, a
-    /// `collections.abc.MutableMapping`).
+    /// The arrays of this connection by full name (`outcore.Connection.root` makes the root
+    /// `Group` over it).
     #[getter]
-    fn root<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let raw = Bound::new(py, Root { ctx: self.ctx.clone() })?;
-        py.import("outcore._group")?.getattr("Group")?.call1((raw, ""))
+    fn root(&self) -> Root {
+        Root { ctx: self.ctx.clone() }
+    }
+
+    /// The handle the `transaction` data manager drives (commit, abort, sync, savepoints).
+    fn txn_handle(&self) -> TxnHandle {
+        TxnHandle { core: self.ctx.core.clone(), flags: self.ctx.flags.clone() }
+    }
+
+    /// Sets the `transaction` data manager, told (`dm._join()`) before every operation that
+    /// may change data. Once only: a `ValueError` if one is set already.
+    fn set_data_manager(&self, dm: Py<PyAny>) -> PyResult<()> {
+        self.ctx.hook.set(dm).map_err(|_| PyValueError::new_err("the connection has a data manager already"))
     }
 
     /// Closes the connection: discards its uncommitted changes (writes through its views
-    /// too) and leaves its transaction manager; its arrays then raise `outcore.ClosedError`.
-    /// Views (ndarrays) taken before stay readable and show the snapshot the connection read;
-    /// writes into them are never committed (a `RuntimeWarning` says so when the last view of
-    /// an array with such writes is released). Idempotent; `with db.connect() as conn:` and
-    /// the end of `with db.transaction() as conn:` call it.
-    fn close(&self, py: Python<'_>) -> PyResult<()> {
-        if let Some(h) = &self.ctx.hook {
-            h.call_method0(py, "_close")?;
-        }
+    /// too); its arrays then raise `outcore.ClosedError`. Idempotent.
+    fn close(&self, py: Python<'_>) {
         py.detach(|| self.ctx.core.close());
         self.ctx.flags.bump();
-        Ok(())
     }
 
     /// True once the connection (or its database) was closed.
     #[getter]
     fn closed(&self) -> bool {
         self.ctx.core.is_closed()
-    }
-
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    #[pyo3(signature = (*_args))]
-    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
-        self.close(py)?;
-        Ok(false)
     }
 
     /// The snapshot (tid) this connection reads.
@@ -163,21 +195,6 @@ impl PyConnection {
     #[getter]
     fn read_only(&self) -> bool {
         self.ctx.read_only
-    }
-
-    /// The database.
-    #[getter]
-    fn db(&self) -> PyDb {
-        PyDb::new(self.ctx.core.db().clone())
-    }
-
-    /// The `transaction` manager this connection's changes join (`None` if not joined to one).
-    #[getter]
-    fn transaction_manager(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        match &self.ctx.hook {
-            Some(h) => Ok(Some(h.getattr(py, "transaction_manager")?)),
-            None => Ok(None),
-        }
     }
 
     /// Commits this connection's changes directly (bypassing the `transaction` package) with
@@ -239,40 +256,37 @@ impl Root {
 
 #[pymethods]
 impl Root {
-    /// Creates the array `name`, reading as `fill` (default zeros), in this transaction. `blksize` and
-    /// `compression` (`None`: the database's default, `"none"`, `"lz4"`, `"zstd"`,
-    /// `"zstd:LEVEL"`) apply to its stored blocks; `attrs` is a JSON object (text), `fill` the
-    /// bytes of one element that unwritten elements read as.
-    #[pyo3(signature = (name, shape, dtype, order="C", blksize=None, compression=None, attrs=None, fill=None))]
-    #[allow(clippy::too_many_arguments)]
+    /// Creates the array `name`, reading as `fill` (default zeros), in this transaction.
+    /// Keyword options: `order` (`"C"`, the default, or `"F"`); `blksize` and `compression`
+    /// (`None`: the database's default, `"none"`, `"lz4"`, `"zstd"`, `"zstd:LEVEL"`) apply to
+    /// its stored blocks; `attrs` is a JSON object (text), `fill` the bytes of one element that
+    /// unwritten elements read as. An option given as `None` takes its default.
+    #[pyo3(signature = (name, shape, dtype, **options))]
     fn create(
         &self,
         py: Python<'_>,
         name: &str,
         shape: &Bound<'_, PyAny>,
         dtype: &Bound<'_, PyAny>,
-        order: &str,
-        blksize: Option<u64>,
-        compression: Option<&str>,
-        attrs: Option<&str>,
-        fill: Option<Vec<u8>>,
+        options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyArray> {
-        let order = parse_order(order)?;
+        let opts = CreateOptions::of(options)?;
+        let order = parse_order(py, opts.order.as_deref().unwrap_or("C"))?;
         let shape = parse_shape(shape)?;
         let (dt, descr, itemsize) = to_descr(dtype)?;
-        check_size(&shape, itemsize)?;
+        check_size(shape.clone(), itemsize)?;
         self.ctx.join(py)?;
         let mut spec = ArraySpec::new(descr, itemsize, shape).order(order);
-        if let Some(b) = blksize {
+        if let Some(b) = opts.blksize {
             spec = spec.blksize(b);
         }
-        if compression.is_some() {
-            spec = spec.codec(parse_codec(compression)?);
+        if opts.compression.is_some() {
+            spec = spec.codec(parse_codec(opts.compression.as_deref())?);
         }
-        if let Some(a) = attrs {
-            spec = spec.attrs(crate::array::parse_attrs(py, a)?);
+        if let Some(a) = opts.attrs {
+            spec = spec.attrs(crate::array::parse_attrs(py, &a)?);
         }
-        if let Some(f) = fill {
+        if let Some(f) = opts.fill {
             spec = spec.fill(f);
         }
         let arr = self.ctx.changing(py, || self.ctx.core.create(name, spec))?;
@@ -323,12 +337,6 @@ impl Root {
         py.detach(|| self.ctx.core.members(group)).py(py)
     }
 
-    /// The connection.
-    #[getter]
-    fn connection(&self) -> PyConnection {
-        PyConnection { ctx: self.ctx.clone() }
-    }
-
     /// The arrays, in name order.
     fn values(&self, py: Python<'_>) -> PyResult<Vec<PyArray>> {
         self.names(py)?.iter().map(|n| self.__getitem__(py, n)).collect()
@@ -362,11 +370,6 @@ pub(crate) struct TxnHandle {
 }
 
 impl TxnHandle {
-    /// A handle on `core`, sharing `flags` with the connection's Python objects.
-    pub(crate) fn new(core: Arc<Connection>, flags: Arc<Flags>) -> TxnHandle {
-        TxnHandle { core, flags }
-    }
-
     /// Runs `f` with the GIL released, then starts a new epoch whatever the outcome.
     fn changing<T: Send>(&self, py: Python<'_>, f: impl FnOnce() -> outcore::Result<T> + Send) -> outcore::Result<T> {
         let r = py.detach(f);
@@ -414,12 +417,6 @@ impl TxnHandle {
             }
             Err(e) => Err(crate::errors::to_py(py, e)),
         }
-    }
-
-    /// True for a historical connection.
-    #[getter]
-    fn read_only(&self) -> bool {
-        self.core.is_read_only()
     }
 
     /// True once the connection was closed.

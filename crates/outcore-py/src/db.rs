@@ -1,6 +1,5 @@
 //! `Db` and `open()`.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use outcore::{Codec, Db, DbOptions, OpenMode};
@@ -8,19 +7,14 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt, PyList};
 
-use crate::connection::{Flags, PyConnection, TxnHandle};
+use crate::connection::PyConnection;
 use crate::errors::PyResultExt;
 
 /// Parses a compression name: `None`/`"none"`, `"lz4"`, `"zstd"` or `"zstd:LEVEL"`.
 pub(crate) fn parse_codec(s: Option<&str>) -> PyResult<Codec> {
     let bad = || {
-        Python::attach(|py| {
-            crate::errors::new_err(
-                py,
-                "InvalidArgumentError",
-                format!("unknown compression {s:?}: use None, 'lz4', 'zstd' or 'zstd:LEVEL'"),
-            )
-        })
+        let msg = format!("unknown compression {s:?}: use None, 'lz4', 'zstd' or 'zstd:LEVEL'");
+        Python::attach(|py| crate::errors::Class::InvalidArgumentError.err(py, msg))
     };
     match s {
         None | Some("none") => Ok(Codec::None),
@@ -52,12 +46,6 @@ fn system_time(at: &Bound<'_, PyAny>) -> PyResult<SystemTime> {
 #[pyclass(frozen, name = "Db", module = "outcore._outcore")]
 pub(crate) struct PyDb {
     db: Db,
-}
-
-impl PyDb {
-    pub(crate) fn new(db: Db) -> PyDb {
-        PyDb { db }
-    }
 }
 
 /// Opens the database at `url`: a file path (SQLite) or a `postgresql://` URL. `mode` is
@@ -94,17 +82,12 @@ fn open(
 
 #[pymethods]
 impl PyDb {
-    /// A connection. Without `at`: the newest snapshot, read-write, its changes joining the
-    /// transactions of `transaction_manager` (default: the `transaction` package's thread-local
-    /// manager; `False`: none, use `conn.commit()`). With `at` (a tid or a datetime): a
-    /// read-only connection to that historical snapshot.
-    #[pyo3(signature = (at=None, transaction_manager=None))]
-    fn connect(
-        &self,
-        py: Python<'_>,
-        at: Option<&Bound<'_, PyAny>>,
-        transaction_manager: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<PyConnection> {
+    /// A connection to the newest snapshot (`at=None`: read-write unless the database is
+    /// read-only) or, with `at` (a tid or a datetime), a read-only connection to that
+    /// historical snapshot. `outcore.Db.connect` wraps it and joins it to a transaction
+    /// manager.
+    #[pyo3(signature = (at=None))]
+    fn connect(&self, py: Python<'_>, at: Option<&Bound<'_, PyAny>>) -> PyResult<PyConnection> {
         let core = match at {
             None => py.detach(|| self.db.connect()).py(py)?,
             Some(at) if at.is_instance_of::<PyInt>() => {
@@ -122,24 +105,7 @@ impl PyDb {
                 )))
             }
         };
-        let core = Arc::new(core);
-        let flags = Arc::new(Flags::default());
-        let no_manager = transaction_manager.is_some_and(|tm| tm.is_instance_of::<pyo3::types::PyBool>());
-        let hook = if core.is_read_only() || no_manager {
-            None
-        } else {
-            let handle = Bound::new(py, TxnHandle::new(core.clone(), flags.clone()))?;
-            let dm = py.import("outcore._transaction")?.getattr("DataManager")?.call1((handle, transaction_manager))?;
-            Some(dm.unbind())
-        };
-        Ok(PyConnection::new(core, hook, flags))
-    }
-
-    /// A context manager: `with db.transaction() as conn:` gives a new connection with its own
-    /// transaction manager; it commits when the block ends normally and aborts on an exception.
-    #[pyo3(signature = (note=None))]
-    fn transaction<'py>(slf: &Bound<'py, Self>, note: Option<&str>) -> PyResult<Bound<'py, PyAny>> {
-        slf.py().import("outcore._transaction")?.getattr("db_transaction")?.call1((slf, note))
+        Ok(PyConnection::new(core))
     }
 
     /// Committed transactions, oldest first: dicts with `tid`, `time` (an aware datetime),
@@ -203,13 +169,13 @@ impl PyDb {
         if !report.ok() {
             let lines: Vec<String> =
                 report.errors.iter().map(|(name, blk, e)| format!("array '{name}' block {blk}: {e}")).collect();
-            let cls = py.import("outcore")?.getattr("CorruptError")?;
-            return Err(PyErr::from_value(cls.call1((format!(
+            let msg = format!(
                 "{} of {} blocks failed their check:\n{}",
                 report.errors.len(),
                 report.blocks,
                 lines.join("\n")
-            ),))?));
+            );
+            return Err(crate::errors::Class::CorruptError.err(py, msg));
         }
         let d = PyDict::new(py);
         d.set_item("tid", report.tid)?;
@@ -249,16 +215,6 @@ impl PyDb {
     #[getter]
     fn read_only(&self) -> bool {
         self.db.is_read_only()
-    }
-
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    #[pyo3(signature = (*_args))]
-    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> bool {
-        self.close(py);
-        false
     }
 
     /// The newest committed tid.

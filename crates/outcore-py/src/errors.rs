@@ -2,43 +2,114 @@
 //!
 //! The exception classes live in `outcore._errors` (Python, so that they can also subclass the
 //! built-ins a NumPy or database user catches: `KeyError`, `ValueError`, `IndexError`,
-//! `OSError`, and the `transaction` package's `TransientError` for conflicts). This module
-//! maps each core error family to its class.
+//! `OSError`, and the `transaction` package's `TransientError` for conflicts). They are
+//! imported once, on the first error, and kept ([`Class::get`]); this module maps each core
+//! error family to its class.
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PyMemoryError, PyRuntimeError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyType;
 
-/// Name of the `outcore._errors` class for a core error.
-fn class_name(e: &outcore::Error) -> &'static str {
+macro_rules! classes {
+    ($($variant:ident),* $(,)?) => {
+        /// An exception class of `outcore._errors` (the variant is the class name).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub(crate) enum Class {
+            $($variant),*
+        }
+
+        impl Class {
+            /// Every class, in declaration order (`class as usize` indexes it).
+            const ALL: &'static [Class] = &[$(Class::$variant),*];
+
+            /// The class name in `outcore._errors`.
+            fn name(self) -> &'static str {
+                match self {
+                    $(Class::$variant => stringify!($variant)),*
+                }
+            }
+        }
+    };
+}
+
+classes!(
+    Error,
+    ConflictError,
+    NeedsAbortError,
+    ClosedError,
+    StaleError,
+    NoSuchArrayError,
+    ArrayGoneError,
+    AlreadyExistsError,
+    ReadOnlyError,
+    UncommittedError,
+    ShapeError,
+    DtypeError,
+    OutOfRangeError,
+    InvalidArgumentError,
+    StoreError,
+    CommitNotWrittenError,
+    CorruptError,
+    SnapshotError,
+    NotFoundError,
+    StoreExistsError,
+    PagerError,
+);
+
+/// The classes, imported from `outcore._errors` on first use.
+static CLASSES: PyOnceLock<Vec<Py<PyType>>> = PyOnceLock::new();
+
+impl Class {
+    /// The Python class.
+    pub(crate) fn get(self, py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+        let all = CLASSES.get_or_try_init(py, || -> PyResult<Vec<Py<PyType>>> {
+            let m = py.import("outcore._errors")?;
+            Class::ALL.iter().map(|c| Ok(m.getattr(c.name())?.cast_into::<PyType>()?.unbind())).collect()
+        })?;
+        match all.get(self as usize) {
+            Some(cls) => Ok(cls.bind(py)),
+            None => Err(PyRuntimeError::new_err(format!("outcore._errors has no {}", self.name()))),
+        }
+    }
+
+    /// An exception of this class with message `msg` (a `RuntimeError` if the package's
+    /// exceptions cannot be imported).
+    pub(crate) fn err(self, py: Python<'_>, msg: impl Into<String>) -> PyErr {
+        let msg = msg.into();
+        match self.get(py).and_then(|cls| cls.call1((msg.clone(),))) {
+            Ok(e) => PyErr::from_value(e),
+            Err(_) => PyRuntimeError::new_err(msg),
+        }
+    }
+}
+
+/// The class of a core error.
+fn class_of(e: &outcore::Error) -> Class {
+    use outcore::store::Error as S;
     use outcore::Error as E;
     match e {
-        E::Conflict(_) => "ConflictError",
-        E::NeedsAbort => "NeedsAbortError",
-        E::Closed => "ClosedError",
-        E::Stale(_) => "StaleError",
-        E::NoSuchArray(_) => "NoSuchArrayError",
-        E::ArrayGone(_) => "ArrayGoneError",
-        E::AlreadyExists(_) => "AlreadyExistsError",
-        E::ReadOnly { .. } => "ReadOnlyError",
-        E::Uncommitted { .. } => "UncommittedError",
-        E::Shape(_) => "ShapeError",
-        E::Dtype(_) => "DtypeError",
-        E::OutOfRange(_) => "OutOfRangeError",
-        E::InvalidArgument(_) => "InvalidArgumentError",
-        E::Store(
-            outcore::store::Error::Corrupt { .. }
-            | outcore::store::Error::CorruptMeta { .. }
-            | outcore::store::Error::BadMeta { .. },
-        ) => "CorruptError",
-        E::Store(outcore::store::Error::SnapshotGone { .. } | outcore::store::Error::FutureTid { .. }) => {
-            "SnapshotError"
-        }
-        E::Store(outcore::store::Error::CommitNotWritten { .. }) => "CommitNotWrittenError",
-        E::Store(_) => "StoreError",
-        E::Pager(_) => "PagerError",
-        E::NotFound(_) => "NotFoundError",
-        E::StoreExists(_) => "StoreExistsError",
-        _ => "Error",
+        E::Conflict(_) => Class::ConflictError,
+        E::NeedsAbort => Class::NeedsAbortError,
+        E::Closed => Class::ClosedError,
+        E::Stale(_) => Class::StaleError,
+        E::NoSuchArray(_) => Class::NoSuchArrayError,
+        E::ArrayGone(_) => Class::ArrayGoneError,
+        E::AlreadyExists(_) => Class::AlreadyExistsError,
+        E::ReadOnly { .. } => Class::ReadOnlyError,
+        E::Uncommitted { .. } => Class::UncommittedError,
+        E::Shape(_) => Class::ShapeError,
+        E::Dtype(_) => Class::DtypeError,
+        E::OutOfRange(_) => Class::OutOfRangeError,
+        E::InvalidArgument(_) => Class::InvalidArgumentError,
+        E::Store(S::Corrupt { .. } | S::CorruptMeta { .. } | S::BadMeta { .. }) => Class::CorruptError,
+        E::Store(S::SnapshotGone { .. } | S::FutureTid { .. }) => Class::SnapshotError,
+        E::Store(S::CommitNotWritten { .. }) => Class::CommitNotWrittenError,
+        E::Store(_) => Class::StoreError,
+        E::Pager(_) => Class::PagerError,
+        E::NotFound(_) => Class::NotFoundError,
+        E::StoreExists(_) => Class::StoreExistsError,
+        _ => Class::Error,
     }
 }
 
@@ -49,19 +120,19 @@ pub(crate) fn to_py(py: Python<'_>, e: outcore::Error) -> PyErr {
         // Ctrl-C: raise what the signal handler raised (KeyboardInterrupt).
         return crate::interrupt::take_pending().unwrap_or_else(|| PyKeyboardInterrupt::new_err(msg));
     }
-    let name = class_name(&e);
-    let made = py
-        .import("outcore._errors")
-        .and_then(|m| m.getattr(name))
-        .and_then(|cls| cls.call1((msg.clone(),)))
-        .map(PyErr::from_value);
-    made.unwrap_or_else(|_| PyRuntimeError::new_err(msg))
+    class_of(&e).err(py, msg)
 }
 
-/// The `outcore._errors` exception `name` (e.g. `"DtypeError"`) with message `msg`.
-pub(crate) fn new_err(py: Python<'_>, name: &str, msg: String) -> PyErr {
-    let made = py.import("outcore._errors").and_then(|m| m.getattr(name)).and_then(|cls| cls.call1((msg.clone(),)));
-    made.map(PyErr::from_value).unwrap_or_else(|_| PyRuntimeError::new_err(msg))
+/// The Python exception for a core error raised by a rule the bindings apply before calling
+/// the core (a shape check, ...): its class, with the bare message (no "invalid shape:" prefix).
+pub(crate) fn to_py_bare(py: Python<'_>, e: outcore::Error) -> PyErr {
+    use outcore::Error as E;
+    match e {
+        E::Shape(m) => Class::ShapeError.err(py, m),
+        E::Dtype(m) => Class::DtypeError.err(py, m),
+        E::InvalidArgument(m) => Class::InvalidArgumentError.err(py, m),
+        e => to_py(py, e),
+    }
 }
 
 /// A `MemoryError` for an array that cannot be mapped into the address space.

@@ -1,10 +1,14 @@
 //! The `outcore._outcore` Python extension module: thin wrappers over the `outcore` crate.
 //!
 //! One file per concept, mirroring the core: `db` (`open`, `Db`), `connection` (`Connection`,
-//! `Root`, the handle the `transaction` integration drives), `array` (`Array`), `mem` (the
-//! `Mapping` owning the memory under every ndarray), `dtype` and `errors`. The public Python
-//! API is re-exported by `python/outcore/__init__.py`, which adds the pure-Python parts
-//! (exceptions, the `transaction` data manager, `RAMArray`, `ArrayRef`, `structured`, the demo).
+//! `Root`, the `TxnHandle` the `transaction` data manager drives), `array` (`Array`), `mem` (the
+//! `Mapping` owning the memory under every ndarray), `shape` (shape, size and index checks),
+//! `dtype` and `errors`. The package (`python/outcore`) is on top: its `Db` and `Connection`
+//! classes (`_db.py`) wrap this module's, and add what is Python's (joining a `transaction`
+//! manager, `db.transaction()`, the root `Group`, context managers); `Array` is this module's
+//! class itself, so indexing costs no Python-level call. The extension calls up into the
+//! package only for the exception classes, `Attributes` and unpickling (each imported once,
+//! on first use) and the data manager it was given.
 //!
 //! Every blocking core call (open, connect, commit, abort, sync, history, load, resize) runs
 //! with the GIL released. Page faults on the ndarrays are served by pager threads that never
@@ -20,6 +24,7 @@ mod interrupt;
 mod log;
 mod mem;
 mod reader;
+mod shape;
 
 use pyo3::prelude::*;
 
@@ -28,6 +33,9 @@ use pyo3::prelude::*;
 fn _outcore(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     db::register(m)?;
+    shape::register(m)?;
+    m.add_function(wrap_pyfunction!(dtype::check_dtype, m)?)?;
+    m.add_function(wrap_pyfunction!(dtype::from_descr, m)?)?;
     m.add_class::<connection::PyConnection>()?;
     m.add_class::<connection::Root>()?;
     m.add_class::<connection::TxnHandle>()?;

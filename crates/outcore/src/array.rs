@@ -10,18 +10,8 @@ use crate::connection::{Change, ConnShared, ConnState};
 use crate::dtype::{check_element, Element};
 use crate::error::{Error, Result};
 use crate::mem::{element_bytes, ArrayGuard, ArrayGuardMut, BytesView, BytesViewMut};
-
-/// Largest array size in bytes (fits signed 64-bit SQL integers and the address space).
-const MAX_NBYTES: u64 = i64::MAX as u64;
-
-/// `product(shape) * itemsize`, checked.
-pub(crate) fn nbytes_of(shape: &[u64], itemsize: u64) -> Result<u64> {
-    shape
-        .iter()
-        .try_fold(itemsize, |acc, d| acc.checked_mul(*d))
-        .filter(|n| *n <= MAX_NBYTES)
-        .ok_or_else(|| Error::Shape(format!("shape {shape:?} of {itemsize}-byte items exceeds {MAX_NBYTES} bytes")))
-}
+use crate::shape::major_axis;
+pub(crate) use crate::shape::nbytes_of;
 
 /// Byte strides of `shape` in `order`.
 pub(crate) fn strides_of(shape: &[u64], itemsize: u64, order: Order) -> Vec<u64> {
@@ -87,7 +77,16 @@ impl Array {
     }
 
     fn get(&self) -> Result<Snap> {
+        self.get_for(None)
+    }
+
+    /// [`get`](Self::get), checking first that the connection may do `write` (an operation
+    /// name such as `"writing"`), if given.
+    fn get_for(&self, write: Option<&'static str>) -> Result<Snap> {
         let st = self.conn.lock();
+        if let Some(op) = write {
+            st.check_writable(op)?;
+        }
         st.check_usable()?;
         self.snap(&st)
     }
@@ -238,22 +237,11 @@ impl Array {
 
     /// Maps the blocks covering bytes `range`: the view and the offset of `range.start` in it.
     fn map_bytes(&self, range: Range<u64>, write: Option<&'static str>) -> Result<(Option<View>, usize, usize)> {
-        let s = self.snap_for(write)?;
+        let s = self.get_for(write)?;
         if range.start > range.end || range.end > s.meta.nbytes {
             return Err(Error::OutOfRange(format!("bytes {range:?} of array '{}' of {} bytes", s.name, s.meta.nbytes)));
         }
         map_range(&s.file, range)
-    }
-
-    /// The array's state for a new view, once the connection may write (`write`: what is
-    /// attempted) or at least be used.
-    fn snap_for(&self, write: Option<&'static str>) -> Result<Snap> {
-        let st = self.conn.lock();
-        if let Some(op) = write {
-            st.check_writable(op)?;
-        }
-        st.check_usable()?;
-        self.snap(&st)
     }
 
     fn map_slice<T: Element>(&self, ranges: &[Range<u64>], write: Option<&'static str>) -> Result<SliceMap> {
@@ -268,7 +256,7 @@ impl Array {
         write: Option<&'static str>,
         check: fn(&str) -> Result<()>,
     ) -> Result<Mapped> {
-        let s = self.snap_for(write)?;
+        let s = self.get_for(write)?;
         check(&s.meta.dtype)?;
         let shape = &s.meta.shape;
         if ranges.len() > shape.len() {
@@ -373,10 +361,7 @@ impl Array {
         if shape.is_empty() {
             return Err(Error::Shape(format!("cannot append to 0-dimensional array '{}'", s.name)));
         }
-        let major = match s.meta.order {
-            Order::C => 0,
-            Order::F => shape.len() - 1,
-        };
+        let major = major_axis(s.meta.order, shape.len());
         let others: Vec<u64> = shape.iter().enumerate().filter(|(i, _)| *i != major).map(|(_, n)| *n).collect();
         let row = nbytes_of(&others, s.itemsize)?;
         let len = data.len() as u64;
@@ -507,11 +492,6 @@ mod tests {
         assert_eq!(strides_of(&[2, 3, 4], 8, Order::C), vec![96, 32, 8]);
         assert_eq!(strides_of(&[2, 3, 4], 8, Order::F), vec![8, 16, 48]);
         assert_eq!(strides_of(&[], 4, Order::C), Vec::<u64>::new());
-        assert_eq!(nbytes_of(&[2, 3, 4], 8).ok(), Some(192));
-        assert_eq!(nbytes_of(&[], 8).ok(), Some(8));
-        assert_eq!(nbytes_of(&[0, u64::MAX], 8).ok(), Some(0));
-        assert!(nbytes_of(&[1 << 62, 2], 1).is_err());
-        assert!(nbytes_of(&[u64::MAX, 2], 8).is_err());
     }
 
     #[test]

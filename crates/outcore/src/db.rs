@@ -11,6 +11,7 @@ use outcore_store::{Codec, Store, Subscription, Tid, DEFAULT_BLKSIZE};
 
 use crate::connection::{ConnShared, Connection};
 use crate::error::{Error, Result};
+pub(crate) use crate::shape::check_blksize;
 
 /// How [`Db::open`] treats the location, as h5py and zarr define their modes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -391,15 +392,4 @@ impl Db {
     pub fn options(&self) -> &DbOptions {
         &self.inner.options
     }
-}
-
-/// Checks a block size for the store and the pager.
-pub(crate) fn check_blksize(blksize: u64) -> Result<()> {
-    use outcore_store::{MAX_BLKSIZE, MIN_BLKSIZE};
-    if !blksize.is_power_of_two() || !(MIN_BLKSIZE..=MAX_BLKSIZE).contains(&blksize) {
-        return Err(Error::InvalidArgument(format!(
-            "block size {blksize} must be a power of two in {MIN_BLKSIZE}..={MAX_BLKSIZE}"
-        )));
-    }
-    Ok(())
 }

@@ -1,18 +1,246 @@
-//! Dtypes: NumPy descr strings, their item size, and the Rust element types views can use.
+//! Dtypes: the stored description of an element ([`Dtype`]), its item size, and the Rust
+//! element types views can use.
+//!
+//! # The stored description (`ArrayMeta::dtype`), format 2
+//! Written since format 2 (`DTYPE_FORMAT`):
+//! - a plain dtype: its NumPy type string, `"<f8"`, `"|u1"`, `"<U5"` (4 bytes a character),
+//!   `"<M8[ns]"`, `"|V16"` (unchanged from format 1);
+//! - a structured dtype: a JSON object, `{"version": 2, "itemsize": 16, "fields": [...]}`, each
+//!   field `{"name": "x", "offset": 0, "dtype": "<f4"}` plus `"shape": [3]` for a sub-array
+//!   field and `"title": "t"` for a titled one; the `dtype` of a nested structured field is an
+//!   object of the same form without `version`. Offsets are explicit, so padding and aligned
+//!   layouts need no padding fields, and any language reads it with a JSON parser.
+//!
+//! Format 1 (outcore before format 2) stored a structured dtype as the Python repr of NumPy's
+//! `dtype.descr` (`"[('x', '<f4'), ('', '|V4'), ('y', '<i8', (3,))]"`, padding as unnamed
+//! fields). Such arrays still open: [`Dtype::parse`] reads that text with a small parser kept
+//! for it (nothing rewrites it; an array keeps the text it was created with).
+
+use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 
-/// Item size in bytes of a NumPy dtype descr: a type string (`"<f8"`, `"|u1"`, `"<U5"`,
-/// `"<M8[ns]"`, `"|V16"`) or a structured descr in its Python repr
-/// (`"[('x', '<f4'), ('y', '<i8', (3,))]"`, nested lists and `(title, name)` pairs allowed).
-/// `None` if the descr cannot be parsed or holds Python objects.
-pub fn descr_itemsize(descr: &str) -> Option<u64> {
-    let mut p = Parser { s: descr.as_bytes(), i: 0 };
-    let n = p.type_spec()?;
-    p.ws();
-    (p.i == p.s.len()).then_some(n)
+/// The format of the stored dtype descriptions this version writes (see the module docs);
+/// descriptions of formats 1 and 2 are read.
+pub const DTYPE_FORMAT: u64 = 2;
+
+/// A dtype as stored: a plain NumPy type string, or a structured dtype of named fields at byte
+/// offsets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Dtype {
+    /// A NumPy type string such as `"<f8"`.
+    Plain(String),
+    /// Named fields in items of `itemsize` bytes (bytes no field covers are padding).
+    Struct {
+        /// Bytes per item.
+        itemsize: u64,
+        /// The fields, in NumPy's order.
+        fields: Vec<Field>,
+    },
 }
 
+/// A field of a structured [`Dtype`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Field {
+    /// Name.
+    pub name: String,
+    /// NumPy's optional title (another name for the field).
+    pub title: Option<String>,
+    /// Byte offset in the item.
+    pub offset: u64,
+    /// The dtype of one element of the field.
+    pub dtype: Dtype,
+    /// The shape of a sub-array field (empty for a scalar one).
+    pub shape: Vec<u64>,
+}
+
+impl Field {
+    /// A scalar field `name` of `dtype` at byte `offset`.
+    pub fn new(name: impl Into<String>, offset: u64, dtype: Dtype) -> Field {
+        Field { name: name.into(), title: None, offset, dtype, shape: Vec::new() }
+    }
+
+    /// Sets the shape of a sub-array field.
+    pub fn shape(mut self, shape: Vec<u64>) -> Field {
+        self.shape = shape;
+        self
+    }
+
+    /// Sets the title.
+    pub fn title(mut self, title: Option<String>) -> Field {
+        self.title = title;
+        self
+    }
+
+    /// Bytes of the field: the element size times the sub-array's size.
+    pub fn size(&self) -> Option<u64> {
+        self.shape.iter().try_fold(self.dtype.itemsize(), |n, d| n.checked_mul(*d))
+    }
+}
+
+impl Dtype {
+    /// The dtype of a stored description: a type string, a format-2 JSON object, or a format-1
+    /// Python repr of `dtype.descr`. [`Error::Dtype`] for anything else (object dtypes, text
+    /// that does not parse, fields beyond the item, a format newer than [`DTYPE_FORMAT`]).
+    pub fn parse(text: &str) -> Result<Dtype> {
+        let bad = || Error::Dtype(format!("unsupported dtype description '{text}'"));
+        let t = text.trim();
+        if t.starts_with('{') {
+            let v: Value = serde_json::from_str(t).map_err(|_| bad())?;
+            match v.get("version").and_then(Value::as_u64) {
+                Some(2) => {}
+                Some(n) if n > DTYPE_FORMAT => {
+                    return Err(Error::Dtype(format!(
+                        "dtype description format {n} is newer than this version of outcore reads (up to \
+                         {DTYPE_FORMAT}): '{text}'"
+                    )))
+                }
+                _ => return Err(bad()),
+            }
+            return from_json(&v).ok_or_else(bad);
+        }
+        let mut p = Parser { s: t.as_bytes(), i: 0 };
+        let d = p.type_spec().ok_or_else(bad)?;
+        p.ws();
+        if p.i != p.s.len() {
+            return Err(bad());
+        }
+        Ok(d)
+    }
+
+    /// Bytes per item (0 for a plain type string that is not one).
+    pub fn itemsize(&self) -> u64 {
+        match self {
+            Dtype::Plain(s) => typestr_itemsize(s).unwrap_or(0),
+            Dtype::Struct { itemsize, .. } => *itemsize,
+        }
+    }
+
+    /// The stored description in the current format ([`DTYPE_FORMAT`]).
+    pub fn to_text(&self) -> String {
+        match self {
+            Dtype::Plain(s) => s.clone(),
+            Dtype::Struct { .. } => {
+                let mut v = to_json(self);
+                if let Value::Object(m) = &mut v {
+                    m.insert("version".into(), DTYPE_FORMAT.into());
+                }
+                v.to_string()
+            }
+        }
+    }
+
+    /// NumPy's `descr` of the dtype as a Python literal, what `.npy` file headers hold
+    /// (`'<f8'`, or `[('x', '<f4'), ('', '|V4'), ('y', '<i8', (3,))]` with padding as unnamed
+    /// fields). `None` for a structured dtype whose fields overlap or are out of offset order,
+    /// which that form cannot say.
+    pub fn npy_descr(&self) -> Option<String> {
+        match self {
+            Dtype::Plain(s) => Some(py_str(s)),
+            Dtype::Struct { itemsize, fields } => {
+                let mut parts = Vec::new();
+                let mut pos = 0u64;
+                for f in fields {
+                    if f.offset < pos {
+                        return None;
+                    }
+                    if f.offset > pos {
+                        parts.push(format!("('', '|V{}')", f.offset - pos));
+                    }
+                    let name = match &f.title {
+                        Some(t) => format!("({}, {})", py_str(t), py_str(&f.name)),
+                        None => py_str(&f.name),
+                    };
+                    let shape = match f.shape.as_slice() {
+                        [] => String::new(),
+                        [n] => format!(", ({n},)"),
+                        dims => format!(", ({})", dims.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")),
+                    };
+                    parts.push(format!("({name}, {}{shape})", f.dtype.npy_descr()?));
+                    pos = f.offset.checked_add(f.size()?)?;
+                }
+                if *itemsize > pos {
+                    parts.push(format!("('', '|V{}')", itemsize - pos));
+                }
+                Some(format!("[{}]", parts.join(", ")))
+            }
+        }
+    }
+}
+
+/// A Python string literal of `s`.
+fn py_str(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// The JSON value of a dtype (without `version`).
+fn to_json(d: &Dtype) -> Value {
+    match d {
+        Dtype::Plain(s) => Value::String(s.clone()),
+        Dtype::Struct { itemsize, fields } => {
+            let fields = fields
+                .iter()
+                .map(|f| {
+                    let mut m = Map::new();
+                    m.insert("name".into(), f.name.clone().into());
+                    m.insert("offset".into(), f.offset.into());
+                    m.insert("dtype".into(), to_json(&f.dtype));
+                    if !f.shape.is_empty() {
+                        m.insert("shape".into(), f.shape.clone().into());
+                    }
+                    if let Some(t) = &f.title {
+                        m.insert("title".into(), t.clone().into());
+                    }
+                    Value::Object(m)
+                })
+                .collect();
+            let mut m = Map::new();
+            m.insert("itemsize".into(), (*itemsize).into());
+            m.insert("fields".into(), Value::Array(fields));
+            Value::Object(m)
+        }
+    }
+}
+
+/// The dtype of a JSON value: a type string, or an object of `itemsize` and `fields` whose
+/// fields lie within the item.
+fn from_json(v: &Value) -> Option<Dtype> {
+    if let Some(s) = v.as_str() {
+        typestr_itemsize(s)?;
+        return Some(Dtype::Plain(s.to_string()));
+    }
+    let itemsize = v.get("itemsize")?.as_u64()?;
+    let mut fields = Vec::new();
+    for f in v.get("fields")?.as_array()? {
+        let shape = match f.get("shape") {
+            None => Vec::new(),
+            Some(s) => s.as_array()?.iter().map(Value::as_u64).collect::<Option<_>>()?,
+        };
+        let title = match f.get("title") {
+            None => None,
+            Some(t) => Some(t.as_str()?.to_string()),
+        };
+        let field = Field::new(f.get("name")?.as_str()?, f.get("offset")?.as_u64()?, from_json(f.get("dtype")?)?)
+            .shape(shape)
+            .title(title);
+        if field.offset.checked_add(field.size()?)? > itemsize {
+            return None;
+        }
+        fields.push(field);
+    }
+    (itemsize > 0).then_some(Dtype::Struct { itemsize, fields })
+}
+
+/// Item size in bytes of a stored dtype description (see [`Dtype::parse`]); `None` if it does
+/// not parse or holds Python objects.
+pub fn descr_itemsize(descr: &str) -> Option<u64> {
+    Dtype::parse(descr).ok().map(|d| d.itemsize())
+}
+
+/// The reader of format-1 structured descriptions: the Python repr of `dtype.descr`, nested
+/// lists and `(title, name)` pairs allowed; unnamed fields are padding.
 struct Parser<'a> {
     s: &'a [u8],
     i: usize,
@@ -35,7 +263,7 @@ impl Parser<'_> {
     }
 
     /// A quoted Python string literal.
-    fn string(&mut self) -> Option<&str> {
+    fn string(&mut self) -> Option<String> {
         let q = self.peek()?;
         if q != b'\'' && q != b'"' {
             return None;
@@ -43,7 +271,7 @@ impl Parser<'_> {
         let start = self.i + 1;
         let len = self.s[start..].iter().position(|c| *c == q)?;
         self.i = start + len + 1;
-        std::str::from_utf8(&self.s[start..start + len]).ok()
+        std::str::from_utf8(&self.s[start..start + len]).ok().map(str::to_string)
     }
 
     fn int(&mut self) -> Option<u64> {
@@ -55,51 +283,65 @@ impl Parser<'_> {
         std::str::from_utf8(&self.s[start..self.i]).ok()?.parse().ok()
     }
 
-    /// A bare type string (at top level) or a quoted one, or a list of fields.
-    fn type_spec(&mut self) -> Option<u64> {
-        match self.peek()? {
-            b'[' => self.fields(),
-            b'\'' | b'"' => typestr_itemsize(self.string()?),
+    /// A plain type string (bare at top level, or quoted), or a list of fields.
+    fn type_spec(&mut self) -> Option<Dtype> {
+        let s = match self.peek()? {
+            b'[' => return self.fields(),
+            b'\'' | b'"' => self.string()?,
             _ => {
-                let s = std::str::from_utf8(&self.s[self.i..]).ok()?.trim();
+                let s = std::str::from_utf8(&self.s[self.i..]).ok()?.trim().to_string();
                 self.i = self.s.len();
-                typestr_itemsize(s)
+                s
             }
-        }
+        };
+        typestr_itemsize(&s)?;
+        Some(Dtype::Plain(s))
     }
 
-    fn fields(&mut self) -> Option<u64> {
+    fn fields(&mut self) -> Option<Dtype> {
         self.eat(b'[')?;
-        let mut total = 0u64;
+        let mut fields = Vec::new();
+        let mut offset = 0u64;
         loop {
             if self.eat(b']').is_some() {
-                return Some(total);
+                break;
             }
-            total = total.checked_add(self.field()?)?;
+            let f = self.field(offset)?;
+            offset = offset.checked_add(f.size()?)?;
+            if !f.name.is_empty() {
+                fields.push(f); // unnamed fields are padding
+            }
             if self.eat(b',').is_none() {
                 self.eat(b']')?;
-                return Some(total);
+                break;
             }
         }
+        Some(Dtype::Struct { itemsize: offset, fields })
     }
 
-    fn field(&mut self) -> Option<u64> {
+    /// `(name, dtype)`, `((title, name), dtype)`, optionally with a shape: `, 3` or `, (2, 3)`.
+    fn field(&mut self, offset: u64) -> Option<Field> {
         self.eat(b'(')?;
-        if self.peek()? == b'(' {
-            // (title, name)
+        let (title, name) = if self.peek()? == b'(' {
             self.eat(b'(')?;
-            self.string()?;
+            let title = self.string()?;
             self.eat(b',')?;
-            self.string()?;
+            let name = self.string()?;
             self.eat(b')')?;
+            (Some(title), name)
         } else {
-            self.string()?;
-        }
-        self.eat(b',')?;
-        let mut size = match self.peek()? {
-            b'[' => self.fields()?,
-            _ => typestr_itemsize(self.string()?)?,
+            (None, self.string()?)
         };
+        self.eat(b',')?;
+        let dtype = match self.peek()? {
+            b'[' => self.fields()?,
+            _ => {
+                let s = self.string()?;
+                typestr_itemsize(&s)?;
+                Dtype::Plain(s)
+            }
+        };
+        let mut shape = Vec::new();
         if self.eat(b',').is_some() {
             if self.peek()? == b'(' {
                 self.eat(b'(')?;
@@ -107,18 +349,18 @@ impl Parser<'_> {
                     if self.eat(b')').is_some() {
                         break;
                     }
-                    size = size.checked_mul(self.int()?)?;
+                    shape.push(self.int()?);
                     if self.eat(b',').is_none() {
                         self.eat(b')')?;
                         break;
                     }
                 }
             } else {
-                size = size.checked_mul(self.int()?)?;
+                shape.push(self.int()?);
             }
         }
         self.eat(b')')?;
-        Some(size)
+        Some(Field::new(name, offset, dtype).shape(shape).title(title))
     }
 }
 
@@ -227,6 +469,65 @@ mod tests {
         assert_eq!(descr_itemsize("|O"), None);
         assert_eq!(descr_itemsize("float"), None);
         assert_eq!(descr_itemsize("[('x', '<f4')"), None);
+    }
+
+    /// A structured dtype with padding, a sub-array, a title and a nested struct.
+    fn sample() -> Dtype {
+        let inner = Dtype::Struct {
+            itemsize: 52,
+            fields: vec![
+                Field::new("b", 0, Dtype::Plain("<i4".into())),
+                Field::new("c", 4, Dtype::Plain("<f8".into())).shape(vec![2, 3]),
+            ],
+        };
+        Dtype::Struct {
+            itemsize: 64,
+            fields: vec![
+                Field::new("a", 0, Dtype::Plain("|u1".into())).title(Some("t".into())),
+                Field::new("v", 4, Dtype::Plain("<i2".into())).shape(vec![2]),
+                Field::new("s", 8, inner),
+            ],
+        }
+    }
+
+    #[test]
+    fn format_2_round_trips_as_json() {
+        let d = sample();
+        let text = d.to_text();
+        assert!(text.starts_with('{') && text.contains("\"version\":2"), "{text}");
+        assert_eq!(Dtype::parse(&text).ok(), Some(d.clone()));
+        assert_eq!(descr_itemsize(&text), Some(64));
+        assert_eq!(Dtype::parse("<f8").ok().map(|d| d.to_text()), Some("<f8".to_string()));
+        // Fields beyond the item, a newer format and malformed objects are refused.
+        let beyond = text.replace("\"itemsize\":64", "\"itemsize\":56");
+        assert!(Dtype::parse(&beyond).is_err());
+        let newer = text.replace("\"version\":2", "\"version\":3");
+        assert!(Dtype::parse(&newer).is_err_and(|e| e.to_string().contains("format 3 is newer")));
+        assert!(Dtype::parse("{\"version\": 2}").is_err());
+        assert!(Dtype::parse(
+            "{\"version\": 2, \"itemsize\": 8, \"fields\": [{\"name\": \"o\", \"offset\": 0, \"dtype\": \"|O\"}]}"
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn format_1_reads_as_the_same_dtype() {
+        let legacy = "[(('t', 'a'), '|u1'), ('', '|V3'), ('v', '<i2', (2,)), ('', '|V0'), \
+                      ('s', [('b', '<i4'), ('c', '<f8', (2, 3))]), ('', '|V4')]";
+        let legacy = legacy.replace(", ('', '|V0')", "");
+        assert_eq!(Dtype::parse(&legacy).ok(), Some(sample()));
+        // The `.npy` descr is format 1's text again.
+        let npy = "[(('t', 'a'), '|u1'), ('', '|V3'), ('v', '<i2', (2,)), ('s', [('b', '<i4'), ('c', '<f8', (2, 3))]), ('', '|V4')]";
+        assert_eq!(sample().npy_descr().as_deref(), Some(npy));
+        assert_eq!(Dtype::parse("<f8").ok().and_then(|d| d.npy_descr()), Some("'<f8'".to_string()));
+        let overlapping = Dtype::Struct {
+            itemsize: 8,
+            fields: vec![
+                Field::new("x", 0, Dtype::Plain("<f8".into())),
+                Field::new("y", 0, Dtype::Plain("<i8".into())),
+            ],
+        };
+        assert_eq!(overlapping.npy_descr(), None);
     }
 
     #[test]
