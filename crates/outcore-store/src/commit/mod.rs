@@ -7,7 +7,9 @@ mod sources;
 mod txn;
 mod write;
 
-pub(crate) use txn::{ArrayVersion, ChangedSets, CurrentRow, CurrentWrite, Head, PageWrite, PatchTxn, WriteTxn};
+pub(crate) use txn::{
+    ArrayVersion, ChangedSets, CurrentRow, CurrentWrite, ExtentTxn, Head, PageWrite, PatchTxn, WriteTxn,
+};
 
 use crate::error::{Error, Result};
 use crate::types::{ArrayId, ArrayMeta, Tid, TxnInfo};

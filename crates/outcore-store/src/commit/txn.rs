@@ -2,7 +2,7 @@
 //! rows they exchange.
 
 use crate::block::{self, CurrentEnc, Encoded};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::types::{ArrayId, ArrayInfo, ArrayMeta, Tid, TxnInfo};
 
 /// The head row: newest tid, gc horizon and the time of the newest commit.
@@ -67,11 +67,10 @@ pub(crate) trait WriteTxn {
     fn patches(&mut self) -> Option<&mut dyn PatchTxn> {
         None
     }
-    /// Make the staged extent at `off` (holding `len` bytes) the current version of a block
-    /// that has none.
-    fn adopt_staged(&mut self, id: ArrayId, blk: u64, tid: Tid, off: u64, len: u64, blksize: u64) -> Result<()> {
-        let _ = (id, blk, tid, off, len, blksize);
-        Err(Error::Invalid("this backend stages no extents".into()))
+    /// The staged-extent operations, when this backend stages extents (a local store's data
+    /// file); `None` otherwise.
+    fn extents(&mut self) -> Option<&mut dyn ExtentTxn> {
+        None
     }
     /// Whether raw current versions are checked page by page (SQLite's data-file extents) or
     /// segment by segment (PostgreSQL) by the backend, so that no whole-content checksum is
@@ -115,16 +114,18 @@ pub(crate) trait WriteTxn {
     /// Read only `pages` of a block's current version `cur` into their places in `buf` (a
     /// buffer of the block size; verified, zero beyond the content); `Ok(false)` when this
     /// backend cannot (the caller then reads the whole block).
-    fn load_pages(&mut self, id: ArrayId, blk: u64, cur: &CurrentRow, pages: &[u32], buf: &mut [u8]) -> Result<bool> {
-        let _ = (id, blk, cur, pages, buf);
-        Ok(false)
-    }
+    fn load_pages(&mut self, id: ArrayId, blk: u64, cur: &CurrentRow, pages: &[u32], buf: &mut [u8]) -> Result<bool>;
     /// Replace a block's current version `w.cur` by one that differs from it in the changed
-    /// pages only. Only for backends whose `load_pages` works.
-    fn write_pages(&mut self, id: ArrayId, blk: u64, tid: Tid, w: &PageWrite<'_>) -> Result<()> {
-        let _ = (id, blk, tid, w);
-        Err(Error::Invalid("this backend cannot write single pages".into()))
-    }
+    /// pages only (after `load_pages` read them).
+    fn write_pages(&mut self, id: ArrayId, blk: u64, tid: Tid, w: &PageWrite<'_>) -> Result<()>;
+}
+
+/// Staged extents: block content written straight to its place before the commit (a local
+/// store's appends). Optional: [`WriteTxn::extents`].
+pub(crate) trait ExtentTxn {
+    /// Make the staged extent at `off` (holding `len` bytes) the current version of a block
+    /// that has none.
+    fn adopt_staged(&mut self, id: ArrayId, blk: u64, tid: Tid, off: u64, len: u64, blksize: u64) -> Result<()>;
 }
 
 /// A page-granular update of a block's current version `cur`: `old` and `new` hold the bytes of

@@ -71,7 +71,10 @@ impl<'t> BlockWriter<'t> {
             )));
         }
         record_undo(self.txn, t, self.tid, &[], &[])?;
-        self.txn.adopt_staged(t.id, t.blk, self.tid, off, len.min(t.limit as u64), t.meta.blksize)
+        let Some(extents) = self.txn.extents() else {
+            return Err(Error::Invalid("this store stages no extents".into()));
+        };
+        extents.adopt_staged(t.id, t.blk, self.tid, off, len.min(t.limit as u64), t.meta.blksize)
     }
 
     /// Only the written pages are read, compared and written: no whole block. `false` when the

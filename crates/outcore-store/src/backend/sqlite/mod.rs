@@ -20,7 +20,7 @@ use super::read::{self, CommitRow, ReadTxn};
 use super::{array_info, bound, check_format, encode_meta, sql, FORMAT_NAME, SQLITE_FORMAT_VERSION};
 use crate::block::{self, Encoded, Stored};
 use crate::commit::{
-    self, ArrayVersion, ChangedSets, Commit, CurrentRow, CurrentWrite, Head, PageWrite, PatchTxn, WriteTxn,
+    self, ArrayVersion, ChangedSets, Commit, CurrentRow, CurrentWrite, ExtentTxn, Head, PageWrite, PatchTxn, WriteTxn,
 };
 use crate::error::{Error, Result};
 use crate::pool::Pool;
@@ -1165,6 +1165,45 @@ fn page_runs(pages: &[u32]) -> impl Iterator<Item = std::ops::Range<u32>> + '_ {
     })
 }
 
+impl ExtentTxn for SqliteTxn<'_> {
+    fn adopt_staged(&mut self, id: ArrayId, blk: u64, tid: Tid, off: u64, len: u64, blksize: u64) -> Result<()> {
+        let (slot, nonce) = self.store.registry.owner();
+        let gone = self
+            .tx
+            .prepare_cached("DELETE FROM outcore_staged WHERE ext_off = ?1 AND size = ?2 AND slot = ?3 AND nonce = ?4")
+            .and_then(|mut st| st.execute(params![off, blksize, slot, Bits(nonce)]))
+            .map_err(err("commit"))?;
+        if gone != 1 {
+            return Err(Error::Invalid(format!(
+                "block {blk} of array {id}: the extent at {off} is not staged by this store handle"
+            )));
+        }
+        // The page checksums, as the writes computed them (the pages written in part are read
+        // back); all of the extent is read back where this handle did not track them.
+        let tracked = self.store.staged.lock().remove(&off).filter(|t| t.is_for(id, blk));
+        let (n, sums) = match tracked {
+            Some(t) => {
+                let data = &self.store.data;
+                t.finish(|p, page| data.read_at(off + (p * block::PAGE) as u64, page))?
+            }
+            None => {
+                let mut buf = vec![0u8; len as usize];
+                self.store.data.read_at(off, &mut buf)?;
+                let n = block::content_len(&buf);
+                (n, block::page_sums(id, blk, &buf, n))
+            }
+        };
+        if n as u64 > len {
+            return Err(Error::Invalid(format!(
+                "block {blk} of array {id}: the staged extent holds bytes beyond {len}"
+            )));
+        }
+        self.wrote_extents = true;
+        self.allocated.push((off, blksize));
+        self.put_extent_row(id, blk, tid, n as u64, off, &sums)
+    }
+}
+
 impl PatchTxn for SqliteTxn<'_> {
     fn patch_granule(&self) -> u64 {
         PATCH_GRANULE
@@ -1227,6 +1266,10 @@ impl PatchTxn for SqliteTxn<'_> {
 }
 
 impl WriteTxn for SqliteTxn<'_> {
+    fn extents(&mut self) -> Option<&mut dyn ExtentTxn> {
+        Some(self)
+    }
+
     fn patches(&mut self) -> Option<&mut dyn PatchTxn> {
         Some(self)
     }
@@ -1377,43 +1420,6 @@ impl WriteTxn for SqliteTxn<'_> {
 
     fn checks_raw_pages(&self) -> bool {
         true
-    }
-
-    fn adopt_staged(&mut self, id: ArrayId, blk: u64, tid: Tid, off: u64, len: u64, blksize: u64) -> Result<()> {
-        let (slot, nonce) = self.store.registry.owner();
-        let gone = self
-            .tx
-            .prepare_cached("DELETE FROM outcore_staged WHERE ext_off = ?1 AND size = ?2 AND slot = ?3 AND nonce = ?4")
-            .and_then(|mut st| st.execute(params![off, blksize, slot, Bits(nonce)]))
-            .map_err(err("commit"))?;
-        if gone != 1 {
-            return Err(Error::Invalid(format!(
-                "block {blk} of array {id}: the extent at {off} is not staged by this store handle"
-            )));
-        }
-        // The page checksums, as the writes computed them (the pages written in part are read
-        // back); all of the extent is read back where this handle did not track them.
-        let tracked = self.store.staged.lock().remove(&off).filter(|t| t.is_for(id, blk));
-        let (n, sums) = match tracked {
-            Some(t) => {
-                let data = &self.store.data;
-                t.finish(|p, page| data.read_at(off + (p * block::PAGE) as u64, page))?
-            }
-            None => {
-                let mut buf = vec![0u8; len as usize];
-                self.store.data.read_at(off, &mut buf)?;
-                let n = block::content_len(&buf);
-                (n, block::page_sums(id, blk, &buf, n))
-            }
-        };
-        if n as u64 > len {
-            return Err(Error::Invalid(format!(
-                "block {blk} of array {id}: the staged extent holds bytes beyond {len}"
-            )));
-        }
-        self.wrote_extents = true;
-        self.allocated.push((off, blksize));
-        self.put_extent_row(id, blk, tid, n as u64, off, &sums)
     }
 
     fn load_pages(&mut self, id: ArrayId, blk: u64, cur: &CurrentRow, pages: &[u32], buf: &mut [u8]) -> Result<bool> {
