@@ -580,14 +580,11 @@ fn import(
     let src = npy::open(file)?;
     let itemsize = outcore::descr_itemsize(&src.descr)
         .ok_or_else(|| anyhow!("unsupported dtype {} in {}", src.descr, file.display()))?;
-    let nbytes =
-        src.shape.iter().try_fold(itemsize, |n, d| n.checked_mul(*d)).ok_or_else(|| anyhow!("array too large"))?;
+    let nbytes = outcore::nbytes_of(&src.shape, itemsize)?;
     let order = if src.fortran_order { Order::F } else { Order::C };
     let mut meta = ArrayMeta::new(src.descr.clone(), src.shape.clone(), order, nbytes);
     if let Some(b) = blksize {
-        if !b.is_power_of_two() || !(store::MIN_BLKSIZE..=store::MAX_BLKSIZE).contains(&b) {
-            bail!("--blksize must be a power of two in {}..={}", store::MIN_BLKSIZE, store::MAX_BLKSIZE);
-        }
+        outcore::check_blksize(b).context("--blksize")?;
         meta.blksize = b;
     }
     let base = s.head()?;
