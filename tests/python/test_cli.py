@@ -200,3 +200,50 @@ def test_info_names_the_engine_of_a_fill_array(tmp_path):
     arrays = {a["name"]: a for a in jrun("info", path)["arrays"]}
     assert arrays["plain"]["engine"] == "page cache"
     assert arrays["nan"]["engine"] == "userfaultfd"  # a non-zero fill value is read through it
+
+
+def _read_only_mount(src: Path, dst: Path, script: str) -> subprocess.CompletedProcess:
+    """Run `script` (shell) in a new mount namespace where `dst` is a read-only bind mount of
+    `src` (needs root; skips otherwise)."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("a read-only mount needs root and unshare")
+    dst.mkdir()
+    inner = f"mount --bind '{src}' '{dst}' && mount -o remount,bind,ro '{dst}' && {script}"
+    r = subprocess.run(["unshare", "-m", "sh", "-c", inner], capture_output=True, text=True, timeout=600)
+    if "mount" in r.stderr and r.returncode != 0 and "Permission denied" in r.stderr:
+        pytest.skip(f"no mount namespace here: {r.stderr.strip()}")
+    return r
+
+
+def test_inspection_and_mode_r_work_on_read_only_media(tmp_path):
+    """`info`, `log`, `check`, `export` and `outcore.open(mode="r")` read a store on a read-only
+    file system (they open it read-only); nothing is created beside it."""
+    src = tmp_path / "src"
+    src.mkdir()
+    expect = make_store(str(src / "s.outcore"))
+    np.save(tmp_path / "expect.npy", expect["signal"])
+    before = sorted(p.name for p in src.iterdir())
+    ro = tmp_path / "ro"
+    out = tmp_path / "out"
+    out.mkdir()
+    store = ro / "s.outcore"
+    py = (
+        "import numpy as np, outcore, sys; "
+        f"A = outcore.open(sys.argv[1], mode='r').connect().root['signal']; "
+        f"assert np.array_equal(A[:], np.load('{tmp_path / 'expect.npy'}')); print('mode-r-ok')"
+    )
+    script = " && ".join([
+        f"'{SCRIPT}' --json info '{store}'",
+        f"'{SCRIPT}' log '{store}'",
+        f"'{SCRIPT}' check '{store}'",
+        f"'{SCRIPT}' export '{store}' signal '{out / 'signal.npy'}'",
+        f"'{sys.executable}' -c \"{py}\" '{store}'",
+        f"! '{SCRIPT}' gc '{store}' 2> '{out / 'gc.err'}'",
+    ])
+    r = _read_only_mount(src, ro, script)
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
+    assert "patch signal" in r.stdout and "mode-r-ok" in r.stdout, r.stdout
+    assert json.JSONDecoder().raw_decode(r.stdout)[0]["arrays"], r.stdout
+    assert np.array_equal(np.load(out / "signal.npy"), expect["signal"])
+    assert "read-only" in (out / "gc.err").read_text()
+    assert sorted(p.name for p in src.iterdir()) == before, "nothing created beside the store"

@@ -216,13 +216,13 @@ where
 
 fn dispatch(cmd: Cmd, ui: Ui) -> Result<i32> {
     match cmd {
-        Cmd::Info { store } => info(&open_existing(&store)?, ui),
-        Cmd::Log { store, last } => log(&*open_existing(&store)?, last, ui),
+        Cmd::Info { store } => info(&open_to_read(&store)?, ui),
+        Cmd::Log { store, last } => log(&*open_to_read(&store)?, last, ui),
         Cmd::Check { store } => check(&store, ui),
         Cmd::Gc { store, keep_after } => gc(&open_existing(&store)?, keep_after, ui),
         Cmd::Export { store, array, file, at, format } => {
             match Format::of(&file, format)? {
-                Format::Npy => export(&open_existing(&store)?, &array, &file, at, ui)?,
+                Format::Npy => export(&open_to_read(&store)?, &array, &file, at, ui)?,
                 f => bail!(
                     "{f:?} export is done by the Python package's `outcore` command (pip install outcore zarr h5py)"
                 ),
@@ -269,9 +269,23 @@ fn local_path(location: &str) -> Option<&str> {
     Some(location.strip_prefix("sqlite://").or_else(|| location.strip_prefix("sqlite:")).unwrap_or(location))
 }
 
+/// Open a store that must already exist to inspect it: read-only where this process may not
+/// write it (read-only media, another user's store), else as usual (so that reading a store
+/// another process writes stays safe). Nothing is created.
+pub fn open_to_read(location: &str) -> Result<Arc<dyn Store>> {
+    check_exists(location)?;
+    store::open_for_reading(location).with_context(|| format!("opening {location}"))
+}
+
 /// Open a store that must already exist: a local path without a store is an error and nothing
 /// is created.
 pub fn open_existing(location: &str) -> Result<Arc<dyn Store>> {
+    check_exists(location)?;
+    store::open_existing(location).with_context(|| format!("opening {location}"))
+}
+
+/// A local location must hold a SQLite file (friendlier errors than the store's).
+fn check_exists(location: &str) -> Result<()> {
     if let Some(p) = local_path(location) {
         let path = Path::new(p);
         if !path.is_file() {
@@ -286,7 +300,7 @@ pub fn open_existing(location: &str) -> Result<Arc<dyn Store>> {
             bail!("{location} is not an outcore store (not an SQLite database)");
         }
     }
-    store::open_existing(location).with_context(|| format!("opening {location}"))
+    Ok(())
 }
 
 /// The files of a local store and their sizes.
@@ -426,7 +440,7 @@ fn log(s: &dyn Store, last: u64, ui: Ui) -> Result<i32> {
 }
 
 fn check(location: &str, ui: Ui) -> Result<i32> {
-    let s = open_existing(location)?;
+    let s = open_to_read(location)?;
     let db =
         outcore::Db::with_store(s, outcore::DbOptions::default()).with_context(|| format!("opening {location}"))?;
     let bar = ui.bar(0, "checking [{bar:40}] {pos}/{len} blocks, eta {eta}");

@@ -96,7 +96,7 @@ fn class_of(e: &outcore::Error) -> Class {
         E::NoSuchArray(_) => Class::NoSuchArrayError,
         E::ArrayGone(_) => Class::ArrayGoneError,
         E::AlreadyExists(_) => Class::AlreadyExistsError,
-        E::ReadOnly { .. } => Class::ReadOnlyError,
+        E::ReadOnly { .. } | E::Store(S::ReadOnly { .. }) => Class::ReadOnlyError,
         E::Uncommitted { .. } => Class::UncommittedError,
         E::Shape(_) => Class::ShapeError,
         E::Dtype(_) => Class::DtypeError,

@@ -94,6 +94,15 @@ pub enum Error {
     /// The commit collided with a concurrent one; nothing was written.
     #[error("{0}")]
     Conflict(Conflict),
+    /// The store was opened read-only (`outcore_store::open_read_only`): `op` needs write
+    /// access.
+    #[error("{location} is read-only here: cannot {op}")]
+    ReadOnly {
+        /// Path or redacted URL.
+        location: String,
+        /// What was attempted.
+        op: &'static str,
+    },
     /// The location holds something that is not an outcore store.
     #[error("{location} is not an outcore store: {reason}")]
     NotAStore {

@@ -59,8 +59,7 @@ pub fn open_existing(location: &str) -> Result<Arc<dyn Store>> {
     if is_postgres_url(location) {
         return Ok(Arc::new(PgStore::open_existing(location)?));
     }
-    let path = location.strip_prefix("sqlite://").or_else(|| location.strip_prefix("sqlite:")).unwrap_or(location);
-    if !std::path::Path::new(path).is_file() {
+    if !local_path(location).is_file() {
         return Err(Error::NotAStore {
             location: location.into(),
             reason: "no such file (nothing was created)".into(),
@@ -69,15 +68,57 @@ pub fn open_existing(location: &str) -> Result<Arc<dyn Store>> {
     open(location)
 }
 
+/// Open the existing store at `location` for reading only (inspection tools, read-only media,
+/// another user's store): nothing is created or written; commits and gc fail with
+/// [`Error::ReadOnly`]. A local store's read-only snapshots are not registered with committers,
+/// so open read-only a store nobody writes meanwhile.
+pub fn open_read_only(location: &str) -> Result<Arc<dyn Store>> {
+    if is_postgres_url(location) {
+        return Ok(Arc::new(PgStore::open_read_only(location)?));
+    }
+    Ok(Arc::new(SqliteStore::open_read_only(local_path(location))?))
+}
+
+/// Open the existing store at `location` to read it: with write access where the process has
+/// it (so a local store's snapshots are registered with the processes that write it, and
+/// reading a store that is being written is safe), else [read-only](open_read_only) (read-only
+/// media, another user's files). Nothing is created either way.
+pub fn open_for_reading(location: &str) -> Result<Arc<dyn Store>> {
+    if !is_postgres_url(location) && local_path(location).is_file() && !may_write(local_path(location)) {
+        return open_read_only(location);
+    }
+    open_existing(location)
+}
+
+/// The file a local store location names (`sqlite:` prefixes removed).
+fn local_path(location: &str) -> &std::path::Path {
+    let path = location.strip_prefix("sqlite://").or_else(|| location.strip_prefix("sqlite:")).unwrap_or(location);
+    std::path::Path::new(path)
+}
+
+/// Whether this process may write the store file `path` and create files beside it (its
+/// write-ahead log).
+fn may_write(path: &std::path::Path) -> bool {
+    use nix::unistd::{access, AccessFlags};
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    access(path, AccessFlags::W_OK).is_ok() && access(dir, AccessFlags::W_OK).is_ok()
+}
+
 /// Open (creating if needed) the store at `location`: a `postgresql://` URL, or a file path
 /// (optionally prefixed by `sqlite:`) for the embedded SQLite store.
 pub fn open(location: &str) -> Result<Arc<dyn Store>> {
     if is_postgres_url(location) {
         Ok(Arc::new(PgStore::open(location)?))
     } else {
-        let path = location.strip_prefix("sqlite://").or_else(|| location.strip_prefix("sqlite:")).unwrap_or(location);
-        if path.is_empty() {
+        let path = local_path(location);
+        if path.as_os_str().is_empty() {
             return Err(Error::BadLocation { location: location.into(), reason: "empty path".into() });
+        }
+        if path.is_file() && !may_write(path) {
+            return Err(Error::ReadOnly {
+                location: location.into(),
+                op: "open it for writing (this process may not write it or its directory; open it for reading only)",
+            });
         }
         Ok(Arc::new(SqliteStore::open(path)?))
     }

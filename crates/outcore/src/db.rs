@@ -201,7 +201,12 @@ impl Db {
         if let Some(path) = local_path(url) {
             check_local(path, mode)?;
         }
-        let store = outcore_store::open(url)?;
+        // Mode 'r' also opens stores this process may not write (read-only media, another
+        // user's files), read-only.
+        let store = match mode {
+            OpenMode::Read if local_path(url).is_some() => outcore_store::open_for_reading(url)?,
+            _ => outcore_store::open(url)?,
+        };
         if local_path(url).is_none() {
             let head = store.head()?;
             match mode {

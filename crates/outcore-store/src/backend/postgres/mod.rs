@@ -191,6 +191,8 @@ pub struct PgStore {
     target: Target,
     location: String,
     conns: Pool<PgConn>,
+    /// Opened with [`open_read_only`](Self::open_read_only): commits and gc are refused.
+    read_only: bool,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -212,10 +214,24 @@ impl PgStore {
         Self::open_with(url, false)
     }
 
+    /// Open an existing store for reading only: commits and gc fail with [`Error::ReadOnly`]
+    /// (a role that may only read the tables works too).
+    pub fn open_read_only(url: &str) -> Result<Self> {
+        Ok(PgStore { read_only: true, ..Self::open_with(url, false)? })
+    }
+
+    /// Refuse what needs write access on a read-only handle.
+    fn check_writable(&self, op: &'static str) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly { location: self.location.clone(), op });
+        }
+        Ok(())
+    }
+
     fn open_with(url: &str, create: bool) -> Result<Self> {
         let target = config::parse(url)?;
         let location = target.location.clone();
-        let store = PgStore { target, location, conns: Pool::new(16) };
+        let store = PgStore { target, location, conns: Pool::new(16), read_only: false };
         let mut conn = store.connect()?;
         if !create {
             let rows = conn.client.query_text("open", "SELECT to_regclass('outcore_meta') IS NOT NULL", &[])?;
@@ -1003,6 +1019,7 @@ impl Store for PgStore {
     }
 
     fn commit(&self, base: Tid, commit: Commit) -> Result<Tid> {
+        self.check_writable("commit")?;
         let commit_id = rand::random::<i64>();
         let mut c = self.conn()?;
         let sent = (|| {
@@ -1068,6 +1085,7 @@ impl Store for PgStore {
     }
 
     fn gc(&self, keep_after: Tid) -> Result<GcStats> {
+        self.check_writable("collect garbage")?;
         self.with_conn(|c| {
             // Deleting much history may rightly take the server long: each wait of gc is
             // bounded by ten times the io timeout (still bounded, still interruptible).

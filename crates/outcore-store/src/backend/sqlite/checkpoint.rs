@@ -25,7 +25,7 @@ impl Checkpointer {
         let path = path.to_path_buf();
         let (poke, rx) = sync_channel::<()>(1);
         let thread = std::thread::Builder::new().name("outcore-checkpoint".into()).spawn(move || {
-            let conn = match super::connect(&path, false) {
+            let conn = match super::connect(&path, super::Access::ReadWrite) {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "no background checkpoints: cannot connect");

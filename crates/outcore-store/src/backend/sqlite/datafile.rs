@@ -61,6 +61,16 @@ impl DataFile {
         Ok(DataFile { path: path.to_path_buf(), file: Arc::new(file), direct })
     }
 
+    /// Open the existing data file at `path` for reading only.
+    pub fn open_read_only(path: &Path) -> Result<DataFile> {
+        let file = File::open(path).map_err(|source| Error::Io {
+            op: "open the data file",
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(DataFile { path: path.to_path_buf(), file: Arc::new(file), direct: None })
+    }
+
     fn err(&self, op: &'static str) -> impl FnOnce(std::io::Error) -> Error + '_ {
         move |source| Error::Io { op, path: self.path.display().to_string(), source }
     }

@@ -122,7 +122,10 @@ pub struct SqliteStore {
     pid: u32,
     writer: Mutex<Connection>,
     readers: Pool<Connection>,
-    checkpointer: checkpoint::Checkpointer,
+    /// The WAL checkpoint thread (none on a read-only handle).
+    checkpointer: Option<checkpoint::Checkpointer>,
+    /// Opened with [`open_read_only`](Self::open_read_only).
+    read_only: bool,
     /// The page checksums of this handle's staged extents, by offset.
     staged: Mutex<HashMap<u64, StagedPages>>,
     /// Recent verified array listings, by tid.
@@ -135,12 +138,27 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
-pub(crate) fn connect(path: &Path, create: bool) -> rusqlite::Result<Connection> {
-    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
-    if create {
-        flags |= OpenFlags::SQLITE_OPEN_CREATE;
-    }
-    let conn = Connection::open_with_flags(path, flags)?;
+/// How a connection opens the metadata file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Read and write, creating the file if needed.
+    Create,
+    /// Read and write an existing file.
+    ReadWrite,
+    /// Read only (no write to the file, its WAL or its shared-memory file).
+    ReadOnly,
+}
+
+pub(crate) fn connect(path: &Path, access: Access) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+    let conn = match access {
+        Access::Create => Connection::open_with_flags(
+            path,
+            flags | OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        )?,
+        Access::ReadWrite => Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_READ_WRITE)?,
+        Access::ReadOnly => return connect_read_only(path, flags | OpenFlags::SQLITE_OPEN_READ_ONLY),
+    };
     conn.busy_timeout(BUSY_TIMEOUT)?;
     // Set before the file is created (metadata-sized pages; see PAGE_SIZE).
     conn.pragma_update(None, "page_size", PAGE_SIZE as i64)?;
@@ -151,7 +169,78 @@ pub(crate) fn connect(path: &Path, create: bool) -> rusqlite::Result<Connection>
     Ok(conn)
 }
 
+/// A read-only connection that writes nothing anywhere. Without a WAL file (the last writer
+/// closed the store, which folds the WAL into the database) the database is opened `immutable`:
+/// SQLite then needs no shared-memory file and takes no locks. With one (a writer has it open,
+/// or died), `mode=ro` reads the WAL through the writers' shared-memory file.
+fn connect_read_only(path: &Path, flags: OpenFlags) -> rusqlite::Result<Connection> {
+    let mut wal = path.as_os_str().to_os_string();
+    wal.push("-wal");
+    let param = if Path::new(&wal).exists() { "mode=ro" } else { "immutable=1" };
+    let conn = Connection::open_with_flags(format!("file:{}?{param}", uri_path(path)), flags)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "cache_size", -65536)?;
+    Ok(conn)
+}
+
+/// `path` for a `file:` URI (`%`, `?` and `#` escaped).
+fn uri_path(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' | '?' | '#' => out.push_str(&format!("%{:02X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 impl SqliteStore {
+    /// Open the existing store at `path` for reading only: nothing is written to any of its
+    /// files (it may lie on read-only media, or belong to another user). Commits, gc and staging
+    /// fail with [`Error::ReadOnly`]. This handle's snapshots are not registered with
+    /// committers: open read-only a store nobody writes meanwhile.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let location = path.display().to_string();
+        if !path.is_file() {
+            return Err(Error::NotAStore { location, reason: "no such file (nothing was created)".into() });
+        }
+        let reader = connect(&path, Access::ReadOnly)
+            .map_err(|e| Error::BadLocation { location: location.clone(), reason: e.to_string() })?;
+        check_tables(&reader, &location)?;
+        let get = |key: &str| -> Result<Option<String>> {
+            reader
+                .query_row("SELECT value FROM outcore_meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()
+                .map_err(err("open"))
+        };
+        check_format(&location, get("format")?, get("version")?, SQLITE_FORMAT_VERSION)?;
+        let data = DataFile::open_read_only(&data_path(&path))?;
+        let registry = Arc::new(Registry::open_read_only(&readers_path(&path))?);
+        Ok(SqliteStore {
+            path,
+            location,
+            data,
+            registry,
+            pid: std::process::id(),
+            writer: Mutex::new(reader),
+            readers: Pool::new(16),
+            checkpointer: None,
+            read_only: true,
+            staged: Mutex::new(HashMap::new()),
+            listings: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Refuse what needs write access on a read-only handle.
+    fn check_writable(&self, op: &'static str) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly { location: self.location.clone(), op });
+        }
+        Ok(())
+    }
+
     /// Open the store at `path`, creating it if the file does not exist (or is empty).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
@@ -174,7 +263,7 @@ impl SqliteStore {
             // (opening it for writing would switch it to WAL mode, for one).
             refuse_foreign(&path, &location)?;
         }
-        let mut writer = connect(&path, true).map_err(|e| match e.sqlite_error_code() {
+        let mut writer = connect(&path, Access::Create).map_err(|e| match e.sqlite_error_code() {
             Some(rusqlite::ErrorCode::NotADatabase) => not_a_store("the file is not a SQLite database".into()),
             _ => Error::BadLocation { location: location.clone(), reason: e.to_string() },
         })?;
@@ -183,8 +272,10 @@ impl SqliteStore {
         writer.pragma_update(None, "wal_autocheckpoint", 0).map_err(err("open"))?;
         let data = DataFile::open(&data_path(&path))?;
         let registry = Arc::new(Registry::open(&readers_path(&path))?);
-        let checkpointer = checkpoint::Checkpointer::start(&path)
-            .map_err(|e| Error::BadLocation { location: location.clone(), reason: e.to_string() })?;
+        let checkpointer = Some(
+            checkpoint::Checkpointer::start(&path)
+                .map_err(|e| Error::BadLocation { location: location.clone(), reason: e.to_string() })?,
+        );
         Ok(SqliteStore {
             path,
             location,
@@ -194,6 +285,7 @@ impl SqliteStore {
             writer: Mutex::new(writer),
             readers: Pool::new(16),
             checkpointer,
+            read_only: false,
             staged: Mutex::new(HashMap::new()),
             listings: Mutex::new(Vec::new()),
         })
@@ -246,7 +338,8 @@ impl SqliteStore {
 
     fn reader(&self) -> Result<crate::pool::Pooled<'_, Connection>> {
         self.check_process()?;
-        self.readers.get(|| connect(&self.path, false).map_err(err("connect")))
+        let access = if self.read_only { Access::ReadOnly } else { Access::ReadWrite };
+        self.readers.get(|| connect(&self.path, access).map_err(err("connect")))
     }
 
     /// SQLite connections and file locks cannot cross `fork()`: a child using its parent's
@@ -261,7 +354,6 @@ impl SqliteStore {
 
 /// Refuse, through a read-only connection, a SQLite file that is not an outcore store.
 fn refuse_foreign(path: &Path, location: &str) -> Result<()> {
-    let not_a_store = |reason: String| Error::NotAStore { location: location.to_string(), reason };
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let c = match Connection::open_with_flags(path, flags) {
         Ok(c) => c,
@@ -270,6 +362,13 @@ fn refuse_foreign(path: &Path, location: &str) -> Result<()> {
         Err(_) => return Ok(()),
     };
     let _ = c.busy_timeout(BUSY_TIMEOUT);
+    check_tables(&c, location)
+}
+
+/// Refuse a SQLite database that holds tables but not outcore's (or a file that is not a
+/// database); an unreadable one passes (the open that follows decides).
+fn check_tables(c: &Connection, location: &str) -> Result<()> {
+    let not_a_store = |reason: String| Error::NotAStore { location: location.to_string(), reason };
     let tables: Vec<String> = match c
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
         .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
@@ -1823,6 +1922,7 @@ impl Store for SqliteStore {
 
     fn commit(&self, base: Tid, commit: Commit) -> Result<Tid> {
         self.check_process()?;
+        self.check_writable("commit")?;
         let mut w = self.writer.lock();
         // The gate, then the write lock (the order every path takes): no snapshot starts while
         // this commit may write in place, until its bytes are home.
@@ -1887,7 +1987,9 @@ impl Store for SqliteStore {
             }
         }
         drop(gate);
-        self.checkpointer.poke();
+        if let Some(c) = &self.checkpointer {
+            c.poke();
+        }
         Ok(tid)
     }
 
@@ -1901,6 +2003,7 @@ impl Store for SqliteStore {
             if redo != 0 && self.registry.home()? < redo {
                 // A committer died between its commit and its home writes (or the machine
                 // restarted since): finish them.
+                self.check_writable("finish a commit interrupted by a crash (open the store once with write access)")?;
                 drop(c);
                 drop(gate);
                 let mut w = self.writer.lock();
@@ -1919,6 +2022,7 @@ impl Store for SqliteStore {
 
     fn stage(&self, array: ArrayId, blk: u64, size: u64) -> Result<Option<Staged>> {
         self.check_process()?;
+        self.check_writable("stage an extent")?;
         let mut w = self.writer.lock();
         let (slot, nonce) = self.registry.owner();
         // The reservation only has to outlive this process: no sync of the WAL for it.
@@ -1960,6 +2064,7 @@ impl Store for SqliteStore {
 
     fn release_staged(&self, staged: &Staged) -> Result<()> {
         self.check_process()?;
+        self.check_writable("release a staged extent")?;
         self.staged.lock().remove(&staged.location.offset);
         let mut w = self.writer.lock();
         let (slot, nonce) = self.registry.owner();
@@ -2012,6 +2117,7 @@ impl Store for SqliteStore {
 
     fn gc(&self, keep_after: Tid) -> Result<GcStats> {
         self.check_process()?;
+        self.check_writable("collect garbage")?;
         let mut w = self.writer.lock();
         let tx = w.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err("begin gc"))?;
         let head = q_head(&tx)?;
@@ -2093,7 +2199,9 @@ impl Store for SqliteStore {
         stats.array_versions = av;
         set_head_row(&tx, &Head { horizon: keep_after, ..head })?;
         tx.commit().map_err(err("gc"))?;
-        self.checkpointer.poke();
+        if let Some(c) = &self.checkpointer {
+            c.poke();
+        }
         Ok(stats)
     }
 
@@ -2106,7 +2214,8 @@ impl Store for SqliteStore {
     }
 
     fn subscribe(&self) -> Result<Box<dyn Subscription>> {
-        let conn = connect(&self.path, false).map_err(err("subscribe"))?;
+        let access = if self.read_only { Access::ReadOnly } else { Access::ReadWrite };
+        let conn = connect(&self.path, access).map_err(err("subscribe"))?;
         let last = q_head(&conn)?.tid;
         Ok(Box::new(SqlitePoll { conn, last }))
     }

@@ -70,6 +70,9 @@ pub(crate) struct Registry {
     boot: u64,
     /// Random per open: tells this owner of the slot from earlier ones.
     nonce: u64,
+    /// Opened without write access ([`open_read_only`](Self::open_read_only)): no slot, so this
+    /// process's snapshots are not seen by committers.
+    read_only: bool,
 }
 
 #[derive(Default)]
@@ -146,8 +149,38 @@ impl Readers {
 impl Registry {
     /// Open (creating) the registry beside the store and claim a slot.
     pub fn open(path: &Path) -> Result<Registry> {
+        let mut reg = Self::open_with(path, false)?;
+        for slot in 0..MAX_SLOTS {
+            let at = SLOTS_AT + slot * SLOT;
+            let claimed = reg.lock(&reg.slot_fd, libc::F_WRLCK as _, at, SLOT, false);
+            if claimed.map_err(|source| Error::Io {
+                op: "claim a reader slot",
+                path: reg.path.display().to_string(),
+                source,
+            })? {
+                reg.slot = slot;
+                reg.write_slot(0, &[])?;
+                return Ok(reg);
+            }
+        }
+        Err(Error::Io {
+            op: "claim a reader slot",
+            path: path.display().to_string(),
+            source: std::io::Error::other(format!("all {MAX_SLOTS} slots are held by live processes")),
+        })
+    }
+
+    /// Open the existing registry without write access and without a slot: snapshots still
+    /// wait for the gate (so none starts while a committer writes in place), but committers do
+    /// not see them (for stores nobody writes meanwhile: read-only media, another user's store
+    /// at rest).
+    pub fn open_read_only(path: &Path) -> Result<Registry> {
+        Self::open_with(path, true)
+    }
+
+    fn open_with(path: &Path, read_only: bool) -> Result<Registry> {
         let io = |op: &'static str| move |source| Error::Io { op, path: path.display().to_string(), source };
-        let open = || OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path);
+        let open = || OpenOptions::new().read(true).write(!read_only).create(!read_only).truncate(false).open(path);
         let slot_fd = open().map_err(io("open the reader registry"))?;
         let gate_shared_fd = open().map_err(io("open the reader registry"))?;
         let gate_excl_fd = open().map_err(io("open the reader registry"))?;
@@ -155,7 +188,7 @@ impl Registry {
         let boot_id = std::fs::read("/proc/sys/kernel/random/boot_id").unwrap_or_default();
         // 0 marks "no marker"; an unreadable boot id disables the marker (every reader replays).
         let boot = if boot_id.is_empty() { 0 } else { twox_hash::XxHash3_64::oneshot(&boot_id) | 1 };
-        let mut reg = Registry {
+        Ok(Registry {
             path: path.to_path_buf(),
             slot_fd,
             gate_shared_fd,
@@ -167,20 +200,16 @@ impl Registry {
             pid,
             boot,
             nonce: rand::random::<u64>() | 1,
-        };
-        for slot in 0..MAX_SLOTS {
-            let at = SLOTS_AT + slot * SLOT;
-            if reg.lock(&reg.slot_fd, libc::F_WRLCK as _, at, SLOT, false).map_err(io("claim a reader slot"))? {
-                reg.slot = slot;
-                reg.write_slot(0, &[])?;
-                return Ok(reg);
-            }
-        }
-        Err(Error::Io {
-            op: "claim a reader slot",
-            path: path.display().to_string(),
-            source: std::io::Error::other(format!("all {MAX_SLOTS} slots are held by live processes")),
+            read_only,
         })
+    }
+
+    /// Refuse what needs write access to the registry.
+    fn check_writable(&self, op: &'static str) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly { location: self.path.display().to_string(), op });
+        }
+        Ok(())
     }
 
     /// Set (or clear, with `F_UNLCK`) an OFD lock; `wait` blocks until granted. Returns false
@@ -224,12 +253,16 @@ impl Registry {
     /// Hold the gate exclusively (a commit that may write in place).
     pub fn gate_exclusive(&self) -> Result<Gate<'_>> {
         self.check_process()?;
+        self.check_writable("take the gate exclusively")?;
         let g = self.gate.write();
         self.lock(&self.gate_excl_fd, libc::F_WRLCK as _, 0, 1, true).map_err(self.io_err("take the gate"))?;
         Ok(Gate::Exclusive(self, g))
     }
 
     fn write_slot(&self, n: u32, tids: &[Tid]) -> Result<()> {
+        if self.read_only {
+            return Ok(()); // no slot: this process's pins stay its own
+        }
         let mut b = [0u8; SLOT as usize];
         b[0..4].copy_from_slice(&self.pid.to_le_bytes());
         b[4..8].copy_from_slice(&n.to_le_bytes());
@@ -254,6 +287,7 @@ impl Registry {
     /// Record that the redo rows of commits up to `tid` are home (in the page cache) in this
     /// boot. Called by a committer under the exclusive gate.
     pub fn set_home(&self, _gate: &Gate<'_>, tid: Tid) -> Result<()> {
+        self.check_writable("write the home marker")?;
         let mut b = [0u8; 16];
         b[..8].copy_from_slice(&self.boot.to_le_bytes());
         b[8..].copy_from_slice(&tid.to_le_bytes());
