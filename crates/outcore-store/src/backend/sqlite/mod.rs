@@ -132,6 +132,16 @@ pub struct SqliteStore {
     listings: Mutex<Vec<(Tid, Arc<Vec<ArrayInfo>>)>>,
 }
 
+/// The open files of a store handle.
+struct Parts {
+    data: DataFile,
+    registry: Arc<Registry>,
+    /// The connection commits go through (a read-only one on a read-only handle).
+    writer: Connection,
+    /// The WAL checkpoint thread; none on a read-only handle.
+    checkpointer: Option<checkpoint::Checkpointer>,
+}
+
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteStore").field("path", &self.path).finish()
@@ -218,19 +228,24 @@ impl SqliteStore {
         check_format(&location, get("format")?, get("version")?, SQLITE_FORMAT_VERSION)?;
         let data = DataFile::open_read_only(&data_path(&path))?;
         let registry = Arc::new(Registry::open_read_only(&readers_path(&path))?);
-        Ok(SqliteStore {
+        Ok(Self::assemble(path, location, Parts { data, registry, writer: reader, checkpointer: None }))
+    }
+
+    /// A store handle of these parts (read-only when it has no checkpoint thread).
+    fn assemble(path: PathBuf, location: String, p: Parts) -> Self {
+        SqliteStore {
             path,
             location,
-            data,
-            registry,
+            data: p.data,
+            registry: p.registry,
             pid: std::process::id(),
-            writer: Mutex::new(reader),
+            writer: Mutex::new(p.writer),
             readers: Pool::new(16),
-            checkpointer: None,
-            read_only: true,
+            read_only: p.checkpointer.is_none(),
+            checkpointer: p.checkpointer,
             staged: Mutex::new(HashMap::new()),
             listings: Mutex::new(Vec::new()),
-        })
+        }
     }
 
     /// Refuse what needs write access on a read-only handle.
@@ -276,19 +291,7 @@ impl SqliteStore {
             checkpoint::Checkpointer::start(&path)
                 .map_err(|e| Error::BadLocation { location: location.clone(), reason: e.to_string() })?,
         );
-        Ok(SqliteStore {
-            path,
-            location,
-            data,
-            registry,
-            pid: std::process::id(),
-            writer: Mutex::new(writer),
-            readers: Pool::new(16),
-            checkpointer,
-            read_only: false,
-            staged: Mutex::new(HashMap::new()),
-            listings: Mutex::new(Vec::new()),
-        })
+        Ok(Self::assemble(path, location, Parts { data, registry, writer, checkpointer }))
     }
 
     fn init_schema(conn: &mut Connection, location: &str) -> Result<()> {
