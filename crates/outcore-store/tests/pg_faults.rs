@@ -1,7 +1,7 @@
 //! PostgreSQL faults between client and server, made by a proxy the test controls: a server that
 //! accepts and says nothing (connect timeout), a server that stops answering (io timeout,
-//! Ctrl-C), and a connection cut between `COMMIT` and its reply, or just before `COMMIT` (the
-//! commit outcome is found, never left silent).
+//! Ctrl-C), and a connection cut in the middle of a commit's streamed rows, just before `COMMIT`,
+//! or between `COMMIT` and its reply (the commit outcome is found, never left silent).
 
 mod common;
 
@@ -27,11 +27,20 @@ const COMMIT_DROPPED: u8 = 4;
 const AWAIT_REPLY: u8 = 5;
 /// After [`CUT_AFTER_COMMIT`] did its cut: forward.
 const REPLY_DROPPED: u8 = 6;
+/// Cut the connection once the client has sent [`COPY_CUT_AFTER`] bytes after starting a
+/// `COPY` (a commit's streamed segment rows), before its end (once).
+const CUT_IN_COPY: u8 = 7;
+/// After [`CUT_IN_COPY`] did its cut: forward.
+const COPY_CUT: u8 = 8;
+/// Bytes of a `COPY` let through before [`CUT_IN_COPY`] cuts.
+const COPY_CUT_AFTER: usize = 1 << 20;
 
 /// `COMMIT` as the client sends it: as a simple query, or the text of the statement it
 /// prepares (once per connection, just before the pipeline of a commit's last writes and
 /// `COMMIT`).
 const COMMIT_MSG: &[u8] = b"COMMIT\0";
+/// The start of the `COPY` of new segment rows, as the client sends it.
+const COPY_MSG: &[u8] = b"COPY outcore_segment";
 
 struct Proxy {
     port: u16,
@@ -53,6 +62,7 @@ impl Proxy {
                     mode: m.clone(),
                     cut: AtomicBool::new(false),
                     awaiting_reply: AtomicBool::new(false),
+                    in_copy: std::sync::atomic::AtomicUsize::new(usize::MAX),
                     client: client.try_clone().unwrap(),
                     server: server.try_clone().unwrap(),
                 });
@@ -83,13 +93,15 @@ struct Link {
     cut: AtomicBool,
     /// COMMIT went up in mode `CUT_AFTER_COMMIT`: its reply is to be dropped.
     awaiting_reply: AtomicBool,
+    /// Bytes sent up since a `COPY` started, in mode `CUT_IN_COPY` (`usize::MAX`: none yet).
+    in_copy: std::sync::atomic::AtomicUsize,
     client: TcpStream,
     server: TcpStream,
 }
 
 /// Forward bytes `from` one side `to` the other (`upward`: client to server) as `link.mode` says.
 fn pump(mut from: TcpStream, mut to: TcpStream, upward: bool, link: &Link) {
-    let Link { mode, cut, awaiting_reply, client, server } = link;
+    let Link { mode, cut, awaiting_reply, in_copy, client, server } = link;
     let cut_both = || {
         cut.store(true, Ordering::SeqCst);
         let _ = client.shutdown(Shutdown::Both);
@@ -108,6 +120,20 @@ fn pump(mut from: TcpStream, mut to: TcpStream, upward: bool, link: &Link) {
             Ok(n) => n,
         };
         let chunk = &buf[..n];
+        if upward && mode.load(Ordering::SeqCst) == CUT_IN_COPY {
+            if chunk.windows(COPY_MSG.len()).any(|w| w == COPY_MSG) {
+                in_copy.store(0, Ordering::SeqCst);
+            }
+            let sent = in_copy.load(Ordering::SeqCst);
+            if sent != usize::MAX {
+                if sent + n > COPY_CUT_AFTER {
+                    mode.store(COPY_CUT, Ordering::SeqCst);
+                    cut_both();
+                    return;
+                }
+                in_copy.store(sent + n, Ordering::SeqCst);
+            }
+        }
         let has_commit = chunk.windows(COMMIT_MSG.len()).any(|w| w == COMMIT_MSG);
         if upward && has_commit {
             match mode.load(Ordering::SeqCst) {
@@ -276,6 +302,39 @@ fn a_commit_cut_before_it_was_sent_says_nothing_was_written() {
     assert_eq!(buf, vec![1u8; 4096]);
     // The same commit, tried again, goes through.
     assert!(store.commit(before, block0(id, 3)).unwrap() > before);
+}
+
+#[test]
+fn a_commit_cut_in_the_middle_of_its_streamed_rows_writes_nothing() {
+    let Some(f) = common::postgres() else { return };
+    let (proxy, store, _, before) = armed(&f, CUT_IN_COPY);
+    // A new array of four 2 MiB blocks: its segment rows are streamed by one COPY.
+    let big = || {
+        let id = ArrayId(0xb16);
+        let mut c = Commit::new();
+        c.put_array(id, "big", ArrayMeta::new("u1", vec![8 << 20], Order::C, 8 << 20));
+        for blk in 0..4u64 {
+            c.write_block(id, blk, vec![blk as u8 + 1; 2 << 20]);
+        }
+        c
+    };
+    let e = store.commit(before, big()).expect_err("the connection was cut before COMMIT");
+    assert!(e.is_transient(), "a lost connection may pass: {e}");
+    assert_eq!(proxy.mode(), COPY_CUT, "the cut came in the middle of the COPY");
+    let direct = open(&f.url).unwrap();
+    assert_eq!(direct.head().unwrap(), before, "nothing was committed");
+    assert!(direct.array("big", before).unwrap().is_none());
+    let mut sql = postgres::Client::connect(&f.url, postgres::NoTls).unwrap();
+    let rows: i64 = sql.query_one("SELECT count(*) FROM outcore_segment WHERE array_id = 2838", &[]).unwrap().get(0);
+    assert_eq!(rows, 0, "no segment row of the cut commit stayed");
+    // The same commit, tried again on a new connection, goes through whole.
+    let tid = store.commit(before, big()).unwrap();
+    let a = direct.array("big", tid).unwrap().expect("committed");
+    let mut buf = vec![0u8; 2 << 20];
+    for blk in 0..4u64 {
+        direct.load(a.id, blk, tid, &mut buf).unwrap();
+        assert!(buf.iter().all(|b| *b == blk as u8 + 1), "block {blk}");
+    }
 }
 
 #[test]
