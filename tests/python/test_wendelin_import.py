@@ -100,16 +100,23 @@ def test_fixture_imports_as_its_manifest_says(name, tmp_path, dst):
     print(f"\n{name}: {r['bytes'] / 1e6:.1f} MB of blocks in {secs:.2f} s: {r['bytes'] / 1e6 / secs:.1f} MB/s")
 
 
-def test_holes_stay_holes_with_small_blocks(tmp_path, dst):
-    fs, expected = _written("sparse", tmp_path)
-    blocks = expected.pop("blocks")
-    assert blocks == {"u8": 2, "rows": 3, "cols": 2}  # of 25, 8 and 137
+def _import_and_compare(fs, dst, expected, blocks):
+    """Import `fs` into `dst` (verified): the stored blocks per array are `blocks` and every
+    array reads back as `expected` describes it. Returns the import report."""
     r = outcore.import_wendelin(fs, dst, verify=True)
     assert {n: a["blocks"] for n, a in r["arrays"].items()} == blocks
     with outcore.open(dst, mode="r") as db:
         root = db.connect().root
         for name, m in expected.items():
             assert _describe(root[name]) == m, name
+    return r
+
+
+def test_holes_stay_holes_with_small_blocks(tmp_path, dst):
+    fs, expected = _written("sparse", tmp_path)
+    blocks = expected.pop("blocks")
+    assert blocks == {"u8": 2, "rows": 3, "cols": 2}  # of 25, 8 and 137
+    _import_and_compare(fs, dst, expected, blocks)
     # the data file holds the present blocks only (each at most its block size)
     assert os.path.getsize(dst + ".blocks") <= 2 * 4096 + 3 * 8192 + 2 * 4096
 
@@ -123,12 +130,7 @@ def test_random_sparse_arrays(seed, view_budget, tmp_path, dst, monkeypatch):
         monkeypatch.setattr(_Appender, "VIEW_BUDGET", view_budget)
     fs, expected = _written("random", tmp_path, seed)
     blocks = expected.pop("blocks")
-    r = outcore.import_wendelin(fs, dst, verify=True)
-    assert {n: a["blocks"] for n, a in r["arrays"].items()} == blocks
-    with outcore.open(dst, mode="r") as db:
-        root = db.connect().root
-        for name, m in expected.items():
-            assert _describe(root[name]) == m, name
+    r = _import_and_compare(fs, dst, expected, blocks)
     if view_budget is None:
         stored = sum(n * r["arrays"][a]["blksize"] for a, n in blocks.items())
         assert os.path.getsize(dst + ".blocks") <= stored

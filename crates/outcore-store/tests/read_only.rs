@@ -26,6 +26,13 @@ fn files(dir: &Path) -> BTreeMap<String, (usize, u64, std::time::SystemTime)> {
         .collect()
 }
 
+/// A new temporary directory and the path of a store file in it.
+fn store_file() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("s.outcore").to_str().unwrap().to_string();
+    (dir, url)
+}
+
 /// A store with one array of two committed versions; closed.
 fn make(url: &str) -> ArrayId {
     let s = open(url).unwrap();
@@ -70,10 +77,8 @@ fn read_all(s: &dyn Store, id: ArrayId) {
 
 #[test]
 fn a_local_store_opened_read_only_writes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ro.outcore");
-    let url = path.to_str().unwrap();
-    let id = make(url);
+    let (dir, url) = store_file();
+    let (url, id) = (url.as_str(), make(&url));
     let before = files(dir.path());
     let s = open_read_only(url).unwrap();
     read_all(&*s, id);
@@ -82,6 +87,32 @@ fn a_local_store_opened_read_only_writes_nothing() {
     assert_eq!(files(dir.path()), before, "no file changed, appeared or went");
     // A writer can still open it afterwards, and nothing was lost.
     assert_eq!(open(url).unwrap().head().unwrap(), 2);
+}
+
+#[test]
+fn a_store_a_writer_holds_open_is_read_through_its_write_ahead_log() {
+    let (_dir, url) = store_file();
+    let (url, id) = (url.as_str(), make(&url));
+    // A writer has the store open (its WAL exists) and commits more.
+    let w = open(url).unwrap();
+    let mut c = Commit::new();
+    c.write_block(id, 0, vec![5u8; 10]);
+    let t3 = w.commit(w.head().unwrap(), c).unwrap();
+    assert!(Path::new(&format!("{url}-wal")).exists());
+    let r = open_read_only(url).unwrap();
+    assert_eq!(r.head().unwrap(), t3, "the newest commit, from the write-ahead log");
+    let mut buf = vec![0u8; BS as usize];
+    r.load(id, 0, t3, &mut buf).unwrap();
+    assert_eq!((buf[9], buf[10]), (5, 0), "the block as the writer committed it (10 bytes, zeros after)");
+}
+
+#[test]
+fn a_foreign_file_opened_read_only_is_not_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("notes.txt");
+    std::fs::write(&p, "not a database").unwrap();
+    assert!(matches!(open_read_only(p.to_str().unwrap()), Err(Error::NotAStore { .. })));
+    assert_eq!(std::fs::read_to_string(&p).unwrap(), "not a database");
 }
 
 #[test]

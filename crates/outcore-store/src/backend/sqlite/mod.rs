@@ -216,6 +216,7 @@ impl SqliteStore {
         if !path.is_file() {
             return Err(Error::NotAStore { location, reason: "no such file (nothing was created)".into() });
         }
+        check_magic(&path, &location)?;
         let reader = connect(&path, Access::ReadOnly)
             .map_err(|e| Error::BadLocation { location: location.clone(), reason: e.to_string() })?;
         check_tables(&reader, &location)?;
@@ -262,13 +263,7 @@ impl SqliteStore {
         let location = path.display().to_string();
         let not_a_store = |reason: String| Error::NotAStore { location: location.clone(), reason };
         if path.is_file() {
-            use std::io::Read;
-            let io = |e: std::io::Error| Error::BadLocation { location: location.clone(), reason: e.to_string() };
-            let mut head = Vec::with_capacity(16);
-            std::fs::File::open(&path).map_err(io)?.take(16).read_to_end(&mut head).map_err(io)?;
-            if !head.is_empty() && head.as_slice() != SQLITE_MAGIC {
-                return Err(not_a_store("the file is not a SQLite database".into()));
-            }
+            check_magic(&path, &location)?;
         }
         if path.is_dir() {
             return Err(Error::BadLocation { location, reason: "is a directory".into() });
@@ -356,6 +351,22 @@ impl SqliteStore {
 }
 
 /// Refuse, through a read-only connection, a SQLite file that is not an outcore store.
+/// Refuse a file that does not start as a SQLite database does (an empty file passes: it
+/// becomes a store).
+fn check_magic(path: &Path, location: &str) -> Result<()> {
+    use std::io::Read;
+    let io = |e: std::io::Error| Error::BadLocation { location: location.to_string(), reason: e.to_string() };
+    let mut head = Vec::with_capacity(16);
+    std::fs::File::open(path).map_err(io)?.take(16).read_to_end(&mut head).map_err(io)?;
+    if !head.is_empty() && head.as_slice() != SQLITE_MAGIC {
+        return Err(Error::NotAStore {
+            location: location.to_string(),
+            reason: "the file is not a SQLite database".into(),
+        });
+    }
+    Ok(())
+}
+
 fn refuse_foreign(path: &Path, location: &str) -> Result<()> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let c = match Connection::open_with_flags(path, flags) {
