@@ -107,6 +107,14 @@ fn a_store_a_writer_holds_open_is_read_through_its_write_ahead_log() {
 }
 
 #[test]
+fn a_path_with_uri_characters_opens_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("a?b#c%20d.outcore").to_str().unwrap().to_string();
+    let id = make(&url);
+    read_all(&*open_read_only(&url).unwrap(), id);
+}
+
+#[test]
 fn a_foreign_file_opened_read_only_is_not_a_store() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("notes.txt");

@@ -883,7 +883,7 @@ impl WriteTxn for PgTxn<'_> {
                 let row: [&(dyn ToSql + Sync); 5] = [&id, &Uint(blk), s, d, &sum];
                 self.c.client.copy_row("commit", COPY_SEGMENTS, &SEGMENT_COLUMNS, &row)?;
             }
-            return self.put_current(id, blk, tid, new.enc.codec, len as u64, checksum);
+            return self.put_current(id, blk, tid, new.enc.codec, new.enc.len, checksum);
         }
         // Segments beyond the content, and all of them when not rewriting in place, go first.
         let keep_below: i32 = if in_place { len.div_ceil(SEGMENT) as i32 } else { 0 };

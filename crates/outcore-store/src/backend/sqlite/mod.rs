@@ -198,7 +198,7 @@ fn uri_path(path: &Path) -> String {
     let mut out = String::new();
     for c in path.to_string_lossy().chars() {
         match c {
-            '%' | '?' | '#' => out.push_str(&format!("%{:02X}", c as u32)),
+            '%' | '?' | '#' => out.push_str(&format!("%{:02X}", u32::from(c))),
             c => out.push(c),
         }
     }
