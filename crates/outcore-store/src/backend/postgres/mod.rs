@@ -10,6 +10,7 @@
 mod client;
 mod columns;
 pub(crate) mod config;
+mod rows;
 mod tls;
 
 use super::read::{self, CommitRow, ReadTxn};
@@ -24,6 +25,7 @@ use crate::types::{ArrayId, ArrayInfo, ArrayMeta, Changes, GcStats, StoreStats, 
 use client::{Param, PgClient};
 use columns::{uint, Uint};
 use config::Target;
+use rows::{CurrentCols, RowBatch};
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 use tokio_postgres::types::{ToSql, Type};
@@ -69,6 +71,10 @@ const SEGMENT_COLUMNS: [Type; 5] = [Type::INT8, Type::INT8, Type::INT4, Type::BY
 
 /// Advisory lock key taken while creating the schema (ASCII "outcore").
 const INIT_LOCK: i64 = 0x006f_7574_636f_7265;
+/// Advisory lock key a commit takes before it locks the head row ("outcorc"): waiting
+/// commits queue in the server's lock manager, each woken once, instead of in the row-lock
+/// protocol (tuple lock, then the holder's transaction, then the row's newest version again).
+const COMMIT_LOCK: i64 = 0x006f_7574_636f_7263;
 /// The notification channel.
 const CHANNEL: &str = "outcore_commit";
 
@@ -81,6 +87,8 @@ struct PgConn {
     backend: Option<(i32, String)>,
     /// Writes not sent yet.
     pending: Vec<(&'static str, Vec<Param>)>,
+    /// Per-block rows not sent yet (after `pending`, one statement per table).
+    rows: RowBatch,
     /// New segment rows not sent yet (after `pending`, by binary COPY).
     new_segments: Vec<Vec<Param>>,
     /// Their bytes.
@@ -105,7 +113,7 @@ impl PgConn {
             self.flush()?;
         }
         let st = self.stmt(op, sql)?;
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.rows.is_empty() {
             return self.client.query(op, &st, params);
         }
         let items = self.take_pending()?;
@@ -131,9 +139,10 @@ impl PgConn {
         self.pending.push((sql, params));
     }
 
-    /// The queued writes with their prepared statements.
+    /// The queued writes with their prepared statements, the gathered rows last.
     fn take_pending(&mut self) -> Result<Vec<(Statement, Vec<Param>)>> {
-        let pending = std::mem::take(&mut self.pending);
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.extend(self.rows.take_statements());
         let mut items = Vec::with_capacity(pending.len());
         for (sql, params) in pending {
             items.push((self.stmt("commit", sql)?, params));
@@ -145,7 +154,7 @@ impl PgConn {
     /// rows that wait for it by binary COPY.
     fn flush(&mut self) -> Result<()> {
         self.client.copy_finish("commit")?;
-        if !self.pending.is_empty() {
+        if !self.pending.is_empty() || !self.rows.is_empty() {
             let items = self.take_pending()?;
             self.client.pipeline("commit", &items, &[])?;
         }
@@ -178,6 +187,7 @@ impl PgConn {
     fn rollback(&mut self) {
         self.client.copy_abort();
         self.pending.clear();
+        self.rows = RowBatch::default();
         self.new_segments.clear();
         self.new_bytes = 0;
         if !self.client.is_broken() {
@@ -257,6 +267,7 @@ impl PgStore {
             stmts: HashMap::new(),
             backend: None,
             pending: Vec::new(),
+            rows: RowBatch::default(),
             new_segments: Vec::new(),
             new_bytes: 0,
         })
@@ -627,26 +638,16 @@ impl PgTxn<'_> {
             }
             return Ok(());
         }
-        let sums: Vec<i64> = segs.iter().zip(datas).map(|(s, d)| segment_sum(id, blk, i64::from(*s), d)).collect();
-        let datas: Vec<Vec<u8>> = datas.iter().map(|d| d.to_vec()).collect();
-        self.defer(
-            "INSERT INTO outcore_segment (array_id, blk, seg, data, sum)
-             SELECT $1, $2, unnest($3::int[]), unnest($4::bytea[]), unnest($5::bigint[])
-             ON CONFLICT (array_id, blk, seg) DO UPDATE SET data = excluded.data, sum = excluded.sum",
-            params![id, Uint(blk), segs.to_vec(), datas, sums],
-        );
+        for (s, d) in segs.iter().zip(datas) {
+            let sum = segment_sum(id, blk, i64::from(*s), d);
+            self.c.rows.segment(id, blk, *s, d.to_vec(), sum);
+        }
         Ok(())
     }
 
     /// Insert or replace a block's current row.
     fn put_current(&mut self, id: ArrayId, blk: u64, tid: Tid, codec: i64, len: u64, checksum: i64) -> Result<()> {
-        self.defer(
-            "INSERT INTO outcore_current (array_id, blk, tid, codec, len, checksum)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (array_id, blk) DO UPDATE SET tid = excluded.tid, codec = excluded.codec,
-                 len = excluded.len, checksum = excluded.checksum",
-            params![id, Uint(blk), Uint(tid), codec as i32, Uint(len), checksum],
-        );
+        self.c.rows.current(id, blk, tid, CurrentCols { codec, len, checksum });
         Ok(())
     }
 }
@@ -672,25 +673,22 @@ impl WriteTxn for PgTxn<'_> {
 
     fn head(&mut self) -> Result<Head> {
         // The row lock serializes commits: tid order is commit order. With a plan, everything
-        // the commit will read comes in the same round trip, right after the lock.
+        // the commit will read comes in the same round trip. The planned blocks' rows are read
+        // before the lock, so the lock is held for less: they are still current when no commit
+        // changed those blocks since the commit's base, and any that did is a conflict, which
+        // the change sets read under the lock show. Array versions decide sizes and names
+        // whether or not the commit changes them, so they are read under the lock.
         const LOCKED_HEAD: &str = "SELECT tid, gc_horizon, time_us FROM outcore_head WHERE id = 1 FOR UPDATE";
         let Some(plan) = self.plan.take() else { return q_head(self.c, LOCKED_HEAD) };
         let upto = i64::MAX;
         let rows = self.c.q_many(
             "commit",
             vec![
-                (LOCKED_HEAD, params![]),
-                (sql::CHANGED_BLOCKS, params![Uint(plan.base), upto]),
-                (sql::CHANGED_ARRAYS, params![Uint(plan.base), upto]),
                 (
-                    "SELECT DISTINCT ON (array_id) array_id, tid, name, meta FROM outcore_array
-                     WHERE array_id = ANY($1) ORDER BY array_id, tid DESC",
-                    params![plan.arrays.clone()],
-                ),
-                (
-                    "SELECT c.tid, c.codec, c.len, c.array_id, c.blk
+                    "SELECT c.tid, c.codec, c.len, c.array_id, c.blk, u.depth, u.chain_bytes
                      FROM unnest($1::bigint[], $2::bigint[]) AS k(array_id, blk)
-                     JOIN outcore_current c ON c.array_id = k.array_id AND c.blk = k.blk",
+                     JOIN outcore_current c ON c.array_id = k.array_id AND c.blk = k.blk
+                     LEFT JOIN outcore_undo u ON u.array_id = c.array_id AND u.blk = c.blk AND u.tid = c.tid",
                     params![plan.blocks.0.clone(), plan.blocks.1.clone()],
                 ),
                 (
@@ -699,16 +697,18 @@ impl WriteTxn for PgTxn<'_> {
                      JOIN outcore_segment s ON s.array_id = k.array_id AND s.blk = k.blk AND s.seg = k.seg",
                     params![plan.segs.0.clone(), plan.segs.1.clone(), plan.segs.2.clone()],
                 ),
+                ("SELECT pg_advisory_xact_lock($1)", params![COMMIT_LOCK]),
+                (LOCKED_HEAD, params![]),
+                (sql::CHANGED_BLOCKS, params![Uint(plan.base), upto]),
+                (sql::CHANGED_ARRAYS, params![Uint(plan.base), upto]),
                 (
-                    "SELECT u.array_id, u.blk, u.tid, u.depth, u.chain_bytes
-                     FROM unnest($1::bigint[], $2::bigint[]) AS k(array_id, blk)
-                     JOIN outcore_current c ON c.array_id = k.array_id AND c.blk = k.blk
-                     JOIN outcore_undo u ON u.array_id = c.array_id AND u.blk = c.blk AND u.tid = c.tid",
-                    params![plan.blocks.0.clone(), plan.blocks.1.clone()],
+                    "SELECT DISTINCT ON (array_id) array_id, tid, name, meta FROM outcore_array
+                     WHERE array_id = ANY($1) ORDER BY array_id, tid DESC",
+                    params![plan.arrays.clone()],
                 ),
             ],
         )?;
-        let [head, blocks, arrays, versions, current, segments, chains] =
+        let [current, segments, _, head, blocks, arrays, versions] =
             <[Vec<Row>; 7]>::try_from(rows).map_err(|_| Error::Invalid("a pipeline lost a result".into()))?;
         let row = head.first().ok_or_else(|| Error::Invalid("store has no head row".into()))?;
         let head = Head { tid: uint(row, 0), horizon: uint(row, 1), time_us: row.get(2) };
@@ -725,12 +725,9 @@ impl WriteTxn for PgTxn<'_> {
         for r in &current {
             let key = (r.get::<_, ArrayId>(3), uint(r, 4));
             let row = current_row(r, 0);
-            self.got.chains.insert((key.0, key.1, row.tid), None);
+            let chain = r.get::<_, Option<i64>>(5).map(|depth| block::UndoChain { depth, bytes: r.get(6) });
+            self.got.chains.insert((key.0, key.1, row.tid), chain);
             self.got.current.insert(key, Some(row));
-        }
-        for r in &chains {
-            let key = (r.get::<_, ArrayId>(0), uint(r, 1), uint(r, 2));
-            self.got.chains.insert(key, Some(block::UndoChain { depth: r.get(3), bytes: r.get(4) }));
         }
         for ((a, b), s) in plan.segs.0.iter().zip(&plan.segs.1).zip(&plan.segs.2) {
             self.got.segments.entry((ArrayId(*a as u64), *b as u64)).or_default().0.push(*s);
@@ -830,24 +827,7 @@ impl WriteTxn for PgTxn<'_> {
     }
 
     fn insert_undo(&mut self, id: ArrayId, blk: u64, tid: Tid, undo: &Encoded) -> Result<()> {
-        self.defer(
-            "INSERT INTO outcore_undo
-             (array_id, blk, tid, prev_tid, kind, depth, chain_bytes, codec, len, checksum, data)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            params![
-                id,
-                Uint(blk),
-                Uint(tid),
-                Uint(undo.prev_tid),
-                undo.kind as i32,
-                undo.chain.depth,
-                undo.chain.bytes,
-                undo.codec as i32,
-                Uint(undo.len),
-                undo.checksum,
-                undo.data.clone(),
-            ],
-        );
+        self.c.rows.undo(id, blk, tid, undo);
         Ok(())
     }
 
@@ -958,8 +938,10 @@ impl WriteTxn for PgTxn<'_> {
     }
 
     fn set_head(&mut self, tid: Tid, time_us: i64) -> Result<()> {
-        self.defer("UPDATE outcore_head SET tid = $1, time_us = $2 WHERE id = 1", params![Uint(tid), time_us]);
-        self.defer("SELECT pg_notify('outcore_commit', $1)", params![tid.to_string()]);
+        self.defer(
+            "UPDATE outcore_head SET tid = $1, time_us = $2 WHERE id = 1 RETURNING pg_notify('outcore_commit', $3)",
+            params![Uint(tid), time_us, tid.to_string()],
+        );
         // The last step of `commit::apply`: the writes still queued go with COMMIT.
         Ok(())
     }
@@ -1026,6 +1008,10 @@ impl Store for PgStore {
             let backend = c.backend()?;
             // Sent with the first read (the head, locked).
             c.defer("BEGIN", Vec::new());
+            // The commit's statements are outcore's own, prepared once per connection: their
+            // generic plans are as good as custom ones, and planning each execution again was a
+            // large part of a small commit's server time (PostgreSQL >= 12).
+            c.defer("SET LOCAL plan_cache_mode = force_generic_plan", Vec::new());
             let mut txn = PgTxn { c: &mut c, commit_id, plan: None, got: Prefetched::default() };
             match commit::apply(&mut txn, base, commit) {
                 Ok(tid) => Ok((backend, tid)),
