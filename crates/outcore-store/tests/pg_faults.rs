@@ -1,7 +1,9 @@
 //! PostgreSQL faults between client and server, made by a proxy the test controls: a server that
 //! accepts and says nothing (connect timeout), a server that stops answering (io timeout,
 //! Ctrl-C), and a connection cut in the middle of a commit's streamed rows, just before `COMMIT`,
-//! or between `COMMIT` and its reply (the commit outcome is found, never left silent).
+//! or between `COMMIT` and its reply (the commit outcome is found, never left silent). And
+//! commits that read their blocks before queueing on the commit lock: one changed first makes
+//! the others on the same block conflict.
 
 mod common;
 
@@ -364,4 +366,98 @@ fn a_changed_or_moved_segment_row_is_corrupt() {
     // A segment row moved to another place in the block.
     sql.batch_execute("UPDATE outcore_segment SET seg = 40 WHERE seg = 3").unwrap();
     assert!(matches!(load(tid), Err(Error::Corrupt { .. })));
+}
+
+/// The advisory lock key PostgreSQL commits queue on (the store's protocol: `COMMIT_LOCK` in
+/// the backend).
+const COMMIT_LOCK: i64 = 0x006f_7574_636f_7263;
+
+/// Run `commits` (each on its own handle, all made on snapshot `base`) while a session holds
+/// the commit lock, so each reads its blocks' rows before the lock and then queues on it;
+/// release the lock once all are queued. Their results, in the order given.
+fn queued(f: &common::Fixture, base: u64, commits: Vec<Commit>) -> Vec<Result<u64, Error>> {
+    let mut holder = postgres::Client::connect(&f.url, postgres::NoTls).unwrap();
+    holder.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({COMMIT_LOCK})")).unwrap();
+    let n = commits.len() as i64;
+    let handles: Vec<_> = commits
+        .into_iter()
+        .map(|c| {
+            let store = f.reopen();
+            std::thread::spawn(move || store.commit(base, c))
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut watch = postgres::Client::connect(&f.url, postgres::NoTls).unwrap();
+    loop {
+        let waiting: i64 =
+            watch.query_one("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'", &[]).unwrap().get(0);
+        if waiting == n {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{waiting} of {n} commits queued on the lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    holder.batch_execute("COMMIT").unwrap();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+#[test]
+fn commits_that_read_a_block_before_the_lock_conflict_when_another_changed_it_first() {
+    let Some(f) = common::postgres() else { return };
+    let id = ArrayId::random();
+    let mut c = Commit::new();
+    let mut meta = ArrayMeta::new("u1", vec![3 * 65536], Order::C, 3 * 65536);
+    meta.blksize = 65536;
+    c.put_array(id, "a", meta);
+    for blk in 0..3u64 {
+        c.write_block(id, blk, vec![1u8; 65536]);
+    }
+    let base = f.store.commit(f.store.head().unwrap(), c).unwrap();
+    let load = |blk: u64, at: u64| {
+        let mut buf = vec![0u8; 65536];
+        f.store.load(id, blk, at, &mut buf).unwrap();
+        buf
+    };
+    // Two whole-block writes and two page writes of the same block, all read before the
+    // first of them commits: exactly one of each pair lands, the other conflicts.
+    let whole = |byte: u8| {
+        let mut c = Commit::new();
+        c.write_block(id, 0, vec![byte; 65536]);
+        c
+    };
+    let pages = |byte: u8| {
+        let mut c = Commit::new();
+        c.write_pages_from(id, 1, [3u32, 9], move |pages: &[u32], block: &mut [u8]| {
+            for p in pages {
+                block[*p as usize * 4096..(*p as usize + 1) * 4096].fill(byte);
+            }
+            Ok(())
+        });
+        c
+    };
+    let mut head = base;
+    for (a, b) in [(whole(7), whole(8)), (pages(5), pages(6))] {
+        let results = queued(&f, head, vec![a, b]);
+        let won: Vec<usize> = (0..2).filter(|i| results[*i].is_ok()).collect();
+        assert_eq!(won.len(), 1, "exactly one commit lands: {results:?}");
+        let lost = &results[1 - won[0]];
+        assert!(matches!(lost, Err(e) if e.is_conflict()), "the other conflicts: {lost:?}");
+        head = *results[won[0]].as_ref().unwrap();
+    }
+    let first = load(0, head);
+    assert!(first.iter().all(|b| *b == first[0]) && (first[0] == 7 || first[0] == 8), "block 0 is one whole write");
+    let second = load(1, head);
+    let byte = second[3 * 4096];
+    assert!(byte == 5 || byte == 6);
+    for (p, page) in second.chunks(4096).enumerate() {
+        let want = if p == 3 || p == 9 { byte } else { 1 };
+        assert!(page.iter().all(|b| *b == want), "page {p} of block 1");
+    }
+    // Commits of different blocks queued the same way all land.
+    let results = queued(&f, head, vec![whole(9), pages(4)]);
+    assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    let last = f.store.head().unwrap();
+    assert!(load(0, last).iter().all(|b| *b == 9));
+    assert!(load(1, last)[3 * 4096..4 * 4096].iter().all(|b| *b == 4));
+    assert!(load(2, last).iter().all(|b| *b == 1));
 }
