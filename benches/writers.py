@@ -4,6 +4,7 @@ and conflicts. Checks the array afterwards against what every writer wrote.
 
     .venv/bin/python benches/writers.py --writers 4 16 --commits 200 --repeats 3 [--url postgresql://...]
 
+Each run waits until no Rust build runs on the machine, and says whether one started during it.
 Without --url the store is a local SQLite file in a temp dir (`--dir`). On PostgreSQL it also
 prints the server's WAL bytes per commit (`pg_stat_wal`, read with `psql`; the delta includes
 any other activity on the server, so run it on a server of its own)."""
@@ -19,6 +20,7 @@ import tempfile
 import time
 
 import numpy as np
+from peers import BuildWatch, wait_for_no_build
 
 BLK = 64 << 10  # bytes per block: each writer owns BLOCKS_PER_WRITER whole blocks
 BLOCKS_PER_WRITER = 4
@@ -104,10 +106,12 @@ def run_once(url, writers, commits):
     ctx = multiprocessing.get_context("spawn")
     q, ready, go = ctx.Queue(), ctx.Queue(), ctx.Event()
     procs = [ctx.Process(target=writer, args=(url, k, commits, q, ready, go)) for k in range(writers)]
+    wait_for_no_build(poll=2.0, log=lambda m: print(m, file=sys.stderr))
     for pr in procs:
         pr.start()
     for _ in procs:
         ready.get(timeout=600)
+    watch = BuildWatch()
     wal0 = wal_bytes(url)
     cpu0, srv0 = cpu_busy(), server_cpu() if url.startswith("postgres") else None
     t = time.perf_counter()
@@ -115,6 +119,7 @@ def run_once(url, writers, commits):
     results = [q.get(timeout=600) for _ in procs]
     wall = max(r[4] for r in results) - t
     cpu1, srv1 = cpu_busy(), server_cpu() if srv0 is not None else None
+    watch.stop()
     for pr in procs:
         pr.join()
     wal1 = wal_bytes(url)
@@ -134,6 +139,7 @@ def run_once(url, writers, commits):
         "commits/s": len(lat) / wall,
         "conflicts": sum(r[2] for r in results),
         "data right": bool(np.array_equal(got, want)),
+        "build overlapped": watch.seen,
         "CPU busy %": 100.0 * (cpu1[0] - cpu0[0]) / max(cpu1[1] - cpu0[1], 1) if cpu1[1] > cpu0[1] else 0.0,
     }
     client = sum(r[5] for r in results)
@@ -170,6 +176,7 @@ def main():
             med = {k: (float(np.median([r[k] for r in mine])) if isinstance(v, float) else v) for k, v in mine[0].items()}
             med["data right"] = all(r["data right"] for r in mine)
             med["conflicts"] = sum(r["conflicts"] for r in mine)
+            med["build overlapped"] = any(r["build overlapped"] for r in mine)
             print("| median | " + " | ".join(fmt(v) for v in med.values()) + " |")
     if a.json:
         with open(a.json, "w") as f:

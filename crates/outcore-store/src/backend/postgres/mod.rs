@@ -1,6 +1,7 @@
 //! PostgreSQL backend: many processes and machines share one database. Commits serialize on the
-//! head row (`SELECT ... FOR UPDATE`), so tid order is commit order; each commit announces its tid
-//! with `NOTIFY outcore_commit`.
+//! head row (`SELECT ... FOR UPDATE`, reached through an advisory lock they queue on), so tid
+//! order is commit order; each commit announces its tid with `NOTIFY outcore_commit`. A commit
+//! reads its blocks' rows before it queues, and the rest under the lock (see `PgTxn::head`).
 //!
 //! Every wait for the server is bounded and interruptible (`pg_client`). A commit whose
 //! connection is lost after `COMMIT` was sent finds out whether it landed: it carries a
