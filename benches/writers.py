@@ -98,9 +98,16 @@ def run_once(url, writers, commits):
     import outcore
 
     n = writers * BLK * BLOCKS_PER_WRITER // 8
-    conn = outcore.open(url).connect(transaction_manager=False)
+    db = outcore.open(url)
+    conn = db.connect(transaction_manager=False)
     if "a" in conn.root:
+        # The previous run's array and all history go, so every run starts from the same state.
         del conn.root["a"]
+        conn.commit()
+        conn.close()
+        db.gc()
+        vacuum(url)
+        conn = db.connect(transaction_manager=False)
     conn.root.create("a", (n,), "f8", blksize=BLK)
     conn.commit()
     ctx = multiprocessing.get_context("spawn")
@@ -149,6 +156,14 @@ def run_once(url, writers, commits):
     if wal0 is not None and wal1 is not None:
         out["WAL KiB/commit"] = (wal1 - wal0) / 1024 / max(len(lat), 1)
     return out
+
+
+def vacuum(url):
+    """VACUUM the server's tables after a gc (PostgreSQL, with psql), so runs do not inherit
+    the previous runs' dead rows."""
+    psql = shutil.which("psql")
+    if url.startswith("postgres") and psql:
+        subprocess.run([psql, url.split("?")[0], "-qc", "VACUUM"], capture_output=True)
 
 
 def main():

@@ -262,7 +262,20 @@ impl PgStore {
     }
 
     fn connect(&self) -> Result<PgConn> {
-        let client = PgClient::connect(&self.target)?;
+        let mut client = PgClient::connect(&self.target)?;
+        // Every statement is outcore's own, prepared once per connection, and reads by key or
+        // by a tid range that is small in every common case (the changes since a snapshot).
+        // Generic plans: custom plans were planned again at each execution, a large part of a
+        // small commit's server time. No sequential scans: a plan made while a table was small
+        // (a generic plan lives as long as its connection), or with statistics behind the
+        // table, scanned `outcore_undo` whole for the changes since a snapshot, at every
+        // commit. `plan_cache_mode` exists from PostgreSQL 12 on.
+        client.batch(
+            "connect",
+            "SET enable_seqscan = off;
+             SELECT set_config('plan_cache_mode', 'force_generic_plan', false)
+             WHERE current_setting('server_version_num')::int >= 120000",
+        )?;
         Ok(PgConn {
             client,
             stmts: HashMap::new(),
@@ -1009,10 +1022,6 @@ impl Store for PgStore {
             let backend = c.backend()?;
             // Sent with the first read (the head, locked).
             c.defer("BEGIN", Vec::new());
-            // The commit's statements are outcore's own, prepared once per connection: their
-            // generic plans are as good as custom ones, and planning each execution again was a
-            // large part of a small commit's server time (PostgreSQL >= 12).
-            c.defer("SET LOCAL plan_cache_mode = force_generic_plan", Vec::new());
             let mut txn = PgTxn { c: &mut c, commit_id, plan: None, got: Prefetched::default() };
             match commit::apply(&mut txn, base, commit) {
                 Ok(tid) => Ok((backend, tid)),
