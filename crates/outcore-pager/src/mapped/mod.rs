@@ -55,6 +55,15 @@ pub trait ExtentSource: Send + Sync + 'static {
 /// them by itself.
 const HUGE_RUN: u64 = 16 << 20;
 
+/// ... or at least this many blocks, if that is shorter: every remap asks the extent source for
+/// this many blocks on each side, which stays cheap for small blocks.
+const HUGE_RUN_BLOCKS: u64 = 16;
+
+/// Blocks in a run in file order from which on it is mapped without `MADV_HUGEPAGE`.
+fn huge_run_blocks(blksize: u64) -> u64 {
+    HUGE_RUN.div_ceil(blksize).clamp(1, HUGE_RUN_BLOCKS)
+}
+
 /// Smallest reservation tried first: 1 TiB of addresses (`MAP_NORESERVE` memory is not charged).
 const MIN_RESERVATION: u64 = 1 << 40;
 
@@ -263,19 +272,20 @@ impl MappedFile {
     /// Asks the source where blocks `blks` are and maps them (holes: anonymous memory only when
     /// `holes_too`, i.e. when the range may hold other mappings). State lock held.
     ///
-    /// Runs of blocks in file order of at least [`HUGE_RUN`] bytes are mapped with the kernel's
-    /// default page policy, as `numpy.memmap` maps a file: sequential faults grow the readahead
-    /// to 2 MiB folios. Shorter runs get `MADV_HUGEPAGE`, which gives them 2 MiB folios in any
-    /// order; on a long run it made cold scans slower (`docs/design/008-cold-scan.md`). A run is
-    /// measured with the blocks around `blks` (up to `HUGE_RUN` bytes each side), so a block
-    /// remapped alone gets the advice its whole run got, and its mapping merges with the run's.
+    /// Runs of blocks in file order of at least [`HUGE_RUN`] bytes (or [`HUGE_RUN_BLOCKS`]
+    /// blocks) are mapped with the kernel's default page policy, as `numpy.memmap` maps a file:
+    /// sequential faults grow the readahead to 2 MiB folios. Shorter runs get `MADV_HUGEPAGE`,
+    /// which gives them 2 MiB folios in any order; on a long run it made cold scans slower
+    /// (`docs/design/008-cold-scan.md`). A run is measured with as many blocks around `blks` as
+    /// that threshold has, so a block remapped alone gets the advice its whole run got, and its
+    /// mapping merges with the run's.
     fn map_blocks(&self, blks: Range<u64>, holes_too: bool) -> Result<(), PagerError> {
         let blks = blks.start..blks.end.min(self.nblocks_reserved());
         if blks.is_empty() {
             return Ok(());
         }
-        let around = HUGE_RUN.div_ceil(self.blksize);
-        let asked = blks.start.saturating_sub(around)..blks.end.saturating_add(around).min(self.nblocks_reserved());
+        let reach = huge_run_blocks(self.blksize);
+        let asked = blks.start.saturating_sub(reach)..blks.end.saturating_add(reach).min(self.nblocks_reserved());
         let listed = self.source.extents(asked.clone()).map_err(|error| PagerError::Extents {
             label: self.label.clone(),
             blks: asked.clone(),
@@ -374,7 +384,7 @@ impl MappedFile {
                     while same(b, o) {
                         (b, o, run) = (b + 1, o + bs, run + bs);
                     }
-                    let huge = run < HUGE_RUN;
+                    let huge = run < reach * bs;
                     self.res.map_file(off, len, file.as_raw_fd(), *foff, huge)
                 }
                 None => self.res.map_anon(off, len),
@@ -693,13 +703,25 @@ mod tests {
         assert_eq!(vmas(s, e).iter().map(|m| m.2).collect::<Vec<_>>(), vec![false], "{:x?}", vmas(s, e));
         f.mark_clean(&[7]).unwrap();
         assert_eq!(vmas(s, e).iter().map(|m| m.2).collect::<Vec<_>>(), vec![false], "{:x?}", vmas(s, e));
-        // 4 MiB in file order (shorter than HUGE_RUN): advised, also after a lone remap.
-        let bs = 64 << 10;
-        let (f, v) = open(bs, (0..64).map(|b| Some(b * bs)).collect());
+        // 15 MiB in file order (shorter than HUGE_RUN): advised, also after a lone remap.
+        let (f, v) = open(bs, (0..15).map(|b| Some(b * bs)).collect());
         let (s, e) = range(&v);
         assert_eq!(vmas(s, e).iter().map(|m| m.2).collect::<Vec<_>>(), vec![true], "{:x?}", vmas(s, e));
         f.mark_clean(&[5]).unwrap();
         assert_eq!(vmas(s, e).iter().map(|m| m.2).collect::<Vec<_>>(), vec![true], "{:x?}", vmas(s, e));
+        // Small blocks: the threshold is HUGE_RUN_BLOCKS blocks (1 MiB of 64 KiB blocks).
+        let bs = 64 << 10;
+        for (n, want) in [(15, true), (64, false)] {
+            let (f, v) = open(bs, (0..n).map(|b| Some(b * bs)).collect());
+            let (s, e) = range(&v);
+            for remapped in [None, Some(n - 1), Some(3)] {
+                if let Some(b) = remapped {
+                    f.mark_clean(&[b]).unwrap();
+                }
+                let got = vmas(s, e).iter().map(|m| m.2).collect::<Vec<_>>();
+                assert_eq!(got, vec![want], "{n} blocks, after remapping {remapped:?}: {:x?}", vmas(s, e));
+            }
+        }
         // Shuffled blocks: one advised mapping each; a hole between two runs is anonymous.
         let bs = 1 << 20;
         let (_f, v) = open(bs, (0..8).map(|b| Some(((b * 5) % 8) * bs)).collect());
