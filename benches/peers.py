@@ -11,7 +11,9 @@ Workloads, on a float64 array of --size MiB (default 1024), filled with arange:
 - ingest: append in 8 MiB chunks, durable at the end (fsync / commit); GB/s and the bytes the
   block devices received meanwhile (/proc/diskstats, after os.sync) over the data size;
 - cold scan: sum of the whole array in a new process after sync + drop_caches (open time
-  apart); warm scan: the same sum again in that process (second pass);
+  apart), with the user CPU time the scan took (on this VM a scan whose page cache lands in
+  memory the host must back again spends several times memmap's usual 0.05 s per GiB there, see
+  docs/design/008-cold-scan.md); warm scan: the same sum again in that process (second pass);
 - random writes: 10,000 single-element writes made durable (open + write + fsync/commit);
   seconds and MiB the devices received; for outcore also the growth of all its files (apparent
   size and allocated blocks of path, path.blocks, path-wal, path-shm, path.readers);
@@ -50,6 +52,7 @@ import json
 import mmap
 import os
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -481,9 +484,11 @@ def child(system: str, path: str, what: str, n: int, written: bool) -> None:
         assert a.shape[0] == n, (a.shape, n)
         if what == "scan":
             for label in ("cold", "warm"):
+                u = resource.getrusage(resource.RUSAGE_SELF).ru_utime
                 t = time.perf_counter()
                 out[label + "_sum"] = chunked_sum(a, n)
                 out[label] = time.perf_counter() - t
+                out[label + "_user"] = resource.getrusage(resource.RUSAGE_SELF).ru_utime - u
         else:
             lat = np.empty(NRAND)
             got = np.empty(NRAND)
@@ -645,6 +650,7 @@ def run_system(name, base, n, do_writes, log):
         r["open ms"] = sc["open"] * 1e3
         r["cold scan GB/s"] = n * 8 / sc["cold"] / 1e9
         r["warm scan GB/s"] = n * 8 / sc["warm"] / 1e9
+        r["cold scan user s"] = sc["cold_user"]
         log(f"#   {name}: cold scan {r['cold scan GB/s']:.3g} GB/s, warm {r['warm scan GB/s']:.3g} GB/s")
         exp = n * (n - 1) / 2
         for k in ("cold_sum", "warm_sum"):
@@ -730,14 +736,15 @@ def table(header, rows) -> str:
 
 
 SYS_COLS = ["ingest GB/s", "ingest device bytes / data", "ingest process write_bytes / data", "open ms",
-            "raw read before cold scan GB/s", "cold scan GB/s", "warm scan GB/s", "10k writes s", "10k writes device MiB",
+            "raw read before cold scan GB/s", "cold scan GB/s", "cold scan user s", "warm scan GB/s", "10k writes s",
+            "10k writes device MiB",
             "10k writes process write_bytes MiB", "cold read mean us", "cold read median us",
             "resize 1 TiB+back ms", "abort 100 MiB ms"]
 KERNEL_COLS = ["memcpy GB/s", "raw seq read GB/s", "page-cache scan GB/s", "MADV_DONTNEED 100 MiB ms"]
 PHASE_COLS = {
     "ingest": ["ingest GB/s", "ingest device bytes / data", "files after ingest: apparent / data",
                "files after ingest: allocated / data", "ingest process write_bytes / data"],
-    "scan": ["open ms", "raw read before cold scan GB/s", "cold scan GB/s", "warm scan GB/s"],
+    "scan": ["open ms", "raw read before cold scan GB/s", "cold scan GB/s", "cold scan user s", "warm scan GB/s"],
     "10k writes": ["10k writes s", "10k writes device MiB", "10k writes files growth apparent MiB",
                    "10k writes files growth allocated MiB", "10k writes process write_bytes MiB"],
     "cold reads": ["cold read mean us", "cold read median us"],

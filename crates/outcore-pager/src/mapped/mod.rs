@@ -50,6 +50,20 @@ pub trait ExtentSource: Send + Sync + 'static {
     fn extents(&self, blks: Range<u64>) -> Result<Vec<(u64, Extent)>, SourceError>;
 }
 
+/// Runs of blocks in file order at least this long (bytes) are mapped without `MADV_HUGEPAGE`
+/// (see `MappedFile::map_blocks`): the kernel's sequential readahead reaches 2 MiB folios within
+/// them by itself.
+const HUGE_RUN: u64 = 16 << 20;
+
+/// ... or at least this many blocks, if that is shorter: every remap asks the extent source for
+/// this many blocks on each side, which stays cheap for small blocks.
+const HUGE_RUN_BLOCKS: u64 = 16;
+
+/// Blocks in a run in file order from which on it is mapped without `MADV_HUGEPAGE`.
+fn huge_run_blocks(blksize: u64) -> u64 {
+    HUGE_RUN.div_ceil(blksize).clamp(1, HUGE_RUN_BLOCKS)
+}
+
 /// Smallest reservation tried first: 1 TiB of addresses (`MAP_NORESERVE` memory is not charged).
 const MIN_RESERVATION: u64 = 1 << 40;
 
@@ -257,54 +271,57 @@ impl MappedFile {
 
     /// Asks the source where blocks `blks` are and maps them (holes: anonymous memory only when
     /// `holes_too`, i.e. when the range may hold other mappings). State lock held.
+    ///
+    /// Runs of blocks in file order of at least [`HUGE_RUN`] bytes (or [`HUGE_RUN_BLOCKS`]
+    /// blocks) are mapped with the kernel's default page policy, as `numpy.memmap` maps a file:
+    /// sequential faults grow the readahead to 2 MiB folios. Shorter runs get `MADV_HUGEPAGE`,
+    /// which gives them 2 MiB folios in any order; on a long run it made cold scans slower
+    /// (`docs/design/008-cold-scan.md`). A run is measured with as many blocks around `blks` as
+    /// that threshold has, so a block remapped alone gets the advice its whole run got, and its
+    /// mapping merges with the run's.
     fn map_blocks(&self, blks: Range<u64>, holes_too: bool) -> Result<(), PagerError> {
         let blks = blks.start..blks.end.min(self.nblocks_reserved());
         if blks.is_empty() {
             return Ok(());
         }
-        let listed = self.source.extents(blks.clone()).map_err(|error| PagerError::Extents {
+        let reach = huge_run_blocks(self.blksize);
+        let asked = blks.start.saturating_sub(reach)..blks.end.saturating_add(reach).min(self.nblocks_reserved());
+        let listed = self.source.extents(asked.clone()).map_err(|error| PagerError::Extents {
             label: self.label.clone(),
-            blks: blks.clone(),
+            blks: asked.clone(),
             error,
         })?;
         let mut segs: Vec<Segment> = Vec::new();
+        let bs = self.blksize;
+        let joins = |a: &Option<(Arc<std::fs::File>, u64)>, n: u64, b: &Option<(Arc<std::fs::File>, u64)>| match (a, b)
+        {
+            (None, None) => true,
+            (Some((af, ao)), Some((bf, bo))) => af.as_raw_fd() == bf.as_raw_fd() && ao + n * bs == *bo,
+            _ => false,
+        };
         let mut push = |blk: u64, file: Option<(Arc<std::fs::File>, u64)>| {
             if let Some(last) = segs.last_mut() {
-                if last.first + last.n == blk {
-                    let joins = match (&last.file, &file) {
-                        (None, None) => true,
-                        (Some((lf, lo)), Some((f, o))) => {
-                            lf.as_raw_fd() == f.as_raw_fd() && lo + last.n * self.blksize == *o
-                        }
-                        _ => false,
-                    };
-                    if joins {
-                        last.n += 1;
-                        return;
-                    }
+                if last.first + last.n == blk && joins(&last.file, last.n, &file) {
+                    last.n += 1;
+                    return;
                 }
             }
             segs.push(Segment { first: blk, n: 1, file });
         };
-        let mut next = blks.start;
+        // The extents of the stored blocks around `blks`.
+        let mut around: BTreeMap<u64, (Arc<std::fs::File>, u64)> = BTreeMap::new();
+        let mut next = asked.start;
+        let mut next_in = blks.start;
         for (blk, ext) in listed {
-            if blk < next || blk >= blks.end {
+            if blk < next || blk >= asked.end {
                 return Err(PagerError::InvalidArgument(format!(
-                    "the extent source of {} listed block {blk} for blocks {blks:?} (out of range or order)",
+                    "the extent source of {} listed block {blk} for blocks {asked:?} (out of range or order)",
                     self.label
                 )));
             }
-            if holes_too {
-                for b in next..blk {
-                    push(b, None);
-                }
-            }
-            match ext {
-                Extent::Hole => {
-                    if holes_too {
-                        push(blk, None);
-                    }
-                }
+            next = blk + 1;
+            let file = match ext {
+                Extent::Hole => None,
                 Extent::File { file, offset } => {
                     if offset % PAGE as u64 != 0 {
                         return Err(PagerError::InvalidArgument(format!(
@@ -312,17 +329,30 @@ impl MappedFile {
                             self.label
                         )));
                     }
-                    push(blk, Some((file, offset)));
+                    Some((file, offset))
+                }
+            };
+            if blk < blks.start || blk >= blks.end {
+                if let Some(f) = file {
+                    around.insert(blk, f);
+                }
+                continue;
+            }
+            if holes_too {
+                for b in next_in..blk {
+                    push(b, None);
                 }
             }
-            next = blk + 1;
+            if file.is_some() || holes_too {
+                push(blk, file);
+            }
+            next_in = blk + 1;
         }
         if holes_too {
-            for b in next..blks.end {
+            for b in next_in..blks.end {
                 push(b, None);
             }
         }
-        let bs = self.blksize;
         for s in segs {
             let (off, len) = (s.first * bs, s.n * bs);
             let r = match &s.file {
@@ -340,7 +370,22 @@ impl MappedFile {
                             foff + len
                         )));
                     }
-                    self.res.map_file(off, len, file.as_raw_fd(), *foff)
+                    // The whole run in file order this segment is part of (segments inside
+                    // `blks` are maximal: only the blocks around can continue it).
+                    let same = |b: u64, o: u64| {
+                        around.get(&b).is_some_and(|(f, fo)| f.as_raw_fd() == file.as_raw_fd() && *fo == o)
+                    };
+                    let mut run = len;
+                    let (mut b, mut o) = (s.first, *foff);
+                    while b > 0 && o >= bs && same(b - 1, o - bs) {
+                        (b, o, run) = (b - 1, o - bs, run + bs);
+                    }
+                    let (mut b, mut o) = (s.first + s.n, foff + len);
+                    while same(b, o) {
+                        (b, o, run) = (b + 1, o + bs, run + bs);
+                    }
+                    let huge = run < reach * bs;
+                    self.res.map_file(off, len, file.as_raw_fd(), *foff, huge)
                 }
                 None => self.res.map_anon(off, len),
             };
@@ -600,6 +645,95 @@ mod tests {
         assert!(s.is_empty());
     }
 
+    /// Extents of one data file at the given offsets (`None`: a hole).
+    struct At(Arc<std::fs::File>, Vec<Option<u64>>);
+
+    impl ExtentSource for At {
+        fn extents(&self, blks: Range<u64>) -> Result<Vec<(u64, Extent)>, SourceError> {
+            Ok(blks
+                .filter_map(|b| {
+                    let off = (*self.1.get(b as usize)?)?;
+                    Some((b, Extent::File { file: self.0.clone(), offset: off }))
+                })
+                .collect())
+        }
+    }
+
+    /// The mappings of this process in `[start, end)`: (start, end, whether `MADV_HUGEPAGE`).
+    fn vmas(start: u64, end: u64) -> Vec<(u64, u64, bool)> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut out: Vec<(u64, u64, bool)> = Vec::new();
+        for line in smaps.lines() {
+            if let Some(flags) = line.strip_prefix("VmFlags:") {
+                if let Some(last) = out.last_mut() {
+                    last.2 = flags.split_whitespace().any(|f| f == "hg");
+                }
+                continue;
+            }
+            let Some((range, _)) = line.split_once(' ') else { continue };
+            let Some((a, b)) = range.split_once('-') else { continue };
+            let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else { continue };
+            out.push((a, b, false));
+        }
+        out.retain(|&(a, b, _)| a < end && b > start);
+        out
+    }
+
+    /// Long runs in file order are mapped without `MADV_HUGEPAGE`, short or shuffled ones with
+    /// it, and a block remapped alone gets its run's advice (so the run stays one mapping).
+    #[test]
+    fn huge_page_advice_follows_file_order() {
+        let pager = crate::Pager::new(crate::PagerConfig::default()).unwrap();
+        let path = std::env::temp_dir().join(format!("outcore-pager-huge-{}", std::process::id()));
+        let file = std::fs::File::options().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let file = Arc::new(file);
+        file.set_len(64 << 20).unwrap();
+        let open = |bs: u64, offs: Vec<Option<u64>>| {
+            let n = offs.len() as u64;
+            let f = pager.open_mapped_file(Arc::new(At(file.clone(), offs)), bs as usize, n * bs, "test").unwrap();
+            let v = f.map(0..n).unwrap();
+            (f, v)
+        };
+        let range = |v: &crate::View| (v.as_ptr() as u64, v.as_ptr() as u64 + v.len() as u64);
+        // 32 MiB in file order: one mapping, no advice; still so after remapping one block.
+        let bs = 1 << 20;
+        let (f, v) = open(bs, (0..32).map(|b| Some(b * bs)).collect());
+        let (s, e) = range(&v);
+        assert_eq!(vmas(s, e).iter().map(|m| m.2).collect::<Vec<_>>(), vec![false], "{:x?}", vmas(s, e));
+        f.mark_clean(&[7]).unwrap();
+        assert_eq!(vmas(s, e).iter().map(|m| m.2).collect::<Vec<_>>(), vec![false], "{:x?}", vmas(s, e));
+        // 15 MiB in file order (shorter than HUGE_RUN): advised, also after a lone remap.
+        let (f, v) = open(bs, (0..15).map(|b| Some(b * bs)).collect());
+        let (s, e) = range(&v);
+        assert_eq!(vmas(s, e).iter().map(|m| m.2).collect::<Vec<_>>(), vec![true], "{:x?}", vmas(s, e));
+        f.mark_clean(&[5]).unwrap();
+        assert_eq!(vmas(s, e).iter().map(|m| m.2).collect::<Vec<_>>(), vec![true], "{:x?}", vmas(s, e));
+        // Small blocks: the threshold is HUGE_RUN_BLOCKS blocks (1 MiB of 64 KiB blocks).
+        let bs = 64 << 10;
+        for (n, want) in [(15, true), (64, false)] {
+            let (f, v) = open(bs, (0..n).map(|b| Some(b * bs)).collect());
+            let (s, e) = range(&v);
+            for remapped in [None, Some(n - 1), Some(3)] {
+                if let Some(b) = remapped {
+                    f.mark_clean(&[b]).unwrap();
+                }
+                let got = vmas(s, e).iter().map(|m| m.2).collect::<Vec<_>>();
+                assert_eq!(got, vec![want], "{n} blocks, after remapping {remapped:?}: {:x?}", vmas(s, e));
+            }
+        }
+        // Shuffled blocks: one advised mapping each; a hole between two runs is anonymous.
+        let bs = 1 << 20;
+        let (_f, v) = open(bs, (0..8).map(|b| Some(((b * 5) % 8) * bs)).collect());
+        let (s, e) = range(&v);
+        assert!(vmas(s, e).iter().all(|m| m.2) && vmas(s, e).len() == 8, "{:x?}", vmas(s, e));
+        let mut offs: Vec<Option<u64>> = (0..40).map(|b| Some(b * bs)).collect();
+        offs[20] = None;
+        let (_f, v) = open(bs, offs);
+        let (s, e) = range(&v);
+        assert_eq!(vmas(s, e).iter().map(|m| m.2).collect::<Vec<_>>(), vec![false, false, false], "{:x?}", vmas(s, e));
+    }
+
     /// Both ways of finding written pages agree on written file and anonymous pages; only
     /// `PAGEMAP_SCAN` tells anonymous pages that were only read (the zero page) apart.
     #[test]
@@ -609,7 +743,7 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         file.write_all_at(&vec![7u8; 64 * PAGE], 0).unwrap();
         let res = Reservation::new(4 << 20).unwrap();
-        res.map_file(0, 64 * PAGE as u64, file.as_raw_fd(), 0).unwrap();
+        res.map_file(0, 64 * PAGE as u64, file.as_raw_fd(), 0, true).unwrap();
         let mut b = [0u8; 1];
         let pg = PAGE as u64;
         for p in [0u64, 1, 2, 40, 70, 71] {

@@ -86,7 +86,7 @@ impl Reservation {
         let r = Self { base, len: AtomicU64::new(len) };
         // Holes stay 4 KiB pages: a transparent huge page would make one written byte a 2 MiB
         // private page (reported written as a whole), and a huge zero page is not reported as
-        // `PFNZERO`. Extents get `MADV_HUGEPAGE` when they are mapped.
+        // `PFNZERO`. Extents out of file order get `MADV_HUGEPAGE` when they are mapped.
         r.advise(0, len, libc::MADV_NOHUGEPAGE);
         Ok(r)
     }
@@ -135,10 +135,14 @@ impl Reservation {
 
     /// Maps `len` bytes of `fd` at `file_off` over `[off, off+len)` of the reservation,
     /// `MAP_PRIVATE` read/write: the bytes the data file holds, with private copy-on-write pages
-    /// for writes. Then `MADV_HUGEPAGE` (2 MiB folios whatever the file order).
-    pub fn map_file(&self, off: u64, len: u64, fd: RawFd, file_off: u64) -> io::Result<()> {
+    /// for writes. With `huge`, then `MADV_HUGEPAGE` (2 MiB folios whatever the file order);
+    /// without, the mapping keeps the kernel's default policy (as `numpy.memmap`'s), whose
+    /// readahead also grows to 2 MiB folios on sequential access.
+    pub fn map_file(&self, off: u64, len: u64, fd: RawFd, file_off: u64, huge: bool) -> io::Result<()> {
         self.map_fixed(off, len, 0, fd, file_off)?;
-        self.advise(off, len, libc::MADV_HUGEPAGE);
+        if huge {
+            self.advise(off, len, libc::MADV_HUGEPAGE);
+        }
         Ok(())
     }
 
