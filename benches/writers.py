@@ -20,7 +20,7 @@ import tempfile
 import time
 
 import numpy as np
-from peers import BuildWatch, wait_for_no_build
+from peers import BuildWatch, _busy_jiffies, wait_for_no_build
 
 BLK = 64 << 10  # bytes per block: each writer owns BLOCKS_PER_WRITER whole blocks
 BLOCKS_PER_WRITER = 4
@@ -68,13 +68,6 @@ def wal_bytes(url):
     return int(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else None
 
 
-def cpu_busy():
-    """Jiffies the machine spent busy and in all, from /proc/stat."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return sum(v) - v[3] - v[4], sum(v)
-
-
 def server_cpu():
     """CPU seconds used so far by this machine's PostgreSQL server processes, those that ended
     included (the postmaster's reaped children), or None without any."""
@@ -120,12 +113,13 @@ def run_once(url, writers, commits):
         ready.get(timeout=600)
     watch = BuildWatch()
     wal0 = wal_bytes(url)
-    cpu0, srv0 = cpu_busy(), server_cpu() if url.startswith("postgres") else None
+    cpu0, srv0 = _busy_jiffies(), server_cpu() if url.startswith("postgres") else None
     t = time.perf_counter()
     go.set()
     results = [q.get(timeout=600) for _ in procs]
     wall = max(r[4] for r in results) - t
-    cpu1, srv1 = cpu_busy(), server_cpu() if srv0 is not None else None
+    cpu1, srv1 = _busy_jiffies(), server_cpu() if srv0 is not None else None
+    cpu_wall = time.perf_counter() - t
     watch.stop()
     for pr in procs:
         pr.join()
@@ -147,7 +141,7 @@ def run_once(url, writers, commits):
         "conflicts": sum(r[2] for r in results),
         "data right": bool(np.array_equal(got, want)),
         "build overlapped": watch.seen,
-        "CPU busy %": 100.0 * (cpu1[0] - cpu0[0]) / max(cpu1[1] - cpu0[1], 1) if cpu1[1] > cpu0[1] else 0.0,
+        "CPU busy %": 100.0 * (cpu1 - cpu0) / os.sysconf("SC_CLK_TCK") / (cpu_wall * (os.cpu_count() or 1)),
     }
     client = sum(r[5] for r in results)
     out["client CPU ms/commit"] = 1e3 * client / max(len(lat), 1)

@@ -8,6 +8,11 @@
 //! client-chosen `commit_id`; a new connection ends the old server process (if it is still
 //! there) and looks the id up (`commit_outcome`).
 
+/// Owned statement parameters ([`client::Param`]s), here and in the submodules.
+macro_rules! params {
+    ($($p:expr),* $(,)?) => { vec![$(Box::new($p) as $crate::backend::postgres::client::Param),*] };
+}
+
 mod client;
 mod columns;
 pub(crate) mod config;
@@ -615,11 +620,6 @@ struct Prefetched {
     segments: HashMap<(ArrayId, u64), (Vec<i32>, Vec<SegmentRow>)>,
     /// Undo chains of the current versions of the planned blocks, by (array, block, tid).
     chains: HashMap<(ArrayId, u64, Tid), Option<block::UndoChain>>,
-}
-
-/// Owned statement parameters.
-macro_rules! params {
-    ($($p:expr),* $(,)?) => { vec![$(Box::new($p) as Param),*] };
 }
 
 impl PgTxn<'_> {

@@ -127,38 +127,30 @@ impl RowBatch {
     /// The gathered rows as statements (at most one per table), leaving the batch empty.
     pub fn take_statements(&mut self) -> Vec<(&'static str, Vec<Param>)> {
         let RowBatch { undo: u, current: c, segments: s } = std::mem::take(self);
-        let mut out: Vec<(&'static str, Vec<Param>)> = Vec::new();
+        let mut out = Vec::new();
         if !u.key.array.is_empty() {
-            let cols: Vec<Param> = vec![
-                Box::new(u.key.array),
-                Box::new(u.key.blk),
-                Box::new(u.tid),
-                Box::new(u.prev_tid),
-                Box::new(u.kind),
-                Box::new(u.depth),
-                Box::new(u.chain_bytes),
-                Box::new(u.codec),
-                Box::new(u.len),
-                Box::new(u.checksum),
-                Box::new(u.data),
-            ];
-            out.push((INSERT_UNDO, cols));
+            out.push((
+                INSERT_UNDO,
+                params![
+                    u.key.array,
+                    u.key.blk,
+                    u.tid,
+                    u.prev_tid,
+                    u.kind,
+                    u.depth,
+                    u.chain_bytes,
+                    u.codec,
+                    u.len,
+                    u.checksum,
+                    u.data
+                ],
+            ));
         }
         if !s.key.array.is_empty() {
-            let cols: Vec<Param> =
-                vec![Box::new(s.key.array), Box::new(s.key.blk), Box::new(s.seg), Box::new(s.data), Box::new(s.sum)];
-            out.push((UPSERT_SEGMENTS, cols));
+            out.push((UPSERT_SEGMENTS, params![s.key.array, s.key.blk, s.seg, s.data, s.sum]));
         }
         if !c.key.array.is_empty() {
-            let cols: Vec<Param> = vec![
-                Box::new(c.key.array),
-                Box::new(c.key.blk),
-                Box::new(c.tid),
-                Box::new(c.codec),
-                Box::new(c.len),
-                Box::new(c.checksum),
-            ];
-            out.push((UPSERT_CURRENT, cols));
+            out.push((UPSERT_CURRENT, params![c.key.array, c.key.blk, c.tid, c.codec, c.len, c.checksum]));
         }
         out
     }
