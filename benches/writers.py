@@ -70,7 +70,9 @@ def wal_bytes(url):
 
 def server_cpu():
     """CPU seconds used so far by this machine's PostgreSQL server processes, those that ended
-    included (the postmaster's reaped children), or None without any."""
+    included (the postmaster's reaped children), or None without any. An estimate: a process
+    that ends between its exit and its reaping is counted in neither, so short runs can even
+    show a small negative figure."""
     hz, total, found = os.sysconf("SC_CLK_TCK"), 0, False
     for pid in os.listdir("/proc"):
         try:
