@@ -81,9 +81,35 @@ pub(crate) struct UndoChain {
     pub bytes: i64,
 }
 
+/// How a payload's checksum binds the tid of the commit that wrote it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum TidBinding {
+    /// The tid is hashed with the rest of the payload's place (local stores).
+    #[default]
+    Seed,
+    /// The place is hashed with tid 0 and the tid is bound by xoring [`tid_mix`] of it into the
+    /// sum. A PostgreSQL commit sends its rows before the server gives it its tid; the server
+    /// binds them to it with the same function (`outcore_tid_mix`). A row moved to another tid
+    /// still fails its check: the mix is one to one.
+    Mix,
+}
+
+/// Xored into [`tid_mix`]: a tid of 0 does not leave the sum unchanged.
+const TID_MIX_KEY: i64 = 0x6f75_7463_6f72_6574; // "outcoret"
+
+/// The value a [`TidBinding::Mix`] checksum is xored with for `tid`: an invertible xor of left
+/// shifts (a unit triangular map of the bits), which SQL computes on `bigint` as
+/// `outcore_tid_mix` does (shifts drop the bits they push out, as here).
+pub(crate) fn tid_mix(tid: Tid) -> i64 {
+    let t = tid as i64;
+    t ^ (t << 17) ^ (t << 31) ^ (t << 47) ^ TID_MIX_KEY
+}
+
 /// A stored payload as read back from a backend.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Stored<'a> {
+    /// How its checksum binds `tid`.
+    pub bind: TidBinding,
     pub tid: Tid,
     pub kind: i64,
     pub codec: i64,
@@ -115,6 +141,7 @@ pub(crate) fn content_len(data: &[u8]) -> usize {
 
 /// Everything but the payload that a checksum binds.
 struct Place {
+    bind: TidBinding,
     array: ArrayId,
     blk: u64,
     tid: Tid,
@@ -126,17 +153,26 @@ struct Place {
 
 impl Place {
     fn of(array: ArrayId, blk: u64, s: &Stored<'_>) -> Self {
-        Place { array, blk, tid: s.tid, kind: s.kind, codec: s.codec, len: s.len, prev_tid: s.prev_tid }
+        let (bind, tid, kind, codec, len, prev_tid) = (s.bind, s.tid, s.kind, s.codec, s.len, s.prev_tid);
+        Place { bind, array, blk, tid, kind, codec, len, prev_tid }
     }
 
     fn checksum(&self, payload: &[u8]) -> i64 {
+        let tid = match self.bind {
+            TidBinding::Seed => self.tid,
+            TidBinding::Mix => 0,
+        };
         let mut key = [0u8; 56];
-        let fields = [self.array.0, self.blk, self.tid, self.kind as u64, self.codec as u64, self.len, self.prev_tid];
+        let fields = [self.array.0, self.blk, tid, self.kind as u64, self.codec as u64, self.len, self.prev_tid];
         for (i, f) in fields.iter().enumerate() {
             key[i * 8..i * 8 + 8].copy_from_slice(&f.to_le_bytes());
         }
         let seed = XxHash3_64::oneshot_with_seed(0x6f75_7463_6f72_6532, &key);
-        XxHash3_64::oneshot_with_seed(seed, payload) as i64
+        let sum = XxHash3_64::oneshot_with_seed(seed, payload) as i64;
+        match self.bind {
+            TidBinding::Seed => sum,
+            TidBinding::Mix => sum ^ tid_mix(self.tid),
+        }
     }
 }
 
@@ -162,14 +198,22 @@ pub(crate) struct CurrentEnc {
     pub compressed: Option<Vec<u8>>,
 }
 
-/// Encode the current version of a block whose new content is `data`.
-pub(crate) fn encode_current(array: ArrayId, blk: u64, tid: Tid, data: &[u8], codec: Codec) -> CurrentEnc {
+/// Encode the current version of a block whose new content is `data`, its checksum bound to
+/// `tid` as `bind` says.
+pub(crate) fn encode_current(
+    bind: TidBinding,
+    array: ArrayId,
+    blk: u64,
+    tid: Tid,
+    data: &[u8],
+    codec: Codec,
+) -> CurrentEnc {
     let len = content_len(data);
     let (codec, compressed) = match compress(&data[..len], codec) {
         Some((tag, out)) => (tag, Some(out)),
         None => (CODEC_RAW, None),
     };
-    let place = Place { array, blk, tid, kind: KIND_CURRENT, codec, len: len as u64, prev_tid: 0 };
+    let place = Place { bind, array, blk, tid, kind: KIND_CURRENT, codec, len: len as u64, prev_tid: 0 };
     let checksum = place.checksum(compressed.as_deref().unwrap_or(&data[..len]));
     CurrentEnc { codec, len: len as u64, checksum, compressed }
 }
@@ -216,6 +260,8 @@ pub(crate) fn changed_pages_of(old: &[u8], new: &[u8], pages: &[u32]) -> Vec<u32
 /// kept), compressed with `codec`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct UndoOf {
+    /// How the record's checksum binds `tid`.
+    pub bind: TidBinding,
     pub array: ArrayId,
     pub blk: u64,
     pub tid: Tid,
@@ -233,7 +279,7 @@ pub(crate) struct UndoOf {
 /// that reading any old snapshot fetches a bounded amount of history. A block that did not exist
 /// (or was empty) has an empty full record.
 pub(crate) fn encode_undo(of: &UndoOf, old: &[u8], pages: &[u32]) -> Encoded {
-    let UndoOf { array, blk, tid, prev_tid, prev, codec } = *of;
+    let UndoOf { bind, array, blk, tid, prev_tid, prev, codec } = *of;
     let old_len = content_len(old);
     let prev = prev.unwrap_or_default();
     // A page record extends the chain since the last full record; a full record starts a new one.
@@ -243,7 +289,7 @@ pub(crate) fn encode_undo(of: &UndoOf, old: &[u8], pages: &[u32]) -> Encoded {
             KIND_UNDO => UndoChain { depth: prev.depth + 1, bytes: prev.bytes + data.len() as i64 },
             _ => UndoChain::default(),
         };
-        let place = Place { array, blk, tid, kind, codec, len: old_len as u64, prev_tid };
+        let place = Place { bind, array, blk, tid, kind, codec, len: old_len as u64, prev_tid };
         let checksum = place.checksum(&data);
         Encoded { kind, chain, codec, len: old_len as u64, checksum, data, prev_tid }
     };
@@ -269,7 +315,7 @@ pub(crate) fn encode_undo(of: &UndoOf, old: &[u8], pages: &[u32]) -> Encoded {
 /// whose change is small store only the changed byte ranges. `None` when the record must be a
 /// full one (the caller then reads the whole old content and uses [`encode_undo`]).
 pub(crate) fn encode_undo_diff(of: &UndoOf, old: &[u8], old_len: usize, new: &[u8], pages: &[u32]) -> Option<Encoded> {
-    let UndoOf { array, blk, tid, prev_tid, prev, codec } = *of;
+    let UndoOf { bind, array, blk, tid, prev_tid, prev, codec } = *of;
     let prev = prev.unwrap_or_default();
     if old_len == 0 || prev.depth >= MAX_UNDO_DEPTH {
         return None;
@@ -315,7 +361,7 @@ pub(crate) fn encode_undo_diff(of: &UndoOf, old: &[u8], old_len: usize, new: &[u
     if chain.bytes > UNDO_BUDGET_FACTOR * old_len.max(256 << 10) as i64 {
         return None;
     }
-    let place = Place { array, blk, tid, kind: KIND_UNDO, codec, len: old_len as u64, prev_tid };
+    let place = Place { bind, array, blk, tid, kind: KIND_UNDO, codec, len: old_len as u64, prev_tid };
     let checksum = place.checksum(&data);
     Some(Encoded { kind: KIND_UNDO, chain, codec, len: old_len as u64, checksum, data, prev_tid })
 }
@@ -387,7 +433,8 @@ pub(crate) fn page_sums(array: ArrayId, blk: u64, content: &[u8], len: usize) ->
 /// The checksum of a current version kept in an extent: over its page checksums, bound to its
 /// place (tid, length).
 pub(crate) fn extent_checksum(array: ArrayId, blk: u64, tid: Tid, len: u64, sums: &[u8]) -> i64 {
-    Place { array, blk, tid, kind: KIND_CURRENT, codec: CODEC_RAW, len, prev_tid: 0 }.checksum(sums)
+    let bind = TidBinding::Seed;
+    Place { bind, array, blk, tid, kind: KIND_CURRENT, codec: CODEC_RAW, len, prev_tid: 0 }.checksum(sums)
 }
 
 /// Verify pages of a current version kept in an extent: `sums` (checked against `checksum`)
@@ -467,7 +514,7 @@ pub(crate) fn encode_patch(
     let len = content_len(new);
     let raw = page_record(new, len, pages);
     let (codec, data) = compress(&raw, codec).unwrap_or((CODEC_RAW, raw));
-    let place = Place { array, blk, tid, kind: KIND_PATCH, codec, len: len as u64, prev_tid };
+    let place = Place { bind: TidBinding::Seed, array, blk, tid, kind: KIND_PATCH, codec, len: len as u64, prev_tid };
     let checksum = place.checksum(&data);
     Encoded { kind: KIND_PATCH, chain: UndoChain::default(), codec, len: len as u64, checksum, data, prev_tid }
 }
@@ -682,7 +729,7 @@ mod tests {
 
     /// Whose undo record: block 0 of array 1.
     fn of(tid: Tid, prev_tid: Tid, prev: Option<UndoChain>, codec: Codec) -> UndoOf {
-        UndoOf { array: ArrayId(1), blk: 0, tid, prev_tid, prev, codec }
+        UndoOf { bind: TidBinding::Seed, array: ArrayId(1), blk: 0, tid, prev_tid, prev, codec }
     }
 
     #[test]
@@ -700,11 +747,22 @@ mod tests {
 
     fn current<'a>(e: &CurrentEnc, tid: Tid, data: &'a [u8]) -> Stored<'a> {
         let payload = e.compressed.as_deref().map_or(&data[..e.len as usize], |_| &[][..]);
-        Stored { tid, kind: KIND_CURRENT, codec: e.codec, len: e.len, checksum: e.checksum, prev_tid: 0, data: payload }
+        let bind = TidBinding::Seed;
+        Stored {
+            bind,
+            tid,
+            kind: KIND_CURRENT,
+            codec: e.codec,
+            len: e.len,
+            checksum: e.checksum,
+            prev_tid: 0,
+            data: payload,
+        }
     }
 
     fn undo(e: &Encoded, tid: Tid) -> Stored<'_> {
         Stored {
+            bind: TidBinding::Seed,
             tid,
             kind: e.kind,
             codec: e.codec,
@@ -718,7 +776,7 @@ mod tests {
     #[test]
     fn checksum_binds_payload_to_its_place() {
         let data = b"hello\0\0";
-        let e = encode_current(ArrayId(1), 2, 3, data, Codec::None);
+        let e = encode_current(TidBinding::Seed, ArrayId(1), 2, 3, data, Codec::None);
         assert_eq!((e.len, e.codec), (5, CODEC_RAW));
         let mut buf = [9u8; 8];
         decode_current(ArrayId(1), 2, &current(&e, 3, data), &mut buf).unwrap();
@@ -736,13 +794,38 @@ mod tests {
     }
 
     #[test]
+    fn a_mixed_tid_binding_is_the_sum_without_tid_xored_with_the_mix_and_still_binds_the_tid() {
+        let data = b"some bytes";
+        let at = |bind, tid| encode_current(bind, ArrayId(1), 2, tid, data, Codec::None).checksum;
+        // What a PostgreSQL commit sends (the sum bound to the tid it guessed, unbound again)
+        // and the server binds to the tid it gives: the same as binding that tid directly.
+        for (guess, given) in [(5u64, 5u64), (5, 9), (1 << 40, 3), (u64::MAX >> 1, 1)] {
+            let sent = at(TidBinding::Mix, guess) ^ tid_mix(guess);
+            assert_eq!(sent ^ tid_mix(given), at(TidBinding::Mix, given));
+        }
+        assert_ne!(at(TidBinding::Mix, 3), at(TidBinding::Seed, 3));
+        let e = encode_current(TidBinding::Mix, ArrayId(1), 2, 3, data, Codec::None);
+        let s = Stored { bind: TidBinding::Mix, ..current(&e, 3, data) };
+        let mut buf = [0u8; 16];
+        decode_current(ArrayId(1), 2, &s, &mut buf).unwrap();
+        assert_eq!(&buf[..10], data);
+        // Read as another tid, or checked as the other binding: detected.
+        assert!(decode_current(ArrayId(1), 2, &Stored { tid: 4, ..s }, &mut buf).is_err());
+        assert!(decode_current(ArrayId(1), 2, &Stored { bind: TidBinding::Seed, ..s }, &mut buf).is_err());
+        // One to one over small and large tids.
+        let mixes: std::collections::HashSet<i64> =
+            (0..100_000u64).chain((0..64).map(|b| 1 << b)).map(tid_mix).collect();
+        assert_eq!(mixes.len(), 100_000 + 64 - 17); // powers of two below 100,000 counted once
+    }
+
+    #[test]
     fn codecs_round_trip_and_are_used_only_when_they_pay() {
         let mut data = vec![0u8; 64 << 10];
         for (i, b) in data.iter_mut().enumerate().take(40 << 10) {
             *b = (i / 512) as u8 | 1;
         }
         for codec in [Codec::Zstd { level: 3 }, Codec::Lz4, Codec::None] {
-            let e = encode_current(ArrayId(7), 1, 9, &data, codec);
+            let e = encode_current(TidBinding::Seed, ArrayId(7), 1, 9, &data, codec);
             assert_eq!(e.len, 40 << 10);
             let stored = match &e.compressed {
                 Some(c) => {
@@ -766,18 +849,29 @@ mod tests {
                 (x >> 56) as u8
             })
             .collect();
-        assert_eq!(encode_current(ArrayId(7), 1, 9, &noise, Codec::Zstd { level: 3 }).codec, CODEC_RAW);
+        assert_eq!(
+            encode_current(TidBinding::Seed, ArrayId(7), 1, 9, &noise, Codec::Zstd { level: 3 }).codec,
+            CODEC_RAW
+        );
     }
 
     #[test]
     fn a_corrupt_compressed_payload_is_an_error_not_data() {
         let data = vec![5u8; 10000];
-        let e = encode_current(ArrayId(1), 0, 1, &data, Codec::Lz4);
+        let e = encode_current(TidBinding::Seed, ArrayId(1), 0, 1, &data, Codec::Lz4);
         let mut bad = e.compressed.clone().unwrap();
         bad.truncate(bad.len() - 1);
         // Re-seal the checksum so only the decoder can notice.
-        let place =
-            Place { array: ArrayId(1), blk: 0, tid: 1, kind: KIND_CURRENT, codec: e.codec, len: e.len, prev_tid: 0 };
+        let place = Place {
+            bind: TidBinding::Seed,
+            array: ArrayId(1),
+            blk: 0,
+            tid: 1,
+            kind: KIND_CURRENT,
+            codec: e.codec,
+            len: e.len,
+            prev_tid: 0,
+        };
         let s = Stored { checksum: place.checksum(&bad), data: &bad, ..current(&e, 1, &data) };
         let mut buf = vec![0u8; 16384];
         assert!(matches!(decode_current(ArrayId(1), 0, &s, &mut buf), Err(Error::Corrupt { .. })));
@@ -842,8 +936,16 @@ mod tests {
         let u = encode_undo(&of(2, 1, None, Codec::None), &old, &[0]);
         let mut cut = u.data.clone();
         cut.truncate(cut.len() - 10);
-        let place =
-            Place { array: ArrayId(1), blk: 0, tid: 2, kind: KIND_UNDO, codec: u.codec, len: u.len, prev_tid: 1 };
+        let place = Place {
+            bind: TidBinding::Seed,
+            array: ArrayId(1),
+            blk: 0,
+            tid: 2,
+            kind: KIND_UNDO,
+            codec: u.codec,
+            len: u.len,
+            prev_tid: 1,
+        };
         let s = Stored { checksum: place.checksum(&cut), data: &cut, ..undo(&u, 2) };
         let mut buf = new.clone();
         assert!(matches!(apply_undo(ArrayId(1), 0, &s, &mut buf), Err(Error::Corrupt { .. })));
@@ -952,6 +1054,7 @@ mod tests {
         let content: Vec<u8> = (0..n).map(|i| (i % 7) as u8 + 1).collect();
         let sums = page_sums(ArrayId(3), 9, &content, n);
         let s = Stored {
+            bind: TidBinding::Seed,
             tid: 4,
             kind: KIND_CURRENT,
             codec: CODEC_RAW,

@@ -461,3 +461,125 @@ fn commits_that_read_a_block_before_the_lock_conflict_when_another_changed_it_fi
     assert!(load(1, last)[3 * 4096..4 * 4096].iter().all(|b| *b == 4));
     assert!(load(2, last).iter().all(|b| *b == 1));
 }
+
+/// Like [`queued`], but each commit queues on the lock before the next one starts, so that
+/// they land (or fail) in the order given: PostgreSQL grants an advisory lock in queue order.
+fn queued_in_order(f: &common::Fixture, base: u64, commits: Vec<Commit>) -> Vec<Result<u64, Error>> {
+    let mut holder = postgres::Client::connect(&f.url, postgres::NoTls).unwrap();
+    holder.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({COMMIT_LOCK})")).unwrap();
+    let mut watch = postgres::Client::connect(&f.url, postgres::NoTls).unwrap();
+    let mut handles = Vec::new();
+    for (i, c) in commits.into_iter().enumerate() {
+        let store = f.reopen();
+        handles.push(std::thread::spawn(move || store.commit(base, c)));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let waiting: i64 = watch
+                .query_one("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'", &[])
+                .unwrap()
+                .get(0);
+            if waiting == i as i64 + 1 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{waiting} of {} commits queued on the lock", i + 1);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    holder.batch_execute("COMMIT").unwrap();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+/// An array of `blocks` blocks of 64 KiB with `codec`, the first `written` blocks filled with
+/// their number + 1 (the others hold nothing).
+fn array_of(f: &common::Fixture, blocks: u64, written: u64, codec: outcore_store::Codec) -> (ArrayId, u64) {
+    let id = ArrayId::random();
+    let mut c = Commit::new();
+    let mut meta = ArrayMeta::new("u1", vec![blocks * 65536], Order::C, blocks * 65536);
+    meta.blksize = 65536;
+    meta.codec = codec;
+    c.put_array(id, format!("a{id}"), meta);
+    for blk in 0..written {
+        c.write_block(id, blk, vec![blk as u8 + 1; 65536]);
+    }
+    (id, f.store.commit(f.store.head().unwrap(), c).unwrap())
+}
+
+#[test]
+fn commits_queued_behind_others_take_the_next_tids_and_their_rows_read_back_at_every_tid() {
+    // Each commit reads at the same head and so expects the same tid; the server gives them
+    // consecutive ones, to which their rows' checksums are bound (the undo records, and the
+    // current versions of a compressed array, carry checksums bound to their tid).
+    let Some(f) = common::postgres() else { return };
+    for codec in [outcore_store::Codec::Zstd { level: 3 }, outcore_store::Codec::None] {
+        let (id, base) = array_of(&f, 3, 3, codec);
+        let commits: Vec<Commit> = (0..3u64)
+            .map(|blk| {
+                let mut c = Commit::new();
+                let mut data = vec![blk as u8 + 1; 65536];
+                data[4096 * blk as usize..4096 * (blk as usize + 1)].fill(100 + blk as u8);
+                c.write_block(id, blk, data);
+                c
+            })
+            .collect();
+        let tids: Vec<u64> = queued_in_order(&f, base, commits).into_iter().map(|r| r.unwrap()).collect();
+        assert_eq!(tids, vec![base + 1, base + 2, base + 3], "{codec:?}");
+        for at in base..=base + 3 {
+            for blk in 0..3u64 {
+                let mut buf = vec![0u8; 65536];
+                f.store.load(id, blk, at, &mut buf).unwrap_or_else(|e| panic!("{codec:?} block {blk} at {at}: {e}"));
+                let written = at >= base + 1 + blk;
+                for (p, page) in buf.chunks(4096).enumerate() {
+                    let want = if written && p == blk as usize { 100 + blk as u8 } else { blk as u8 + 1 };
+                    assert!(page.iter().all(|b| *b == want), "{codec:?} block {blk} page {p} at {at}");
+                }
+            }
+        }
+        // A row bound to its tid and moved to another one is caught.
+        let mut sql = postgres::Client::connect(&f.url, postgres::NoTls).unwrap();
+        let moved = sql
+            .execute(
+                "UPDATE outcore_undo SET tid = tid + 100 WHERE array_id = $1 AND blk = 2 AND tid = $2",
+                &[&(id.0 as i64), &((base + 3) as i64)],
+            )
+            .unwrap();
+        assert_eq!(moved, 1);
+        let mut buf = vec![0u8; 65536];
+        assert!(matches!(f.store.load(id, 2, base, &mut buf), Err(Error::Corrupt { .. })), "{codec:?}");
+    }
+}
+
+#[test]
+fn a_commit_whose_array_changed_while_it_queued_is_made_again_on_the_new_state() {
+    let Some(f) = common::postgres() else { return };
+    // Block 2 holds nothing: a shrink leaves no trace in it, only in the array's versions.
+    let (id, base) = array_of(&f, 3, 2, outcore_store::Codec::None);
+    let resized = |blocks: u64| {
+        let mut meta = ArrayMeta::new("u1", vec![blocks * 65536], Order::C, blocks * 65536);
+        meta.blksize = 65536;
+        let mut c = Commit::new();
+        c.put_array(id, format!("a{id}"), meta);
+        c
+    };
+    let write = |blk: u64, byte: u8| {
+        let mut c = Commit::new();
+        c.write_block(id, blk, vec![byte; 65536]);
+        c
+    };
+    // The array grows while a write of one of its blocks waits for the lock: the write is made
+    // again on the grown array and lands.
+    let results = queued_in_order(&f, base, vec![resized(4), write(0, 9)]);
+    assert_eq!(results.iter().map(|r| *r.as_ref().unwrap()).collect::<Vec<_>>(), vec![base + 1, base + 2]);
+    let head = base + 2;
+    let mut buf = vec![0u8; 65536];
+    f.store.load(id, 0, head, &mut buf).unwrap();
+    assert!(buf.iter().all(|b| *b == 9));
+    assert_eq!(f.store.array_by_id(id, head).unwrap().unwrap().meta.nbytes, 4 * 65536);
+    // The array shrinks under a write of a block it then no longer holds (and which had no
+    // content): that write conflicts, as it would have had it read the array after the shrink
+    // (were its stale read of the array used, the block would be stored beyond the array's end).
+    let results = queued_in_order(&f, head, vec![resized(1), write(2, 7)]);
+    assert_eq!(*results[0].as_ref().unwrap(), head + 1);
+    assert!(matches!(&results[1], Err(e) if e.is_conflict()), "{:?}", results[1]);
+    assert_eq!(f.store.head().unwrap(), head + 1);
+    assert_eq!(f.store.array_by_id(id, head + 1).unwrap().unwrap().meta.nbytes, 65536);
+}

@@ -45,6 +45,9 @@ pub trait BlockSource: Send {
     /// Append the block's full content to `buf` (empty when called): at most the block size; a
     /// shorter content means the rest is zero. An error aborts the commit
     /// ([`Error::BlockSource`]); nothing is written.
+    ///
+    /// A backend may call it again for the same commit (PostgreSQL retries a commit when what it
+    /// read changed before its writes landed): each call gives the same content.
     fn read_into(&mut self, buf: &mut Vec<u8>) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>;
 }
 
@@ -66,6 +69,8 @@ pub trait PageSource: Send {
     /// block's stored content (so a source may write part of a page); its other bytes are
     /// unspecified and ignored. An error aborts the commit ([`Error::BlockSource`]); nothing is
     /// written.
+    ///
+    /// As [`BlockSource::read_into`], it may be called again for the same commit.
     fn read_pages(
         &mut self,
         pages: &[u32],
@@ -247,11 +252,27 @@ fn now_us() -> i64 {
 
 /// Apply `commit` on top of snapshot `base` inside the backend's exclusive transaction.
 /// On `Err` the caller rolls the transaction back: nothing is written.
-pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, mut commit: Commit) -> Result<Tid> {
-    let mut plan = plan::Plan::make(txn, base, &mut commit)?;
+///
+/// When it succeeds, `commit` holds its writes again as it gave them (a backend may retry it
+/// when what it read changed before its writes landed: PostgreSQL); a failure may consume them.
+pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, commit: &mut Commit) -> Result<Tid> {
+    let mut plan = plan::Plan::make(txn, base, commit)?;
+    let mut blocks = std::mem::take(&mut plan.blocks);
+    let written = write_planned(txn, &plan, &mut blocks, commit);
+    plan.give_back(blocks, commit);
+    written
+}
+
+/// Write the commit `plan` with its `blocks`.
+fn write_planned(
+    txn: &mut dyn WriteTxn,
+    plan: &plan::Plan,
+    blocks: &mut BTreeMap<(ArrayId, u64), BlockData>,
+    commit: &Commit,
+) -> Result<Tid> {
     let tid = plan.head.tid + 1;
     let time_us = now_us().max(plan.head.time_us);
-    let Commit { user, description, extension, .. } = commit;
+    let (user, description, extension) = (commit.user.clone(), commit.description.clone(), commit.extension.clone());
     txn.insert_txn(&TxnInfo { tid, time_us, user, description, extension })?;
     for (id, change) in &plan.arrays {
         let state = match &change.state {
@@ -260,12 +281,11 @@ pub(crate) fn apply(txn: &mut dyn WriteTxn, base: Tid, mut commit: Commit) -> Re
         };
         txn.insert_array_version(*id, tid, state)?;
     }
-    let mut blocks = std::mem::take(&mut plan.blocks);
     let mut writer = BlockWriter::new(txn, tid, plan.head.tid);
     for ((id, blk), data) in blocks.iter_mut() {
         let meta = plan.meta_of(*id).ok_or(Error::NoSuchArray(*id))?;
         let cur = writer.current(*id, *blk)?;
-        let limit = plan.limit.get(&(*id, *blk)).copied().unwrap_or(0);
+        let limit = plan.limit.get(&(*id, *blk)).copied().unwrap_or(usize::MAX);
         let t = Target { id: *id, blk: *blk, meta, cur, limit, cut: plan.cuts.get(id).copied() };
         writer.write(&t, data)?;
     }

@@ -49,8 +49,13 @@ pub(super) struct Plan {
     pub blocks: BTreeMap<(ArrayId, u64), BlockData>,
     /// Arrays truncated by this commit, with where each is cut.
     pub cuts: HashMap<ArrayId, u64>,
-    /// For writes still to be read from a source: the bytes of the block within its array.
+    /// The bytes of each written block within its array (absent: the whole write).
     pub limit: HashMap<(ArrayId, u64), usize>,
+    /// Blocks the plan added (the rest of blocks a truncation cuts), not the commit's own.
+    added: Vec<(ArrayId, u64)>,
+    /// The commit's block writes the plan dropped (zeros beyond an array, blocks of a deleted
+    /// array), kept to be given back with the others.
+    dropped: Vec<((ArrayId, u64), BlockData)>,
     /// The state at head of every array this commit touches.
     at_head: HashMap<ArrayId, Option<ArrayVersion>>,
     /// Arrays changed since `base`, with the newest such tid.
@@ -70,7 +75,7 @@ impl Plan {
         if base < head.horizon {
             return Err(Error::SnapshotGone { at: base, horizon: head.horizon });
         }
-        let arrays = std::mem::take(&mut commit.arrays);
+        let arrays = commit.arrays.clone();
         let blocks = std::mem::take(&mut commit.blocks);
         let mut at_head = HashMap::new();
         for id in arrays.keys().chain(blocks.keys().map(|(a, _)| a)) {
@@ -86,6 +91,8 @@ impl Plan {
             blocks,
             cuts: HashMap::new(),
             limit: HashMap::new(),
+            added: Vec::new(),
+            dropped: Vec::new(),
             at_head,
             changed_arrays: changed_arrays.into_iter().collect(),
             conflicts: Vec::new(),
@@ -93,6 +100,7 @@ impl Plan {
         let cut_blocks = plan.check_arrays(txn)?;
         plan.check_blocks(txn)?;
         for (id, blk, data) in cut_blocks {
+            plan.added.push((id, blk));
             plan.blocks.insert((id, blk), BlockData::Bytes(data));
         }
         for (id, blk, tid) in changed_blocks {
@@ -132,6 +140,17 @@ impl Plan {
                 _ => None,
             },
         }
+    }
+
+    /// Give the commit's own block writes back to `commit` (after its blocks were written), as
+    /// it gave them: a backend that retries the commit plans it again from them.
+    pub fn give_back(&mut self, blocks: BTreeMap<(ArrayId, u64), BlockData>, commit: &mut Commit) {
+        let mut blocks = blocks;
+        for key in &self.added {
+            blocks.remove(key);
+        }
+        blocks.extend(std::mem::take(&mut self.dropped));
+        commit.blocks = blocks;
     }
 
     /// Validate the array changes and find the truncations: where each shrunk array is cut,
@@ -214,7 +233,9 @@ impl Plan {
             }
         }
         for key in dropped {
-            blocks.remove(&key);
+            if let Some(data) = blocks.remove(&key) {
+                self.dropped.push((key, data));
+            }
         }
         self.blocks = blocks;
         Ok(())
@@ -244,7 +265,7 @@ impl Plan {
         };
         check_len(id, blk, bytes.len(), bs)?;
         if start < nbytes {
-            bytes.truncate(within);
+            self.limit.insert((id, blk), within);
             return Ok(true);
         }
         if bytes.iter().all(|b| *b == 0) {

@@ -78,6 +78,11 @@ pub(crate) trait WriteTxn {
     fn checks_raw_pages(&self) -> bool {
         false
     }
+    /// How this backend's checksums bind a commit's tid (PostgreSQL: [`block::TidBinding::Mix`],
+    /// as its commits learn their tid only when the server takes their rows).
+    fn tid_binding(&self) -> block::TidBinding {
+        block::TidBinding::Seed
+    }
     fn head(&mut self) -> Result<Head>;
     /// Blocks and arrays with versions newer than `base`, with the newest such tid.
     fn changed_since(&mut self, base: Tid) -> Result<ChangedSets>;

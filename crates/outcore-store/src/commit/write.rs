@@ -115,6 +115,7 @@ impl<'t> BlockWriter<'t> {
         }
         let chain = self.txn.undo_chain(t.id, t.blk, cur.tid)?;
         let of = block::UndoOf {
+            bind: self.txn.tid_binding(),
             array: t.id,
             blk: t.blk,
             tid: self.tid,
@@ -171,7 +172,9 @@ impl<'t> BlockWriter<'t> {
                 self.new.truncate(t.limit);
                 &self.new
             }
-            BlockData::Bytes(bytes) => bytes,
+            // Bytes are cut to the block's part of its array here, not when planned: a commit
+            // that a backend retries is planned again, maybe on another size.
+            BlockData::Bytes(bytes) => &bytes[..bytes.len().min(t.limit)],
             BlockData::Staged { .. } => unreachable!("staged blocks are adopted by `write`"),
             BlockData::Source(src) => {
                 let buf = std::mem::take(&mut self.new);
@@ -220,7 +223,8 @@ fn record_undo(txn: &mut dyn WriteTxn, t: &Target<'_>, tid: Tid, old: &[u8], cha
         Some(c) if !old.is_empty() => txn.undo_chain(t.id, t.blk, c.tid)?,
         _ => None,
     };
-    let of = block::UndoOf { array: t.id, blk: t.blk, tid, prev_tid, prev, codec: t.meta.codec };
+    let bind = txn.tid_binding();
+    let of = block::UndoOf { bind, array: t.id, blk: t.blk, tid, prev_tid, prev, codec: t.meta.codec };
     let undo = block::encode_undo(&of, old, changed);
     txn.insert_undo(t.id, t.blk, tid, &undo)
 }
@@ -254,7 +258,7 @@ fn store_new(
             compressed: None,
         }
     } else {
-        block::encode_current(id, blk, tid, data, meta.codec)
+        block::encode_current(txn.tid_binding(), id, blk, tid, data, meta.codec)
     };
     // With pending patches, the stored payload differs from the new content in more pages than
     // `changed`: those are what an in-place rewrite writes.

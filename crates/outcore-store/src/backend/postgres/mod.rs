@@ -21,7 +21,7 @@ mod tls;
 
 use super::read::{self, CommitRow, ReadTxn};
 use super::{array_info, bound, check_format, encode_meta, sql, time_to_us, FORMAT_NAME, PG_FORMAT_VERSION};
-use crate::block::{self, Encoded, Stored};
+use crate::block::{self, Encoded, Stored, TidBinding};
 use crate::commit::{self, ArrayVersion, ChangedSets, Commit, CurrentRow, CurrentWrite, Head, PageWrite, WriteTxn};
 use crate::error::{Error, Result};
 use crate::pool::Pool;
@@ -32,7 +32,7 @@ use client::{Param, PgClient};
 use columns::{uint, Uint};
 use config::Target;
 use rows::{CurrentCols, RowBatch};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant, SystemTime};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Row, Statement};
@@ -68,7 +68,39 @@ CREATE TABLE outcore_undo (
 ALTER TABLE outcore_undo ALTER COLUMN data SET STORAGE EXTERNAL;
 CREATE INDEX outcore_undo_tid ON outcore_undo (tid, array_id, blk);
 INSERT INTO outcore_head (id, tid, gc_horizon, time_us) VALUES (1, 0, 0, 0);
+CREATE FUNCTION outcore_tid_mix(t bigint) RETURNS bigint LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS 'SELECT (((t # (t << 17)) # (t << 31)) # (t << 47)) # 8031453480905500020';
+CREATE FUNCTION outcore_check_reads(base bigint, since bigint, arrays bigint[], every_array boolean,
+        blk_arrays bigint[], blks bigint[], whole_arrays bigint[]) RETURNS bigint LANGUAGE plpgsql AS $f$
+DECLARE
+    h outcore_head;
+BEGIN
+    SELECT * INTO h FROM outcore_head WHERE id = 1;
+    IF h.gc_horizon > base
+        OR EXISTS (SELECT 1 FROM outcore_array v WHERE v.tid > since AND v.tid < h.tid
+                   AND (every_array OR v.array_id = ANY (arrays)))
+        OR EXISTS (SELECT 1 FROM outcore_undo u WHERE u.tid > since AND u.tid < h.tid
+                   AND (u.array_id = ANY (whole_arrays)
+                        OR (u.array_id, u.blk) IN (SELECT * FROM unnest(blk_arrays, blks))))
+    THEN
+        RAISE EXCEPTION 'outcore: what this commit read at tid % changed before it took the commit lock', since
+            USING ERRCODE = 'OC001';
+    END IF;
+    RETURN h.tid;
+END
+$f$;
 ";
+
+/// The check, under the commit lock, that nothing a commit read before it took the lock has
+/// changed since (`outcore_check_reads`, SQLSTATE `OC001` when it has); its row is the commit's
+/// tid. Parameters: the commit's base, the head it read at, the arrays it read (or every array),
+/// the blocks it read, the arrays all of whose blocks it read.
+const CHECK_READS: &str = "SELECT outcore_check_reads($1, $2, $3, $4, $5, $6, $7)";
+
+/// The commit lock is taken, and the head moved on to the commit's tid, before a commit's
+/// first write. `$1`: the commit's time (it never goes back).
+const TAKE_TID: &str = "UPDATE outcore_head SET tid = tid + 1, time_us = GREATEST(time_us, $1) WHERE id = 1
+     RETURNING pg_notify('outcore_commit', tid::text)";
 
 /// New segment rows go in by binary COPY, the server's fastest way in.
 const COPY_SEGMENTS: &str = "COPY outcore_segment (array_id, blk, seg, data, sum) FROM STDIN (FORMAT binary)";
@@ -91,6 +123,9 @@ struct PgConn {
     stmts: HashMap<&'static str, Statement>,
     /// The server process serving it and when it started (`pg_stat_activity`), once asked.
     backend: Option<(i32, String)>,
+    /// Statements that go before the first write of the open commit, with it: the commit lock
+    /// and the head's move to the commit's tid (which its rows take from the head).
+    before_writes: Vec<(&'static str, Vec<Param>)>,
     /// Writes not sent yet.
     pending: Vec<(&'static str, Vec<Param>)>,
     /// Per-block rows not sent yet (after `pending`, one statement per table).
@@ -145,9 +180,12 @@ impl PgConn {
         self.pending.push((sql, params));
     }
 
-    /// The queued writes with their prepared statements, the gathered rows last.
+    /// The queued writes with their prepared statements, the gathered rows last; with any
+    /// write, the statements that go before the commit's first write (once).
     fn take_pending(&mut self) -> Result<Vec<(Statement, Vec<Param>)>> {
-        let mut pending = std::mem::take(&mut self.pending);
+        let writes = !self.pending.is_empty() || !self.rows.is_empty() || !self.new_segments.is_empty();
+        let mut pending = if writes { std::mem::take(&mut self.before_writes) } else { Vec::new() };
+        pending.append(&mut self.pending);
         pending.extend(self.rows.take_statements());
         let mut items = Vec::with_capacity(pending.len());
         for (sql, params) in pending {
@@ -160,7 +198,7 @@ impl PgConn {
     /// rows that wait for it by binary COPY.
     fn flush(&mut self) -> Result<()> {
         self.client.copy_finish("commit")?;
-        if !self.pending.is_empty() || !self.rows.is_empty() {
+        if !self.pending.is_empty() || !self.rows.is_empty() || !self.new_segments.is_empty() {
             let items = self.take_pending()?;
             self.client.pipeline("commit", &items, &[])?;
         }
@@ -192,6 +230,7 @@ impl PgConn {
     /// connection still works.
     fn rollback(&mut self) {
         self.client.copy_abort();
+        self.before_writes.clear();
         self.pending.clear();
         self.rows = RowBatch::default();
         self.new_segments.clear();
@@ -285,6 +324,7 @@ impl PgStore {
             client,
             stmts: HashMap::new(),
             backend: None,
+            before_writes: Vec::new(),
             pending: Vec::new(),
             rows: RowBatch::default(),
             new_segments: Vec::new(),
@@ -486,6 +526,7 @@ impl Segment<'_> {
 /// A payload row of the `LOAD` query.
 fn stored_row(r: &Row) -> Stored<'_> {
     Stored {
+        bind: TidBinding::Mix,
         tid: uint(r, 2),
         kind: r.get::<_, i32>(7) as i64,
         codec: r.get::<_, i32>(3) as i64,
@@ -585,14 +626,53 @@ fn segments_of(pages: &[u32]) -> Vec<i32> {
 }
 
 /// The commit transaction (begun by [`PgStore::commit`]). Its writes are deferred (see
-/// [`PgConn`]): they reach the server with the next read or before `COMMIT`.
+/// [`PgConn`]): they reach the server with `COMMIT`, or with a read that cannot wait.
+///
+/// A commit reads before it takes the commit lock (the head first, so that every later read
+/// sees that head or newer), and its writes take their tid from the head, which the first of
+/// them moves on under the lock. Everything it read is listed ([`ReadSet`]) and checked under
+/// the lock before `COMMIT` (`CHECK_READS`): when something changed since the head it read at,
+/// the commit fails with SQLSTATE `OC001` and [`PgStore::commit`] makes it again.
 struct PgTxn<'a> {
     c: &'a mut PgConn,
     /// The id recorded with the commit, by which its outcome is found after a lost connection.
     commit_id: i64,
+    /// Take the commit lock before the first read (the last try of a commit: nothing it reads
+    /// can change, so its check cannot fail).
+    lock_first: bool,
     /// What `prepare` announced, read with the head in one round trip (see [`Prefetched`]).
     plan: Option<Plan>,
     got: Prefetched,
+    /// The head the commit read at (its tid is expected to be one more).
+    read_at: Option<Head>,
+    reads: ReadSet,
+}
+
+/// What a commit read: checked under the commit lock for changes since it read them.
+#[derive(Default)]
+struct ReadSet {
+    /// Arrays whose versions it read.
+    arrays: BTreeSet<i64>,
+    /// It read the list of live arrays (names): any array change matters.
+    every_array: bool,
+    /// Blocks whose current version, history or content it read.
+    blocks: BTreeSet<(i64, i64)>,
+    /// Arrays all of whose blocks it read (a truncation lists the stored ones).
+    whole_arrays: BTreeSet<i64>,
+}
+
+impl ReadSet {
+    fn block(&mut self, id: ArrayId, blk: u64) {
+        self.blocks.insert((id.0 as i64, blk as i64));
+    }
+
+    /// The parameters of [`CHECK_READS`] after `base` and the head read at.
+    fn params(&self, base: Tid, since: Tid) -> Vec<Param> {
+        let arrays: Vec<i64> = self.arrays.iter().copied().collect();
+        let (blk_arrays, blks): (Vec<i64>, Vec<i64>) = self.blocks.iter().copied().unzip();
+        let whole: Vec<i64> = self.whole_arrays.iter().copied().collect();
+        params![Uint(base), Uint(since), arrays, self.every_array, blk_arrays, blks, whole]
+    }
 }
 
 /// A segment row as read ahead: segment, bytes, checksum.
@@ -659,9 +739,20 @@ impl PgTxn<'_> {
         Ok(())
     }
 
-    /// Insert or replace a block's current row.
-    fn put_current(&mut self, id: ArrayId, blk: u64, tid: Tid, codec: i64, len: u64, checksum: i64) -> Result<()> {
-        self.c.rows.current(id, blk, tid, CurrentCols { codec, len, checksum });
+    /// Insert or replace a block's current row; `checksum` bound to `tid` (`None` when the
+    /// content is checked by its segments). The row takes its tid from the head, and the server
+    /// binds the checksum sent (unbound here) to that one.
+    fn put_current(
+        &mut self,
+        id: ArrayId,
+        blk: u64,
+        tid: Tid,
+        codec: i64,
+        len: u64,
+        checksum: Option<i64>,
+    ) -> Result<()> {
+        let checksum = checksum.map_or(0, |sum| sum ^ block::tid_mix(tid));
+        self.c.rows.current(id, blk, CurrentCols { codec, len, checksum });
         Ok(())
     }
 }
@@ -676,6 +767,10 @@ impl WriteTxn for PgTxn<'_> {
                 segs.2.push(s);
             }
         }
+        self.reads.arrays.extend(arrays.iter().map(|a| a.0 as i64));
+        for (id, blk, _) in blocks {
+            self.reads.block(*id, *blk);
+        }
         self.plan = Some(Plan {
             base,
             arrays: arrays.iter().map(|a| a.0 as i64).collect(),
@@ -686,46 +781,50 @@ impl WriteTxn for PgTxn<'_> {
     }
 
     fn head(&mut self) -> Result<Head> {
-        // The row lock serializes commits: tid order is commit order. With a plan, everything
-        // the commit will read comes in the same round trip. The planned blocks' rows are read
-        // before the lock, so the lock is held for less: they are still current when no commit
-        // changed those blocks since the commit's base, and any that did is a conflict, which
-        // the change sets read under the lock show. Array versions decide sizes and names
-        // whether or not the commit changes them, so they are read under the lock.
-        const LOCKED_HEAD: &str = "SELECT tid, gc_horizon, time_us FROM outcore_head WHERE id = 1 FOR UPDATE";
-        let Some(plan) = self.plan.take() else { return q_head(self.c, LOCKED_HEAD) };
+        // Everything the commit will read comes in one round trip, before the commit lock
+        // (unless `lock_first`): the head first, so that each later statement sees it or a newer
+        // state; whatever changed since it is caught by `CHECK_READS` under the lock.
+        let lock: Vec<(&'static str, Vec<Param>)> =
+            if self.lock_first { vec![("SELECT pg_advisory_xact_lock($1)", params![COMMIT_LOCK])] } else { Vec::new() };
+        let Some(plan) = self.plan.take() else {
+            self.c.pending.extend(lock);
+            let head = q_head(self.c, HEAD)?;
+            self.read_at = Some(head);
+            return Ok(head);
+        };
         let upto = i64::MAX;
-        let rows = self.c.q_many(
-            "commit",
-            vec![
-                (
-                    "SELECT c.tid, c.codec, c.len, c.array_id, c.blk, u.depth, u.chain_bytes
-                     FROM unnest($1::bigint[], $2::bigint[]) AS k(array_id, blk)
-                     JOIN outcore_current c ON c.array_id = k.array_id AND c.blk = k.blk
-                     LEFT JOIN outcore_undo u ON u.array_id = c.array_id AND u.blk = c.blk AND u.tid = c.tid",
-                    params![plan.blocks.0.clone(), plan.blocks.1.clone()],
-                ),
-                (
-                    "SELECT s.array_id, s.blk, s.seg::bigint, s.data, s.sum
-                     FROM unnest($1::bigint[], $2::bigint[], $3::int[]) AS k(array_id, blk, seg)
-                     JOIN outcore_segment s ON s.array_id = k.array_id AND s.blk = k.blk AND s.seg = k.seg",
-                    params![plan.segs.0.clone(), plan.segs.1.clone(), plan.segs.2.clone()],
-                ),
-                ("SELECT pg_advisory_xact_lock($1)", params![COMMIT_LOCK]),
-                (LOCKED_HEAD, params![]),
-                (sql::CHANGED_BLOCKS, params![Uint(plan.base), upto]),
-                (sql::CHANGED_ARRAYS, params![Uint(plan.base), upto]),
-                (
-                    "SELECT DISTINCT ON (array_id) array_id, tid, name, meta FROM outcore_array
-                     WHERE array_id = ANY($1) ORDER BY array_id, tid DESC",
-                    params![plan.arrays.clone()],
-                ),
-            ],
-        )?;
-        let [current, segments, _, head, blocks, arrays, versions] =
-            <[Vec<Row>; 7]>::try_from(rows).map_err(|_| Error::Invalid("a pipeline lost a result".into()))?;
+        let mut queries = lock;
+        let skip = queries.len();
+        queries.extend([
+            (HEAD, params![]),
+            (
+                "SELECT c.tid, c.codec, c.len, c.array_id, c.blk, u.depth, u.chain_bytes
+                 FROM unnest($1::bigint[], $2::bigint[]) AS k(array_id, blk)
+                 JOIN outcore_current c ON c.array_id = k.array_id AND c.blk = k.blk
+                 LEFT JOIN outcore_undo u ON u.array_id = c.array_id AND u.blk = c.blk AND u.tid = c.tid",
+                params![plan.blocks.0.clone(), plan.blocks.1.clone()],
+            ),
+            (
+                "SELECT s.array_id, s.blk, s.seg::bigint, s.data, s.sum
+                 FROM unnest($1::bigint[], $2::bigint[], $3::int[]) AS k(array_id, blk, seg)
+                 JOIN outcore_segment s ON s.array_id = k.array_id AND s.blk = k.blk AND s.seg = k.seg",
+                params![plan.segs.0.clone(), plan.segs.1.clone(), plan.segs.2.clone()],
+            ),
+            (sql::CHANGED_BLOCKS, params![Uint(plan.base), upto]),
+            (sql::CHANGED_ARRAYS, params![Uint(plan.base), upto]),
+            (
+                "SELECT DISTINCT ON (array_id) array_id, tid, name, meta FROM outcore_array
+                 WHERE array_id = ANY($1) ORDER BY array_id, tid DESC",
+                params![plan.arrays.clone()],
+            ),
+        ]);
+        let mut rows = self.c.q_many("commit", queries)?;
+        rows.drain(..skip.min(rows.len()));
+        let [head, current, segments, blocks, arrays, versions] =
+            <[Vec<Row>; 6]>::try_from(rows).map_err(|_| Error::Invalid("a pipeline lost a result".into()))?;
         let row = head.first().ok_or_else(|| Error::Invalid("store has no head row".into()))?;
         let head = Head { tid: uint(row, 0), horizon: uint(row, 1), time_us: row.get(2) };
+        self.read_at = Some(head);
         self.got.changed = Some((plan.base, (changed_blocks(&blocks), changed_arrays(&arrays))));
         let mut at_head: HashMap<ArrayId, Option<ArrayVersion>> =
             plan.arrays.iter().map(|a| (ArrayId(*a as u64), None)).collect();
@@ -762,6 +861,7 @@ impl WriteTxn for PgTxn<'_> {
     }
 
     fn array_at(&mut self, id: ArrayId, at: Tid) -> Result<Option<ArrayVersion>> {
+        self.reads.arrays.insert(id.0 as i64);
         if let Some((t, versions)) = &mut self.got.arrays {
             if *t == at {
                 if let Some(v) = versions.remove(&id) {
@@ -775,10 +875,12 @@ impl WriteTxn for PgTxn<'_> {
     }
 
     fn live_arrays(&mut self, at: Tid) -> Result<Vec<ArrayInfo>> {
+        self.reads.every_array = true;
         rows_to_arrays(self.c.q("list arrays", LIVE_ARRAYS, &[&Uint(at)])?)
     }
 
     fn stored_blocks_from(&mut self, id: ArrayId, from_blk: u64) -> Result<Vec<(u64, u64)>> {
+        self.reads.whole_arrays.insert(id.0 as i64);
         let rows = self.c.q(
             "truncate",
             "SELECT blk, len FROM outcore_current WHERE array_id = $1 AND blk >= $2 AND len > 0 ORDER BY blk",
@@ -788,10 +890,12 @@ impl WriteTxn for PgTxn<'_> {
     }
 
     fn load(&mut self, id: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> Result<()> {
+        self.reads.block(id, blk);
         q_load(self.c, id, blk, at, buf)
     }
 
     fn current(&mut self, id: ArrayId, blk: u64) -> Result<Option<CurrentRow>> {
+        self.reads.block(id, blk);
         if let Some(row) = self.got.current.remove(&(id, blk)) {
             return Ok(row);
         }
@@ -799,19 +903,20 @@ impl WriteTxn for PgTxn<'_> {
         Ok(self.first_row("commit", sql, id, blk)?.map(|r| current_row(&r, 0)))
     }
 
+    fn tid_binding(&self) -> TidBinding {
+        TidBinding::Mix
+    }
+
     fn insert_txn(&mut self, info: &TxnInfo) -> Result<()> {
+        // The first write: the commit lock and the head's move to this commit's tid go before
+        // it; this and every later row takes its tid (and its time) from the head.
+        self.c.before_writes =
+            vec![("SELECT pg_advisory_xact_lock($1)", params![COMMIT_LOCK]), (TAKE_TID, params![info.time_us])];
         let commit_id = self.commit_id;
         self.defer(
             "INSERT INTO outcore_txn (tid, time_us, \"user\", description, extension, commit_id)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-            params![
-                Uint(info.tid),
-                info.time_us,
-                info.user.clone(),
-                info.description.clone(),
-                info.extension.to_string(),
-                commit_id
-            ],
+             SELECT tid, time_us, $1, $2, $3, $4 FROM outcore_head WHERE id = 1",
+            params![info.user.clone(), info.description.clone(), info.extension.to_string(), commit_id],
         );
         Ok(())
     }
@@ -821,14 +926,17 @@ impl WriteTxn for PgTxn<'_> {
             Some((name, meta)) => (Some(name), Some(encode_meta(meta))),
             None => (None, None),
         };
+        debug_assert_eq!(Some(tid), self.read_at.map(|h| h.tid + 1));
         self.defer(
-            "INSERT INTO outcore_array (array_id, tid, name, meta) VALUES ($1, $2, $3, $4)",
-            params![id, Uint(tid), name.map(str::to_string), meta],
+            "INSERT INTO outcore_array (array_id, tid, name, meta)
+             SELECT $1, tid, $2, $3 FROM outcore_head WHERE id = 1",
+            params![id, name.map(str::to_string), meta],
         );
         Ok(())
     }
 
     fn undo_chain(&mut self, id: ArrayId, blk: u64, tid: Tid) -> Result<Option<block::UndoChain>> {
+        self.reads.block(id, blk);
         if let Some(chain) = self.got.chains.remove(&(id, blk, tid)) {
             return Ok(chain);
         }
@@ -841,7 +949,8 @@ impl WriteTxn for PgTxn<'_> {
     }
 
     fn insert_undo(&mut self, id: ArrayId, blk: u64, tid: Tid, undo: &Encoded) -> Result<()> {
-        self.c.rows.undo(id, blk, tid, undo);
+        // Sent unbound: the server binds it to the tid the row takes from the head.
+        self.c.rows.undo(id, blk, undo, undo.checksum ^ block::tid_mix(tid));
         Ok(())
     }
 
@@ -867,7 +976,7 @@ impl WriteTxn for PgTxn<'_> {
                 .unzip()
         };
         // Raw content is checked by its segments' checksums, compressed by the payload's.
-        let checksum = if new.enc.compressed.is_some() { new.enc.checksum } else { 0 };
+        let checksum = new.enc.compressed.is_some().then_some(new.enc.checksum);
         if prev.is_none() {
             // A block without a version has no segment rows (every version with content has a
             // current row; gc drops a current row only with its segments): its rows are
@@ -898,6 +1007,7 @@ impl WriteTxn for PgTxn<'_> {
     }
 
     fn load_pages(&mut self, id: ArrayId, blk: u64, cur: &CurrentRow, pages: &[u32], buf: &mut [u8]) -> Result<bool> {
+        self.reads.block(id, blk);
         // Whole segments: `write_pages` rewrites them from these bytes.
         let segs = segments_of(pages);
         for s in &segs {
@@ -948,15 +1058,13 @@ impl WriteTxn for PgTxn<'_> {
         }
         let datas: Vec<&[u8]> = bytes.iter().map(|b| b.as_slice()).collect();
         self.put_segments(id, blk, &segs, &datas, false)?;
-        self.put_current(id, blk, tid, block::CODEC_RAW, len as u64, 0)
+        self.put_current(id, blk, tid, block::CODEC_RAW, len as u64, None)
     }
 
     fn set_head(&mut self, tid: Tid, time_us: i64) -> Result<()> {
-        self.defer(
-            "UPDATE outcore_head SET tid = $1, time_us = $2 WHERE id = 1 RETURNING pg_notify('outcore_commit', $3)",
-            params![Uint(tid), time_us, tid.to_string()],
-        );
-        // The last step of `commit::apply`: the writes still queued go with COMMIT.
+        // The head moved on before the first write (`TAKE_TID`, queued by `insert_txn`); the
+        // writes still queued go with the check of the reads and COMMIT.
+        let _ = (tid, time_us);
         Ok(())
     }
 }
@@ -1014,52 +1122,26 @@ impl Store for PgStore {
         })
     }
 
-    fn commit(&self, base: Tid, commit: Commit) -> Result<Tid> {
+    fn commit(&self, base: Tid, mut commit: Commit) -> Result<Tid> {
         self.check_writable("commit")?;
         let commit_id = rand::random::<i64>();
         let mut c = self.conn()?;
-        let sent = (|| {
-            let backend = c.backend()?;
-            // Sent with the first read (the head, locked).
-            c.defer("BEGIN", Vec::new());
-            let mut txn = PgTxn { c: &mut c, commit_id, plan: None, got: Prefetched::default() };
-            match commit::apply(&mut txn, base, commit) {
-                Ok(tid) => Ok((backend, tid)),
-                Err(e) => {
-                    c.rollback();
-                    Err(e)
+        let mut tries = 1;
+        loop {
+            // The last try takes the commit lock before it reads: it cannot be made stale.
+            let lock_first = tries == COMMIT_TRIES;
+            let (r, drop_conn) = self.commit_once(&mut c, base, &mut commit, commit_id, lock_first);
+            match r {
+                Err(e) if !drop_conn && tries < COMMIT_TRIES && stale(&e) => {
+                    tracing::debug!(tries, "what the commit read changed before it took the lock; again: {e}");
+                    tries += 1;
                 }
-            }
-        })();
-        let (backend, tid) = match sent {
-            Ok(v) => v,
-            // COMMIT was not sent: nothing can have been written.
-            Err(e) if c.client.is_broken() => {
-                c.discard();
-                return Err(match e {
-                    Error::Interrupted { .. } => e,
-                    e => Error::CommitNotWritten { location: self.location.clone(), reason: e.to_string() },
-                });
-            }
-            Err(e) => {
-                if matches!(e, Error::Backend { .. }) {
-                    c.discard();
+                r => {
+                    if drop_conn {
+                        c.discard();
+                    }
+                    return r;
                 }
-                return Err(e);
-            }
-        };
-        // The queued writes and COMMIT in one round trip. A write that fails aborts the
-        // transaction (COMMIT then only ends it): its error is returned, nothing was written.
-        match c.q("commit", "COMMIT", &[]) {
-            Ok(_) => Ok(tid),
-            Err(e) if c.client.is_broken() => {
-                c.discard();
-                self.commit_outcome(commit_id, backend, tid, &e)
-            }
-            // The server answered: the commit failed and nothing was written.
-            Err(e) => {
-                c.rollback();
-                Err(e)
             }
         }
     }
@@ -1182,6 +1264,76 @@ impl Subscription for PgListener {
 }
 
 impl PgStore {
+    /// One try of a commit on `c`: read, take the lock and write (see [`PgTxn`]); the server
+    /// refuses it with SQLSTATE `OC001` when something it read changed before it took the lock
+    /// (then nothing was written and `commit` holds its writes again). With the result, whether
+    /// the connection may be broken (not to be used again).
+    fn commit_once(
+        &self,
+        c: &mut PgConn,
+        base: Tid,
+        commit: &mut Commit,
+        commit_id: i64,
+        lock_first: bool,
+    ) -> (Result<Tid>, bool) {
+        let sent = (|| {
+            let backend = c.backend()?;
+            // Sent with the first read (the head).
+            c.defer("BEGIN", Vec::new());
+            let mut txn = PgTxn {
+                c: &mut *c,
+                commit_id,
+                lock_first,
+                plan: None,
+                got: Prefetched::default(),
+                read_at: None,
+                reads: ReadSet::default(),
+            };
+            match commit::apply(&mut txn, base, commit) {
+                Ok(tid) => {
+                    let at = txn.read_at.map_or(0, |h| h.tid);
+                    Ok((backend, tid, txn.reads.params(base, at)))
+                }
+                Err(e) => {
+                    c.rollback();
+                    Err(e)
+                }
+            }
+        })();
+        let (backend, tid, check) = match sent {
+            Ok(v) => v,
+            // COMMIT was not sent: nothing can have been written.
+            Err(e) if c.client.is_broken() => {
+                return (
+                    Err(match e {
+                        Error::Interrupted { .. } => e,
+                        e => Error::CommitNotWritten { location: self.location.clone(), reason: e.to_string() },
+                    }),
+                    true,
+                );
+            }
+            Err(e) => {
+                let drop_conn = matches!(e, Error::Backend { .. }) && !stale(&e);
+                return (Err(e), drop_conn);
+            }
+        };
+        // The lock, the head's move, the queued writes, the check of the reads and COMMIT in one
+        // round trip. A statement that fails aborts the transaction (COMMIT then only ends it):
+        // its error is returned, nothing was written.
+        match c.q_many("commit", vec![(CHECK_READS, check), ("COMMIT", Vec::new())]) {
+            Ok(rows) => {
+                let given = rows.first().and_then(|r| r.first()).map(|r| uint(r, 0));
+                (given.ok_or_else(|| Error::Invalid("the commit's check returned no tid".into())), false)
+            }
+            Err(e) if c.client.is_broken() => (self.commit_outcome(commit_id, backend, tid, &e), true),
+            // The server answered: the commit failed and nothing was written.
+            Err(e) => {
+                c.rollback();
+                (Err(e), false)
+            }
+        }
+    }
+
     /// Whether the commit `commit_id`, sent on a connection served by `backend` that was lost
     /// before its reply, landed: from a new connection, end that server process if it is still
     /// there (so the transaction is over either way), then look the id up. Retries while the
@@ -1238,6 +1390,22 @@ impl PgStore {
         )?;
         Ok(rows.first().map(|r| uint(r, 0)))
     }
+}
+
+/// Tries of one commit: all but the last read before they take the commit lock and are made
+/// again when what they read changed meanwhile (rare: another commit must have changed a block
+/// or an array this one read, between its reads and its turn at the lock); the last one takes
+/// the lock first.
+const COMMIT_TRIES: u32 = 3;
+
+/// Whether `e` says that what a commit read changed before it took the commit lock: its check
+/// failed (`OC001`), or a new block's rows met another commit's new rows for the same block
+/// (`23505`: the two wrote a block neither saw; the next try finds the conflict), or two such
+/// commits waited on each other (`40P01`).
+fn stale(e: &Error) -> bool {
+    let Error::Backend { source, .. } = e else { return false };
+    let Some(db) = source.downcast_ref::<tokio_postgres::Error>().and_then(|e| e.as_db_error()) else { return false };
+    matches!(db.code().code(), "OC001" | "23505" | "40P01")
 }
 
 /// How long a commit whose connection was lost tries to find out whether it landed.

@@ -5,22 +5,33 @@
 //! the segments of its changed pages. The server's fixed cost per statement (bind, executor
 //! start, plan cache) was most of such a commit's server time; batched, a commit sends three
 //! write statements whatever the number of blocks.
+//!
+//! Undo and current rows take the commit's tid from the head (moved on under the commit lock
+//! before them), and their checksums, sent unbound, are bound to it by `outcore_tid_mix`
+//! ([`crate::block::TidBinding::Mix`]).
 
 use super::client::Param;
 use super::columns::Uint;
 use crate::block::Encoded;
-use crate::types::{ArrayId, Tid};
+use crate::types::ArrayId;
 
 /// Undo rows: one statement for all of them.
 const INSERT_UNDO: &str = "INSERT INTO outcore_undo
      (array_id, blk, tid, prev_tid, kind, depth, chain_bytes, codec, len, checksum, data)
-     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::int[],
-         $6::bigint[], $7::bigint[], $8::int[], $9::bigint[], $10::bigint[], $11::bytea[])";
+     SELECT u.array_id, u.blk, h.tid, u.prev_tid, u.kind, u.depth, u.chain_bytes, u.codec, u.len,
+         u.checksum # outcore_tid_mix(h.tid), u.data
+     FROM outcore_head h, unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::int[], $5::bigint[],
+         $6::bigint[], $7::int[], $8::bigint[], $9::bigint[], $10::bytea[])
+         AS u(array_id, blk, prev_tid, kind, depth, chain_bytes, codec, len, checksum, data)
+     WHERE h.id = 1";
 
 /// Current rows, inserted or replaced. A commit writes each block once, so no key repeats
 /// within one statement.
 const UPSERT_CURRENT: &str = "INSERT INTO outcore_current (array_id, blk, tid, codec, len, checksum)
-     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::int[], $5::bigint[], $6::bigint[])
+     SELECT c.array_id, c.blk, h.tid, c.codec, c.len, c.checksum # outcore_tid_mix(h.tid)
+     FROM outcore_head h, unnest($1::bigint[], $2::bigint[], $3::int[], $4::bigint[], $5::bigint[])
+         AS c(array_id, blk, codec, len, checksum)
+     WHERE h.id = 1
      ON CONFLICT (array_id, blk) DO UPDATE SET tid = excluded.tid, codec = excluded.codec,
          len = excluded.len, checksum = excluded.checksum";
 
@@ -29,7 +40,7 @@ const UPSERT_SEGMENTS: &str = "INSERT INTO outcore_segment (array_id, blk, seg, 
      SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::bytea[], $5::bigint[])
      ON CONFLICT (array_id, blk, seg) DO UPDATE SET data = excluded.data, sum = excluded.sum";
 
-/// A block's current row: codec, content length, checksum.
+/// A block's current row: codec, content length, checksum (unbound).
 pub(super) struct CurrentCols {
     pub codec: i64,
     pub len: u64,
@@ -61,7 +72,6 @@ impl BlockKeys {
 #[derive(Default)]
 struct UndoCols {
     key: BlockKeys,
-    tid: Vec<Uint>,
     prev_tid: Vec<Uint>,
     kind: Vec<i32>,
     depth: Vec<i64>,
@@ -75,7 +85,6 @@ struct UndoCols {
 #[derive(Default)]
 struct CurrentColumns {
     key: BlockKeys,
-    tid: Vec<Uint>,
     codec: Vec<i32>,
     len: Vec<Uint>,
     checksum: Vec<i64>,
@@ -90,26 +99,24 @@ struct SegmentCols {
 }
 
 impl RowBatch {
-    /// Add the undo row of commit `tid` for a block.
-    pub fn undo(&mut self, id: ArrayId, blk: u64, tid: Tid, undo: &Encoded) {
+    /// Add the commit's undo row for a block, with its checksum unbound.
+    pub fn undo(&mut self, id: ArrayId, blk: u64, undo: &Encoded, unbound: i64) {
         let u = &mut self.undo;
         u.key.push(id, blk);
-        u.tid.push(Uint(tid));
         u.prev_tid.push(Uint(undo.prev_tid));
         u.kind.push(undo.kind as i32);
         u.depth.push(undo.chain.depth);
         u.chain_bytes.push(undo.chain.bytes);
         u.codec.push(undo.codec as i32);
         u.len.push(Uint(undo.len));
-        u.checksum.push(undo.checksum);
+        u.checksum.push(unbound);
         u.data.push(undo.data.clone());
     }
 
-    /// Add a block's new current row (tid `tid`).
-    pub fn current(&mut self, id: ArrayId, blk: u64, tid: Tid, row: CurrentCols) {
+    /// Add a block's new current row.
+    pub fn current(&mut self, id: ArrayId, blk: u64, row: CurrentCols) {
         let c = &mut self.current;
         c.key.push(id, blk);
-        c.tid.push(Uint(tid));
         c.codec.push(row.codec as i32);
         c.len.push(Uint(row.len));
         c.checksum.push(row.checksum);
@@ -134,7 +141,6 @@ impl RowBatch {
                 params![
                     u.key.array,
                     u.key.blk,
-                    u.tid,
                     u.prev_tid,
                     u.kind,
                     u.depth,
@@ -150,7 +156,7 @@ impl RowBatch {
             out.push((UPSERT_SEGMENTS, params![s.key.array, s.key.blk, s.seg, s.data, s.sum]));
         }
         if !c.key.array.is_empty() {
-            out.push((UPSERT_CURRENT, params![c.key.array, c.key.blk, c.tid, c.codec, c.len, c.checksum]));
+            out.push((UPSERT_CURRENT, params![c.key.array, c.key.blk, c.codec, c.len, c.checksum]));
         }
         out
     }

@@ -714,6 +714,7 @@ fn current_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(CurrentRowSql, i64)> 
             tid: r.get::<_, u64>(0)?,
             len: r.get::<_, u64>(1)?,
             stored: Stored {
+                bind: block::TidBinding::Seed,
                 tid: r.get::<_, u64>(2)?,
                 kind: block::KIND_CURRENT,
                 len: r.get::<_, u64>(3)?,
@@ -820,7 +821,10 @@ fn q_load_in_txn(c: &Connection, data: &DataFile, array: ArrayId, blk: u64, at: 
             st.query_map(params![array, blk, at], |r| {
                 let (tid, kind, prev_tid, codec, len, checksum) =
                     (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?);
-                Ok((Stored { tid, kind, codec, len, checksum, prev_tid, data: &[] }, r.get(6)?))
+                Ok((
+                    Stored { bind: block::TidBinding::Seed, tid, kind, codec, len, checksum, prev_tid, data: &[] },
+                    r.get(6)?,
+                ))
             })?
             .collect()
         })
@@ -865,7 +869,16 @@ impl Payloads<'_> {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
             };
             let (tid, prev_tid, codec, len, checksum, data) = get(r).map_err(err("load"))?;
-            let s = Stored { tid, kind: block::KIND_PATCH, codec, len, checksum, prev_tid, data: &data };
+            let s = Stored {
+                bind: block::TidBinding::Seed,
+                tid,
+                kind: block::KIND_PATCH,
+                codec,
+                len,
+                checksum,
+                prev_tid,
+                data: &data,
+            };
             if s.prev_tid != at || s.tid > cur.tid {
                 return Err(block::corrupt(
                     array,
@@ -1934,7 +1947,7 @@ impl Store for SqliteStore {
         }
     }
 
-    fn commit(&self, base: Tid, commit: Commit) -> Result<Tid> {
+    fn commit(&self, base: Tid, mut commit: Commit) -> Result<Tid> {
         self.check_process()?;
         self.check_writable("commit")?;
         let mut w = self.writer.lock();
@@ -1958,7 +1971,7 @@ impl Store for SqliteStore {
                 allocated: Vec::new(),
                 record: None,
             };
-            let tid = commit::apply(&mut txn, base, commit);
+            let tid = commit::apply(&mut txn, base, &mut commit);
             if let Some(r) = txn.reader.take() {
                 let _ = r.execute_batch("COMMIT");
             }
