@@ -98,7 +98,7 @@ impl FileHandle {
             }
             FileKind::Mapped(f) => {
                 let (start, len) = f.map(blocks.clone())?;
-                ViewKind::Mapped { start, len, first_blk: blocks.start }
+                ViewKind::Mapped { start, len, first_blk: blocks.start, _ahead: f.watch_scans(start, len) }
             }
         };
         Ok(View { kind, file: self.clone() })

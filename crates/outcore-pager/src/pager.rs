@@ -10,7 +10,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::cache::Lru;
 use crate::engine::{self, Capabilities, FaultEngine, UffdEngine};
 use crate::file::FileHandle;
-use crate::mapped::{ExtentSource, MappedFile};
+use crate::mapped::{Ahead, ExtentSource, MappedFile};
 use crate::mapping::Pagemap;
 use crate::stats::{Counters, Stats};
 use crate::uffd_file::{FileInner, UffdFile};
@@ -43,6 +43,10 @@ pub struct PagerConfig {
     pub force_sync_dirty_tracking: bool,
     /// How a loaded block enters the page cache (see [`FillMode`]). Default `Pwrite`.
     pub fill_mode: FillMode,
+    /// Page-cache engine: bytes a background thread reads ahead of a sequential scan of a view
+    /// of at least 32 MiB, from its start (`MADV_POPULATE_READ`, the scanner's position found
+    /// with tripwires). 0 disables it. Default 128 MiB, or `OUTCORE_SCAN_AHEAD_MIB`.
+    pub scan_ahead: u64,
 }
 
 /// How a loaded block enters the page cache.
@@ -72,6 +76,10 @@ impl Default for PagerConfig {
             force_user_mode_only: false,
             force_sync_dirty_tracking: false,
             fill_mode: FillMode::Pwrite,
+            scan_ahead: std::env::var("OUTCORE_SCAN_AHEAD_MIB")
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .map_or(128 << 20, |mib| mib.saturating_mul(1 << 20)),
         }
     }
 }
@@ -103,6 +111,8 @@ pub(crate) struct Shared {
     pub counters: Counters,
     pub jobs: crossbeam_channel::Sender<Job>,
     pub next_id: AtomicU64,
+    /// Page-cache engine: reading ahead of scans.
+    pub ahead: Ahead,
 }
 
 impl Shared {
@@ -205,6 +215,7 @@ impl Pager {
             counters: Counters::default(),
             jobs: tx,
             next_id: AtomicU64::new(1),
+            ahead: Ahead::new(config.scan_ahead),
         });
         let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new().name(name).spawn(f).map_err(|e| PagerError::io("spawning a pager thread", e))
@@ -307,6 +318,7 @@ impl Pager {
             extent_mmaps: Counters::get(&c.extent_mmaps),
             blocks_remapped: Counters::get(&c.blocks_remapped),
             pages_discarded: Counters::get(&c.pages_discarded),
+            scan_ahead_bytes: Counters::get(&c.scan_ahead_bytes),
         }
     }
 

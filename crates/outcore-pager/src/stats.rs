@@ -30,6 +30,8 @@ pub struct Stats {
     pub blocks_remapped: u64,
     /// Page-cache engine: written pages dropped by `discard`.
     pub pages_discarded: u64,
+    /// Page-cache engine: bytes of views read ahead of sequential scans (`PagerConfig::scan_ahead`).
+    pub scan_ahead_bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -44,6 +46,7 @@ pub(crate) struct Counters {
     pub extent_mmaps: AtomicU64,
     pub blocks_remapped: AtomicU64,
     pub pages_discarded: AtomicU64,
+    pub scan_ahead_bytes: AtomicU64,
 }
 
 impl Counters {

@@ -71,8 +71,17 @@ pub struct View {
 /// The engine-specific part of a view.
 #[derive(Debug)]
 pub(crate) enum ViewKind {
-    Uffd { reg: Arc<ViewReg>, mapping: Option<Mapping> },
-    Mapped { start: u64, len: u64, first_blk: u64 },
+    Uffd {
+        reg: Arc<ViewReg>,
+        mapping: Option<Mapping>,
+    },
+    /// `_ahead`: reading ahead of a scan of the view, while it lives.
+    Mapped {
+        start: u64,
+        len: u64,
+        first_blk: u64,
+        _ahead: Option<crate::mapped::Armed>,
+    },
 }
 
 impl View {

@@ -532,3 +532,65 @@ fn sigbus_child() {
     let x = rd(&v, 2 * BS + 4 * PAGE + 3); // SIGBUS
     println!("CHILD SAW {x}");
 }
+
+/// End offset (in the view) of its last page mapped in this process (`/proc/self/pagemap`
+/// bit 63), 0 if none is.
+fn mapped_end(v: &View) -> usize {
+    let pm = File::open("/proc/self/pagemap").unwrap();
+    let mut buf = vec![0u8; v.len() / PAGE * 8];
+    pm.read_exact_at(&mut buf, v.as_ptr() as u64 / PAGE as u64 * 8).unwrap();
+    let last = buf.chunks_exact(8).rposition(|e| u64::from_le_bytes(e.try_into().unwrap()) >> 63 == 1);
+    last.map_or(0, |i| (i + 1) * PAGE)
+}
+
+#[test]
+fn a_scanned_view_is_read_ahead_of_the_scanner_and_no_further() {
+    const MIB: usize = 1 << 20;
+    let p = Pager::new(PagerConfig { scan_ahead: 32 << 20, ..PagerConfig::default() }).unwrap();
+    let stored: Vec<u64> = (0..48).collect(); // 48 MiB of extents, then 80 MiB of holes
+    let (_d, _src, f) = setup(&p, MIB, 128, &stored);
+    let v = f.map(0..128).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert_eq!(mapped_end(&v), 0, "nothing is read ahead of a view nobody reads");
+    assert_eq!(p.stats().scan_ahead_bytes, 0);
+    // A scan of the first 32 MiB, page by page.
+    for off in (0..32 * MIB).step_by(PAGE) {
+        rd(&v, off);
+    }
+    // Read ahead: chunks start every 16 MiB, so the last tripwire crossed is at 16 MiB or
+    // later, and 32 MiB beyond it are read (the kernel alone maps 64 KiB around a fault).
+    assert!(common::eventually(|| mapped_end(&v) >= 48 * MIB), "mapped to {} MiB", mapped_end(&v) / MIB);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    // ... and no further than 32 MiB (and a chunk) beyond the scanner, into the holes too.
+    let end = mapped_end(&v);
+    assert!(end <= 80 * MIB, "read ahead to {} MiB of a scan at 32 MiB", end / MIB);
+    assert!(p.stats().scan_ahead_bytes >= 16 << 20);
+    // What was read ahead is what the file holds; nothing counts as written.
+    for blk in [0, 33, 47] {
+        check_block(&v, MIB, blk, Some(0));
+    }
+    check_block(&v, MIB, 60, None);
+    assert_eq!(dirty_list(&f), vec![]);
+    // A short view is not watched.
+    let (_d2, _src2, f2) = setup(&p, MIB, 16, &(0..16).collect::<Vec<_>>());
+    let before = p.stats().scan_ahead_bytes;
+    let v2 = f2.map(0..16).unwrap();
+    rd(&v2, 0);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(mapped_end(&v2) <= MIB, "a 16 MiB view was read ahead to {} bytes", mapped_end(&v2));
+    assert!(p.stats().scan_ahead_bytes <= 80 << 20 && p.stats().scan_ahead_bytes >= before);
+}
+
+#[test]
+fn scan_ahead_off_reads_nothing_ahead() {
+    const MIB: usize = 1 << 20;
+    let p = Pager::new(PagerConfig { scan_ahead: 0, ..PagerConfig::default() }).unwrap();
+    let (_d, _src, f) = setup(&p, MIB, 64, &(0..64).collect::<Vec<_>>());
+    let v = f.map(0..64).unwrap();
+    for off in (0..16 * MIB).step_by(PAGE) {
+        rd(&v, off);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(mapped_end(&v) <= 17 * MIB, "mapped to {} bytes", mapped_end(&v));
+    assert_eq!(p.stats().scan_ahead_bytes, 0);
+}

@@ -17,7 +17,12 @@ Variants (`+`-joined tokens; the file is summed with NumPy in 32 MiB slices, as 
 - popN: a thread keeps the next N MiB after the scanner's position populated with
   madvise(MADV_POPULATE_READ) in 8 MiB calls (ctypes: the GIL is released during the call);
 - touchN: a thread reads one byte of every 4 KiB page of the next N MiB (8 MiB at a time, a
-  strided NumPy max, which releases the GIL).
+  strided NumPy max, which releases the GIL);
+- tripN: as popN, but the thread is not told the scanner's position: it infers it as a pager
+  could, from tripwires. It populates each 16 MiB chunk except its first 2 MiB (a whole PMD, so
+  that its own population never maps the tripwire) and polls the tripwires' present bits in
+  /proc/self/pagemap every 0.5 ms; it starts when the view's first page is mapped and keeps at
+  most N MiB populated beyond the last tripwire the scanner has crossed.
 
 Per scan: GB/s, the scanning thread's user/sys CPU (getrusage RUSAGE_THREAD) and its run time
 (schedstat), the helper thread's CPU, the process's minor/major faults, and how often the helper
@@ -43,6 +48,8 @@ import numpy as np
 MiB = 1 << 20
 STEP = 32 * MiB  # scanned slice
 HSTEP = 8 * MiB  # helper step
+TCHUNK = 16 * MiB  # tripN: populated chunk
+TRIP = 2 * MiB  # tripN: left unpopulated at each chunk's start
 PAGE = 4096
 MADV_POPULATE_READ = 22
 
@@ -76,7 +83,7 @@ def child(path, variant):
     helper = None
     ahead = 0
     for t in toks:
-        for kind in ("pop", "touch"):
+        for kind in ("pop", "touch", "trip"):
             if t.startswith(kind):
                 helper, ahead = kind, int(t[len(kind):]) * MiB
     pos = [0]
@@ -89,6 +96,9 @@ def child(path, variant):
         libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
         u8 = np.frombuffer(a, dtype=np.uint8) if helper == "touch" else None
         done = 0
+        if helper == "trip":
+            trip_run(libc, c0)
+            return
         while not stop.is_set() and done < size:
             p = pos[0]
             if done < p:  # the scanner passed us: no use touching what it has read
@@ -108,6 +118,32 @@ def child(path, variant):
                 hstat["waits"] += 1
                 time.sleep(0.0002)
         hstat["cpu_ms"] = (time.thread_time() - c0) * 1e3
+
+    def trip_run(libc, c0):
+        pm = os.open("/proc/self/pagemap", os.O_RDONLY)
+
+        def mapped(off):
+            return int.from_bytes(os.pread(pm, 8, (base + off) // PAGE * 8), "little") >> 63 == 1
+
+        trips, crossed, done = [0], -1, 0
+        while not stop.is_set() and (trips or done < size):
+            while trips and mapped(trips[0]):
+                crossed = trips.pop(0)
+            if crossed >= 0 and done < size and done < crossed + ahead:
+                n = min(TCHUNK, size - done)
+                if n > TRIP and libc.madvise(base + done + TRIP, n - TRIP, MADV_POPULATE_READ) != 0:
+                    hstat["err"] = os.strerror(ctypes.get_errno())
+                    break
+                if done:
+                    trips.append(done)
+                hstat["steps"] += 1
+                done += n
+            else:
+                hstat["waits"] += 1
+                time.sleep(0.0005)
+        hstat["behind"] = len(trips)
+        hstat["cpu_ms"] = (time.thread_time() - c0) * 1e3
+        os.close(pm)
 
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = resource.getrusage(resource.RUSAGE_THREAD)

@@ -112,6 +112,9 @@ def run_scan(system, path, n, how):
         # An experiment build only (not committed): the pager reads OUTCORE_EXPERIMENT_HUGE and
         # then advises MADV_HUGEPAGE on every extent, as before the change of 008-cold-scan.
         system, env["OUTCORE_EXPERIMENT_HUGE"] = "outcore", "1"
+    elif system == "outcore-noahead":
+        # outcore without its scan-ahead thread (the kernel's readahead only).
+        system, env["OUTCORE_SCAN_AHEAD_MIB"] = "outcore", "0"
     r = subprocess.run([sys.executable, __file__, "--child", system, path, str(n), how],
                        capture_output=True, text=True, env=env)
     if r.returncode != 0:
@@ -141,7 +144,7 @@ def main() -> None:
     n = a.size * MiB // 8
     os.makedirs(a.dir, exist_ok=True)
     base = os.path.join(a.dir, "a")
-    paths = {"raw": base + ".raw", "outcore": base, "outcore-huge": base, "numpy.memmap": base}
+    paths = {"raw": base + ".raw", "outcore": base, "outcore-huge": base, "outcore-noahead": base, "numpy.memmap": base}
     marker = os.path.join(a.dir, f"made-{a.size}")
     if a.fresh or not os.path.exists(marker):
         for f in os.listdir(a.dir):

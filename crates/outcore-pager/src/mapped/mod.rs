@@ -3,8 +3,11 @@
 //! reservation per file. Reads are page-cache hits; writes become private copy-on-write pages,
 //! found with `PAGEMAP_SCAN`; nothing here ever writes a data file.
 
+mod ahead;
 mod os;
 pub(crate) mod sigbus;
+
+pub(crate) use ahead::{Ahead, Armed};
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -405,6 +408,12 @@ impl MappedFile {
         self.ensure_reserved(end)?;
         st.scan_end = st.scan_end.max(end);
         Ok((self.res.base() + blocks.start * bs, len))
+    }
+
+    /// Starts reading ahead of a scan of the view `[start, start+len)` (addresses from
+    /// [`map`](Self::map)), if it is long enough; the watch ends with the token.
+    pub fn watch_scans(self: &Arc<Self>, start: u64, len: u64) -> Option<Armed> {
+        self.shared.ahead.arm(self, start, len)
     }
 
     pub fn size(&self) -> u64 {

@@ -181,17 +181,26 @@ impl Reservation {
 
     /// Reads `[off, off+len)` in (`MADV_POPULATE_READ`; `MADV_WILLNEED` where unsupported).
     pub fn populate(&self, off: u64, len: u64) -> io::Result<()> {
-        self.check_range(off, len)?;
-        let addr = (self.base + off) as *mut libc::c_void;
-        // SAFETY: inside this reservation; populating reads pages in, it never changes content.
-        let r = check(unsafe { libc::madvise(addr, len as usize, libc::MADV_POPULATE_READ) });
-        match r {
+        match self.populate_read(off, len) {
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                // SAFETY: as above; WILLNEED only starts readahead.
-                check(unsafe { libc::madvise(addr, len as usize, libc::MADV_WILLNEED) })
+                // SAFETY: inside this reservation (checked by `populate_read`); WILLNEED only
+                // starts readahead.
+                check(unsafe {
+                    libc::madvise((self.base + off) as *mut libc::c_void, len as usize, libc::MADV_WILLNEED)
+                })
             }
             r => r,
         }
+    }
+
+    /// Maps `[off, off+len)` for reading as a read of every page would (`MADV_POPULATE_READ`,
+    /// Linux 5.14; `EINVAL` before). A page that cannot be read (beyond the end of its file)
+    /// fails the call with `EFAULT` instead of raising SIGBUS.
+    pub fn populate_read(&self, off: u64, len: u64) -> io::Result<()> {
+        self.check_range(off, len)?;
+        let addr = (self.base + off) as *mut libc::c_void;
+        // SAFETY: inside this reservation; populating reads pages in, it never changes content.
+        check(unsafe { libc::madvise(addr, len as usize, libc::MADV_POPULATE_READ) })
     }
 
     /// Copies `[off, off+buf.len())` of the reservation into `buf`.
