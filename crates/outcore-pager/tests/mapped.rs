@@ -582,6 +582,35 @@ fn a_scanned_view_is_read_ahead_of_the_scanner_and_no_further() {
 }
 
 #[test]
+fn random_reads_are_not_read_ahead() {
+    const MIB: usize = 1 << 20;
+    let p = Pager::new(PagerConfig { scan_ahead: 32 << 20, ..PagerConfig::default() }).unwrap();
+    let (d, _src, f) = setup(&p, MIB, 128, &(0..128).collect::<Vec<_>>());
+    // Cold: the data file's pages out of the page cache (as after a reboot).
+    d.file.sync_all().unwrap();
+    // SAFETY: a valid descriptor; the advice only drops clean cached pages.
+    assert_eq!(unsafe { libc::posix_fadvise(d.file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) }, 0);
+    let v = f.map(0..128).unwrap();
+    // The view's first page, the first page of every 2 MiB, and 300 pages at random.
+    let mut x = 12345u64;
+    let mut offs: Vec<usize> = (0..128 * MIB).step_by(2 * MIB).collect();
+    for _ in 0..300 {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        offs.push((x >> 33) as usize % (128 * MIB / PAGE) * PAGE);
+    }
+    for off in offs {
+        rd(&v, off);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(p.stats().scan_ahead_bytes, 0, "random reads were read ahead");
+    // A scan from the start afterwards is.
+    for off in (0..4 * MIB).step_by(PAGE) {
+        rd(&v, off);
+    }
+    assert!(common::eventually(|| p.stats().scan_ahead_bytes > 0));
+}
+
+#[test]
 fn scan_ahead_off_reads_nothing_ahead() {
     const MIB: usize = 1 << 20;
     let p = Pager::new(PagerConfig { scan_ahead: 0, ..PagerConfig::default() }).unwrap();

@@ -10,8 +10,9 @@
 //! The engine sees no faults, so the scanner's position is inferred from tripwires. The view is
 //! read in chunks of [`CHUNK`] bytes (aligned in memory); the first [`TRIP`] bytes of each chunk
 //! (one whole page-table page, so that populating the rest of the chunk never maps them, not
-//! even as a 2 MiB folio) are left alone, and `PAGEMAP_SCAN` tells when one of their pages gets
-//! mapped: the scanner got there. The thread keeps at most `ahead` bytes read beyond the last
+//! even as a 2 MiB folio) are left alone, and `PAGEMAP_SCAN` tells when all of their pages are
+//! mapped: a scanner went through. Random reads map a page and the few around it (the kernel's
+//! fault-around), so they do not trip a wire, while a scan maps every page it passes. The thread keeps at most `ahead` bytes read beyond the last
 //! tripwire crossed, so only a view that is scanned is read ahead, and never by more than that.
 //! A view is watched from its first page on: a scan that starts elsewhere, or walks backwards,
 //! or jumps, gets the kernel's readahead only.
@@ -191,7 +192,7 @@ impl Watch {
         }
         let Some(file) = self.file.upgrade() else { return Step::Done };
         while let Some(&t) = self.trips.front() {
-            match mapped_any(t, (t + TRIP).min(self.end)) {
+            match mapped_all(t, (t + TRIP).min(self.end)) {
                 Ok(true) => {
                     self.crossed = Some(t);
                     self.trips.pop_front();
@@ -227,11 +228,11 @@ impl Watch {
     }
 }
 
-/// Whether any page of `[start, end)` is mapped (`PAGEMAP_SCAN`).
-fn mapped_any(start: u64, end: u64) -> std::io::Result<bool> {
+/// Whether every page of `[start, end)` is mapped (`PAGEMAP_SCAN` finds none that is not).
+fn mapped_all(start: u64, end: u64) -> std::io::Result<bool> {
     let Ok(Scanner::Scan(pm)) = scanner() else { return Ok(false) };
-    let spec = Scan { any_of: sys::PAGE_IS_PRESENT, report: sys::PAGE_IS_PRESENT, ..Scan::default() };
-    let mut any = false;
-    pm.scan(start, end, spec, |_| any = true)?;
-    Ok(any)
+    let spec = Scan { none_of: sys::PAGE_IS_PRESENT, report: sys::PAGE_IS_PRESENT, ..Scan::default() };
+    let mut missing = false;
+    pm.scan(start, end, spec, |_| missing = true)?;
+    Ok(!missing)
 }
