@@ -611,6 +611,25 @@ fn random_reads_are_not_read_ahead() {
 }
 
 #[test]
+fn scan_ahead_stops_without_a_signal_at_a_truncated_data_file() {
+    const MIB: usize = 1 << 20;
+    let p = Pager::new(PagerConfig { scan_ahead: 64 << 20, ..PagerConfig::default() }).unwrap();
+    let (d, _src, f) = setup(&p, MIB, 96, &(0..96).collect::<Vec<_>>());
+    let v = f.map(0..96).unwrap();
+    // The data file loses all but its first 20 MiB after the extents were mapped: reading
+    // ahead beyond that fails (a populate reports EFAULT where a read would raise SIGBUS).
+    d.file.set_len(20 * MIB as u64).unwrap();
+    for off in (0..4 * MIB).step_by(PAGE) {
+        rd(&v, off);
+    }
+    assert!(common::eventually(|| p.stats().scan_ahead_bytes > 0));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // Still here (no SIGBUS in the pager's thread), and what lies in the file reads right.
+    check_block(&v, MIB, 10, Some(0));
+    assert!(p.stats().scan_ahead_bytes < 64 << 20, "read ahead {} bytes", p.stats().scan_ahead_bytes);
+}
+
+#[test]
 fn scan_ahead_off_reads_nothing_ahead() {
     const MIB: usize = 1 << 20;
     let p = Pager::new(PagerConfig { scan_ahead: 0, ..PagerConfig::default() }).unwrap();

@@ -144,8 +144,7 @@ impl Plan {
 
     /// Give the commit's own block writes back to `commit` (after its blocks were written), as
     /// it gave them: a backend that retries the commit plans it again from them.
-    pub fn give_back(&mut self, blocks: BTreeMap<(ArrayId, u64), BlockData>, commit: &mut Commit) {
-        let mut blocks = blocks;
+    pub fn give_back(&mut self, mut blocks: BTreeMap<(ArrayId, u64), BlockData>, commit: &mut Commit) {
         for key in &self.added {
             blocks.remove(key);
         }

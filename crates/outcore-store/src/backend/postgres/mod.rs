@@ -97,6 +97,9 @@ $f$;
 /// the blocks it read, the arrays all of whose blocks it read.
 const CHECK_READS: &str = "SELECT outcore_check_reads($1, $2, $3, $4, $5, $6, $7)";
 
+/// The commit lock: commits queue on it, in order, before they move the head.
+const TAKE_LOCK: &str = "SELECT pg_advisory_xact_lock($1)";
+
 /// The commit lock is taken, and the head moved on to the commit's tid, before a commit's
 /// first write. `$1`: the commit's time (it never goes back).
 const TAKE_TID: &str = "UPDATE outcore_head SET tid = tid + 1, time_us = GREATEST(time_us, $1) WHERE id = 1
@@ -785,7 +788,7 @@ impl WriteTxn for PgTxn<'_> {
         // (unless `lock_first`): the head first, so that each later statement sees it or a newer
         // state; whatever changed since it is caught by `CHECK_READS` under the lock.
         let lock: Vec<(&'static str, Vec<Param>)> =
-            if self.lock_first { vec![("SELECT pg_advisory_xact_lock($1)", params![COMMIT_LOCK])] } else { Vec::new() };
+            if self.lock_first { vec![(TAKE_LOCK, params![COMMIT_LOCK])] } else { Vec::new() };
         let Some(plan) = self.plan.take() else {
             self.c.pending.extend(lock);
             let head = q_head(self.c, HEAD)?;
@@ -910,8 +913,9 @@ impl WriteTxn for PgTxn<'_> {
     fn insert_txn(&mut self, info: &TxnInfo) -> Result<()> {
         // The first write: the commit lock and the head's move to this commit's tid go before
         // it; this and every later row takes its tid (and its time) from the head.
-        self.c.before_writes =
-            vec![("SELECT pg_advisory_xact_lock($1)", params![COMMIT_LOCK]), (TAKE_TID, params![info.time_us])];
+        // (A commit that took the lock before it read holds it already.)
+        self.c.before_writes = if self.lock_first { Vec::new() } else { vec![(TAKE_LOCK, params![COMMIT_LOCK])] };
+        self.c.before_writes.push((TAKE_TID, params![info.time_us]));
         let commit_id = self.commit_id;
         self.defer(
             "INSERT INTO outcore_txn (tid, time_us, \"user\", description, extension, commit_id)
