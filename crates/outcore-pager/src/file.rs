@@ -208,6 +208,22 @@ impl FileHandle {
         }
     }
 
+    /// Writes `data` at byte `offset` as a write through a view would (the pages become
+    /// written, every view sees the bytes); the range must lie within the logical size. Blocks
+    /// from `unstored_from` on hold nothing in the source (the caller knows: an append's new
+    /// blocks), so their old content is the fill and is not read first.
+    ///
+    /// Userfaultfd: `pwrite` into the memfd, no fault, and the pages are recorded as dirty; an
+    /// unstored block is not loaded (its other bytes are zeros or the fill), any other block
+    /// not cached is loaded first. Page cache: copied through the file's reservation (private
+    /// pages, as any write).
+    pub fn write_at(&self, offset: u64, data: &[u8], unstored_from: u64) -> Result<(), PagerError> {
+        match &self.kind {
+            FileKind::Uffd(f) => f.write_at(offset, data, unstored_from),
+            FileKind::Mapped(f) => f.write_at(offset, data),
+        }
+    }
+
     /// Reads the blocks of `blocks` in now (an error is returned).
     ///
     /// Userfaultfd: loads them (waiting) and maps them into every view, so that system calls

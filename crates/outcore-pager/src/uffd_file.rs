@@ -471,6 +471,81 @@ impl FileInner {
     }
 }
 
+impl FileInner {
+    /// Pins `blk` for a write of its bytes without a fault: a cached block is pinned as it is; an
+    /// absent block with `unstored` content (the source holds nothing for it) enters the cache
+    /// as Dirty without a load, its bytes being the fill; any other block is loaded first.
+    /// Returns whether the block entered the cache here (its memfd range is a hole).
+    fn pin_for_write(self: &Arc<Self>, blk: u64, unstored: bool) -> Result<bool, PagerError> {
+        {
+            let mut st = self.state.lock();
+            let end = (blk + 1) * self.blksize;
+            if end > st.memfd_len {
+                self.memfd
+                    .set_len(end)
+                    .map_err(|e| PagerError::io(format!("growing the page cache to {end} bytes"), e))?;
+                st.memfd_len = end;
+            }
+            match st.blocks.get_mut(&blk) {
+                Some(b) if b.is_resident() => {
+                    b.pins += 1;
+                    return Ok(false);
+                }
+                None if unstored => {
+                    let mut b = Block::loading();
+                    b.state = BlockState::Dirty;
+                    b.pins = 1;
+                    st.blocks.insert(blk, b);
+                    self.shared().counters.resident.fetch_add(self.blksize, Ordering::Relaxed);
+                    return Ok(true);
+                }
+                _ => {}
+            }
+        }
+        // Loaded (or the transition in flight ended): resident and pinned.
+        self.pin_resident(blk)?;
+        Ok(false)
+    }
+
+    /// Writes `data` at `off` within block `blk` into the page cache (see
+    /// [`UffdFile::write_at`]).
+    fn write_block(self: &Arc<Self>, blk: u64, off: u64, data: &[u8], unstored: bool) -> Result<(), PagerError> {
+        let bs = self.blksize;
+        let fresh = self.pin_for_write(blk, unstored)?;
+        let start = blk * bs;
+        let r = match &self.fill {
+            // A new block's other bytes are the fill: write them too (a hole reads zeros).
+            Some(p) if fresh && data.len() as u64 != bs => {
+                let mut buf = vec![0u8; bs as usize];
+                p.write(&mut buf, start);
+                buf[off as usize..off as usize + data.len()].copy_from_slice(data);
+                self.memfd.write_all_at(&buf, start)
+            }
+            _ => self.memfd.write_all_at(data, start + off),
+        };
+        let first = (off / PAGE as u64) as u32;
+        let end = (off + data.len() as u64).div_ceil(PAGE as u64) as u32;
+        let mut st = self.state.lock();
+        if let (Err(_), true) = (&r, fresh) {
+            // Nothing of a new block is kept: it is absent (a hole) again.
+            st.blocks.remove(&blk);
+            drop(st);
+            let _ = self.memfd.punch_hole(start, bs);
+            self.shared().counters.resident.fetch_sub(bs, Ordering::Relaxed);
+        } else {
+            // A failed write may have changed part of the range: it counts as written.
+            let mut pages = PageSet::default();
+            pages.insert_range(first, end);
+            self.merge_dirty(&mut st, BTreeMap::from([(blk, pages)]));
+            if let Some(b) = st.blocks.get_mut(&blk) {
+                b.state = BlockState::Dirty;
+                b.pins = b.pins.saturating_sub(1);
+            }
+        }
+        r.map_err(|e| PagerError::io(format!("writing block {blk} into the page cache"), e))
+    }
+}
+
 impl Drop for FileInner {
     fn drop(&mut self) {
         let shared = self.pager.shared();
@@ -748,6 +823,28 @@ impl UffdFile {
         for &b in blks {
             self.inner.drop_block(b)?;
         }
+        Ok(())
+    }
+
+    /// Writes `data` at byte `offset` (the range within the logical size) into the page cache
+    /// without faulting, as a write through a view would: the pages become dirty and every view
+    /// sees the bytes. Blocks from `unstored_from` on have no content in the source (an append's
+    /// new blocks): they are not loaded first. Other blocks not cached are loaded first.
+    pub fn write_at(&self, offset: u64, data: &[u8], unstored_from: u64) -> Result<(), PagerError> {
+        let f = &self.inner;
+        let bs = f.blksize;
+        let end = offset.checked_add(data.len() as u64).filter(|e| *e <= f.state.lock().size).ok_or_else(|| {
+            PagerError::InvalidArgument(format!("writing {} bytes at {offset}: beyond the size", data.len()))
+        })?;
+        let mut pos = offset;
+        while pos < end {
+            let blk = pos / bs;
+            let stop = ((blk + 1) * bs).min(end);
+            let part = &data[(pos - offset) as usize..(stop - offset) as usize];
+            f.write_block(blk, pos - blk * bs, part, blk >= unstored_from)?;
+            pos = stop;
+        }
+        f.shared().enforce_budget();
         Ok(())
     }
 

@@ -194,3 +194,76 @@ fn dropped_view_keeps_dirty_pages() {
         assert_eq!(rd(&v, 2 * BS + 4096 * 4), 1);
     });
 }
+
+/// `write_at` writes without faults as a view would: its pages are dirty, every view sees the
+/// bytes at once (also one that mapped the block before), a block the source holds is loaded
+/// first (its other bytes kept), an unstored block is never asked of the source (its other
+/// bytes read zeros), and discard reverts all of it.
+#[test]
+fn write_at_dirties_its_pages_and_loads_only_stored_blocks() {
+    each_mode(8, |mode, p, src, f| {
+        let v = f.map(0..8).unwrap();
+        assert_eq!(rd(&v, 10), src.expected(0, 10)); // block 0 cached, mapped in `v`
+        let data = vec![0x77u8; 8200];
+        // Cached block: the view sees the bytes without a reload.
+        f.write_at(4096 + 10, &data, 5).unwrap();
+        assert_eq!(rd(&v, 4096 + 10), 0x77, "{mode}");
+        assert_eq!(rd(&v, 4096 + 9), src.expected(0, 4096 + 9), "{mode}");
+        // Stored block not cached: loaded once, then written over.
+        f.write_at(2 * BS as u64 + 100, &data, 5).unwrap();
+        assert_eq!(src.count(2), 1, "{mode}");
+        // Unstored block (from block 5 on), across its end into block 6.
+        f.write_at(6 * BS as u64 - 4000, &data, 5).unwrap();
+        assert_eq!(src.count(5) + src.count(6), 0, "{mode}: an unstored block was loaded");
+        let w = f.map(4..8).unwrap(); // a view made after the write sees it too
+        for (view, base) in [(&v, 0), (&w, 4 * BS)] {
+            assert_eq!(rd(view, 6 * BS - 4000 - base), 0x77, "{mode}");
+            assert_eq!(rd(view, 6 * BS + 4199 - base), 0x77, "{mode}");
+            assert_eq!(rd(view, 6 * BS - 4001 - base), 0, "{mode}: an unstored block's other bytes");
+            assert_eq!(rd(view, 6 * BS + 4200 - base), 0, "{mode}");
+        }
+        assert_eq!(rd(&v, 2 * BS + 99), src.expected(2, 99), "{mode}");
+        assert_eq!(rd(&v, 2 * BS + 8299), 0x77, "{mode}");
+        assert_eq!(
+            dirty_list(f),
+            vec![(0, vec![1, 2, 3]), (2, vec![0, 1, 2]), (5, vec![511]), (6, vec![0, 1])],
+            "{mode}"
+        );
+        assert_eq!(p.stats().bytes_dirty, 4 * BS as u64, "{mode}");
+        // Written bytes beyond the size are refused.
+        assert!(f.write_at(8 * BS as u64 - 1, &[1, 2], 0).is_err(), "{mode}");
+        f.discard().unwrap();
+        assert_eq!(dirty_list(f), vec![], "{mode}");
+        assert_eq!(rd(&v, 4096 + 10), src.expected(0, 4096 + 10), "{mode}");
+        assert_eq!(rd(&v, 2 * BS + 100), src.expected(2, 100), "{mode}");
+        assert_eq!(rd(&w, 6 * BS - 4000 - 4 * BS), src.expected(5, BS - 4000), "{mode}");
+        // Written again and committed: clean, then written through the view and tracked.
+        f.write_at(7 * BS as u64, &data, 7).unwrap();
+        f.mark_clean(&[7]).unwrap();
+        assert_eq!(dirty_list(f), vec![], "{mode}");
+        assert_eq!(rd(&v, 7 * BS + 1), 0x77, "{mode}");
+        wr(&v, 7 * BS + 3 * 4096, 1);
+        assert_eq!(dirty_list(f), vec![(7, vec![3])], "{mode}");
+    });
+}
+
+/// An unstored block written in part by `write_at` reads the file's fill pattern around the
+/// written bytes, as the block would if loaded.
+#[test]
+fn write_at_an_unstored_block_keeps_the_fill_around_the_bytes() {
+    let p = pager(1 << 30);
+    let src = MemSource::new();
+    let fill = outcore_pager::FillPattern::new(&[1, 2, 3]).unwrap();
+    let pat = |off: usize| [1u8, 2, 3][off % 3];
+    let f = p.open_file_filled(src.clone(), BS, 2 * BS as u64, Some(fill)).unwrap();
+    f.set_size(4 * BS as u64).unwrap();
+    f.write_at(2 * BS as u64 + 5000, &[0xEE; 100], 2).unwrap();
+    let v = f.map(0..4).unwrap();
+    assert_eq!(rd(&v, 2 * BS + 5000), 0xEE);
+    assert_eq!(rd(&v, 2 * BS + 5099), 0xEE);
+    for off in [2 * BS, 2 * BS + 4999, 2 * BS + 5100, 3 * BS - 1] {
+        assert_eq!(rd(&v, off), pat(off), "offset {off}");
+    }
+    assert_eq!(src.log(), Vec::<u64>::new());
+    assert_eq!(dirty_list(&f), vec![(2, vec![1])]);
+}

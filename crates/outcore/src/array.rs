@@ -380,12 +380,12 @@ impl Array {
             .checked_add(len / row)
             .ok_or_else(|| Error::Shape(format!("appending to array '{}' overflows its shape", s.name)))?;
         let (old, _) = self.resize_locked(&mut st, &new_shape)?;
-        let through_views = self.stage_appended(&st, old, data)?;
+        let rest = self.stage_appended(&st, old, data)?;
+        // Blocks from here on hold nothing stored at this snapshot: not read before written.
+        let unstored_from = st.open.get(&self.id).map_or(u64::MAX, |oa| oa.committed_nbytes().div_ceil(s.meta.blksize));
         drop(st);
-        for (at, part) in through_views {
-            let (view, off, n) = map_range(&s.file, at..at + part.len() as u64)?;
-            let mut w = BytesViewMut::new(view, off, n)?;
-            w.as_mut_slice().copy_from_slice(&data[part]);
+        for (at, part) in rest {
+            s.file.write_at(at, &data[part], unstored_from)?;
         }
         Ok(())
     }
@@ -393,7 +393,7 @@ impl Array {
     /// Writes the parts of `data` (appended at byte `at`) that fall into blocks with no stored
     /// content and no written pages straight into staged extents of the store (each byte written
     /// once, to its place; the view then maps the extent), for arrays served by the page cache.
-    /// Returns the parts left to copy through the view: `(byte offset, range of data)`.
+    /// Returns the parts left to write into the file: `(byte offset, range of data)`.
     fn stage_appended(&self, st: &ConnState, at: u64, data: &[u8]) -> Result<Vec<(u64, Range<usize>)>> {
         let all = vec![(at, 0..data.len())];
         let Some(oa) = st.open.get(&self.id) else { return Ok(all) };

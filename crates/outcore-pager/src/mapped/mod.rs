@@ -514,6 +514,16 @@ impl MappedFile {
         self.res.copy_out(off, buf).map_err(|e| PagerError::io(format!("copying from {}", self.label), e))
     }
 
+    /// `FileHandle::write_at`: copies `data` into the reservation at `offset` (within the size).
+    pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), PagerError> {
+        let st = self.state.lock();
+        let end = offset.checked_add(data.len() as u64).filter(|e| *e <= st.size).ok_or_else(|| {
+            PagerError::InvalidArgument(format!("writing {} bytes at {offset}: beyond the size", data.len()))
+        })?;
+        self.ensure_reserved(end)?;
+        self.res.copy_in(offset, data).map_err(|e| PagerError::io(format!("writing into {}", self.label), e))
+    }
+
     pub fn read_block(&self, blk: u64, buf: &mut [u8]) -> Result<(), PagerError> {
         self.check_buf(buf, &[])?;
         let _st = self.state.lock();

@@ -218,6 +218,21 @@ impl Reservation {
         Ok(())
     }
 
+    /// Copies `data` into `[off, off+data.len())` of the reservation (the pages written become
+    /// private copies, as any write to them).
+    pub fn copy_in(&self, off: u64, data: &[u8]) -> io::Result<()> {
+        match off.checked_add(data.len() as u64) {
+            Some(end) if end <= self.len() => {}
+            _ => return Err(io::Error::from(io::ErrorKind::InvalidInput)),
+        }
+        // SAFETY: the destination lies inside the reservation (checked), mapped read/write
+        // while `self` lives; `data` is a distinct Rust buffer. Views may read or write the same
+        // bytes meanwhile (plain shared memory, as with `write(2)` into it): no reference to
+        // them is formed.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), (self.base + off) as *mut u8, data.len()) };
+        Ok(())
+    }
+
     /// Writes zeros over `[off, off+len)`, skipping the 4 KiB pages whose bytes there already are
     /// zeros (so they do not become private pages).
     pub fn zero(&self, off: u64, len: u64) -> io::Result<()> {
