@@ -798,19 +798,26 @@ impl WriteTxn for PgTxn<'_> {
         let upto = i64::MAX;
         let mut queries = lock;
         let skip = queries.len();
+        // The blocks' rows are looked up by key (`LATERAL ... LIMIT 1`: an index probe each),
+        // whatever the tables' statistics say: a hash join over a scan of `outcore_current`
+        // grows with its dead rows while many writers update it (0.45 ms a commit with 16
+        // writers, 0.04 ms as lookups; design 005).
         queries.extend([
             (HEAD, params![]),
             (
                 "SELECT c.tid, c.codec, c.len, c.array_id, c.blk, u.depth, u.chain_bytes
                  FROM unnest($1::bigint[], $2::bigint[]) AS k(array_id, blk)
-                 JOIN outcore_current c ON c.array_id = k.array_id AND c.blk = k.blk
-                 LEFT JOIN outcore_undo u ON u.array_id = c.array_id AND u.blk = c.blk AND u.tid = c.tid",
+                 CROSS JOIN LATERAL (SELECT c.tid, c.codec, c.len, c.array_id, c.blk FROM outcore_current c
+                     WHERE c.array_id = k.array_id AND c.blk = k.blk LIMIT 1) c
+                 LEFT JOIN LATERAL (SELECT u.depth, u.chain_bytes FROM outcore_undo u
+                     WHERE u.array_id = c.array_id AND u.blk = c.blk AND u.tid = c.tid LIMIT 1) u ON true",
                 params![plan.blocks.0.clone(), plan.blocks.1.clone()],
             ),
             (
                 "SELECT s.array_id, s.blk, s.seg::bigint, s.data, s.sum
                  FROM unnest($1::bigint[], $2::bigint[], $3::int[]) AS k(array_id, blk, seg)
-                 JOIN outcore_segment s ON s.array_id = k.array_id AND s.blk = k.blk AND s.seg = k.seg",
+                 CROSS JOIN LATERAL (SELECT s.array_id, s.blk, s.seg, s.data, s.sum FROM outcore_segment s
+                     WHERE s.array_id = k.array_id AND s.blk = k.blk AND s.seg = k.seg LIMIT 1) s",
                 params![plan.segs.0.clone(), plan.segs.1.clone(), plan.segs.2.clone()],
             ),
             (sql::CHANGED_BLOCKS, params![Uint(plan.base), upto]),
