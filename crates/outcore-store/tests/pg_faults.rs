@@ -583,3 +583,15 @@ fn a_commit_whose_array_changed_while_it_queued_is_made_again_on_the_new_state()
     assert_eq!(f.store.head().unwrap(), head + 1);
     assert_eq!(f.store.array_by_id(id, head + 1).unwrap().unwrap().meta.nbytes, 65536);
 }
+
+/// The store's sessions plan its short statements without sequential scans and never
+/// JIT-compile them (with scans off, a plan that still needs one costs more than the JIT
+/// threshold, and each execution was compiled again: 300 ms of server CPU per array listing).
+#[test]
+fn sessions_run_without_jit_and_without_sequential_scans() {
+    let Some(f) = common::postgres() else { return };
+    let store = outcore_store::PgStore::open(&f.url).unwrap();
+    assert_eq!(store.session_setting("jit").unwrap(), "off");
+    assert_eq!(store.session_setting("enable_seqscan").unwrap(), "off");
+    assert_eq!(store.session_setting("plan_cache_mode").unwrap(), "force_generic_plan");
+}

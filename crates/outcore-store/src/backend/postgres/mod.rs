@@ -278,6 +278,16 @@ impl PgStore {
         Ok(PgStore { read_only: true, ..Self::open_with(url, false)? })
     }
 
+    /// The value of server setting `name` in the sessions this store opens (diagnostics and
+    /// tests: what `SET` at connect gave).
+    #[doc(hidden)]
+    pub fn session_setting(&self, name: &str) -> Result<String> {
+        self.with_conn(|c| {
+            let rows = c.client.query_text("show setting", "SELECT current_setting($1)", &[&name])?;
+            Ok(rows.first().map(|r| r.get::<_, String>(0)).unwrap_or_default())
+        })
+    }
+
     /// Refuse what needs write access on a read-only handle.
     fn check_writable(&self, op: &'static str) -> Result<()> {
         if self.read_only {
@@ -317,11 +327,17 @@ impl PgStore {
         // (a generic plan lives as long as its connection), or with statistics behind the
         // table, scanned `outcore_undo` whole for the changes since a snapshot, at every
         // commit. `plan_cache_mode` exists from PostgreSQL 12 on.
+        // No JIT: with sequential scans off, a plan that still needs one (the correlated
+        // subquery of a listing, a gc delete) costs more than `jit_above_cost`, and every
+        // execution compiled it: 300 ms of server CPU per `root` lookup (design 005). `jit`
+        // exists from PostgreSQL 11 on.
         client.batch(
             "connect",
             "SET enable_seqscan = off;
              SELECT set_config('plan_cache_mode', 'force_generic_plan', false)
-             WHERE current_setting('server_version_num')::int >= 120000",
+             WHERE current_setting('server_version_num')::int >= 120000;
+             SELECT set_config('jit', 'off', false)
+             WHERE current_setting('server_version_num')::int >= 110000",
         )?;
         Ok(PgConn {
             client,
