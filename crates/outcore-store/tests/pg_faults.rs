@@ -376,21 +376,36 @@ const COMMIT_LOCK: i64 = 0x006f_7574_636f_7263;
 /// the commit lock, so each reads its blocks' rows before the lock and then queues on it;
 /// release the lock once all are queued. Their results, in the order given.
 fn queued(f: &common::Fixture, base: u64, commits: Vec<Commit>) -> Vec<Result<u64, Error>> {
+    queued_at(f, &alone(&f.url), base, commits)
+}
+
+/// `url` with group commit off: each commit queues on the commit lock itself.
+fn alone(url: &str) -> String {
+    format!("{url}{}group_commit=off", if url.contains('?') { '&' } else { '?' })
+}
+
+/// [`queued`] with the commits' stores opened at `url`.
+fn queued_at(f: &common::Fixture, url: &str, base: u64, commits: Vec<Commit>) -> Vec<Result<u64, Error>> {
     let mut holder = postgres::Client::connect(&f.url, postgres::NoTls).unwrap();
     holder.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({COMMIT_LOCK})")).unwrap();
     let n = commits.len() as i64;
     let handles: Vec<_> = commits
         .into_iter()
         .map(|c| {
-            let store = f.reopen();
+            let store = outcore_store::open(url).unwrap();
             std::thread::spawn(move || store.commit(base, c))
         })
         .collect();
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut watch = postgres::Client::connect(&f.url, postgres::NoTls).unwrap();
     loop {
-        let waiting: i64 =
-            watch.query_one("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'", &[]).unwrap().get(0);
+        let waiting: i64 = watch
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory' AND datname = current_database()",
+                &[],
+            )
+            .unwrap()
+            .get(0);
         if waiting == n {
             break;
         }
@@ -462,7 +477,8 @@ fn commits_that_read_a_block_before_the_lock_conflict_when_another_changed_it_fi
     assert!(load(2, last).iter().all(|b| *b == 1));
 }
 
-/// Like [`queued`], but each commit queues on the lock before the next one starts, so that
+/// Like [`queued`] (group commit off), but each commit queues on the lock before the next one
+/// starts, so that
 /// they land (or fail) in the order given: PostgreSQL grants an advisory lock in queue order.
 fn queued_in_order(f: &common::Fixture, base: u64, commits: Vec<Commit>) -> Vec<Result<u64, Error>> {
     let mut holder = postgres::Client::connect(&f.url, postgres::NoTls).unwrap();
@@ -470,12 +486,12 @@ fn queued_in_order(f: &common::Fixture, base: u64, commits: Vec<Commit>) -> Vec<
     let mut watch = postgres::Client::connect(&f.url, postgres::NoTls).unwrap();
     let mut handles = Vec::new();
     for (i, c) in commits.into_iter().enumerate() {
-        let store = f.reopen();
+        let store = outcore_store::open(&alone(&f.url)).unwrap();
         handles.push(std::thread::spawn(move || store.commit(base, c)));
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let waiting: i64 = watch
-                .query_one("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'", &[])
+                .query_one("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory' AND datname = current_database()", &[])
                 .unwrap()
                 .get(0);
             if waiting == i as i64 + 1 {
@@ -594,4 +610,114 @@ fn sessions_run_without_jit_and_without_sequential_scans() {
     assert_eq!(store.session_setting("jit").unwrap(), "off");
     assert_eq!(store.session_setting("enable_seqscan").unwrap(), "off");
     assert_eq!(store.session_setting("plan_cache_mode").unwrap(), "force_generic_plan");
+}
+
+/// Commits of several handles (processes would do the same) that queue while the commit lock
+/// is taken go to the server together: the first two lead (one sent while the other runs: each
+/// alone, nothing was queued when they came), the next ones queue and go in one transaction.
+/// Each still gets its own tid, in queue order, its rows bound to it (every tid reads back);
+/// a group with a conflict writes nothing, its members then landing or conflicting alone as
+/// they would have.
+#[test]
+fn small_commits_waiting_together_go_in_one_transaction_and_keep_their_own_tids() {
+    let Some(f) = common::postgres() else { return };
+    let (id, base) = array_of(&f, 6, 6, outcore_store::Codec::None);
+    let page = |blk: u64, p: u32, byte: u8| {
+        let mut c = Commit::new();
+        c.write_pages_from(id, blk, [p], move |pages: &[u32], block: &mut [u8]| {
+            for p in pages {
+                block[*p as usize * 4096..(*p as usize + 1) * 4096].fill(byte);
+            }
+            Ok(())
+        });
+        c
+    };
+    let mut watch = postgres::Client::connect(&f.url, postgres::NoTls).unwrap();
+    let group = outcore_store::PgStore::open(&f.url).unwrap();
+    // `leaders` start while the lock is held and wait for it in the server; then `queued`
+    // start and queue; then the lock is released. The results, leaders first.
+    let mut grouped = |leaders: Vec<Commit>, queued: Vec<Commit>, base: u64| -> Vec<Result<u64, Error>> {
+        let mut holder = postgres::Client::connect(&f.url, postgres::NoTls).unwrap();
+        holder.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({COMMIT_LOCK})")).unwrap();
+        let start = |commits: Vec<Commit>| -> Vec<_> {
+            commits
+                .into_iter()
+                .map(|c| {
+                    let store = outcore_store::open(&f.url).unwrap();
+                    std::thread::spawn(move || store.commit(base, c))
+                })
+                .collect()
+        };
+        let until = |what: &str, mut done: Box<dyn FnMut() -> bool + '_>| {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !done() {
+                assert!(Instant::now() < deadline, "{what}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        let (nl, nq) = (leaders.len() as i64, queued.len());
+        let mut handles = start(leaders);
+        until(
+            "the leaders wait for the commit lock",
+            Box::new(|| {
+                let n: i64 = watch
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity
+                         WHERE wait_event = 'advisory' AND datname = current_database()",
+                        &[],
+                    )
+                    .unwrap()
+                    .get(0);
+                n == nl
+            }),
+        );
+        handles.extend(start(queued));
+        until("the others queue", Box::new(|| group.group_queued() == Some(nq)));
+        holder.batch_execute("COMMIT").unwrap();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    };
+    let results =
+        grouped(vec![page(0, 2, 50), page(1, 2, 51)], vec![page(2, 2, 52), page(3, 2, 53), page(4, 2, 54)], base);
+    let mut tids: Vec<u64> = results.into_iter().map(|r| r.unwrap()).collect();
+    tids.sort_unstable();
+    assert_eq!(tids, (base + 1..=base + 5).collect::<Vec<_>>());
+    let mut sql = postgres::Client::connect(&f.url, postgres::NoTls).unwrap();
+    let xacts: i64 = sql
+        .query_one("SELECT count(DISTINCT xmin::text) FROM outcore_txn WHERE tid > $1", &[&(base as i64)])
+        .unwrap()
+        .get(0);
+    assert_eq!(xacts, 3, "two leaders alone, then the three queued together");
+    let load = |blk: u64, at: u64| {
+        let mut buf = vec![0u8; 65536];
+        f.store.load(id, blk, at, &mut buf).unwrap_or_else(|e| panic!("block {blk} at {at}: {e}"));
+        buf[2 * 4096]
+    };
+    // Each block changed at one tid of its own, read from its own history.
+    let mut at = Vec::new();
+    for blk in 0..5u64 {
+        let changed: Vec<u64> = (base + 1..=base + 5).filter(|t| load(blk, *t) != load(blk, *t - 1)).collect();
+        assert_eq!(changed.len(), 1, "block {blk} changed once");
+        at.push(changed[0]);
+        assert_eq!(load(blk, base), blk as u8 + 1);
+        assert_eq!(load(blk, base + 5), 50 + blk as u8);
+    }
+    at.sort_unstable();
+    at.dedup();
+    assert_eq!(at.len(), 5, "each commit has its own tid");
+    // A group holding two writes of one block: the second's read check fails, the group
+    // writes nothing, and alone one of the two lands, the other conflicts; the third lands.
+    let head = base + 5;
+    let results = grouped(vec![page(4, 7, 1), page(5, 7, 2)], vec![page(0, 5, 7), page(0, 5, 8), page(3, 9, 9)], head);
+    assert!(results[..2].iter().all(|r| r.is_ok()), "{results:?}");
+    assert!(results[4].is_ok(), "{results:?}");
+    let pair = &results[2..4];
+    assert_eq!(pair.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
+    assert!(pair.iter().any(|r| matches!(r, Err(e) if e.is_conflict())), "{results:?}");
+    let last = f.store.head().unwrap();
+    assert_eq!(last, head + 4);
+    let mut buf = vec![0u8; 65536];
+    f.store.load(id, 0, last, &mut buf).unwrap();
+    assert!(buf[5 * 4096] == 7 || buf[5 * 4096] == 8);
+    f.store.load(id, 3, last, &mut buf).unwrap();
+    assert_eq!(buf[9 * 4096], 9);
 }

@@ -216,6 +216,17 @@ impl PgClient {
         })
     }
 
+    /// Run prepared statements with owned parameters as one pipeline, in order; the rows of
+    /// each (or the first failure in statement order).
+    pub fn pipeline_all(&mut self, op: &'static str, stmts: &[(Statement, Vec<Param>)]) -> Result<Vec<Vec<Row>>> {
+        let limit = self.io_timeout;
+        let refs = param_refs(stmts);
+        self.wait(op, limit, false, |c| {
+            let all: Vec<_> = stmts.iter().zip(&refs).map(|((st, _), ps)| c.query(st, ps)).collect();
+            async move { futures_util::future::join_all(all).await.into_iter().collect() }
+        })
+    }
+
     /// Run prepared statements with owned parameters, then the query `st`, as one pipeline;
     /// the query's rows (or the first failure in statement order).
     pub fn pipeline_then(

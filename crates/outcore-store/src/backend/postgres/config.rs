@@ -11,7 +11,9 @@
 //!
 //! Waits are bounded (see `pg_client`): `connect_timeout` (seconds, or `PGCONNECT_TIMEOUT`;
 //! default 10) bounds the whole connection start, not only the socket's; outcore's own
-//! `io_timeout` (seconds, default 60) bounds every later wait for the server. TCP keepalives
+//! `io_timeout` (seconds, default 60) bounds every later wait for the server. outcore's
+//! `group_commit` (`on`, the default, or `off`) says whether small commits join the machine's
+//! group commit (see `group`). TCP keepalives
 //! are on with libpq's parameters (`keepalives_idle`, `keepalives_interval`,
 //! `keepalives_retries`; defaults here 15 s, 5 s, 3 probes instead of the system's two hours) and
 //! `tcp_user_timeout` defaults to 30 s, so a dead peer is noticed within about half a minute.
@@ -60,6 +62,18 @@ pub(crate) struct Target {
     pub connect_timeout: Duration,
     /// Bound of every other wait for the server.
     pub io_timeout: Duration,
+    /// Small commits join the machine's group commit (`group_commit=on`, the default; `off`,
+    /// or `OUTCORE_PG_GROUP_COMMIT=0` in the environment: each commit goes alone).
+    pub group_commit: bool,
+}
+
+impl Target {
+    /// What names the database (hosts, ports, database, user) whatever the other parameters:
+    /// the processes committing to it group their commits under this key.
+    pub fn database_key(&self) -> String {
+        let c = &self.config;
+        format!("{:?}|{:?}|{:?}|{:?}", c.get_hosts(), c.get_ports(), c.get_dbname(), c.get_user())
+    }
 }
 
 impl Target {
@@ -134,6 +148,7 @@ pub(crate) fn parse(url: &str) -> Result<Target> {
     // Take the TLS parameters out: the driver only knows some of them.
     let mut u = url::Url::parse(url).map_err(|e| bad(format!("not a URL: {e}")))?;
     let (mut mode, mut rootcert, mut cert, mut key, mut io_timeout) = (None, None, None, None, None);
+    let mut group_commit = None;
     let rest: Vec<(String, String)> = u
         .query_pairs()
         .filter_map(|(k, v)| {
@@ -143,6 +158,7 @@ pub(crate) fn parse(url: &str) -> Result<Target> {
                 "sslcert" => cert = Some(v.to_string()),
                 "sslkey" => key = Some(v.to_string()),
                 "io_timeout" => io_timeout = Some(v.to_string()),
+                "group_commit" => group_commit = Some(v.to_string()),
                 _ => return Some((k.to_string(), v.to_string())),
             }
             None
@@ -164,6 +180,11 @@ pub(crate) fn parse(url: &str) -> Result<Target> {
     let io_timeout = match io_timeout {
         Some(v) => seconds("io_timeout", &v)?,
         None => IO_TIMEOUT,
+    };
+    let group_commit = match group_commit.as_deref() {
+        None | Some("on") => std::env::var("OUTCORE_PG_GROUP_COMMIT").map_or(true, |v| v != "0"),
+        Some("off") => false,
+        Some(v) => return Err(bad(format!("group_commit={v} is neither on nor off"))),
     };
     if rest.is_empty() {
         u.set_query(None);
@@ -246,7 +267,7 @@ pub(crate) fn parse(url: &str) -> Result<Target> {
         _ => SslMode::Require,
     });
     let connector = connector(tls, rootcert, cert, key).map_err(|e| bad(format!("TLS set-up: {e}")))?;
-    Ok(Target { config, location, tls, connector, connect_timeout, io_timeout })
+    Ok(Target { config, location, tls, connector, connect_timeout, io_timeout, group_commit })
 }
 
 /// The TLS connector for `mode` (rustls; see `pg_tls`).

@@ -16,6 +16,7 @@ macro_rules! params {
 mod client;
 mod columns;
 pub(crate) mod config;
+mod group;
 mod rows;
 mod tls;
 
@@ -123,7 +124,7 @@ const CHANNEL: &str = "outcore_commit";
 /// sent with the next query in one pipeline (one round trip), new segment rows by binary COPY.
 struct PgConn {
     client: PgClient,
-    stmts: HashMap<&'static str, Statement>,
+    stmts: HashMap<String, Statement>,
     /// The server process serving it and when it started (`pg_stat_activity`), once asked.
     backend: Option<(i32, String)>,
     /// Statements that go before the first write of the open commit, with it: the commit lock
@@ -141,12 +142,12 @@ struct PgConn {
 
 impl PgConn {
     /// The prepared statement for `sql`.
-    fn stmt(&mut self, op: &'static str, sql: &'static str) -> Result<Statement> {
+    fn stmt(&mut self, op: &'static str, sql: &str) -> Result<Statement> {
         if let Some(st) = self.stmts.get(sql) {
             return Ok(st.clone());
         }
         let st = self.client.prepare(op, sql)?;
-        self.stmts.insert(sql, st.clone());
+        self.stmts.insert(sql.to_string(), st.clone());
         Ok(st)
     }
 
@@ -186,15 +187,35 @@ impl PgConn {
     /// The queued writes with their prepared statements, the gathered rows last; with any
     /// write, the statements that go before the commit's first write (once).
     fn take_pending(&mut self) -> Result<Vec<(Statement, Vec<Param>)>> {
+        let pending = self.drain_pending();
+        self.prepared(pending)
+    }
+
+    /// The queued writes, the gathered rows last; with any write, the statements that go
+    /// before the commit's first write (once).
+    fn drain_pending(&mut self) -> Vec<(&'static str, Vec<Param>)> {
         let writes = !self.pending.is_empty() || !self.rows.is_empty() || !self.new_segments.is_empty();
         let mut pending = if writes { std::mem::take(&mut self.before_writes) } else { Vec::new() };
         pending.append(&mut self.pending);
         pending.extend(self.rows.take_statements());
-        let mut items = Vec::with_capacity(pending.len());
-        for (sql, params) in pending {
+        pending
+    }
+
+    /// `list` with each statement prepared.
+    fn prepared(&mut self, list: Vec<(&'static str, Vec<Param>)>) -> Result<Vec<(Statement, Vec<Param>)>> {
+        let mut items = Vec::with_capacity(list.len());
+        for (sql, params) in list {
             items.push((self.stmt("commit", sql)?, params));
         }
         Ok(items)
+    }
+
+    /// Whether the open commit can go in a group: nothing of it was sent but its reads (the
+    /// commit lock is still to be taken first thing) and no `COPY` is due.
+    fn groupable(&self) -> bool {
+        self.before_writes.iter().any(|(sql, _)| *sql == TAKE_LOCK)
+            && !self.client.copying()
+            && self.new_segments.is_empty()
     }
 
     /// Send the queued writes: end the streamed COPY, then one pipeline, then the new segment
@@ -251,6 +272,8 @@ pub struct PgStore {
     conns: Pool<PgConn>,
     /// Opened with [`open_read_only`](Self::open_read_only): commits and gc are refused.
     read_only: bool,
+    /// The machine-wide group its small commits join ([`group`]); `None`: each goes alone.
+    group: Option<group::Group>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -275,7 +298,7 @@ impl PgStore {
     /// Open an existing store for reading only: commits and gc fail with [`Error::ReadOnly`]
     /// (a role that may only read the tables works too).
     pub fn open_read_only(url: &str) -> Result<Self> {
-        Ok(PgStore { read_only: true, ..Self::open_with(url, false)? })
+        Ok(PgStore { read_only: true, group: None, ..Self::open_with(url, false)? })
     }
 
     /// The value of server setting `name` in the sessions this store opens (diagnostics and
@@ -286,6 +309,13 @@ impl PgStore {
             let rows = c.client.query_text("show setting", "SELECT current_setting($1)", &[&name])?;
             Ok(rows.first().map(|r| r.get::<_, String>(0)).unwrap_or_default())
         })
+    }
+
+    /// How many commits of this machine wait in the group commit queue of this database
+    /// (`None`: group commit is off for this handle). Diagnostics and tests.
+    #[doc(hidden)]
+    pub fn group_queued(&self) -> Option<usize> {
+        self.group.as_ref().map(group::Group::queued)
     }
 
     /// Refuse what needs write access on a read-only handle.
@@ -299,7 +329,12 @@ impl PgStore {
     fn open_with(url: &str, create: bool) -> Result<Self> {
         let target = config::parse(url)?;
         let location = target.location.clone();
-        let store = PgStore { target, location, conns: Pool::new(16), read_only: false };
+        let group = if target.group_commit {
+            group::Group::open(&target.database_key(), &location, target.io_timeout)
+        } else {
+            None
+        };
+        let store = PgStore { target, location, conns: Pool::new(16), read_only: false, group };
         let mut conn = store.connect()?;
         if !create {
             let rows = conn.client.query_text("open", "SELECT to_regclass('outcore_meta') IS NOT NULL", &[])?;
@@ -803,10 +838,14 @@ impl WriteTxn for PgTxn<'_> {
         // Everything the commit will read comes in one round trip, before the commit lock
         // (unless `lock_first`): the head first, so that each later statement sees it or a newer
         // state; whatever changed since it is caught by `CHECK_READS` under the lock.
+        // Without the lock, the reads are one short transaction of their own, ended in the
+        // same round trip (the commit's transaction starts with its first write).
         let lock: Vec<(&'static str, Vec<Param>)> =
-            if self.lock_first { vec![(TAKE_LOCK, params![COMMIT_LOCK])] } else { Vec::new() };
+            if self.lock_first { vec![(TAKE_LOCK, params![COMMIT_LOCK])] } else { vec![("BEGIN", Vec::new())] };
         let Some(plan) = self.plan.take() else {
-            self.c.pending.extend(lock);
+            if self.lock_first {
+                self.c.pending.extend(lock);
+            }
             let head = q_head(self.c, HEAD)?;
             self.read_at = Some(head);
             return Ok(head);
@@ -844,8 +883,15 @@ impl WriteTxn for PgTxn<'_> {
                 params![plan.arrays.clone()],
             ),
         ]);
+        if !self.lock_first {
+            // (ROLLBACK: it wrote nothing; and only a commit's end is a COMMIT.)
+            queries.push(("ROLLBACK", Vec::new()));
+        }
         let mut rows = self.c.q_many("commit", queries)?;
         rows.drain(..skip.min(rows.len()));
+        if !self.lock_first {
+            rows.pop();
+        }
         let [head, current, segments, blocks, arrays, versions] =
             <[Vec<Row>; 6]>::try_from(rows).map_err(|_| Error::Invalid("a pipeline lost a result".into()))?;
         let row = head.first().ok_or_else(|| Error::Invalid("store has no head row".into()))?;
@@ -937,7 +983,8 @@ impl WriteTxn for PgTxn<'_> {
         // The first write: the commit lock and the head's move to this commit's tid go before
         // it; this and every later row takes its tid (and its time) from the head.
         // (A commit that took the lock before it read holds it already.)
-        self.c.before_writes = if self.lock_first { Vec::new() } else { vec![(TAKE_LOCK, params![COMMIT_LOCK])] };
+        self.c.before_writes =
+            if self.lock_first { Vec::new() } else { vec![("BEGIN", Vec::new()), (TAKE_LOCK, params![COMMIT_LOCK])] };
         self.c.before_writes.push((TAKE_TID, params![info.time_us]));
         let commit_id = self.commit_id;
         self.defer(
@@ -1008,6 +1055,12 @@ impl WriteTxn for PgTxn<'_> {
             // A block without a version has no segment rows (every version with content has a
             // current row; gc drops a current row only with its segments): its rows are
             // streamed, the server storing them while the next blocks are made (appends).
+            if !self.c.client.copying() && self.c.before_writes.first().is_some_and(|(sql, _)| *sql == "BEGIN") {
+                // The stream's rows belong to the commit's transaction: it starts here, before
+                // the commit lock (taken with the first write that needs the tid).
+                self.c.before_writes.remove(0);
+                self.c.client.batch("commit", "BEGIN")?;
+            }
             for (s, d) in segs.iter().zip(&datas) {
                 let sum = segment_sum(id, blk, i64::from(*s), d);
                 let row: [&(dyn ToSql + Sync); 5] = [&id, &Uint(blk), s, d, &sum];
@@ -1154,10 +1207,18 @@ impl Store for PgStore {
         let commit_id = rand::random::<i64>();
         let mut c = self.conn()?;
         let mut tries = 1;
+        let mut grouped = self.group.is_some();
         loop {
             // The last try takes the commit lock before it reads: it cannot be made stale.
             let lock_first = tries == COMMIT_TRIES;
-            let (r, drop_conn) = self.commit_once(&mut c, base, &mut commit, commit_id, lock_first);
+            let (r, drop_conn) = match self.commit_once(&mut c, base, &mut commit, commit_id, lock_first, grouped) {
+                Try::Done(r, drop_conn) => (r, drop_conn),
+                // Its group wrote nothing: again, alone (not counted as a try).
+                Try::Alone => {
+                    grouped = false;
+                    continue;
+                }
+            };
             match r {
                 Err(e) if !drop_conn && tries < COMMIT_TRIES && stale(&e) => {
                     tracing::debug!(tries, "what the commit read changed before it took the lock; again: {e}");
@@ -1302,11 +1363,16 @@ impl PgStore {
         commit: &mut Commit,
         commit_id: i64,
         lock_first: bool,
-    ) -> (Result<Tid>, bool) {
+        grouped: bool,
+    ) -> Try {
         let sent = (|| {
             let backend = c.backend()?;
-            // Sent with the first read (the head).
-            c.defer("BEGIN", Vec::new());
+            // A commit that locks first reads in its transaction (sent with the first read,
+            // the head); else the reads need none (each sees what is committed, as in one
+            // READ COMMITTED transaction) and the transaction starts with the first write.
+            if lock_first {
+                c.defer("BEGIN", Vec::new());
+            }
             let mut txn = PgTxn {
                 c: &mut *c,
                 commit_id,
@@ -1331,7 +1397,7 @@ impl PgStore {
             Ok(v) => v,
             // COMMIT was not sent: nothing can have been written.
             Err(e) if c.client.is_broken() => {
-                return (
+                return Try::Done(
                     Err(match e {
                         Error::Interrupted { .. } => e,
                         e => Error::CommitNotWritten { location: self.location.clone(), reason: e.to_string() },
@@ -1341,22 +1407,132 @@ impl PgStore {
             }
             Err(e) => {
                 let drop_conn = matches!(e, Error::Backend { .. }) && !stale(&e);
-                return (Err(e), drop_conn);
+                return Try::Done(Err(e), drop_conn);
             }
         };
-        // The lock, the head's move, the queued writes, the check of the reads and COMMIT in one
-        // round trip. A statement that fails aborts the transaction (COMMIT then only ends it):
-        // its error is returned, nothing was written.
-        match c.q_many("commit", vec![(CHECK_READS, check), ("COMMIT", Vec::new())]) {
+        match self.group.as_ref().filter(|_| grouped && !lock_first && c.groupable()) {
+            Some(g) => {
+                let pending = c.drain_pending();
+                self.commit_in_group(g, c, pending, check, commit_id, backend, tid)
+            }
+            None => self.commit_alone(c, None, check, commit_id, backend, tid),
+        }
+    }
+
+    /// The end of a commit sent alone: the lock, the head's move, the queued writes (those of
+    /// the connection, or `drained` from it already, when no COPY was due), the check of the
+    /// reads and COMMIT in one round trip. A statement that fails aborts the transaction
+    /// (COMMIT then only ends it): its error is returned, nothing was written.
+    fn commit_alone(
+        &self,
+        c: &mut PgConn,
+        drained: Option<Vec<(&'static str, Vec<Param>)>>,
+        check: Vec<Param>,
+        commit_id: i64,
+        backend: (i32, String),
+        tid: Tid,
+    ) -> Try {
+        let end = vec![(CHECK_READS, check), ("COMMIT", Vec::new())];
+        let sent = match drained {
+            None => c.q_many("commit", end),
+            Some(pending) => (|| {
+                let items = c.prepared(pending)?;
+                let queries = c.prepared(end)?;
+                c.client.pipeline("commit", &items, &queries)
+            })(),
+        };
+        match sent {
             Ok(rows) => {
                 let given = rows.first().and_then(|r| r.first()).map(|r| uint(r, 0));
-                (given.ok_or_else(|| Error::Invalid("the commit's check returned no tid".into())), false)
+                Try::Done(given.ok_or_else(|| Error::Invalid("the commit's check returned no tid".into())), false)
             }
-            Err(e) if c.client.is_broken() => (self.commit_outcome(commit_id, backend, tid, &e), true),
+            Err(e) if c.client.is_broken() => Try::Done(self.commit_outcome(commit_id, backend, tid, &e), true),
             // The server answered: the commit failed and nothing was written.
             Err(e) => {
                 c.rollback();
-                (Err(e), false)
+                Try::Done(Err(e), false)
+            }
+        }
+    }
+
+    /// The end of a commit sent in a group ([`group`]). With the leader lock free, the commit
+    /// leads: it goes with the requests queued meanwhile, or alone if there are none (holding
+    /// the lock, so that the commits arriving meanwhile queue and go together next). Else it is
+    /// queued with its statements in binary form and sent by whichever process leads (maybe
+    /// this one, later). Too big for a slot, or no free slot: alone.
+    #[allow(clippy::too_many_arguments)]
+    fn commit_in_group(
+        &self,
+        g: &group::Group,
+        c: &mut PgConn,
+        pending: Vec<(&'static str, Vec<Param>)>,
+        check: Vec<Param>,
+        commit_id: i64,
+        backend: (i32, String),
+        tid: Tid,
+    ) -> Try {
+        match g.try_lead() {
+            Ok(Some(lead)) => {
+                let queued = lead.take_queued();
+                if queued.is_empty() {
+                    let r = self.commit_alone(c, Some(pending), check, commit_id, backend, tid);
+                    g.end_lead(lead);
+                    return r;
+                }
+                let (slots, others): (Vec<usize>, Vec<group::Request>) = queued.into_iter().unzip();
+                let mut sender = GroupSender { c: &mut *c, lead: &lead };
+                let (own, outcomes) = sender.send_with(Some((pending, check)), others);
+                for (k, s) in slots.iter().enumerate() {
+                    lead.answer(*s, outcomes.get(k).unwrap_or(&group::Outcome::Alone));
+                }
+                g.end_lead(lead);
+                return self.grouped_outcome(c, own.unwrap_or(group::Outcome::Alone), commit_id, tid);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::debug!("commit not grouped: {e}"),
+        }
+        let request = (|| {
+            let mut statements = Vec::with_capacity(pending.len());
+            for (sql, params) in &pending {
+                statements.push((sql.to_string(), encode_params(c, sql, params)?));
+            }
+            let check = encode_params(c, CHECK_READS, &check)?;
+            Ok::<_, Error>(group::Request { commit_id, statements, check })
+        })();
+        let slot = match &request {
+            Ok(r) => g.queue(&r.encode()),
+            Err(e) if c.client.is_broken() => {
+                return Try::Done(
+                    Err(Error::CommitNotWritten { location: self.location.clone(), reason: e.to_string() }),
+                    true,
+                )
+            }
+            Err(e) => {
+                tracing::debug!("commit not grouped: {e}");
+                None
+            }
+        };
+        let Some(slot) = slot else { return self.commit_alone(c, Some(pending), check, commit_id, backend, tid) };
+        let outcome = g.wait(slot, &mut QueuedSender { c: &mut *c });
+        match outcome {
+            Ok(o) => self.grouped_outcome(c, o, commit_id, tid),
+            // Interrupted before a leader took it: nothing was sent.
+            Err(e) => Try::Done(Err(e), c.client.is_broken()),
+        }
+    }
+
+    /// What a grouped commit's outcome means for it.
+    fn grouped_outcome(&self, c: &PgConn, outcome: group::Outcome, commit_id: i64, tid: Tid) -> Try {
+        let broken = c.client.is_broken();
+        match outcome {
+            group::Outcome::Landed(t) => Try::Done(Ok(t), broken),
+            group::Outcome::Alone => Try::Alone,
+            group::Outcome::Lost(pid, start) => {
+                let lost = Error::Unreachable {
+                    location: self.location.clone(),
+                    reason: format!("the reply to the group this commit was sent in was lost (server process {pid})"),
+                };
+                Try::Done(self.commit_outcome(commit_id, (pid, start), tid, &lost), broken)
             }
         }
     }
@@ -1416,6 +1592,116 @@ impl PgStore {
             &[&commit_id],
         )?;
         Ok(rows.first().map(|r| uint(r, 0)))
+    }
+}
+
+/// What one try of a commit came to.
+enum Try {
+    /// Its result, and whether the connection may be broken (not to be used again).
+    Done(Result<Tid>, bool),
+    /// The group it was sent in wrote nothing: make it again, alone.
+    Alone,
+}
+
+/// `params` of statement `sql` in the server's binary form (for a group's request).
+fn encode_params(c: &mut PgConn, sql: &str, params: &[Param]) -> Result<Vec<Option<Vec<u8>>>> {
+    let st = c.stmt("commit", sql)?;
+    if st.params().len() != params.len() {
+        return Err(Error::Invalid(format!("{} parameters for {} placeholders", params.len(), st.params().len())));
+    }
+    st.params().iter().zip(params).map(|(ty, p)| group::encode_param(p.as_ref(), ty)).collect()
+}
+
+/// A leading connection sending a group of commits.
+struct GroupSender<'a, 'g> {
+    c: &'a mut PgConn,
+    lead: &'a group::Lead<'g>,
+}
+
+/// A commit's own statements (not yet sent) and the parameters of its read check.
+type Own = (Vec<(&'static str, Vec<Param>)>, Vec<Param>);
+
+impl GroupSender<'_, '_> {
+    /// Sends `own` (the leader's commit, if it is one of the group) and then `others` in one
+    /// transaction: the outcome of `own` and of each of `others`.
+    fn send_with(
+        &mut self,
+        own: Option<Own>,
+        others: Vec<group::Request>,
+    ) -> (Option<group::Outcome>, Vec<group::Outcome>) {
+        let n = others.len();
+        let has_own = own.is_some();
+        match self.send_all(own, others) {
+            Ok(mut tids) => {
+                let own = has_own.then(|| group::Outcome::Landed(tids.remove(0)));
+                (own, tids.into_iter().map(group::Outcome::Landed).collect())
+            }
+            Err(every) => (has_own.then(|| every.clone()), vec![every; n]),
+        }
+    }
+
+    /// The tids of the group's commits in order, or the outcome every one of them gets.
+    fn send_all(
+        &mut self,
+        own: Option<Own>,
+        others: Vec<group::Request>,
+    ) -> std::result::Result<Vec<Tid>, group::Outcome> {
+        let c = &mut *self.c;
+        // Each member's own `BEGIN` and commit lock are the group's, once.
+        let member = |sql: &str| sql != "BEGIN" && sql != TAKE_LOCK;
+        let built = (|| {
+            let backend = c.backend()?;
+            let mut stmts = vec![
+                (c.stmt("commit group", "BEGIN")?, Vec::new()),
+                (c.stmt("commit group", TAKE_LOCK)?, params![COMMIT_LOCK]),
+            ];
+            let mut checks = Vec::with_capacity(others.len() + 1);
+            if let Some((pending, check)) = own {
+                for (sql, ps) in pending.into_iter().filter(|(sql, _)| member(sql)) {
+                    stmts.push((c.stmt("commit group", sql)?, ps));
+                }
+                checks.push(stmts.len());
+                stmts.push((c.stmt("commit group", CHECK_READS)?, check));
+            }
+            for r in others {
+                for (sql, ps) in r.statements.into_iter().filter(|(sql, _)| member(sql)) {
+                    let raw = ps.into_iter().map(|p| Box::new(group::RawParam(p)) as Param).collect();
+                    stmts.push((c.stmt("commit group", &sql)?, raw));
+                }
+                checks.push(stmts.len());
+                let raw = r.check.into_iter().map(|p| Box::new(group::RawParam(p)) as Param).collect();
+                stmts.push((c.stmt("commit group", CHECK_READS)?, raw));
+            }
+            stmts.push((c.stmt("commit group", "COMMIT")?, Vec::new()));
+            Ok::<_, Error>((backend, stmts, checks))
+        })();
+        // Nothing was sent: every member commits alone.
+        let Ok((backend, stmts, checks)) = built else { return Err(group::Outcome::Alone) };
+        self.lead.set_sender(backend.0, &backend.1);
+        match c.client.pipeline_all("commit group", &stmts) {
+            Ok(rows) => checks
+                .iter()
+                .map(|i| rows.get(*i).and_then(|r| r.first()).map(|r| uint(r, 0)))
+                .collect::<Option<Vec<Tid>>>()
+                .ok_or(group::Outcome::Lost(backend.0, backend.1)),
+            Err(_) if c.client.is_broken() => Err(group::Outcome::Lost(backend.0, backend.1)),
+            Err(e) => {
+                tracing::debug!(members = checks.len(), "a group of commits wrote nothing; each goes alone: {e}");
+                c.rollback();
+                Err(group::Outcome::Alone)
+            }
+        }
+    }
+}
+
+/// A queued commit's connection, leading the groups it finds when the lock is free.
+struct QueuedSender<'a> {
+    c: &'a mut PgConn,
+}
+
+impl group::Leader for QueuedSender<'_> {
+    fn send(&mut self, lead: &group::Lead<'_>, others: Vec<group::Request>) -> Vec<group::Outcome> {
+        GroupSender { c: &mut *self.c, lead }.send_with(None, others).1
     }
 }
 

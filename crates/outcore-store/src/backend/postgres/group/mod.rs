@@ -1,0 +1,438 @@
+//! Group commit: the small commits of every process of a machine that wait for the commit lock
+//! of one database go to the server together, in one transaction sent by one of them.
+//!
+//! A commit that has read and planned (its writes need no statement's reply) writes its
+//! statements, with their parameters in the server's binary form, into a slot of a machine-wide
+//! table in shared memory ([`shm`]), then waits. Whoever gets a leader lock (there are two, so
+//! that a group is on its way while the one before it runs) takes every queued request and
+//! sends them as one pipeline on its own connection: the commit lock
+//! once, then each commit's statements (its head move, its rows, the check of its reads, which
+//! gives its tid), then one `COMMIT`. The leader writes each request's outcome into its slot and
+//! wakes the waiters; a waiter whose request a leader has not taken yet may lead the next group.
+//!
+//! Each commit keeps its own tid, rows and read check, in queue order, exactly as if it had
+//! committed alone right after the one before it. A group that fails (a conflict, any server
+//! error) writes nothing; every member then commits alone, which reports its own error. A
+//! leader whose connection is lost, or which dies, leaves its members to find out themselves
+//! whether the group landed: its server process is recorded in the table, and each member looks
+//! its commit id up the way a lone commit does after a lost connection.
+//!
+//! Off with `group_commit=off` in the URL, or `OUTCORE_PG_GROUP_COMMIT=0` in the environment.
+
+mod shm;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio_postgres::types::{IsNull, ToSql, Type};
+
+use crate::error::{Error, Result};
+use crate::types::Tid;
+pub(crate) use shm::SLOT_BYTES;
+use shm::{Shared, DONE, FREE, QUEUED, SLOTS, TAKEN, WRITING};
+
+/// How long a waiter sleeps before it looks again (at its slot, the leader lock, an interrupt).
+const NAP: Duration = Duration::from_millis(20);
+
+/// One commit as sent by a group: its statements with their parameters in binary form, and
+/// the parameters of the check of its reads.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Request {
+    pub commit_id: i64,
+    pub statements: Vec<(String, Vec<Option<Vec<u8>>>)>,
+    pub check: Vec<Option<Vec<u8>>>,
+}
+
+/// What became of a request.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Outcome {
+    /// It landed with this tid.
+    Landed(Tid),
+    /// The group wrote nothing: commit alone.
+    Alone,
+    /// The group was sent by server process `(pid, start)` and its reply was lost (the leader's
+    /// connection, or the leader, died): find out whether it landed.
+    Lost(i32, String),
+}
+
+/// A parameter already in the server's binary form (a request's, sent by a leader).
+#[derive(Debug)]
+pub(crate) struct RawParam(pub Option<Vec<u8>>);
+
+impl ToSql for RawParam {
+    fn to_sql(
+        &self,
+        _: &Type,
+        out: &mut BytesMut,
+    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match &self.0 {
+            None => Ok(IsNull::Yes),
+            Some(b) => {
+                out.extend_from_slice(b);
+                Ok(IsNull::No)
+            }
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+/// `param` in the binary form the server takes for `ty`.
+pub(crate) fn encode_param(param: &(dyn ToSql + Sync), ty: &Type) -> Result<Option<Vec<u8>>> {
+    let mut buf = BytesMut::new();
+    match param.to_sql_checked(ty, &mut buf) {
+        Ok(IsNull::Yes) => Ok(None),
+        Ok(IsNull::No) => Ok(Some(buf.to_vec())),
+        Err(e) => Err(Error::Invalid(format!("a commit parameter of type {ty} cannot be encoded: {e}"))),
+    }
+}
+
+fn put_params(out: &mut Vec<u8>, params: &[Option<Vec<u8>>]) {
+    out.extend_from_slice(&(params.len() as u32).to_le_bytes());
+    for p in params {
+        match p {
+            None => out.extend_from_slice(&(-1i32).to_le_bytes()),
+            Some(b) => {
+                out.extend_from_slice(&(b.len() as i32).to_le_bytes());
+                out.extend_from_slice(b);
+            }
+        }
+    }
+}
+
+/// Reads a request's bytes (written by [`Request::encode`] of this build).
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        let (a, b) = (self.0.get(..n)?, self.0.get(n..)?);
+        self.0 = b;
+        Some(a)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn i32(&mut self) -> Option<i32> {
+        Some(i32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn i64(&mut self) -> Option<i64> {
+        Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn params(&mut self) -> Option<Vec<Option<Vec<u8>>>> {
+        let n = self.u32()? as usize;
+        let mut out = Vec::with_capacity(n.min(1024));
+        for _ in 0..n {
+            let len = self.i32()?;
+            out.push(if len < 0 { None } else { Some(self.take(len as usize)?.to_vec()) });
+        }
+        Some(out)
+    }
+}
+
+impl Request {
+    /// The request as slot bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&self.commit_id.to_le_bytes());
+        out.extend_from_slice(&(self.statements.len() as u32).to_le_bytes());
+        for (sql, params) in &self.statements {
+            out.extend_from_slice(&(sql.len() as u32).to_le_bytes());
+            out.extend_from_slice(sql.as_bytes());
+            put_params(&mut out, params);
+        }
+        put_params(&mut out, &self.check);
+        out
+    }
+
+    /// A request from slot bytes; `None` if they are not one.
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        let mut r = Reader(b);
+        let commit_id = r.i64()?;
+        let n = r.u32()? as usize;
+        let mut statements = Vec::with_capacity(n.min(1024));
+        for _ in 0..n {
+            let len = r.u32()? as usize;
+            let sql = std::str::from_utf8(r.take(len)?).ok()?.to_string();
+            statements.push((sql, r.params()?));
+        }
+        let check = r.params()?;
+        r.0.is_empty().then_some(Self { commit_id, statements, check })
+    }
+}
+
+impl Outcome {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self {
+            Outcome::Landed(t) => {
+                out.push(0);
+                out.extend_from_slice(&t.to_le_bytes());
+            }
+            Outcome::Alone => out.push(1),
+            Outcome::Lost(pid, start) => {
+                out.push(2);
+                out.extend_from_slice(&pid.to_le_bytes());
+                out.extend_from_slice(start.as_bytes());
+            }
+        }
+        out
+    }
+
+    fn decode(b: &[u8]) -> Self {
+        match b.split_first() {
+            Some((0, t)) if t.len() == 8 => Outcome::Landed(u64::from_le_bytes(t.try_into().unwrap_or_default())),
+            Some((2, rest)) if rest.len() >= 4 => {
+                let pid = i32::from_le_bytes(rest[..4].try_into().unwrap_or_default());
+                Outcome::Lost(pid, String::from_utf8_lossy(&rest[4..]).into_owned())
+            }
+            // Anything else (never written by this build): nothing is known to have landed
+            // from it, and `Alone` makes the commit look its own state up again.
+            _ => Outcome::Alone,
+        }
+    }
+}
+
+/// How a waiting commit sends the groups it leads.
+pub(crate) trait Leader {
+    /// Sends `group` (in queue order) as one transaction under `lead`; an outcome per
+    /// request, in order.
+    fn send(&mut self, lead: &Lead<'_>, group: Vec<Request>) -> Vec<Outcome>;
+}
+
+/// The machine-wide group of one database (one per store handle).
+pub(crate) struct Group {
+    shm: Shared,
+    /// Bound of a wait for another process's group (then the request is withdrawn, or its
+    /// outcome looked up).
+    patience: Duration,
+    /// The store's location (for errors).
+    location: String,
+}
+
+impl std::fmt::Debug for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Group").finish_non_exhaustive()
+    }
+}
+
+/// The right to send the next group; dropping it lets the waiters look again.
+pub(crate) struct Lead<'a> {
+    group: &'a Group,
+    /// Which leader lock.
+    k: usize,
+    _lock: shm::LeaderLock,
+}
+
+impl Lead<'_> {
+    /// Takes every queued request, in queue order, with its slot (answer each with
+    /// [`answer`](Self::answer)).
+    pub fn take_queued(&self) -> Vec<(usize, Request)> {
+        let shm = &self.group.shm;
+        let mut taken: Vec<(u64, usize, Request)> = Vec::new();
+        for i in 0..SLOTS {
+            let state = shm.state(i);
+            match state.load(Ordering::Acquire) {
+                QUEUED
+                    if state
+                        .compare_exchange(QUEUED, TAKEN + self.k as u32, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok() =>
+                {
+                    let len = shm.len(i).load(Ordering::Relaxed) as usize;
+                    let bytes = shm.read_payload(i, len.min(SLOT_BYTES));
+                    shm.shrink_payload(i);
+                    match Request::decode(&bytes) {
+                        Some(r) => taken.push((shm.seq(i).load(Ordering::Relaxed), i, r)),
+                        None => self.answer(i, &Outcome::Alone),
+                    }
+                }
+                // Left by a process that died while writing its request or before reading
+                // its outcome.
+                s @ (WRITING | DONE) if shm::process_gone(shm.owner(i).load(Ordering::Relaxed)) => {
+                    let _ = state.compare_exchange(s, FREE, Ordering::AcqRel, Ordering::Relaxed);
+                }
+                _ => {}
+            }
+        }
+        taken.sort_by_key(|(seq, ..)| *seq);
+        taken.into_iter().map(|(_, i, r)| (i, r)).collect()
+    }
+
+    /// Writes the outcome of the request taken from `slot`.
+    pub fn answer(&self, slot: usize, out: &Outcome) {
+        let shm = &self.group.shm;
+        let b = out.encode();
+        shm.write_payload(slot, &b);
+        shm.len(slot).store(b.len() as u32, Ordering::Relaxed);
+        shm.state(slot).store(DONE, Ordering::Release);
+    }
+
+    /// Records the server process sending the group (for [`Outcome::Lost`]).
+    pub fn set_sender(&self, pid: i32, start: &str) {
+        self.group.shm.set_leader(self.k, pid, start);
+    }
+}
+
+impl Group {
+    /// The group of the database named by `key` for this user, or `None` when there is no
+    /// usable `/dev/shm` file. `location`: the store's, for errors.
+    pub fn open(key: &str, location: &str, io_timeout: Duration) -> Option<Self> {
+        let key = twox_hash::XxHash3_64::oneshot(key.as_bytes());
+        let dir = std::path::Path::new("/dev/shm");
+        shm::remove_stale(dir, shm::uid());
+        let path = dir.join(format!("outcore-commits-{}-{key:016x}", shm::uid()));
+        match Shared::open(&path) {
+            Ok(Some(shm)) => Some(Self {
+                shm,
+                patience: io_timeout.saturating_mul(3) + Duration::from_secs(10),
+                location: location.to_string(),
+            }),
+            Ok(None) => {
+                tracing::debug!("{}: another layout version, or being removed; commits go alone", path.display());
+                None
+            }
+            Err(e) => {
+                tracing::debug!("no group commit ({}: {e})", path.display());
+                None
+            }
+        }
+    }
+
+    /// How many requests wait for a leader now.
+    pub fn queued(&self) -> usize {
+        (0..SLOTS).filter(|i| self.shm.state(*i).load(Ordering::Acquire) == QUEUED).count()
+    }
+
+    /// The right to send the next group, if no one else has it.
+    pub fn try_lead(&self) -> Result<Option<Lead<'_>>> {
+        self.lead_with(None)
+    }
+
+    /// A free leader lock (`only`: that one).
+    fn lead_with(&self, only: Option<usize>) -> Result<Option<Lead<'_>>> {
+        let lock = self.shm.try_lead(only).map_err(|e| Error::Invalid(format!("group commit leader lock: {e}")))?;
+        Ok(lock.map(|(k, l)| Lead { group: self, k, _lock: l }))
+    }
+
+    /// Ends a lead: frees the lock, then wakes the waiters.
+    pub fn end_lead(&self, lead: Lead<'_>) {
+        drop(lead);
+        self.shm.bump_epoch();
+    }
+
+    /// Queues `request` (bytes of [`Request::encode`]); its slot, or `None` if it is too big
+    /// or every slot is taken (then the commit goes alone).
+    pub fn queue(&self, request: &[u8]) -> Option<usize> {
+        if request.len() > SLOT_BYTES {
+            return None;
+        }
+        let me = std::process::id();
+        for i in 0..SLOTS {
+            if self.shm.state(i).compare_exchange(FREE, WRITING, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                self.shm.owner(i).store(me, Ordering::Relaxed);
+                self.shm.write_payload(i, request);
+                self.shm.len(i).store(request.len() as u32, Ordering::Relaxed);
+                self.shm.seq(i).store(self.shm.next_seq(), Ordering::Relaxed);
+                self.shm.state(i).store(QUEUED, Ordering::Release);
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Waits for the outcome of the request in `slot`, leading groups (this one's or later
+    /// ones) through `leader` whenever the leader lock is free.
+    pub fn wait(&self, slot: usize, leader: &mut dyn Leader) -> Result<Outcome> {
+        let start = Instant::now();
+        loop {
+            let seen = self.shm.epoch().load(Ordering::Acquire);
+            if let Some(out) = self.finished(slot) {
+                return Ok(out);
+            }
+            let state = self.shm.state(slot).load(Ordering::Acquire);
+            if state >= TAKEN {
+                // A leader holds its lock until it has written the outcome: the lock of the
+                // one that took it free means that leader is gone; its server process decides.
+                let k = (state - TAKEN) as usize;
+                if let Some(lead) = self.lead_with(Some(k))? {
+                    if self.shm.state(slot).load(Ordering::Acquire) == state {
+                        let (pid, started) = self.shm.leader(k);
+                        self.end_lead(lead);
+                        self.release(slot);
+                        return Ok(Outcome::Lost(pid, started));
+                    }
+                    self.end_lead(lead);
+                    continue;
+                }
+            } else if let Some(lead) = self.try_lead()? {
+                let taken = lead.take_queued();
+                if !taken.is_empty() {
+                    let (slots, group): (Vec<usize>, Vec<Request>) = taken.into_iter().unzip();
+                    let outcomes = leader.send(&lead, group);
+                    for (k, s) in slots.iter().enumerate() {
+                        lead.answer(*s, outcomes.get(k).unwrap_or(&Outcome::Alone));
+                    }
+                }
+                self.end_lead(lead);
+                continue;
+            }
+            let waited = start.elapsed();
+            if crate::interrupt::requested() || waited > self.patience {
+                // Not taken yet: withdrawn, nothing sent. Taken: the leader is sending it.
+                if self.shm.state(slot).compare_exchange(QUEUED, WRITING, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                    self.release(slot);
+                    if crate::interrupt::requested() {
+                        return Err(Error::Interrupted { location: self.location.clone(), op: "commit" });
+                    }
+                    return Ok(Outcome::Alone);
+                }
+                if waited > self.patience.saturating_mul(2) {
+                    let k = self.shm.state(slot).load(Ordering::Acquire).saturating_sub(TAKEN) as usize;
+                    let (pid, started) = self.shm.leader(k);
+                    return Ok(Outcome::Lost(pid, started));
+                }
+            }
+            self.shm.wait_epoch(seen, NAP);
+        }
+    }
+
+    /// The outcome of `slot` if a leader wrote it (the slot is then free again).
+    fn finished(&self, slot: usize) -> Option<Outcome> {
+        if self.shm.state(slot).load(Ordering::Acquire) != DONE {
+            return None;
+        }
+        let len = self.shm.len(slot).load(Ordering::Relaxed) as usize;
+        let out = Outcome::decode(&self.shm.read_payload(slot, len.min(SLOT_BYTES)));
+        self.release(slot);
+        Some(out)
+    }
+
+    fn release(&self, slot: usize) {
+        self.shm.state(slot).store(FREE, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_outcomes_round_trip() {
+        let r = Request {
+            commit_id: -5,
+            statements: vec![("SELECT 1".into(), vec![None, Some(vec![1, 2, 3])]), ("X".into(), vec![])],
+            check: vec![Some(vec![]), None],
+        };
+        assert_eq!(Request::decode(&r.encode()), Some(r.clone()));
+        let b = r.encode();
+        assert_eq!(Request::decode(&b[..b.len() - 1]), None, "a cut request is refused");
+        for o in [Outcome::Landed(77), Outcome::Alone, Outcome::Lost(12, "2026-12-06 01:00:00+00".into())] {
+            assert_eq!(Outcome::decode(&o.encode()), o);
+        }
+        assert_eq!(Outcome::decode(&[9]), Outcome::Alone);
+    }
+}
