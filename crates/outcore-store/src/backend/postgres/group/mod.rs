@@ -237,6 +237,11 @@ impl Lead<'_> {
         for i in 0..SLOTS {
             let state = shm.state(i);
             match state.load(Ordering::Acquire) {
+                // Its process died before any leader took it: nothing of it was sent, and it
+                // must never be (its commit failed with its process).
+                QUEUED if shm::process_gone(shm.owner(i).load(Ordering::Relaxed)) => {
+                    let _ = state.compare_exchange(QUEUED, FREE, Ordering::AcqRel, Ordering::Relaxed);
+                }
                 QUEUED
                     if state
                         .compare_exchange(QUEUED, TAKEN + self.k as u32, Ordering::AcqRel, Ordering::Relaxed)
@@ -333,6 +338,11 @@ impl Group {
         let me = std::process::id();
         for i in 0..SLOTS {
             if self.shm.state(i).compare_exchange(FREE, WRITING, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                if let Err(e) = self.shm.reserve(i, request.len()) {
+                    tracing::debug!("no room for a group commit request ({e}); the commit goes alone");
+                    self.release(i);
+                    return None;
+                }
                 self.shm.owner(i).store(me, Ordering::Relaxed);
                 self.shm.write_payload(i, request);
                 self.shm.len(i).store(request.len() as u32, Ordering::Relaxed);
@@ -434,5 +444,62 @@ mod tests {
             assert_eq!(Outcome::decode(&o.encode()), o);
         }
         assert_eq!(Outcome::decode(&[9]), Outcome::Alone);
+    }
+
+    fn request(commit_id: i64) -> Vec<u8> {
+        Request { commit_id, statements: vec![("SELECT 1".into(), vec![])], check: vec![] }.encode()
+    }
+
+    /// Sends nothing: records itself as leader and dies (a panic; a process killed with its
+    /// lock gives the lock back the same way).
+    struct Dying;
+    impl Leader for Dying {
+        fn send(&mut self, lead: &Lead<'_>, _: Vec<Request>) -> Vec<Outcome> {
+            lead.set_sender(4242, "started at noon");
+            panic!("the leader dies with its group in flight");
+        }
+    }
+
+    /// Lands every request, tids from 100.
+    struct Landing(Vec<i64>);
+    impl Leader for Landing {
+        fn send(&mut self, _: &Lead<'_>, group: Vec<Request>) -> Vec<Outcome> {
+            self.0.extend(group.iter().map(|r| r.commit_id));
+            (0..group.len()).map(|k| Outcome::Landed(100 + k as u64)).collect()
+        }
+    }
+
+    /// The leader takes every queued request in queue order and each gets its own outcome; a
+    /// request whose leader died with it is found orphaned, with that leader's server process.
+    #[test]
+    fn a_leader_answers_its_group_and_a_dead_leaders_group_is_found_lost() {
+        let key = format!("test-{}", rand::random::<u64>());
+        let g = Group::open(&key, "test", Duration::from_secs(1)).expect("group file");
+        let (a, b) = (g.queue(&request(1)).unwrap(), g.queue(&request(2)).unwrap());
+        assert_eq!(g.queued(), 2);
+        let mut landing = Landing(Vec::new());
+        assert_eq!(g.wait(a, &mut landing).unwrap(), Outcome::Landed(100));
+        assert_eq!(landing.0, vec![1, 2], "one group, in queue order");
+        assert_eq!(g.wait(b, &mut landing).unwrap(), Outcome::Landed(101));
+        assert_eq!(g.queued(), 0);
+
+        let (c, d) = (g.queue(&request(3)).unwrap(), g.queue(&request(4)).unwrap());
+        let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| g.wait(c, &mut Dying)));
+        assert!(died.is_err());
+        // `d` was taken by the dead leader: never sent again, its outcome is the server's.
+        assert_eq!(g.wait(d, &mut landing).unwrap(), Outcome::Lost(4242, "started at noon".into()));
+        assert_eq!(g.wait(c, &mut landing).unwrap(), Outcome::Lost(4242, "started at noon".into()));
+        assert_eq!(landing.0, vec![1, 2], "nothing of the lost group was sent again");
+
+        // A request whose process died while it waited is never sent.
+        let e = g.queue(&request(5)).unwrap();
+        let dead = std::process::Command::new("true").spawn().unwrap();
+        let pid = dead.id();
+        let _ = { dead }.wait();
+        g.shm.owner(e).store(pid, Ordering::Relaxed);
+        let f = g.queue(&request(6)).unwrap();
+        assert_eq!(g.wait(f, &mut landing).unwrap(), Outcome::Landed(100));
+        assert_eq!(landing.0, vec![1, 2, 6], "the dead process's request was dropped");
+        assert_eq!(g.shm.state(e).load(Ordering::Acquire), FREE);
     }
 }

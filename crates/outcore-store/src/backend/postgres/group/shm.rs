@@ -101,6 +101,13 @@ impl Shared {
             // harmlessly (same length).
             file.set_len(FILE_BYTES as u64)?;
         }
+        // Every page written through the mapping outside a payload is allocated here: a full
+        // tmpfs then fails this call instead of raising SIGBUS at a store (payloads are
+        // allocated before each write, see `reserve`).
+        allocate(&file, 0, PAGE)?;
+        for i in 0..SLOTS {
+            allocate(&file, slot_base(i), 2 * PAGE)?;
+        }
         // SAFETY: a fresh shared mapping of the whole file at an address the kernel picks;
         // nothing else is touched.
         let ptr = unsafe {
@@ -168,8 +175,15 @@ impl Shared {
         self.u64_at(slot_base(i) + S_SEQ)
     }
 
-    /// Copies `data` (at most [`SLOT_BYTES`]) into slot `i`'s payload. The caller owns the slot
-    /// in its current state.
+    /// Allocates the pages of slot `i`'s first `len` payload bytes (a full tmpfs is an error
+    /// here, not a SIGBUS when they are written). The caller owns the slot.
+    pub fn reserve(&self, i: usize, len: usize) -> io::Result<()> {
+        assert!(i < SLOTS && len <= SLOT_BYTES, "payload beyond its slot");
+        allocate(&self.file, slot_base(i) + PAGE, len.max(1))
+    }
+
+    /// Copies `data` (at most [`SLOT_BYTES`], reserved) into slot `i`'s payload. The caller owns
+    /// the slot in its current state.
     pub fn write_payload(&self, i: usize, data: &[u8]) {
         assert!(i < SLOTS && data.len() <= SLOT_BYTES, "payload beyond its slot");
         // SAFETY: the payload area of slot `i` lies in the mapping (checked above); the slot
@@ -312,6 +326,15 @@ fn ofd_lock(f: &File, kind: libc::c_short, at: u64) -> io::Result<bool> {
             _ => return Err(e),
         }
     }
+}
+
+/// Allocates `[at, at + len)` of `f` (`fallocate` mode 0: the pages exist afterwards).
+fn allocate(f: &File, at: usize, len: usize) -> io::Result<()> {
+    // SAFETY: fallocate on an owned descriptor with integer arguments.
+    if unsafe { libc::fallocate(f.as_raw_fd(), 0, at as libc::off_t, len as libc::off_t) } == 0 {
+        return Ok(());
+    }
+    Err(io::Error::last_os_error())
 }
 
 /// Removes the group files of user `uid` in `dir` that no process has open (left by processes
