@@ -100,7 +100,9 @@ def test_ctrl_c_interrupts_a_wait_for_a_frozen_server(private_pg):
     # that waits for it ends with KeyboardInterrupt on Ctrl-C, not after the 60 s io timeout.
     script = textwrap.dedent(
         f"""
-        import sys, time, outcore
+        import signal, sys, time, outcore
+        # Started from a shell without job control, SIGINT may be ignored: Ctrl-C raises here.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         db = outcore.open({private_pg.url!r})
         conn = db.connect(transaction_manager=False)
         conn.root.create("a", (10,), "f8")
