@@ -236,3 +236,12 @@ impl FileHandle {
         }
     }
 }
+
+/// The end of a write of `len` bytes at `offset` into a file of `size` bytes (`write_at` of
+/// both engines): an error when it would reach beyond the size.
+pub(crate) fn write_end(offset: u64, len: usize, size: u64) -> Result<u64, PagerError> {
+    offset
+        .checked_add(len as u64)
+        .filter(|e| *e <= size)
+        .ok_or_else(|| PagerError::InvalidArgument(format!("writing {len} bytes at {offset}: beyond the size {size}")))
+}

@@ -472,6 +472,15 @@ impl FileInner {
 }
 
 impl FileInner {
+    /// Makes the memfd at least `end` bytes long (views and writes reach only that far).
+    fn grow_memfd(&self, st: &mut FileState, end: u64) -> Result<(), PagerError> {
+        if end > st.memfd_len {
+            self.memfd.set_len(end).map_err(|e| PagerError::io(format!("growing the page cache to {end} bytes"), e))?;
+            st.memfd_len = end;
+        }
+        Ok(())
+    }
+
     /// Pins `blk` for a write of its bytes without a fault: a cached block is pinned as it is; an
     /// absent block with `unstored` content (the source holds nothing for it) enters the cache
     /// as Dirty without a load, its bytes being the fill; any other block is loaded first.
@@ -479,13 +488,7 @@ impl FileInner {
     fn pin_for_write(self: &Arc<Self>, blk: u64, unstored: bool) -> Result<bool, PagerError> {
         {
             let mut st = self.state.lock();
-            let end = (blk + 1) * self.blksize;
-            if end > st.memfd_len {
-                self.memfd
-                    .set_len(end)
-                    .map_err(|e| PagerError::io(format!("growing the page cache to {end} bytes"), e))?;
-                st.memfd_len = end;
-            }
+            self.grow_memfd(&mut st, (blk + 1) * self.blksize)?;
             match st.blocks.get_mut(&blk) {
                 Some(b) if b.is_resident() => {
                     b.pins += 1;
@@ -610,12 +613,7 @@ impl UffdFile {
         let (len, end) = crate::view::span(&blocks, bs)?;
         {
             let mut st = f.state.lock();
-            if end > st.memfd_len {
-                f.memfd
-                    .set_len(end)
-                    .map_err(|e| PagerError::io(format!("growing the page cache to {end} bytes"), e))?;
-                st.memfd_len = end;
-            }
+            f.grow_memfd(&mut st, end)?;
         }
         let mapping = Mapping::shared(f.memfd.raw(), blocks.start * bs, len as usize)
             .map_err(|e| PagerError::io(format!("mmap of {len} bytes"), e))?;
@@ -833,9 +831,7 @@ impl UffdFile {
     pub fn write_at(&self, offset: u64, data: &[u8], unstored_from: u64) -> Result<(), PagerError> {
         let f = &self.inner;
         let bs = f.blksize;
-        let end = offset.checked_add(data.len() as u64).filter(|e| *e <= f.state.lock().size).ok_or_else(|| {
-            PagerError::InvalidArgument(format!("writing {} bytes at {offset}: beyond the size", data.len()))
-        })?;
+        let end = crate::file::write_end(offset, data.len(), f.state.lock().size)?;
         let mut pos = offset;
         while pos < end {
             let blk = pos / bs;

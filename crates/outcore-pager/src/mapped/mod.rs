@@ -517,9 +517,7 @@ impl MappedFile {
     /// `FileHandle::write_at`: copies `data` into the reservation at `offset` (within the size).
     pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), PagerError> {
         let st = self.state.lock();
-        let end = offset.checked_add(data.len() as u64).filter(|e| *e <= st.size).ok_or_else(|| {
-            PagerError::InvalidArgument(format!("writing {} bytes at {offset}: beyond the size", data.len()))
-        })?;
+        let end = crate::file::write_end(offset, data.len(), st.size)?;
         self.ensure_reserved(end)?;
         self.res.copy_in(offset, data).map_err(|e| PagerError::io(format!("writing into {}", self.label), e))
     }
