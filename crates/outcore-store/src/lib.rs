@@ -30,6 +30,7 @@ mod block;
 mod commit;
 mod error;
 pub mod interrupt;
+mod ofd;
 mod pool;
 mod rowsum;
 mod store;

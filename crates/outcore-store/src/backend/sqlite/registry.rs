@@ -26,6 +26,7 @@
 //! - Slots of dead processes are ignored (their lock is gone) and reclaimed by the next opener.
 
 use crate::error::{Error, Result};
+use crate::ofd::{self, flock};
 use crate::types::Tid;
 use nix::fcntl::{fcntl, FcntlArg};
 use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -87,17 +88,6 @@ impl std::fmt::Debug for Registry {
     }
 }
 
-/// A `struct flock` for an OFD lock request on `[start, start+len)`.
-fn flock(kind: libc::c_short, start: u64, len: u64) -> libc::flock {
-    libc::flock {
-        l_type: kind,
-        l_whence: libc::SEEK_SET as libc::c_short,
-        l_start: start as libc::off_t,
-        l_len: len as libc::off_t,
-        l_pid: 0, // required by OFD locks
-    }
-}
-
 /// What the gate protects: a shared holder may start snapshots; an exclusive one may change
 /// extents that open snapshots could map.
 pub(crate) enum Gate<'a> {
@@ -112,11 +102,11 @@ impl Drop for Gate<'_> {
                 let mut n = r.shared_holders.lock();
                 *n -= 1;
                 if *n == 0 {
-                    let _ = r.lock(&r.gate_shared_fd, libc::F_UNLCK as _, 0, 1, false);
+                    let _ = ofd::lock(&r.gate_shared_fd, libc::F_UNLCK as _, 0, 1, false);
                 }
             }
             Gate::Exclusive(r, _) => {
-                let _ = r.lock(&r.gate_excl_fd, libc::F_UNLCK as _, 0, 1, false);
+                let _ = ofd::lock(&r.gate_excl_fd, libc::F_UNLCK as _, 0, 1, false);
             }
         }
     }
@@ -152,7 +142,7 @@ impl Registry {
         let mut reg = Self::open_with(path, false)?;
         for slot in 0..MAX_SLOTS {
             let at = SLOTS_AT + slot * SLOT;
-            let claimed = reg.lock(&reg.slot_fd, libc::F_WRLCK as _, at, SLOT, false);
+            let claimed = ofd::lock(&reg.slot_fd, libc::F_WRLCK as _, at, SLOT, false);
             if claimed.map_err(|source| Error::Io {
                 op: "claim a reader slot",
                 path: reg.path.display().to_string(),
@@ -212,21 +202,6 @@ impl Registry {
         Ok(())
     }
 
-    /// Set (or clear, with `F_UNLCK`) an OFD lock; `wait` blocks until granted. Returns false
-    /// when a non-blocking request conflicts.
-    fn lock(&self, fd: &File, kind: libc::c_short, start: u64, len: u64, wait: bool) -> std::io::Result<bool> {
-        let l = flock(kind, start, len);
-        loop {
-            let arg = if wait { FcntlArg::F_OFD_SETLKW(&l) } else { FcntlArg::F_OFD_SETLK(&l) };
-            match fcntl(fd, arg) {
-                Ok(_) => return Ok(true),
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) if !wait => return Ok(false),
-                Err(e) => return Err(std::io::Error::from(e)),
-            }
-        }
-    }
-
     fn check_process(&self) -> Result<()> {
         if std::process::id() != self.pid {
             return Err(Error::Forked { location: self.path.display().to_string(), opened_by: self.pid });
@@ -244,7 +219,7 @@ impl Registry {
         let g = self.gate.read();
         let mut n = self.shared_holders.lock();
         if *n == 0 {
-            self.lock(&self.gate_shared_fd, libc::F_RDLCK as _, 0, 1, true).map_err(self.io_err("take the gate"))?;
+            ofd::lock(&self.gate_shared_fd, libc::F_RDLCK as _, 0, 1, true).map_err(self.io_err("take the gate"))?;
         }
         *n += 1;
         Ok(Gate::Shared(self, g))
@@ -255,7 +230,7 @@ impl Registry {
         self.check_process()?;
         self.check_writable("take the gate exclusively")?;
         let g = self.gate.write();
-        self.lock(&self.gate_excl_fd, libc::F_WRLCK as _, 0, 1, true).map_err(self.io_err("take the gate"))?;
+        ofd::lock(&self.gate_excl_fd, libc::F_WRLCK as _, 0, 1, true).map_err(self.io_err("take the gate"))?;
         Ok(Gate::Exclusive(self, g))
     }
 

@@ -307,25 +307,7 @@ const LEADER_BYTES: u64 = 8;
 
 /// Sets an OFD lock of `kind` on byte `at` of `f` without waiting; false when it conflicts.
 fn ofd_lock(f: &File, kind: libc::c_short, at: u64) -> io::Result<bool> {
-    let l = libc::flock {
-        l_type: kind,
-        l_whence: libc::SEEK_SET as libc::c_short,
-        l_start: at as libc::off_t,
-        l_len: 1,
-        l_pid: 0, // required by OFD locks
-    };
-    loop {
-        // SAFETY: fcntl on an owned descriptor with a valid `struct flock`.
-        if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_SETLK, &l as *const libc::flock) } == 0 {
-            return Ok(true);
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EAGAIN | libc::EACCES) => return Ok(false),
-            _ => return Err(e),
-        }
-    }
+    crate::ofd::lock(f, kind, at, 1, false)
 }
 
 /// Allocates `[at, at + len)` of `f` (`fallocate` mode 0: the pages exist afterwards).
