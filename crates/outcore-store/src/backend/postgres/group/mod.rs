@@ -502,4 +502,25 @@ mod tests {
         assert_eq!(landing.0, vec![1, 2, 6], "the dead process's request was dropped");
         assert_eq!(g.shm.state(e).load(Ordering::Acquire), FREE);
     }
+
+    static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+    /// Ctrl-C while a request waits for a leader withdraws it (nothing sent, the slot free)
+    /// and says so.
+    #[test]
+    fn an_interrupt_withdraws_a_request_no_leader_took() {
+        crate::interrupt::set_check(|| STOP.load(Ordering::SeqCst));
+        let key = format!("test-{}", rand::random::<u64>());
+        let g = Group::open(&key, "test", Duration::from_secs(1)).expect("group file");
+        // Both leader locks held elsewhere: the request can only wait.
+        let held: Vec<_> = (0..shm::LEADERS).map(|_| g.shm.try_lead(None).unwrap().expect("a free lock")).collect();
+        let a = g.queue(&request(1)).unwrap();
+        STOP.store(true, Ordering::SeqCst);
+        let r = g.wait(a, &mut Landing(Vec::new()));
+        STOP.store(false, Ordering::SeqCst);
+        assert!(matches!(r, Err(Error::Interrupted { .. })), "{r:?}");
+        assert_eq!(g.shm.state(a).load(Ordering::Acquire), FREE);
+        assert_eq!(g.queued(), 0);
+        drop(held);
+    }
 }
