@@ -99,6 +99,34 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// horizon (the history that would tell is gone: treat everything as changed).
     fn changes(&self, after: Tid, upto: Tid) -> Result<Changes>;
 
+    /// Move a reader from snapshot `old` to a new one at the newest tid: the new snapshot, and
+    /// what commits other than `mine` (the reader's own, whose changes it holds) changed in
+    /// `(old, newest]`; `None` for the changes when history since `old` is gone (treat
+    /// everything as changed). The default asks [`snapshot`](Store::snapshot) and
+    /// [`changes`](Store::changes); a remote store answers in one round trip.
+    fn advance(&self, old: Tid, mine: Option<Tid>) -> Result<(Snapshot, Option<Changes>)> {
+        let snapshot = self.snapshot(None)?;
+        let head = snapshot.tid();
+        let ranges = match mine {
+            Some(t) => [(old, t.saturating_sub(1)), (t, head)],
+            None => [(old, head), (head, head)],
+        };
+        let mut all = Changes::default();
+        for (after, upto) in ranges {
+            if after < upto {
+                match self.changes(after, upto) {
+                    Ok(c) => {
+                        all.blocks.extend(c.blocks);
+                        all.arrays.extend(c.arrays);
+                    }
+                    Err(crate::Error::SnapshotGone { .. }) => return Ok((snapshot, None)),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok((snapshot, Some(all)))
+    }
+
     /// Transactions with tid in `(after, upto]`, oldest first.
     fn history(&self, after: Tid, upto: Tid) -> Result<Vec<TxnInfo>>;
 

@@ -63,6 +63,7 @@ backends!(
     shrink_drops_data_and_regrowth_reads_zeros,
     shrink_conflicts_with_concurrent_write,
     changes_list_what_changed,
+    advance_skips_the_readers_own_commit,
     history_and_time_lookup,
     gc_keeps_what_kept_snapshots_need,
     gc_removes_deleted_arrays,
@@ -338,6 +339,36 @@ fn changes_list_what_changed(f: &Fixture) {
     assert_eq!(ch.arrays, vec![b]);
     assert_eq!(ch.blocks.len(), 2);
     assert!(s.changes(t3, t3).unwrap().is_empty());
+}
+
+fn advance_skips_the_readers_own_commit(f: &Fixture) {
+    let s = &*f.store;
+    let (a, t0) = create(s, "a", 4 * BS);
+    let (b, t1) = create(s, "b", 4 * BS);
+    // Block a/0 written by "me" at t3 and by others at t2 and t4; a/1 only by me; b renamed.
+    let t2 = write(s, t1, a, &[(0, block(1, 1)), (2, block(1, 1))]).unwrap();
+    let t3 = write(s, t2, a, &[(0, block(2, 1)), (1, block(2, 1))]).unwrap();
+    let t4 = write(s, t3, a, &[(3, block(3, 1))]).unwrap();
+    let mut c = Commit::new();
+    c.put_array(b, "b2", meta(4 * BS));
+    let t5 = s.commit(t4, c).unwrap();
+    let (snap, ch) = s.advance(t1, Some(t3)).unwrap();
+    assert_eq!(snap.tid(), t5);
+    let ch = ch.expect("history is there");
+    let mut want = vec![(a, 0), (a, 2), (a, 3)];
+    want.sort();
+    assert_eq!(ch.blocks, want, "a/1 changed only in the reader's own commit");
+    assert_eq!(ch.arrays, vec![b]);
+    // Without a commit of its own, everything since; from the head, nothing.
+    let (_, ch) = s.advance(t0, None).unwrap();
+    let ch = ch.unwrap();
+    assert_eq!(ch.blocks.len(), 4);
+    assert_eq!(ch.arrays, vec![b]);
+    assert!(s.advance(t5, None).unwrap().1.unwrap().is_empty());
+    // History gone: no changes to tell (everything is to be treated as changed).
+    s.gc(t4).unwrap();
+    let (snap, ch) = s.advance(t2, Some(t3)).unwrap();
+    assert_eq!((snap.tid(), ch), (t5, None));
 }
 
 fn history_and_time_lookup(f: &Fixture) {

@@ -353,18 +353,20 @@ fn a_changed_or_moved_segment_row_is_corrupt() {
         open(&f.url).unwrap().load(id, 0, tid, &mut buf).map(|_| buf)
     };
     assert!(load(tid).is_ok());
-    // One flipped bit in a segment's bytes.
-    sql.batch_execute("UPDATE outcore_segment SET data = set_byte(data, 5, get_byte(data, 5) # 1) WHERE seg = 2")
+    // One flipped bit in a segment's bytes (the third 16 KiB window's row starts at page 8).
+    sql.batch_execute("UPDATE outcore_segment SET data = set_byte(data, 5, get_byte(data, 5) # 1) WHERE seg = 8")
         .unwrap();
     match load(tid) {
-        Err(Error::Corrupt { detail, .. }) => assert!(detail.contains("segment 2"), "{detail}"),
+        Err(Error::Corrupt { detail, .. }) => assert!(detail.contains("segment at page 8"), "{detail}"),
         other => panic!("expected Corrupt, got {:?}", other.map(|_| ())),
     }
-    sql.batch_execute("UPDATE outcore_segment SET data = set_byte(data, 5, get_byte(data, 5) # 1) WHERE seg = 2")
+    sql.batch_execute("UPDATE outcore_segment SET data = set_byte(data, 5, get_byte(data, 5) # 1) WHERE seg = 8")
         .unwrap();
     assert!(load(tid).is_ok());
-    // A segment row moved to another place in the block.
-    sql.batch_execute("UPDATE outcore_segment SET seg = 40 WHERE seg = 3").unwrap();
+    // A segment row moved to another place in the block, or to where it crosses its window.
+    sql.batch_execute("UPDATE outcore_segment SET seg = 160 WHERE seg = 12").unwrap();
+    assert!(matches!(load(tid), Err(Error::Corrupt { .. })));
+    sql.batch_execute("UPDATE outcore_segment SET seg = 13 WHERE seg = 160").unwrap();
     assert!(matches!(load(tid), Err(Error::Corrupt { .. })));
 }
 

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use outcore_pager::{FileHandle, FillPattern};
-use outcore_store::{ArrayId, ArrayInfo, ArrayMeta, Changes, Codec, Commit, Order, Snapshot, Tid};
+use outcore_store::{ArrayId, ArrayInfo, ArrayMeta, Codec, Commit, Order, Snapshot, Tid};
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::array::{nbytes_of, Array};
@@ -793,31 +793,11 @@ impl Connection {
         st.generation += 1;
         let store = &self.shared.db.inner.store;
         // Registered before the old snapshot is released, so nothing either maps is reused.
-        let snapshot = store.snapshot(None)?;
+        let (snapshot, changes) = store.advance(old, mine)?;
         let head = snapshot.tid();
-        let mut changes = Changes::default();
-        // Set when history since `old` was collected: every open array may have changed.
-        let mut everything = false;
-        let mut add = |after: Tid, upto: Tid| -> Result<()> {
-            if after < upto {
-                match store.changes(after, upto) {
-                    Ok(c) => {
-                        changes.blocks.extend(c.blocks);
-                        changes.arrays.extend(c.arrays);
-                    }
-                    Err(outcore_store::Error::SnapshotGone { .. }) => everything = true,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Ok(())
-        };
-        match mine {
-            Some(t) => {
-                add(old, t - 1)?;
-                add(t, head)?;
-            }
-            None => add(old, head)?,
-        }
+        // `None`: history since `old` was collected: every open array may have changed.
+        let everything = changes.is_none();
+        let mut changes = changes.unwrap_or_default();
         if everything {
             changes.arrays.extend(st.open.keys().copied());
         }

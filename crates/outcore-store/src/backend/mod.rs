@@ -19,10 +19,12 @@ pub(crate) const FORMAT_NAME: &str = "outcore-store";
 /// checksums of undo and current rows bind their tid by xoring `outcore_tid_mix(tid)` into a sum
 /// made without it ([`crate::block::TidBinding::Mix`]), so that the server can bind a commit's
 /// rows to the tid it gives them under the commit lock; the schema holds that function and the
-/// check of a commit's reads (`outcore_check_reads`). Versions 3 to 5 are refused (5: the tid in
-/// the hash's seed; 3 and 4: 256 KiB segments checked by one checksum per block; 3 without
-/// commit ids); 1 and 2 were never released.
-pub(crate) const PG_FORMAT_VERSION: u32 = 6;
+/// check of a commit's reads (`outcore_check_reads`). Version 7: segment rows are keyed by their first
+/// 4 KiB page and hold runs of pages within 16 KiB windows, so that a small write moves only its
+/// pages. Versions 3 to 6 are refused (6: rows keyed by their 16 KiB segment; 5: the tid in the
+/// hash's seed; 3 and 4: 256 KiB segments checked by one checksum per block; 3 without commit
+/// ids); 1 and 2 were never released.
+pub(crate) const PG_FORMAT_VERSION: u32 = 7;
 /// SQLite (local store) format version 5: the current content of blocks of uncompressed
 /// arrays lives in block extents of the data file `<store>.blocks` (`outcore_current.ext_off`),
 /// with retired and free extents, redo records of in-place updates, and the reader registry
