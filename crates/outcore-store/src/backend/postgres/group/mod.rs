@@ -225,7 +225,7 @@ pub(crate) struct Lead<'a> {
     group: &'a Group,
     /// Which leader lock.
     k: usize,
-    _lock: shm::LeaderLock,
+    _lock: shm::LeaderLock<'a>,
 }
 
 impl Lead<'_> {
