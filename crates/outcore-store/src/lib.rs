@@ -29,6 +29,7 @@ mod backend;
 mod block;
 mod commit;
 mod error;
+mod failpoint;
 pub mod interrupt;
 mod ofd;
 mod pool;

@@ -8,7 +8,7 @@ mod common;
 use common::Fixture;
 use outcore_store::{open, ArrayId, ArrayMeta, Codec, Commit, Error, Order, Store};
 use rand::RngExt;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -232,3 +232,127 @@ fn two_processes_conflict_exactly(f: &Fixture) {
 }
 
 backends!(commits_survive_sigkill, two_processes_conflict_exactly);
+
+#[test]
+#[ignore = "child process of the group-leader test"]
+fn child_group_member() {
+    let url = std::env::var("OUTCORE_CHILD_URL").expect("url");
+    let id = ArrayId(std::env::var("OUTCORE_CHILD_ARRAY").expect("array").parse().expect("id"));
+    let blk: u64 = std::env::var("OUTCORE_CHILD_BLK").expect("blk").parse().expect("blk");
+    let store = open(&url).expect("open");
+    let mut out = std::io::stdout();
+    for n in 0u64.. {
+        // One page of its own block a commit: small, in place, so that it may go in a group.
+        let (page, value) = ((n % 16) as u32, (n % 250) as u8 + 1);
+        let mut c = Commit::new();
+        c.write_pages_from(id, blk, [page], move |_: &[u32], buf: &mut [u8]| {
+            buf[page as usize * 4096..(page as usize + 1) * 4096].fill(value);
+            Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+        });
+        let line = match store.commit(store.head().expect("head"), c) {
+            Ok(t) => format!("committed {t} {page} {value}"),
+            Err(e) => format!("error {e}"),
+        };
+        writeln!(out, "{line}").expect("stdout");
+        out.flush().expect("flush");
+    }
+}
+
+/// A group-commit leader dies (`OUTCORE_FAILPOINT`, an abort as a kill would) with other
+/// processes' commits in its group, before sending it and after the server committed it: each
+/// member finds out on its own (landed: its tid; not sent: it commits again, alone) and goes
+/// on; every commit a member reported is in the store with its bytes.
+#[test]
+fn a_group_leader_killed_with_other_commits_in_flight() {
+    use std::os::unix::process::ExitStatusExt;
+    let Some(f) = common::postgres() else { return };
+    const MEMBERS: u64 = 3;
+    for point in ["group-leader-before-send", "group-leader-after-reply"] {
+        let id = ArrayId::random();
+        let mut c = Commit::new();
+        c.put_array(id, point, meta(0));
+        for blk in 0..=MEMBERS {
+            c.write_block(id, blk, vec![0xEE; BS as usize]);
+        }
+        f.store.commit(f.store.head().unwrap(), c).unwrap();
+        let spawn = |blk: u64, failpoint: Option<&str>| {
+            let mut env = vec![
+                ("OUTCORE_CHILD_URL", f.url.clone()),
+                ("OUTCORE_CHILD_ARRAY", id.0.to_string()),
+                ("OUTCORE_CHILD_BLK", blk.to_string()),
+            ];
+            if let Some(p) = failpoint {
+                env.push(("OUTCORE_FAILPOINT", p.to_string()));
+            }
+            let mut cmd = child("child_group_member", &env);
+            if failpoint.is_some() {
+                cmd.stderr(Stdio::piped());
+            }
+            cmd.spawn().expect("spawn child")
+        };
+        let (tx, rx) = std::sync::mpsc::channel::<(u64, String)>();
+        let mut members = Vec::new();
+        let mut readers = Vec::new();
+        for blk in 0..MEMBERS {
+            let mut p = spawn(blk, None);
+            let stdout = p.stdout.take().expect("stdout");
+            let tx = tx.clone();
+            readers.push(std::thread::spawn(move || {
+                // (The test harness prints its own lines too.)
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if line.starts_with("committed ") || line.starts_with("error ") {
+                        let _ = tx.send((blk, line));
+                    }
+                }
+            }));
+            members.push(p);
+        }
+        drop(tx);
+        let mut leader = spawn(MEMBERS, Some(point));
+        // The leader dies the first time it leads a group with others in it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        let status = loop {
+            if let Some(s) = leader.try_wait().unwrap() {
+                break s;
+            }
+            assert!(std::time::Instant::now() < deadline, "{point}: the leader never led a group with others");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut said = String::new();
+        leader.stderr.take().expect("stderr").read_to_string(&mut said).unwrap();
+        assert!(
+            status.signal() == Some(libc::SIGABRT) && said.contains(&format!("outcore: failpoint {point}: aborting")),
+            "{point}: the leader died at the failpoint: {status:?} {said}"
+        );
+        // The members go on: 20 more commits each after the leader's death.
+        let mut reports: Vec<(u64, String)> = rx.try_iter().collect();
+        let mut after = [0u32; MEMBERS as usize];
+        while after.iter().any(|n| *n < 20) {
+            let (blk, line) = rx.recv_timeout(Duration::from_secs(60)).expect("members keep committing");
+            after[blk as usize] += 1;
+            reports.push((blk, line));
+        }
+        for mut p in members {
+            p.kill().unwrap();
+            p.wait().unwrap();
+        }
+        for r in readers {
+            r.join().unwrap();
+        }
+        reports.extend(rx.try_iter());
+        // No member saw an error; each reported commit holds its page.
+        let s = open(&f.url).unwrap();
+        let mut buf = vec![0u8; BS as usize];
+        for (blk, line) in &reports {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(words.first(), Some(&"committed"), "{point}: member {blk}: {line}");
+            let (t, page, value): (u64, usize, u8) =
+                (words[1].parse().unwrap(), words[2].parse().unwrap(), words[3].parse().unwrap());
+            s.load(id, *blk, t, &mut buf).unwrap();
+            assert!(
+                buf[page * 4096..(page + 1) * 4096].iter().all(|b| *b == value),
+                "{point}: member {blk}'s commit {t} (page {page} = {value}) is not in the store"
+            );
+        }
+    }
+}

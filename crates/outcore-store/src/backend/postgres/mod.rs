@@ -25,6 +25,7 @@ use super::{array_info, bound, check_format, encode_meta, sql, time_to_us, FORMA
 use crate::block::{self, Encoded, Stored, TidBinding};
 use crate::commit::{self, ArrayVersion, ChangedSets, Commit, CurrentRow, CurrentWrite, Head, PageWrite, WriteTxn};
 use crate::error::{Error, Result};
+use crate::failpoint::failpoint;
 use crate::pool::Pool;
 use crate::rowsum::RowSum;
 use crate::store::{Store, Subscription};
@@ -1273,8 +1274,12 @@ impl Store for PgStore {
             let lock_first = tries == COMMIT_TRIES;
             let (r, drop_conn) = match self.commit_once(&mut c, base, &mut commit, commit_id, lock_first, grouped) {
                 Try::Done(r, drop_conn) => (r, drop_conn),
-                // Its group wrote nothing: again, alone (not counted as a try).
+                // Its group wrote nothing: again, alone (not counted as a try), on a new
+                // connection if the group's leader was this one and lost it.
                 Try::Alone => {
+                    if c.client.is_broken() {
+                        std::mem::replace(&mut c, self.conn()?).discard();
+                    }
                     grouped = false;
                     continue;
                 }
@@ -1568,7 +1573,7 @@ impl PgStore {
                     return r;
                 }
                 let (slots, others): (Vec<usize>, Vec<group::Request>) = queued.into_iter().unzip();
-                let mut sender = GroupSender { c: &mut *c, lead: &lead };
+                let mut sender = GroupSender { c: &mut *c, lead: &lead, queued: None };
                 let (own, outcomes) = sender.send_with(Some((pending, check)), others);
                 for (k, s) in slots.iter().enumerate() {
                     lead.answer(*s, outcomes.get(k).unwrap_or(&group::Outcome::Alone));
@@ -1601,7 +1606,7 @@ impl PgStore {
             }
         };
         let Some(slot) = slot else { return self.commit_alone(c, Some(pending), check, commit_id, backend, tid) };
-        let outcome = g.wait(slot, &mut QueuedSender { c: &mut *c });
+        let outcome = g.wait(slot, &mut QueuedSender { c: &mut *c, commit_id });
         match outcome {
             Ok(o) => self.grouped_outcome(c, o, commit_id, tid),
             // Interrupted before a leader took it: nothing was sent.
@@ -1620,7 +1625,12 @@ impl PgStore {
                     location: self.location.clone(),
                     reason: format!("the reply to the group this commit was sent in was lost (server process {pid})"),
                 };
-                Try::Done(self.commit_outcome(commit_id, (pid, start), tid, &lost), broken)
+                match self.commit_outcome(commit_id, (pid, start), tid, &lost) {
+                    // Its leader died or lost its connection before the group landed: this
+                    // commit never reached the server, and goes again, alone.
+                    Err(Error::CommitNotWritten { .. }) => Try::Alone,
+                    r => Try::Done(r, broken),
+                }
             }
         }
     }
@@ -1704,6 +1714,8 @@ fn encode_params(c: &mut PgConn, sql: &str, params: &[Param]) -> Result<Vec<Opti
 struct GroupSender<'a, 'g> {
     c: &'a mut PgConn,
     lead: &'a group::Lead<'g>,
+    /// The commit id of the sender's own queued request, if it leads the group it waits in.
+    queued: Option<i64>,
 }
 
 /// A commit's own statements (not yet sent) and the parameters of its read check.
@@ -1735,6 +1747,8 @@ impl GroupSender<'_, '_> {
         others: Vec<group::Request>,
     ) -> std::result::Result<Vec<Tid>, group::Outcome> {
         let c = &mut *self.c;
+        // (Failpoints: whether the group holds a commit of another process.)
+        let with_others = others.iter().any(|r| Some(r.commit_id) != self.queued);
         // Each member's own `BEGIN` and commit lock are the group's, once.
         let member = |sql: &str| sql != "BEGIN" && sql != TAKE_LOCK;
         let built = (|| {
@@ -1766,11 +1780,19 @@ impl GroupSender<'_, '_> {
         // Nothing was sent: every member commits alone.
         let Ok((backend, stmts, checks)) = built else { return Err(group::Outcome::Alone) };
         self.lead.set_sender(backend.0, &backend.1);
+        if with_others {
+            failpoint("group-leader-before-send");
+        }
         match c.client.pipeline_all("commit group", &stmts) {
             Ok(rows) => checks
                 .iter()
                 .map(|i| rows.get(*i).and_then(|r| r.first()).map(|r| uint(r, 0)))
                 .collect::<Option<Vec<Tid>>>()
+                .inspect(|_| {
+                    if with_others {
+                        failpoint("group-leader-after-reply");
+                    }
+                })
                 .ok_or(group::Outcome::Lost(backend.0, backend.1)),
             Err(_) if c.client.is_broken() => Err(group::Outcome::Lost(backend.0, backend.1)),
             Err(e) => {
@@ -1785,11 +1807,13 @@ impl GroupSender<'_, '_> {
 /// A queued commit's connection, leading the groups it finds when the lock is free.
 struct QueuedSender<'a> {
     c: &'a mut PgConn,
+    /// The id of the commit it queued.
+    commit_id: i64,
 }
 
 impl group::Leader for QueuedSender<'_> {
     fn send(&mut self, lead: &group::Lead<'_>, others: Vec<group::Request>) -> Vec<group::Outcome> {
-        GroupSender { c: &mut *self.c, lead }.send_with(None, others).1
+        GroupSender { c: &mut *self.c, lead, queued: Some(self.commit_id) }.send_with(None, others).1
     }
 }
 

@@ -23,6 +23,7 @@ use crate::commit::{
     self, ArrayVersion, ChangedSets, Commit, CurrentRow, CurrentWrite, ExtentTxn, Head, PageWrite, PatchTxn, WriteTxn,
 };
 use crate::error::{Error, Result};
+use crate::failpoint::failpoint;
 use crate::pool::Pool;
 use crate::rowsum::{self, CurrentCols};
 use crate::store::{Store, Subscription};
@@ -1232,14 +1233,6 @@ impl SqliteTxn<'_> {
             })
             .map(|_| ())
             .map_err(err("commit"))
-    }
-}
-
-/// Crash tests: `OUTCORE_FAILPOINT=<name>` makes the process abort at that point of a commit.
-fn failpoint(name: &str) {
-    if std::env::var_os("OUTCORE_FAILPOINT").is_some_and(|v| v == name) {
-        eprintln!("outcore: failpoint {name}: aborting");
-        std::process::abort();
     }
 }
 

@@ -317,10 +317,24 @@ impl Group {
         self.lead_with(None)
     }
 
-    /// A free leader lock (`only`: that one).
+    /// A free leader lock (`only`: that one). Requests still marked taken by it were taken by
+    /// a holder that died before answering them (a live one answers all it took before it gives
+    /// the lock back): they are answered [`Outcome::Lost`] with that holder's server process,
+    /// before this holder records its own over it.
     fn lead_with(&self, only: Option<usize>) -> Result<Option<Lead<'_>>> {
         let lock = self.shm.try_lead(only).map_err(|e| Error::Invalid(format!("group commit leader lock: {e}")))?;
-        Ok(lock.map(|(k, l)| Lead { group: self, k, _lock: l }))
+        let Some((k, l)) = lock else { return Ok(None) };
+        let lead = Lead { group: self, k, _lock: l };
+        let mut orphans =
+            (0..SLOTS).filter(|i| self.shm.state(*i).load(Ordering::Acquire) == TAKEN + k as u32).peekable();
+        if orphans.peek().is_some() {
+            let (pid, started) = self.shm.leader(k);
+            let lost = Outcome::Lost(pid, started);
+            for i in orphans {
+                lead.answer(i, &lost);
+            }
+        }
+        Ok(Some(lead))
     }
 
     /// Ends a lead: frees the lock, then wakes the waiters.
@@ -366,15 +380,10 @@ impl Group {
             let state = self.shm.state(slot).load(Ordering::Acquire);
             if state >= TAKEN {
                 // A leader holds its lock until it has written the outcome: the lock of the
-                // one that took it free means that leader is gone; its server process decides.
+                // one that took it free means that leader is gone. Whoever takes that lock
+                // answers its requests (`lead_with`): look again.
                 let k = (state - TAKEN) as usize;
                 if let Some(lead) = self.lead_with(Some(k))? {
-                    if self.shm.state(slot).load(Ordering::Acquire) == state {
-                        let (pid, started) = self.shm.leader(k);
-                        self.end_lead(lead);
-                        self.release(slot);
-                        return Ok(Outcome::Lost(pid, started));
-                    }
                     self.end_lead(lead);
                     continue;
                 }
