@@ -24,8 +24,10 @@ fn rows(url: &str, id: ArrayId) -> Vec<(i32, i32, bool)> {
     .collect()
 }
 
+/// Block 0 at `at`, read into a buffer full of other bytes: every byte the store holds no row
+/// for must be cleared.
 fn load(s: &dyn Store, id: ArrayId, at: Tid) -> Vec<u8> {
-    let mut buf = vec![0u8; BS];
+    let mut buf = vec![0xAB; BS];
     s.load(id, 0, at, &mut buf).unwrap();
     buf
 }

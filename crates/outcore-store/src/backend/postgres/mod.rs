@@ -510,11 +510,20 @@ fn q_load(c: &mut PgConn, array: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> 
             if cur.kind != block::KIND_CURRENT {
                 return Err(block::corrupt(array, blk, cur.tid, format!("not a current version (kind {})", cur.kind)));
             }
-            // Segments in place; a missing one (or the end of a short one) reads zeros.
-            buf.fill(0);
+            // Segments in place; a missing one (or the end of a short one) reads zeros: only
+            // the bytes no row holds are cleared (not the whole block first, then copied over).
+            let mut held: Vec<std::ops::Range<usize>> = Vec::new();
             for s in segments {
-                s.place(array, blk, cur.tid, cur.len as usize, buf)?;
+                held.push(s.place(array, blk, cur.tid, cur.len as usize, buf)?);
             }
+            held.sort_unstable_by_key(|r| r.start);
+            let mut at = 0;
+            for r in held {
+                buf[at.min(r.start)..r.start].fill(0);
+                at = at.max(r.end);
+            }
+            let n = buf.len();
+            buf[at.min(n)..].fill(0);
             Ok(())
         }
         Some(cur) if cur.len > 0 => {
@@ -627,8 +636,9 @@ impl Segment<'_> {
         Ok(())
     }
 
-    /// Verify the segment of a raw version of `len` bytes and copy it to its place in `buf`.
-    fn place(&self, array: ArrayId, blk: u64, tid: Tid, len: usize, buf: &mut [u8]) -> Result<()> {
+    /// Verify the segment of a raw version of `len` bytes and copy it to its place in `buf`;
+    /// the bytes of `buf` it wrote.
+    fn place(&self, array: ArrayId, blk: u64, tid: Tid, len: usize, buf: &mut [u8]) -> Result<std::ops::Range<usize>> {
         self.verify(array, blk, tid)?;
         let page = usize::try_from(self.seg).unwrap_or(usize::MAX);
         let start = page.saturating_mul(block::PAGE);
@@ -650,7 +660,7 @@ impl Segment<'_> {
             ));
         }
         buf[start..end].copy_from_slice(self.data);
-        Ok(())
+        Ok(start..end)
     }
 }
 
