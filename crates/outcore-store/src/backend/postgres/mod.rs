@@ -519,8 +519,16 @@ fn q_load(c: &mut PgConn, array: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> 
             held.sort_unstable_by_key(|r| r.start);
             let mut at = 0;
             for r in held {
-                buf[at.min(r.start)..r.start].fill(0);
-                at = at.max(r.end);
+                if r.start < at {
+                    return Err(block::corrupt(
+                        array,
+                        blk,
+                        cur.tid,
+                        format!("segment rows overlap at byte {}", r.start),
+                    ));
+                }
+                buf[at..r.start].fill(0);
+                at = r.end;
             }
             let n = buf.len();
             buf[at.min(n)..].fill(0);
@@ -545,10 +553,11 @@ fn q_load(c: &mut PgConn, array: ArrayId, blk: u64, at: Tid, buf: &mut [u8]) -> 
 
 /// Raw current payloads are stored in rows of whole pages (`seg`: the row's first page; the
 /// row that holds the end of the content is cut there), none crossing a window of this many
-/// bytes. A whole write stores one row per window (all-zero ones not at all); a small write
-/// reads and rewrites only its changed pages, as rows of one page: the first small write into a
-/// window's row splits it (its changed pages, and the runs of pages between them, each a row),
-/// later ones move 4 KiB a page. PostgreSQL cannot rewrite part of a `bytea`, and a bulk load
+/// bytes. A new version written whole stores one row per window (all-zero ones not at all; a
+/// whole write over a raw version rewrites only the windows holding changed pages, one row
+/// each, zeros included); a small write reads and rewrites only its changed pages, neighbours
+/// in one row: the first small write into a window's row splits it (its runs of changed pages,
+/// and the runs between them, each a row), later ones move 4 KiB a page. PostgreSQL cannot rewrite part of a `bytea`, and a bulk load
 /// wants few, big rows. A compressed payload is one row (`seg` 0) of any size. Each row carries
 /// its own checksum.
 const SEGMENT: usize = 16 << 10;
@@ -573,44 +582,50 @@ const PAGE_ROWS: &str = "SELECT DISTINCT ON (s.array_id, s.blk, s.seg) s.array_i
 const NEW_SEGMENT_BYTES: usize = 32 << 20;
 
 /// The rows a small write stores (first page, byte range in the block, whether the bytes are
-/// the new content, else the old): each changed page a row of its own (cut at the content's
-/// end `len`), and of each row `read` (first page, bytes) that holds a changed page, the runs of
-/// unchanged pages between them, as they were. The first of them takes the old row's key, so
-/// the old row is replaced, never left overlapping.
+/// the new content, else the old): of each row `read` (first page, bytes) that holds a changed
+/// page, its runs of changed pages (new bytes, cut at the content's end `len`) and of unchanged
+/// ones (as they were), each a row; the changed pages no row held, in runs within a window.
+/// The first row of a split takes the old row's key, so the old row is replaced, never left
+/// overlapping.
 fn rewritten_rows(read: &[(i64, usize)], changed: &[u32], len: usize) -> Vec<(i64, std::ops::Range<usize>, bool)> {
     let mut sorted = changed.to_vec();
     sorted.sort_unstable();
+    sorted.dedup();
     let is_changed = |p: i64| sorted.binary_search(&(p as u32)).is_ok();
-    let page_bytes = |p: i64| {
-        let a = (p as usize * block::PAGE).min(len);
-        a..((p as usize + 1) * block::PAGE).min(len)
-    };
+    let bytes = |a: i64, b: i64, end: usize| (a as usize * block::PAGE).min(end)..(b as usize * block::PAGE).min(end);
     let mut out = Vec::new();
     let mut covered = BTreeSet::new();
     for &(first, n) in read {
-        let pages = first..first + n.div_ceil(block::PAGE) as i64;
-        if !pages.clone().any(is_changed) {
+        let end = first + n.div_ceil(block::PAGE) as i64;
+        if !(first..end).any(is_changed) {
             continue;
         }
-        let end = first as usize * block::PAGE + n;
-        let mut run: Option<i64> = None;
-        for p in pages.clone() {
-            if is_changed(p) {
-                if let Some(r) = run.take() {
-                    out.push((r, r as usize * block::PAGE..p as usize * block::PAGE, false));
-                }
-                out.push((p, page_bytes(p), true));
-                covered.insert(p);
-            } else if run.is_none() {
-                run = Some(p);
+        let old_end = first as usize * block::PAGE + n;
+        let mut p = first;
+        while p < end {
+            let new = is_changed(p);
+            let mut q = p + 1;
+            while q < end && is_changed(q) == new {
+                q += 1;
             }
-        }
-        if let Some(r) = run {
-            out.push((r, r as usize * block::PAGE..end, false));
+            if new {
+                out.push((p, bytes(p, q, len), true));
+                covered.extend(p..q);
+            } else {
+                out.push((p, bytes(p, q, old_end), false));
+            }
+            p = q;
         }
     }
-    for p in sorted.iter().map(|p| i64::from(*p)).filter(|p| !covered.contains(p)) {
-        out.push((p, page_bytes(p), true));
+    let rest: Vec<i64> = sorted.iter().map(|p| i64::from(*p)).filter(|p| !covered.contains(p)).collect();
+    let mut i = 0;
+    while i < rest.len() {
+        let mut j = i + 1;
+        while j < rest.len() && rest[j] == rest[j - 1] + 1 && rest[j] as usize % SEGMENT_PAGES != 0 {
+            j += 1;
+        }
+        out.push((rest[i], bytes(rest[i], rest[j - 1] + 1, len), true));
+        i = j;
     }
     out
 }
@@ -1288,7 +1303,16 @@ impl Store for PgStore {
                 // connection if the group's leader was this one and lost it.
                 Try::Alone => {
                     if c.client.is_broken() {
-                        std::mem::replace(&mut c, self.conn()?).discard();
+                        match self.conn() {
+                            Ok(fresh) => std::mem::replace(&mut c, fresh).discard(),
+                            Err(e) => {
+                                c.discard();
+                                return Err(Error::CommitNotWritten {
+                                    location: self.location.clone(),
+                                    reason: format!("its group was lost, and then: {e}"),
+                                });
+                            }
+                        }
                     }
                     grouped = false;
                     continue;
@@ -1630,6 +1654,14 @@ impl PgStore {
         match outcome {
             group::Outcome::Landed(t) => Try::Done(Ok(t), broken),
             group::Outcome::Alone => Try::Alone,
+            group::Outcome::Unknown => Try::Done(
+                Err(Error::CommitOutcomeUnknown {
+                    location: self.location.clone(),
+                    commit_id: commit_id.to_string(),
+                    reason: "the process sending its group of commits gave no answer in time".into(),
+                }),
+                broken,
+            ),
             group::Outcome::Lost(pid, start) => {
                 let lost = Error::Unreachable {
                     location: self.location.clone(),
@@ -1870,6 +1902,16 @@ mod tests {
         // row of its own; rows holding no changed page are left alone.
         let rows = rewritten_rows(&[(5, P), (6, P)], &[6, 7], 16 * P);
         assert_eq!(rows, vec![(6, 6 * P..7 * P, true), (7, 7 * P..8 * P, true)]);
+    }
+
+    #[test]
+    fn neighbouring_changed_pages_are_one_row_within_their_window() {
+        // Pages 1 and 2 of a window's row: one row of both.
+        let rows = rewritten_rows(&[(0, 4 * P)], &[2, 1], 16 * P);
+        assert_eq!(rows, vec![(0, 0..P, false), (1, P..3 * P, true), (3, 3 * P..4 * P, false)]);
+        // Pages 4 to 8 that no row held: a row for the window of 4-7, one for page 8.
+        let rows = rewritten_rows(&[], &[8, 4, 5, 6, 7], 16 * P);
+        assert_eq!(rows, vec![(4, 4 * P..8 * P, true), (8, 8 * P..9 * P, true)]);
     }
 
     #[test]

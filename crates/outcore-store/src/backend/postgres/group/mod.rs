@@ -14,8 +14,12 @@
 //! committed alone right after the one before it. A group that fails (a conflict, any server
 //! error) writes nothing; every member then commits alone, which reports its own error. A
 //! leader whose connection is lost, or which dies, leaves its members to find out themselves
-//! whether the group landed: its server process is recorded in the table, and each member looks
-//! its commit id up the way a lone commit does after a lost connection.
+//! whether the group landed: its server process is recorded in the table (whoever takes that
+//! leader lock next answers the requests a dead holder left, with that record, before it
+//! records its own), and each member looks its commit id up the way a lone commit does after a
+//! lost connection: found, it landed; found nowhere (after that server process was ended), it
+//! was not written and the member commits again, alone. A leader alive but silent for twice
+//! the patience leaves its members with `CommitOutcomeUnknown`.
 //!
 //! Off with `group_commit=off` in the URL, or `OUTCORE_PG_GROUP_COMMIT=0` in the environment.
 
@@ -30,7 +34,7 @@ use tokio_postgres::types::{IsNull, ToSql, Type};
 use crate::error::{Error, Result};
 use crate::types::Tid;
 pub(crate) use shm::SLOT_BYTES;
-use shm::{Shared, DONE, FREE, QUEUED, SLOTS, TAKEN, WRITING};
+use shm::{Shared, ABANDONED, DONE, FREE, QUEUED, SLOTS, TAKEN, WRITING};
 
 /// How long a waiter sleeps before it looks again (at its slot, the leader lock, an interrupt).
 const NAP: Duration = Duration::from_millis(20);
@@ -52,8 +56,12 @@ pub(crate) enum Outcome {
     /// The group wrote nothing: commit alone.
     Alone,
     /// The group was sent by server process `(pid, start)` and its reply was lost (the leader's
-    /// connection, or the leader, died): find out whether it landed.
+    /// connection, or the leader, died): find out whether it landed. A leader that died before
+    /// it recorded its server process (so before it sent anything) leaves pid 0.
     Lost(i32, String),
+    /// The leader that took it is alive but gave no answer in twice the patience: whether the
+    /// commit landed cannot be told now (never written to a slot).
+    Unknown,
 }
 
 /// A parameter already in the server's binary form (a request's, sent by a leader).
@@ -173,7 +181,7 @@ impl Outcome {
                 out.push(0);
                 out.extend_from_slice(&t.to_le_bytes());
             }
-            Outcome::Alone => out.push(1),
+            Outcome::Alone | Outcome::Unknown => out.push(1),
             Outcome::Lost(pid, start) => {
                 out.push(2);
                 out.extend_from_slice(&pid.to_le_bytes());
@@ -225,7 +233,7 @@ pub(crate) struct Lead<'a> {
     group: &'a Group,
     /// Which leader lock.
     k: usize,
-    _lock: shm::LeaderLock<'a>,
+    _lock: shm::LeaderLock,
 }
 
 impl Lead<'_> {
@@ -267,13 +275,17 @@ impl Lead<'_> {
         taken.into_iter().map(|(_, i, r)| (i, r)).collect()
     }
 
-    /// Writes the outcome of the request taken from `slot`.
+    /// Writes the outcome of the request taken from `slot` (frees the slot instead if its
+    /// owner stopped waiting).
     pub fn answer(&self, slot: usize, out: &Outcome) {
         let shm = &self.group.shm;
         let b = out.encode();
         shm.write_payload(slot, &b);
         shm.len(slot).store(b.len() as u32, Ordering::Relaxed);
-        shm.state(slot).store(DONE, Ordering::Release);
+        let taken = TAKEN + self.k as u32;
+        if shm.state(slot).compare_exchange(taken, DONE, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            let _ = shm.state(slot).compare_exchange(ABANDONED, FREE, Ordering::AcqRel, Ordering::Relaxed);
+        }
     }
 
     /// Records the server process sending the group (for [`Outcome::Lost`]).
@@ -334,6 +346,9 @@ impl Group {
                 lead.answer(i, &lost);
             }
         }
+        // No server process until this holder sends one (a holder that dies before it sends
+        // leaves none: its members then know nothing was sent).
+        lead.set_sender(0, "");
         Ok(Some(lead))
     }
 
@@ -409,10 +424,18 @@ impl Group {
                     }
                     return Ok(Outcome::Alone);
                 }
-                if waited > self.patience.saturating_mul(2) {
-                    let k = self.shm.state(slot).load(Ordering::Acquire).saturating_sub(TAKEN) as usize;
-                    let (pid, started) = self.shm.leader(k);
-                    return Ok(Outcome::Lost(pid, started));
+                // Taken by a leader that is alive (its lock is held) and silent for twice the
+                // patience: stop waiting; it frees the slot if it ever answers.
+                let state = self.shm.state(slot).load(Ordering::Acquire);
+                if waited > self.patience.saturating_mul(2)
+                    && state >= TAKEN
+                    && self
+                        .shm
+                        .state(slot)
+                        .compare_exchange(state, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                {
+                    return Ok(Outcome::Unknown);
                 }
             }
             self.shm.wait_epoch(seen, NAP);
@@ -510,6 +533,53 @@ mod tests {
         assert_eq!(g.wait(f, &mut landing).unwrap(), Outcome::Landed(100));
         assert_eq!(landing.0, vec![1, 2, 6], "the dead process's request was dropped");
         assert_eq!(g.shm.state(e).load(Ordering::Acquire), FREE);
+    }
+
+    /// Takes its group and dies before it records a server process (so before sending).
+    struct DyingEarly;
+    impl Leader for DyingEarly {
+        fn send(&mut self, _: &Lead<'_>, _: Vec<Request>) -> Vec<Outcome> {
+            panic!("the leader dies before it sends");
+        }
+    }
+
+    /// A leader that dies before recording its server process leaves none, never the one of
+    /// the lock's previous group (another process's live connection): its members know nothing
+    /// was sent.
+    #[test]
+    fn a_leader_dead_before_sending_leaves_no_server_process() {
+        let key = format!("test-{}", rand::random::<u64>());
+        let g = Group::open(&key, "test", Duration::from_secs(1)).expect("group file");
+        let a = g.queue(&request(1)).unwrap();
+        let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| g.wait(a, &mut Dying)));
+        assert!(died.is_err());
+        assert_eq!(g.wait(a, &mut Landing(Vec::new())).unwrap(), Outcome::Lost(4242, "started at noon".into()));
+        // The same lock's next holder dies before sending: no process, not the last one.
+        let b = g.queue(&request(2)).unwrap();
+        let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| g.wait(b, &mut DyingEarly)));
+        assert!(died.is_err());
+        assert_eq!(g.wait(b, &mut Landing(Vec::new())).unwrap(), Outcome::Lost(0, String::new()));
+    }
+
+    /// A member stops waiting for a live leader silent for twice its patience (`Unknown`), and
+    /// that leader's late answer frees the slot instead of leaving it done for nobody.
+    #[test]
+    fn a_silent_leader_is_abandoned_and_its_late_answer_frees_the_slot() {
+        let key = format!("test-{}", rand::random::<u64>());
+        let mut g = Group::open(&key, "test", Duration::from_secs(1)).expect("group file");
+        g.patience = Duration::from_millis(30);
+        let a = g.queue(&request(1)).unwrap();
+        let lead = g.try_lead().unwrap().expect("a free lock");
+        let taken = lead.take_queued();
+        assert_eq!(taken.len(), 1);
+        // Both locks held (the other elsewhere): the member can only wait, then give up.
+        let other = g.shm.try_lead(None).unwrap().expect("the other lock");
+        assert_eq!(g.wait(a, &mut Landing(Vec::new())).unwrap(), Outcome::Unknown);
+        assert_eq!(g.shm.state(a).load(Ordering::Acquire), ABANDONED);
+        lead.answer(taken[0].0, &Outcome::Landed(7));
+        assert_eq!(g.shm.state(a).load(Ordering::Acquire), FREE);
+        drop(other);
+        g.end_lead(lead);
     }
 
     static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

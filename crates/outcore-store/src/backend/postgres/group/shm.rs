@@ -42,6 +42,9 @@ pub(crate) const WRITING: u32 = 1;
 pub(crate) const QUEUED: u32 = 2;
 /// The leader wrote the result.
 pub(crate) const DONE: u32 = 4;
+/// Its owner stopped waiting for a leader that took it and never answered: that leader, if it
+/// ever answers, frees the slot instead.
+pub(crate) const ABANDONED: u32 = 8;
 /// `TAKEN + k`: the holder of leader lock `k` took the request and is sending it.
 pub(crate) const TAKEN: u32 = 16;
 
@@ -79,9 +82,6 @@ pub(crate) struct Shared {
     file: File,
     path: std::path::PathBuf,
     ptr: *mut u8,
-    /// Descriptors of the file (each its own open file description) for leader-lock attempts,
-    /// kept between attempts: one open and close fewer per commit and per waiter's look.
-    spare: parking_lot::Mutex<Vec<File>>,
 }
 
 // SAFETY: the mapping is plain shared memory; every access goes through atomics or raw copies
@@ -128,7 +128,7 @@ impl Shared {
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let me = Self { file, path: path.to_path_buf(), ptr: ptr.cast(), spare: parking_lot::Mutex::new(Vec::new()) };
+        let me = Self { file, path: path.to_path_buf(), ptr: ptr.cast() };
         let magic = me.u64_at(H_MAGIC);
         match magic.compare_exchange(0, MAGIC, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => Ok(Some(me)),
@@ -252,24 +252,21 @@ impl Shared {
 
     /// Takes a free leader lock (`only`: that one) if there is one: its number and the lock
     /// (released on drop, or by the kernel when the process dies).
-    pub fn try_lead(&self, only: Option<usize>) -> io::Result<Option<(usize, LeaderLock<'_>)>> {
+    pub fn try_lead(&self, only: Option<usize>) -> io::Result<Option<(usize, LeaderLock)>> {
         // A descriptor of its own: OFD locks belong to an open file description, so each
-        // attempt (each thread) competes with every other one, in this process too. One no
-        // attempt uses now, or a new one.
-        let spare = self.spare.lock().pop();
-        let f = match spare {
-            Some(f) => f,
-            None => std::fs::OpenOptions::new().read(true).write(true).open(&self.path)?,
-        };
+        // attempt (each thread) competes with every other one, in this process too. Opened
+        // for the attempt and closed with the lock, never kept: a descriptor kept open would
+        // be shared with every child forked meanwhile (Python's `multiprocessing`), and a lock
+        // taken on it later would outlive this process's death while a child lives.
+        let f = std::fs::OpenOptions::new().read(true).write(true).open(&self.path)?;
         for k in 0..LEADERS {
             if only.is_some_and(|o| o != k) {
                 continue;
             }
             if ofd_lock(&f, libc::F_WRLCK as libc::c_short, LEADER_BYTES + k as u64)? {
-                return Ok(Some((k, LeaderLock { shared: self, file: Some(f), byte: LEADER_BYTES + k as u64 })));
+                return Ok(Some((k, LeaderLock { _file: f })));
             }
         }
-        self.spare.lock().push(f);
         Ok(None)
     }
 
@@ -309,22 +306,8 @@ impl Drop for Shared {
 }
 
 /// The leader lock, held while a group is taken, sent and answered.
-pub(crate) struct LeaderLock<'a> {
-    shared: &'a Shared,
-    /// The descriptor holding the lock (given back to `shared` unlocked on drop).
-    file: Option<File>,
-    byte: u64,
-}
-
-impl Drop for LeaderLock<'_> {
-    fn drop(&mut self) {
-        let Some(f) = self.file.take() else { return };
-        // Unlocked, the descriptor serves the next attempt; if unlocking fails, closing it
-        // releases the lock.
-        if crate::ofd::lock(&f, libc::F_UNLCK as libc::c_short, self.byte, 1, false).unwrap_or(false) {
-            self.shared.spare.lock().push(f);
-        }
-    }
+pub(crate) struct LeaderLock {
+    _file: File,
 }
 
 /// The byte every user holds a read lock on while it has the file open.
@@ -413,23 +396,5 @@ mod tests {
         assert!(s.try_lead(Some(b)).unwrap().is_none());
         drop(lb);
         assert_eq!(s.try_lead(Some(b)).unwrap().map(|(k, _)| k), Some(b));
-    }
-
-    /// A lock given back unlocks its descriptor, which later attempts reuse: many leads open
-    /// no new descriptors, and each excludes a second one while held.
-    #[test]
-    fn leader_descriptors_are_reused_and_unlocked() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Shared::open(&dir.path().join("g")).unwrap().unwrap();
-        drop(s.try_lead(Some(0)).unwrap().expect("free"));
-        let fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
-        let before = fds();
-        for _ in 0..100 {
-            let held = s.try_lead(Some(0)).unwrap().expect("given back unlocked");
-            assert!(s.try_lead(Some(0)).unwrap().is_none(), "held");
-            drop(held);
-        }
-        // (Other tests' threads may open files meanwhile: a margin, far below one per lead.)
-        assert!(fds() <= before + 4, "descriptors leaked: {} -> {}", before, fds());
     }
 }
