@@ -13,10 +13,10 @@ use crate::PagerError;
 /// Which engine a file uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FileEngine {
-    /// Blocks are loaded on first touch into a memfd by userfaultfd ([`Pager::open_file`]).
+    /// Blocks are loaded on first touch into a memfd by userfaultfd ([`Pager::open_file`](crate::Pager::open_file)).
     Userfaultfd,
     /// Blocks' extents of data files are mapped `MAP_PRIVATE`; reads are kernel page-cache hits
-    /// ([`Pager::open_mapped_file`]).
+    /// ([`Pager::open_mapped_file`](crate::Pager::open_mapped_file)).
     PageCache,
 }
 
@@ -43,9 +43,9 @@ pub(crate) enum FileKind {
 /// # Calling context
 /// Every method may be called from any thread, concurrently with accesses to the views.
 /// With the userfaultfd engine, `read_block` and `prefetch` wait for loads done by the pager's
-/// loader threads, so they must not be called from [`BlockSource::load`] (nor any method from a
+/// loader threads, so they must not be called from [`BlockSource::load`](crate::BlockSource::load) (nor any method from a
 /// thread the source blocks). The page-cache engine serializes the operations of one file with a
-/// mutex and calls its [`ExtentSource`] with it held.
+/// mutex and calls its [`ExtentSource`](crate::ExtentSource) with it held.
 ///
 /// Commit protocol for the layer above: `dirty()`, then `read_pages` (or `read_block`) of each
 /// dirty block, store the pages, then `mark_clean` of the committed blocks; abort is

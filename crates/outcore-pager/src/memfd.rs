@@ -15,7 +15,7 @@ pub struct Memfd {
 }
 
 impl Memfd {
-    /// Creates an empty memfd named `name` (shown in /proc/<pid>/maps).
+    /// Creates an empty memfd named `name` (shown in `/proc/<pid>/maps`).
     pub fn create(name: &str) -> io::Result<Self> {
         let cname = std::ffi::CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         // SAFETY: `cname` is a valid NUL-terminated string for the duration of the call.

@@ -2,7 +2,7 @@
 //!
 //! `tokio-postgres` runs on a current-thread runtime owned by the connection, the way the
 //! `postgres` crate does it, but each call here waits at most the target's `io_timeout` (the
-//! whole connection start at most `connect_timeout`) and asks [`interrupt`](crate::interrupt)
+//! whole connection start at most `connect_timeout`) and asks [`crate::interrupt`]
 //! about ten times a second whether to stop. A call that timed out, was interrupted or lost the
 //! connection leaves the connection *broken*: its protocol state is unknown, so it is never used
 //! again (the pool drops it).
