@@ -220,7 +220,7 @@ pub enum Error {
         reason: String,
     },
     /// The database backend failed.
-    #[error("{backend} error during {op}: {source}")]
+    #[error("{backend} error during {op}: {}", with_causes(source.as_ref()))]
     Backend {
         /// "sqlite" or "postgresql".
         backend: &'static str,
@@ -315,3 +315,19 @@ impl Error {
 
 /// Result with the store's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error's message followed by its causes' (a driver's "db error" says nothing until the
+/// server's message after it).
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
