@@ -110,6 +110,17 @@ pub enum PagerError {
     /// The pager is shutting down.
     #[error("the pager is shutting down")]
     ShuttingDown,
+    /// The pager was started by another process (this one was forked from it): its userfaultfd
+    /// serves that process's memory. [`Pager::global`](crate::Pager::global) starts one per
+    /// process.
+    #[error(
+        "this pager was started by process {started_by}, which this process was forked from: \
+         open the database again in this process"
+    )]
+    OtherProcess {
+        /// The process that started it.
+        started_by: u32,
+    },
     /// An [`ExtentSource`](crate::ExtentSource) could not say where blocks are.
     #[error("asking where blocks {blks:?} of {label} are failed: {error}")]
     Extents {

@@ -173,6 +173,9 @@ impl Shared {
 pub struct Pager {
     shared: Arc<Shared>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// The process that started it: its userfaultfd serves that process's memory, and its
+    /// threads live there (a child forked from it has neither).
+    pid: u32,
 }
 
 impl std::fmt::Debug for Pager {
@@ -221,7 +224,7 @@ impl Pager {
             std::thread::Builder::new().name(name).spawn(f).map_err(|e| PagerError::io("spawning a pager thread", e))
         };
         // From here on, dropping `pager` (also on error) stops the threads started so far.
-        let pager = Pager { shared: shared.clone(), threads: Mutex::new(Vec::new()) };
+        let pager = Pager { shared: shared.clone(), threads: Mutex::new(Vec::new()), pid: std::process::id() };
         let s = shared.clone();
         pager.threads.lock().push(spawn("outcore-fault".into(), Box::new(move || fault_thread::run(&s)))?);
         for i in 0..config.loader_threads.max(1) {
@@ -236,8 +239,15 @@ impl Pager {
     /// The process's default pager, created on first use with [`PagerConfig::default`].
     pub fn global() -> Result<Arc<Pager>, PagerError> {
         let mut g = GLOBAL.lock();
-        if let Some(p) = &*g {
-            return Ok(p.clone());
+        match g.take() {
+            Some(p) if p.pid == std::process::id() => {
+                *g = Some(p.clone());
+                return Ok(p);
+            }
+            // Inherited by a forked child: never dropped here (its drop would wait for threads
+            // that exist only in the parent); this process starts its own.
+            Some(inherited) => std::mem::forget(inherited),
+            None => {}
         }
         let p = Pager::new(PagerConfig::default())?;
         *g = Some(p.clone());
@@ -278,6 +288,9 @@ impl Pager {
     ) -> Result<FileHandle, PagerError> {
         if blksize == 0 || blksize % PAGE != 0 {
             return Err(PagerError::InvalidArgument(format!("blksize {blksize} is not a positive multiple of {PAGE}")));
+        }
+        if self.pid != std::process::id() {
+            return Err(PagerError::OtherProcess { started_by: self.pid });
         }
         UffdFile::open(self.clone(), source, blksize as u64, size, fill).map(FileHandle::from)
     }
