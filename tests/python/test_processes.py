@@ -67,3 +67,47 @@ def test_in_the_same_process_unpickling_is_a_plain_array(conn):
     ro = outcore.open(conn.db.location, mode="r").connect().root["A"]
     R = pickle.loads(pickle.dumps(ro))
     assert R.read_only and not R[:].flags.writeable
+
+
+def _small_commits(url, k, n):
+    """A forked worker: its own database handle, n commits of one element of its own block."""
+    conn = outcore.open(url).connect(transaction_manager=False)
+    A = conn.root["w"]
+    for i in range(n):
+        v = A[:]
+        v[k * 512 + i] = k * 1000 + i
+        conn.commit()
+    B = conn.root.create(f"own{k}", (8,), "i8")
+    B[:] = k
+    conn.commit()
+    return k, B.id
+
+
+def test_forked_workers_commit_small_writes_to_their_own_blocks(url):
+    # Workers forked from a process that has the database open (its store, connections,
+    # pager and random generator state inherited), each opening its own: their small commits
+    # (grouped on PostgreSQL: distinct commit ids) all land, the arrays they create get
+    # distinct ids, and the parent goes on committing after them.
+    db = outcore.open(url)
+    conn = db.connect(transaction_manager=False)
+    A = conn.root.create("w", (4 * 512,), "f8", blksize=4096)
+    A[:] = -1.0  # every block stored: the workers' commits are small page writes
+    conn.commit()
+    assert A[:][0] == -1.0
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(4) as pool:
+        done = pool.starmap_async(_small_commits, [(url, k, 30) for k in range(4)])
+        results = sorted(done.get(timeout=300))
+    assert [k for k, _ in results] == [0, 1, 2, 3]
+    assert len({i for _, i in results}) == 4, results
+    conn.sync()
+    for k, i in results:
+        assert conn.root[f"own{k}"].id == i and list(conn.root[f"own{k}"][:]) == [k] * 8
+    got = np.asarray(A[:])
+    for k in range(4):
+        want = np.full(512, -1.0)
+        want[:30] = k * 1000 + np.arange(30)
+        np.testing.assert_array_equal(got[k * 512 : (k + 1) * 512], want)
+    A[:][2047] = 7.0
+    conn.commit()
+    assert outcore.open(url).connect(transaction_manager=False).root["w"][2047] == 7.0

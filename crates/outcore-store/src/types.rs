@@ -25,9 +25,27 @@ impl fmt::Display for ArrayId {
 }
 
 impl ArrayId {
-    /// A fresh random id (63 bits, so it fits signed 64-bit SQL integers).
+    /// A fresh random id (63 bits, so it fits signed 64-bit SQL integers), from the operating
+    /// system (see [`random_u64`]).
     pub fn random() -> Self {
-        ArrayId(rand::random::<u64>() >> 1 | 1)
+        ArrayId(random_u64() >> 1 | 1)
+    }
+}
+
+/// 64 random bits from the operating system (`getrandom(2)`). Ids and nonces that must differ
+/// between processes come from here, never from a thread-local generator: a process forked
+/// from another (Python's `multiprocessing`) inherits that generator's state, and every child
+/// would draw the same "random" commit ids, array ids and nonces.
+pub(crate) fn random_u64() -> u64 {
+    match getrandom::u64() {
+        Ok(x) => x,
+        // No OS randomness (practically impossible on Linux): the thread's generator, reseeded
+        // from the clock and the process id so forked children still differ.
+        Err(_) => {
+            let t =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+            rand::random::<u64>() ^ t.rotate_left(17) ^ u64::from(std::process::id()).rotate_left(41)
+        }
     }
 }
 

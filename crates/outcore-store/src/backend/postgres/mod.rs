@@ -1290,7 +1290,7 @@ impl Store for PgStore {
 
     fn commit(&self, base: Tid, mut commit: Commit) -> Result<Tid> {
         self.check_writable("commit")?;
-        let commit_id = rand::random::<i64>();
+        let commit_id = crate::types::random_u64() as i64;
         let mut c = self.conn()?;
         let mut tries = 1;
         let mut grouped = self.group.is_some();

@@ -189,7 +189,7 @@ impl Registry {
             pins: Mutex::new(Pins::default()),
             pid,
             boot,
-            nonce: rand::random::<u64>() | 1,
+            nonce: crate::types::random_u64() | 1,
             read_only,
         })
     }
