@@ -317,8 +317,8 @@ impl Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// An error's message followed by its causes' (a driver's "db error" says nothing until the
-/// server's message after it).
-fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+/// server's message after it), each once.
+pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {

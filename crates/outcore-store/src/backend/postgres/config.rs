@@ -80,7 +80,7 @@ impl Target {
     /// The error for a failed connection start.
     pub fn connect_error(&self, e: &tokio_postgres::Error) -> Error {
         let location = self.location.clone();
-        let reason = format!("cannot connect ({}): {}", self.tls.describe(), chain(e));
+        let reason = format!("cannot connect ({}): {}", self.tls.describe(), crate::error::with_causes(e));
         if transient(e) {
             Error::Unreachable { location, reason }
         } else {
@@ -120,21 +120,6 @@ pub(crate) fn transient(e: &tokio_postgres::Error) -> bool {
     }
     // The client's own connect timeout says "timeout" without an I/O error.
     e.to_string().contains("timeout")
-}
-
-/// An error with its causes, one after the other.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 fn env(k: &str) -> Option<String> {
@@ -204,7 +189,8 @@ pub(crate) fn parse(url: &str) -> Result<Target> {
     let cert = cert.or_else(|| env("PGSSLCERT")).map(PathBuf::from);
     let key = key.or_else(|| env("PGSSLKEY")).map(PathBuf::from);
 
-    let mut config: Config = u.as_str().parse().map_err(|e: tokio_postgres::Error| bad(chain(&e)))?;
+    let mut config: Config =
+        u.as_str().parse().map_err(|e: tokio_postgres::Error| bad(crate::error::with_causes(&e)))?;
     let connect_timeout = match (config.get_connect_timeout(), env("PGCONNECT_TIMEOUT")) {
         (Some(t), _) if !t.is_zero() => *t,
         (None, Some(v)) => seconds("PGCONNECT_TIMEOUT", &v)?,
