@@ -239,16 +239,12 @@ impl Pager {
     /// The process's default pager, created on first use with [`PagerConfig::default`].
     pub fn global() -> Result<Arc<Pager>, PagerError> {
         let mut g = GLOBAL.lock();
-        match g.take() {
-            Some(p) if p.pid == std::process::id() => {
-                *g = Some(p.clone());
-                return Ok(p);
-            }
-            // Inherited by a forked child: never dropped here (its drop would wait for threads
-            // that exist only in the parent); this process starts its own.
-            Some(inherited) => std::mem::forget(inherited),
-            None => {}
+        if let Some(p) = g.as_ref().filter(|p| p.pid == std::process::id()) {
+            return Ok(p.clone());
         }
+        // One inherited by a forked child is never dropped here (its drop would wait for
+        // threads that exist only in the parent); this process starts its own.
+        std::mem::forget(g.take());
         let p = Pager::new(PagerConfig::default())?;
         *g = Some(p.clone());
         Ok(p)

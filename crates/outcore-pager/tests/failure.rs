@@ -10,7 +10,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 
 use common::*;
-use outcore_pager::PagerConfig;
+use outcore_pager::{Pager, PagerConfig};
 
 const CHILD_ENV: &str = "OUTCORE_PAGER_TEST_CHILD";
 
@@ -126,6 +126,43 @@ fn forked_child_gets_no_view() {
     assert_eq!(libc::WTERMSIG(status), libc::SIGSEGV);
     assert_eq!(rd(&v, 2 * BS + 5), src.expected(2, 5));
     assert_eq!(src.count(2), 1);
+}
+
+/// A forked child gets a pager of its own from `Pager::global` (the parent's userfaultfd serves
+/// the parent's memory), which loads blocks; the parent's pager refuses it, saying why.
+#[test]
+fn a_forked_child_starts_its_own_global_pager() {
+    let parent = Pager::global().unwrap();
+    let (src, _f) = open(&parent, 4);
+    // SAFETY: the child only uses the pager API and leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let code = (|| {
+            match parent.open_file(src.clone(), BS, 4 * BS as u64) {
+                Err(outcore_pager::PagerError::OtherProcess { started_by }) if started_by != std::process::id() => {}
+                _ => return 1,
+            }
+            let Ok(own) = Pager::global() else { return 2 };
+            if std::sync::Arc::ptr_eq(&own, &parent) {
+                return 3;
+            }
+            let Ok(f) = own.open_file(src.clone(), BS, 4 * BS as u64) else { return 4 };
+            let Ok(v) = f.map(0..4) else { return 5 };
+            if rd(&v, 2 * BS + 9) != src.expected(2, 9) {
+                return 6;
+            }
+            0
+        })();
+        // SAFETY: ends the child without running the parent's exit handlers.
+        unsafe { libc::_exit(code) };
+    }
+    assert!(pid > 0);
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(libc::WIFEXITED(status), "child died: {status:#x}");
+    assert_eq!(libc::WEXITSTATUS(status), 0, "child's step that failed");
+    assert!(std::sync::Arc::ptr_eq(&Pager::global().unwrap(), &parent), "the parent keeps its pager");
 }
 
 /// A failed load keeps the source's error, not its text: whether it was transient, and its
